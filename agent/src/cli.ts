@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { ErrorCode, SrError, createLogger, isSrError } from '@site-recovery/shared';
+import { Agent } from './agent.js';
+import { parseDisk, parseHostPort, readConfigFile } from './cli-options.js';
+
+const program = new Command('sr-agent')
+  .description(
+    'Protect one VM: serve each of its disk images over NBD, write every block write to the image and, in order, to a\n' +
+      'checksummed journal in the data dir. Point the VM at nbd://HOST:PORT/DISK-ID instead of the image file.',
+  )
+  .option('--vm <name>', 'name of the VM (letters, digits, . - _); names the replication stream')
+  .option('--disk <id=path>', 'a disk of the VM: export name ID serving the raw image at PATH (repeat per disk)', collect, [])
+  .option('--nbd <host:port>', 'address the NBD listener binds to; port 0 picks a free port', '127.0.0.1:10809')
+  .option('--data-dir <dir>', 'where the agent keeps its journal and state (one directory per VM)')
+  .addOption(
+    new Option('--journal-segment-bytes <n>', 'size at which a journal segment file is closed and a new one begun').default(64 * 1024 * 1024).argParser(intArg),
+  )
+  .option('--config <file>', 'JSON file with the same keys (vm, disk, nbd, dataDir, journalSegmentBytes); options given here win')
+  .addHelpText(
+    'after',
+    '\nOn start it prints one JSON line {"event":"ready",...} on stdout with the bound NBD address.\n' +
+      'Example:\n  sr-agent --vm web01 --disk os=/vm/web01-os.img --disk data=/vm/web01-data.img --nbd 127.0.0.1:10809 --data-dir /var/lib/sr/web01',
+  );
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function intArg(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1 << 20) throw new SrError(ErrorCode.BAD_OPTION, `"${value}" must be an integer of at least 1048576`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  program.parse();
+  const o = program.opts<{ vm?: string; disk: string[]; nbd: string; dataDir?: string; journalSegmentBytes: number; config?: string }>();
+  const file = o.config !== undefined ? readConfigFile(o.config) : {};
+  const fromCli = (k: string): boolean => program.getOptionValueSource(k) === 'cli';
+  const vm = o.vm ?? file.vm;
+  const dataDir = o.dataDir ?? file.dataDir;
+  const disks = (o.disk.length > 0 ? o.disk : (file.disk ?? [])).map(parseDisk);
+  const nbd = parseHostPort(fromCli('nbd') || file.nbd === undefined ? o.nbd : file.nbd, '--nbd');
+  const segmentBytes = fromCli('journalSegmentBytes') || file.journalSegmentBytes === undefined ? o.journalSegmentBytes : file.journalSegmentBytes;
+  if (vm === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--vm NAME is required');
+  if (dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
+  if (disks.length === 0) throw new SrError(ErrorCode.BAD_OPTION, 'at least one --disk ID=PATH is required');
+
+  const log = createLogger('sr-agent');
+  const agent = await Agent.start({ vm, disks, nbdHost: nbd.host, nbdPort: nbd.port, dataDir, journal: { segmentBytes }, log });
+  process.stdout.write(JSON.stringify({ event: 'ready', ...agent.status() }) + '\n');
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    agent.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err: (err as Error).message }, 'unclean stop');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  const code = isSrError(err) ? err.code : 'SR_INTERNAL';
+  process.stderr.write(`sr-agent: ${code}: ${(err as Error).message}\n`);
+  process.exit(2);
+});

@@ -1,0 +1,333 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import {
+  ErrorCode,
+  SrError,
+  closeFd,
+  fdatasync,
+  fsyncDir,
+  pwritev,
+  type ChangeRecord,
+} from '@site-recovery/shared';
+import type { Journal, JournalStats } from './journal.js';
+import {
+  SEGMENT_HEADER_BYTES,
+  decodeRecord,
+  decodeSegmentHeader,
+  encodeRecordHeader,
+  encodeSegmentHeader,
+} from './journal-format.js';
+import { parseSegmentFileName, segmentFileName } from './names.js';
+
+export interface FileJournalOptions {
+  /** A segment is closed and a new one started once it reaches this size. Default 64 MiB. */
+  readonly segmentBytes?: number;
+  /** Largest record payload accepted when reading back. Default 32 MiB (the NBD maximum). */
+  readonly maxRecordBytes?: number;
+}
+
+const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
+const DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024;
+
+interface Segment {
+  readonly firstLsn: number;
+  readonly file: string;
+  bytes: number;
+}
+
+interface Batch {
+  readonly bufs: Buffer[];
+  bytes: number;
+  lastLsn: number;
+  readonly done: Promise<void>;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * Journal in append-only segment files. Appends made in the same tick are written with one
+ * vectored write (group commit); `sync` calls that overlap share one fdatasync.
+ */
+export class FileJournal implements Journal {
+  private segments: Segment[];
+  private fd: number;
+  /** Descriptors of finished segments not yet fsynced. */
+  private unsynced: number[] = [];
+  private batch: Batch | undefined;
+  private appendedLsn: number;
+  private writtenLsn: number;
+  private syncedLsn: number;
+  private syncing: Promise<void> | undefined;
+  private failure: Error | undefined;
+  private readonly segmentBytes: number;
+  private readonly maxRecordBytes: number;
+
+  private constructor(
+    private readonly dir: string,
+    segments: Segment[],
+    fd: number,
+    lastLsn: number,
+    options: FileJournalOptions,
+  ) {
+    this.segments = segments;
+    this.fd = fd;
+    this.appendedLsn = this.writtenLsn = this.syncedLsn = lastLsn;
+    this.segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
+    this.maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
+  }
+
+  /**
+   * Opens (or creates) the journal in `dir`: validates every segment, truncates a torn tail of the
+   * last one, and refuses (SR_JOURNAL_CORRUPT) damage anywhere else, since records after it could
+   * not be trusted to follow on without a gap.
+   */
+  static async open(dir: string, options: FileJournalOptions = {}): Promise<FileJournal> {
+    await fsp.mkdir(dir, { recursive: true });
+    const maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
+    const names = (await fsp.readdir(dir))
+      .map((n) => ({ n, lsn: parseSegmentFileName(n) }))
+      .filter((x): x is { n: string; lsn: number } => x.lsn !== undefined)
+      .sort((a, b) => a.lsn - b.lsn);
+    const segments: Segment[] = [];
+    let lastLsn = 0;
+    for (const [i, { n, lsn }] of names.entries()) {
+      const file = path.join(dir, n);
+      const isLast = i === names.length - 1;
+      const scan = await scanSegment(file, maxRecordBytes, isLast);
+      if (scan === undefined) continue;
+      if (scan.firstLsn !== lsn) throw corrupt(`${file}: header says first LSN ${scan.firstLsn}, name says ${lsn}`);
+      if (lastLsn !== 0 && scan.records > 0 && lsn !== lastLsn + 1) {
+        throw corrupt(`${file}: starts at LSN ${lsn} but the previous segment ended at ${lastLsn}`);
+      }
+      if (scan.truncateTo !== undefined) await fsp.truncate(file, scan.truncateTo);
+      segments.push({ firstLsn: lsn, file, bytes: scan.truncateTo ?? scan.bytes });
+      if (scan.records > 0) lastLsn = scan.lastLsn;
+      else if (lastLsn === 0) lastLsn = lsn - 1;
+    }
+    let fd: number;
+    if (segments.length === 0) {
+      const seg = await createSegment(dir, lastLsn + 1);
+      segments.push(seg.segment);
+      fd = seg.fd;
+    } else {
+      const last = segments[segments.length - 1]!;
+      fd = fs.openSync(last.file, 'r+');
+    }
+    return new FileJournal(dir, segments, fd, lastLsn, options);
+  }
+
+  get lastLsn(): number {
+    return this.appendedLsn;
+  }
+
+  get firstLsn(): number {
+    return this.segments[0]?.firstLsn ?? this.appendedLsn + 1;
+  }
+
+  append(record: ChangeRecord): Promise<void> {
+    if (this.failure !== undefined) return Promise.reject(this.failed());
+    if (record.lsn !== this.appendedLsn + 1) {
+      return Promise.reject(corrupt(`append of LSN ${record.lsn} after ${this.appendedLsn} would leave a gap`));
+    }
+    this.appendedLsn = record.lsn;
+    const b = (this.batch ??= newBatch());
+    const header = encodeRecordHeader(record);
+    b.bufs.push(header);
+    b.bytes += header.length;
+    if (record.data !== undefined && record.data.length > 0) {
+      b.bufs.push(record.data);
+      b.bytes += record.data.length;
+    }
+    b.lastLsn = record.lsn;
+    if (!this.writerRunning) {
+      this.writerRunning = true;
+      setImmediate(() => void this.writer());
+    }
+    return b.done;
+  }
+
+  private writerRunning = false;
+
+  /**
+   * The single writer: takes everything appended since its last write and writes it with one
+   * vectored write, until nothing is left. Appends that arrive while a write is in progress join
+   * the next one, so the number of writes adapts to the load (group commit).
+   */
+  private async writer(): Promise<void> {
+    while (this.batch !== undefined) {
+      const b = this.batch;
+      this.batch = undefined;
+      try {
+        if (this.failure !== undefined) throw this.failed();
+        const seg = this.segments[this.segments.length - 1]!;
+        // Segments are rolled between writes, so a record never spans two files.
+        for (let i = 0; i < b.bufs.length; i += 1024) {
+          const part = b.bufs.length <= 1024 ? b.bufs : b.bufs.slice(i, i + 1024); // IOV_MAX
+          await pwritev(this.fd, part, seg.bytes);
+          seg.bytes += part.length === b.bufs.length ? b.bytes : part.reduce((n, x) => n + x.length, 0);
+        }
+        this.writtenLsn = b.lastLsn;
+        if (seg.bytes >= this.segmentBytes) await this.roll();
+        b.resolve();
+      } catch (err) {
+        this.fail(err);
+        b.reject(this.failed());
+      }
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    }
+    this.writerRunning = false;
+  }
+
+  /** Resolves after the writer's next completed write (immediately when it is idle). */
+  private drained(): Promise<void> {
+    if (this.batch === undefined && !this.writerRunning) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private drainWaiters: (() => void)[] = [];
+
+  private async roll(): Promise<void> {
+    const next = await createSegment(this.dir, this.writtenLsn + 1);
+    this.unsynced.push(this.fd);
+    this.fd = next.fd;
+    this.segments.push(next.segment);
+  }
+
+  async sync(): Promise<void> {
+    const target = this.appendedLsn;
+    while (this.writtenLsn < target && this.failure === undefined) await this.drained();
+    if (this.failure !== undefined) throw this.failed();
+    while (this.syncedLsn < target) {
+      if (this.syncing === undefined) {
+        const upto = this.writtenLsn;
+        this.syncing = this.syncOnce(upto).finally(() => (this.syncing = undefined));
+      }
+      await this.syncing;
+    }
+  }
+
+  private async syncOnce(upto: number): Promise<void> {
+    try {
+      const old = this.unsynced;
+      this.unsynced = [];
+      for (const fd of old) {
+        await fdatasync(fd);
+        await closeFd(fd);
+      }
+      await fdatasync(this.fd);
+      this.syncedLsn = Math.max(this.syncedLsn, upto);
+    } catch (err) {
+      this.fail(err);
+      throw this.failed();
+    }
+  }
+
+  async *read(from: number): AsyncIterable<ChangeRecord> {
+    await this.sync().catch(() => undefined); // make what was appended visible in the files
+    for (const [i, seg] of this.segments.entries()) {
+      const nextFirst = this.segments[i + 1]?.firstLsn;
+      if (nextFirst !== undefined && nextFirst <= from) continue;
+      const buf = await fsp.readFile(seg.file);
+      let at = SEGMENT_HEADER_BYTES;
+      while (at < seg.bytes && at < buf.length) {
+        const r = decodeRecord(buf, at, this.maxRecordBytes);
+        if (!r.ok) throw corrupt(`${seg.file} at byte ${at}: ${r.reason === 'short' ? 'truncated record' : r.detail}`);
+        if (r.record.lsn >= from) yield r.record;
+        at += r.bytes;
+      }
+    }
+  }
+
+  stats(): JournalStats {
+    return {
+      firstLsn: this.firstLsn,
+      lastLsn: this.appendedLsn,
+      syncedLsn: this.syncedLsn,
+      segments: this.segments.length,
+      bytes: this.segments.reduce((s, x) => s + x.bytes, 0),
+      failed: this.failure?.message,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.failure === undefined) await this.sync();
+    for (const fd of this.unsynced) await closeFd(fd);
+    this.unsynced = [];
+    await closeFd(this.fd);
+    this.failure ??= new SrError(ErrorCode.SHUTTING_DOWN, 'journal is closed');
+  }
+
+  private fail(err: unknown): void {
+    this.failure ??= err instanceof Error ? err : new Error(String(err));
+  }
+
+  private failed(): SrError {
+    const f = this.failure!;
+    if (f instanceof SrError) return f;
+    const code = (f as NodeJS.ErrnoException).code === 'ENOSPC' ? ErrorCode.NO_SPACE : ErrorCode.IO;
+    return new SrError(code, `journal in ${this.dir} failed and takes no more writes until the agent restarts: ${f.message}`, { cause: f });
+  }
+}
+
+function newBatch(): Batch {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  done.catch(() => undefined); // callers that ignore a batch's result must not crash the process
+  return { bufs: [], bytes: 0, lastLsn: 0, done, resolve, reject };
+}
+
+function corrupt(message: string): SrError {
+  return new SrError(ErrorCode.JOURNAL_CORRUPT, message);
+}
+
+async function createSegment(dir: string, firstLsn: number): Promise<{ segment: Segment; fd: number }> {
+  const file = path.join(dir, segmentFileName(firstLsn));
+  const fd = fs.openSync(file, 'wx+');
+  const header = encodeSegmentHeader(firstLsn);
+  await pwritev(fd, [header], 0);
+  await fdatasync(fd);
+  await fsyncDir(dir);
+  return { segment: { firstLsn, file, bytes: header.length }, fd };
+}
+
+interface SegmentScan {
+  firstLsn: number;
+  lastLsn: number;
+  records: number;
+  bytes: number;
+  truncateTo: number | undefined;
+}
+
+/** Validates one segment; `undefined` when it was a half-created newest segment and was removed. */
+async function scanSegment(file: string, maxRecordBytes: number, isLast: boolean): Promise<SegmentScan | undefined> {
+  const buf = await fsp.readFile(file);
+  if (isLast && buf.length < SEGMENT_HEADER_BYTES) {
+    // Crashed while creating the segment: nothing in it was ever acknowledged.
+    await fsp.unlink(file);
+    return undefined;
+  }
+  const { firstLsn } = decodeSegmentHeader(buf, file);
+  let at = SEGMENT_HEADER_BYTES;
+  let expect = firstLsn;
+  let records = 0;
+  while (at < buf.length) {
+    const r = decodeRecord(buf, at, maxRecordBytes);
+    const bad = !r.ok ? (r.reason === 'short' ? 'truncated record' : r.detail) : r.record.lsn !== expect ? `LSN ${r.record.lsn} where ${expect} was expected` : undefined;
+    if (bad !== undefined) {
+      // Only the tail of the newest segment may be torn: that is where a crash interrupts a write.
+      if (isLast) return { firstLsn, lastLsn: expect - 1, records, bytes: at, truncateTo: at };
+      throw corrupt(`${file} at byte ${at}: ${bad}`);
+    }
+    if (r.ok) at += r.bytes;
+    expect++;
+    records++;
+  }
+  return { firstLsn, lastLsn: expect - 1, records, bytes: at, truncateTo: undefined };
+}

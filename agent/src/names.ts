@@ -1,0 +1,39 @@
+import path from 'node:path';
+
+/**
+ * Every name the agent gives a file in its data directory is built and parsed here, and nowhere else.
+ *
+ * <data-dir>/
+ *   agent-state.json          VM name and disk layout the directory belongs to
+ *   checkpoint.json           LSN through which the images are known to be on stable storage
+ *   journal/
+ *     0000000000000001.srj    segment whose first record has LSN 1 (16 hex digits)
+ */
+export const STATE_FILE = 'agent-state.json';
+export const CHECKPOINT_FILE = 'checkpoint.json';
+export const JOURNAL_DIR = 'journal';
+const SEGMENT_RE = /^([0-9a-f]{16})\.srj$/;
+
+export function stateFile(dataDir: string): string {
+  return path.join(dataDir, STATE_FILE);
+}
+
+export function checkpointFile(dataDir: string): string {
+  return path.join(dataDir, CHECKPOINT_FILE);
+}
+
+export function journalDir(dataDir: string): string {
+  return path.join(dataDir, JOURNAL_DIR);
+}
+
+export function segmentFileName(firstLsn: number): string {
+  return `${firstLsn.toString(16).padStart(16, '0')}.srj`;
+}
+
+/** The first LSN named by a segment file, or `undefined` for any other file. */
+export function parseSegmentFileName(name: string): number | undefined {
+  const m = SEGMENT_RE.exec(name);
+  if (m === null) return undefined;
+  const lsn = Number.parseInt(m[1]!, 16);
+  return Number.isSafeInteger(lsn) && lsn > 0 ? lsn : undefined;
+}

@@ -1,0 +1,40 @@
+/**
+ * Keeps overlapping writes to one disk in LSN order. A write registers its range when it gets its
+ * LSN; before touching the image it waits for every earlier write whose range overlaps. Writes that
+ * do not overlap proceed in parallel.
+ */
+interface InFlight {
+  readonly lsn: number;
+  readonly start: number;
+  readonly end: number;
+  waiters: (() => void)[] | undefined;
+}
+
+export class WriteOrder {
+  private readonly inFlight: InFlight[] = [];
+
+  /** Registers a range; returns a handle and a promise that resolves when earlier overlapping writes are done. */
+  enter(lsn: number, start: number, length: number): { handle: InFlight; ready: Promise<void> | undefined } {
+    const end = start + length;
+    let before: InFlight[] | undefined;
+    for (const w of this.inFlight) {
+      if (w.start < end && start < w.end) (before ??= []).push(w);
+    }
+    const handle: InFlight = { lsn, start, end, waiters: undefined };
+    this.inFlight.push(handle);
+    if (before === undefined) return { handle, ready: undefined };
+    const ready = Promise.all(before.map((w) => new Promise<void>((resolve) => (w.waiters ??= []).push(resolve)))).then(() => undefined);
+    return { handle, ready };
+  }
+
+  leave(handle: InFlight): void {
+    const i = this.inFlight.indexOf(handle);
+    if (i >= 0) this.inFlight.splice(i, 1);
+    if (handle.waiters !== undefined) for (const w of handle.waiters) w();
+  }
+
+  /** Lowest LSN still registered (entries are added in LSN order); Infinity when empty. */
+  oldest(): number {
+    return this.inFlight[0]?.lsn ?? Infinity;
+  }
+}

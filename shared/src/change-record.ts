@@ -1,0 +1,39 @@
+/**
+ * The unit of replication: one write-type request of a VM, numbered by its log sequence number (LSN).
+ * LSNs form one sequence per VM across all of its disks (DESIGN.md invariant 1). They start at 1 and
+ * are plain numbers: 2^53 writes outlast any disk.
+ */
+export const RecordKind = {
+  /** Bytes written; `data` holds them. */
+  WRITE: 1,
+  /** The range reads back as zeroes afterwards. */
+  ZERO: 2,
+  /** The guest discarded the range; applied as zeroes so source and replica agree byte for byte. */
+  TRIM: 3,
+} as const;
+
+export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
+
+export interface ChangeRecord {
+  readonly lsn: number;
+  readonly kind: RecordKind;
+  /** Index of the disk in the VM's disk list (stable for a generation). */
+  readonly disk: number;
+  readonly offset: number;
+  readonly length: number;
+  /** Present for WRITE only; its length equals `length`. */
+  readonly data?: Buffer;
+}
+
+export function recordKindName(kind: number): string {
+  switch (kind) {
+    case RecordKind.WRITE:
+      return 'write';
+    case RecordKind.ZERO:
+      return 'zero';
+    case RecordKind.TRIM:
+      return 'trim';
+    default:
+      return `unknown(${kind})`;
+  }
+}

@@ -1,0 +1,67 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { SYSTEM_PATH, waitForEvent } from './process.js';
+
+const require = createRequire(import.meta.url);
+/** The built CLI of the agent workspace. */
+export const AGENT_CLI = path.join(path.dirname(require.resolve('@site-recovery/agent')), 'cli.js');
+export const JOURNAL_CLI = path.join(path.dirname(require.resolve('@site-recovery/agent')), 'journal-cli.js');
+
+export interface AgentProcess {
+  readonly child: ChildProcess;
+  readonly host: string;
+  readonly port: number;
+  /** nbd:// URI of one disk's export. */
+  uri(diskId: string): string;
+  /** Current stderr (pino JSON lines). */
+  stderr(): string;
+  /** SIGTERM and wait for a clean exit; resolves to the exit code. */
+  stop(): Promise<number | null>;
+  /** SIGKILL, as a crash. */
+  kill(): Promise<void>;
+}
+
+export interface StartAgentOptions {
+  readonly vm: string;
+  readonly disks: readonly { id: string; path: string }[];
+  readonly dataDir: string;
+  readonly args?: readonly string[];
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** Starts `sr-agent` on a free loopback port and waits for its ready line. */
+export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
+  const args = [
+    AGENT_CLI,
+    '--vm',
+    o.vm,
+    ...o.disks.flatMap((d) => ['--disk', `${d.id}=${d.path}`]),
+    '--nbd',
+    '127.0.0.1:0',
+    '--data-dir',
+    o.dataDir,
+    ...(o.args ?? []),
+  ];
+  const child = spawn(process.execPath, args, { env: { ...process.env, PATH: SYSTEM_PATH, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const ready = await waitForEvent(child, 'ready');
+  const [host, port] = String(ready['nbd']).split(/:(?=\d+$)/) as [string, string];
+  return {
+    child,
+    host,
+    port: Number(port),
+    uri: (id) => `nbd://${host}:${port}/${id}`,
+    stderr: () => stderr,
+    stop: async () => {
+      child.kill('SIGTERM');
+      return exited;
+    },
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}

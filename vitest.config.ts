@@ -1,0 +1,15 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['*/test/**/*.test.ts', 'test/scenarios/**/*.test.ts'],
+    // Tests start real servers and real NBD clients; two cores run two files at a time at most.
+    pool: 'forks',
+    maxWorkers: 2,
+    testTimeout: 180_000,
+    hookTimeout: 60_000,
+    // A skipped test is a gap: report it loudly.
+    allowOnly: false,
+    passWithNoTests: false,
+  },
+});
