@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import './io-threads.js';
 import { Command, Option } from 'commander';
 import { ErrorCode, SrError, createLogger, isSrError } from '@site-recovery/shared';
 import { Agent } from './agent.js';

@@ -1,10 +1,22 @@
 import fs from 'node:fs';
-import { ErrorCode, SrError, closeFd, fdatasync, pread, pwrite } from '@site-recovery/shared';
+import { ErrorCode, SrError, closeFd, fdatasync, pread, pwrite, pwriteSync } from '@site-recovery/shared';
 import type { BlockBackend } from './block-backend.js';
 
 /** Zero ranges are written in slices of this size from one shared buffer. */
 const ZERO_SLICE = 1 << 20;
 const ZEROES = Buffer.alloc(ZERO_SLICE);
+
+export interface FileBackendOptions {
+  /**
+   * Writes up to this many bytes are copied into the page cache with a synchronous pwrite on the
+   * event loop instead of a thread-pool round trip. Measured on 2 cores: 4k random writes at queue
+   * depth 32 go from ~16k to ~30k IOPS. The cost is that the event loop waits while the kernel
+   * throttles dirty pages; 0 sends every write through the thread pool. Default 64 KiB.
+   */
+  readonly inlineWriteMaxBytes?: number;
+}
+
+export const DEFAULT_INLINE_WRITE_MAX_BYTES = 64 * 1024;
 
 /**
  * A disk image file (raw format) as a block backend. One descriptor serves every connection, so a
@@ -15,9 +27,10 @@ export class FileBackend implements BlockBackend {
     readonly path: string,
     private readonly fd: number,
     readonly size: number,
+    private readonly inlineMax: number,
   ) {}
 
-  static open(path: string): FileBackend {
+  static open(path: string, options: FileBackendOptions = {}): FileBackend {
     let fd: number;
     try {
       fd = fs.openSync(path, 'r+');
@@ -31,7 +44,7 @@ export class FileBackend implements BlockBackend {
       fs.closeSync(fd);
       throw new SrError(ErrorCode.BAD_DISK, `disk image ${path} is empty; create it with a size first (truncate -s 1G ${path})`);
     }
-    return new FileBackend(path, fd, size);
+    return new FileBackend(path, fd, size, options.inlineWriteMaxBytes ?? DEFAULT_INLINE_WRITE_MAX_BYTES);
   }
 
   read(offset: number, length: number): Promise<Buffer> {
@@ -39,7 +52,8 @@ export class FileBackend implements BlockBackend {
   }
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    await pwrite(this.fd, data, offset);
+    if (data.length <= this.inlineMax) pwriteSync(this.fd, data, offset);
+    else await pwrite(this.fd, data, offset);
     if (fua) await fdatasync(this.fd);
   }
 

@@ -58,3 +58,17 @@ export function fsyncFd(fd: number): Promise<void> {
 export function closeFd(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
 }
+
+/**
+ * Synchronous positional vectored write, finishing short writes. Used only for small writes into
+ * the page cache, where a thread-pool round trip costs more than the copy itself.
+ */
+export function pwritevSync(fd: number, bufs: Buffer[], position: number): void {
+  const total = bufs.reduce((s, b) => s + b.length, 0);
+  const n = fs.writevSync(fd, bufs, position);
+  if (n < total) pwriteSync(fd, Buffer.concat(bufs).subarray(n), position + n);
+}
+
+export function pwriteSync(fd: number, buf: Buffer, position: number): void {
+  for (let done = 0; done < buf.length; ) done += fs.writeSync(fd, buf, done, buf.length - done, position + done);
+}

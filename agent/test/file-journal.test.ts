@@ -1,0 +1,98 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { RecordKind, isSrError, type ChangeRecord } from '@site-recovery/shared';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FileJournal } from '../src/file-journal.js';
+import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES } from '../src/journal-format.js';
+import { segmentFileName } from '../src/names.js';
+import { journalContract } from './journal-contract.js';
+
+const root = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-journal-'));
+afterAll(() => fs.rm(root, { recursive: true, force: true }));
+
+journalContract('FileJournal', (key) => FileJournal.open(path.join(root, 'contract', key)));
+journalContract('FileJournal with tiny segments', (key) => FileJournal.open(path.join(root, 'tiny', key), { segmentBytes: 8192 }));
+
+const write = (lsn: number, size = 4096): ChangeRecord => ({ lsn, kind: RecordKind.WRITE, disk: 0, offset: 0, length: size, data: Buffer.alloc(size, lsn & 0xff) });
+
+async function filled(dir: string, n: number, segmentBytes?: number): Promise<void> {
+  const j = await FileJournal.open(dir, segmentBytes === undefined ? {} : { segmentBytes });
+  // One write per append: segments roll between writes, so this spreads records over segments.
+  for (let i = 1; i <= n; i++) await j.append(write(i));
+  await j.close();
+}
+
+describe('FileJournal on disk', () => {
+  it('truncates a torn tail of the newest segment and keeps the whole records before it', async () => {
+    const dir = path.join(root, 'torn');
+    await filled(dir, 5);
+    const seg = path.join(dir, segmentFileName(1));
+    const size = (await fs.stat(seg)).size;
+    await fs.truncate(seg, size - 100); // the last record loses its final 100 bytes
+    const j = await FileJournal.open(dir);
+    expect(j.lastLsn).toBe(4);
+    expect((await fs.stat(seg)).size).toBe(SEGMENT_HEADER_BYTES + 4 * (RECORD_HEADER_BYTES + 4096));
+    await j.append(write(5));
+    await j.close();
+  });
+
+  it('drops a newest record whose checksum does not match (torn write)', async () => {
+    const dir = path.join(root, 'flip-tail');
+    await filled(dir, 3);
+    const seg = path.join(dir, segmentFileName(1));
+    const fh = await fs.open(seg, 'r+');
+    const at = SEGMENT_HEADER_BYTES + 2 * (RECORD_HEADER_BYTES + 4096) + RECORD_HEADER_BYTES + 10;
+    await fh.write(Buffer.from([0xee]), 0, 1, at);
+    await fh.close();
+    const j = await FileJournal.open(dir);
+    expect(j.lastLsn).toBe(2);
+    await j.close();
+  });
+
+  it('refuses to open when an older segment is damaged, with a stable code', async () => {
+    const dir = path.join(root, 'flip-old');
+    await filled(dir, 40, 64 * 1024); // several segments
+    const names = (await fs.readdir(dir)).sort();
+    expect(names.length).toBeGreaterThan(2);
+    const fh = await fs.open(path.join(dir, names[0]!), 'r+');
+    await fh.write(Buffer.from([0x00, 0x01]), 0, 2, SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 5);
+    await fh.close();
+    const err = await FileJournal.open(dir).catch((e: unknown) => e);
+    expect(isSrError(err, 'SR_JOURNAL_CORRUPT')).toBe(true);
+    expect((err as Error).message).toContain(names[0]);
+  });
+
+  it('rolls segments by size and reads across them', async () => {
+    const dir = path.join(root, 'roll');
+    await filled(dir, 100, 32 * 1024);
+    const j = await FileJournal.open(dir, { segmentBytes: 32 * 1024 });
+    expect(j.stats().segments).toBeGreaterThan(5);
+    let expectLsn = 1;
+    for await (const r of j.read(1)) {
+      expect(r.lsn).toBe(expectLsn++);
+      expect(r.data!.every((b) => b === (r.lsn & 0xff))).toBe(true);
+    }
+    expect(expectLsn).toBe(101);
+    await j.close();
+  });
+
+  it('removes a half-created newest segment (crash during roll) and continues', async () => {
+    const dir = path.join(root, 'half');
+    await filled(dir, 3);
+    await fs.writeFile(path.join(dir, segmentFileName(4)), Buffer.from('SRJS'));
+    const j = await FileJournal.open(dir);
+    expect(j.lastLsn).toBe(3);
+    await j.append(write(4));
+    await j.close();
+  });
+
+  it('ignores files that are not segments', async () => {
+    const dir = path.join(root, 'other');
+    await filled(dir, 2);
+    await fs.writeFile(path.join(dir, 'notes.txt'), 'hello');
+    const j = await FileJournal.open(dir);
+    expect(j.lastLsn).toBe(2);
+    await j.close();
+  });
+});
