@@ -75,7 +75,7 @@ export class CaptureBackend implements BlockBackend {
     apply: () => Promise<void>,
   ): Promise<void> {
     const lsn = this.o.lsns.next();
-    const logged = this.o.journal.append({ ...r, lsn, disk: this.o.disk });
+    const logged = this.o.journal.append({ ...r, lsn, disk: this.o.disk, time: Date.now() });
     const { handle, ready } = this.order.enter(lsn, r.offset, r.length);
     try {
       await logged;

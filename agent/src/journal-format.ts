@@ -1,4 +1,15 @@
-import { ErrorCode, RecordKind, SrError, crc32c, type ChangeRecord } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  RECORD_CANONICAL_BYTES,
+  RECORD_MAGIC,
+  RecordKind,
+  SrError,
+  crc32c,
+  isRecordKind,
+  recordChecksum,
+  writeCanonical,
+  type ChangeRecord,
+} from '@site-recovery/shared';
 
 /**
  * On-disk layout of journal segments. All integers big-endian.
@@ -11,22 +22,16 @@ import { ErrorCode, RecordKind, SrError, crc32c, type ChangeRecord } from '@site
  *   24 4  reserved (0)
  *   28 4  CRC-32C of bytes 0..28
  *
- * Record (36-byte header + payload):
- *   0  4  magic 0x53524a52 ("SRJR")
- *   4  1  kind (1 write, 2 zero, 3 trim)
- *   5  1  reserved (0)
- *   6  2  disk index
- *   8  8  LSN
- *   16 8  offset in bytes
- *   24 4  length in bytes of the range affected
- *   28 4  payload length (= length for writes, 0 otherwise)
- *   32 4  CRC-32C of bytes 0..32, continued over the payload
+ * Record (44-byte header + payload):
+ *   0  32 canonical block (shared/record-checksum.ts): magic "SRJR", kind, 0, disk, LSN, offset,
+ *         length, payload length
+ *   32 4  CRC-32C of the canonical block continued over the payload (the record's end-to-end checksum)
+ *   36 8  capture time, ms since the epoch (float64; informational, for lag)
  */
 export const SEGMENT_MAGIC = Buffer.from('SRJSEG\0\x01', 'latin1');
 export const SEGMENT_VERSION = 1;
 export const SEGMENT_HEADER_BYTES = 32;
-export const RECORD_MAGIC = 0x53524a52;
-export const RECORD_HEADER_BYTES = 36;
+export const RECORD_HEADER_BYTES = 44;
 
 function writeU64(b: Buffer, v: number, at: number): void {
   b.writeUInt32BE(Math.floor(v / 0x1_0000_0000), at);
@@ -62,19 +67,10 @@ export function decodeSegmentHeader(b: Buffer, file: string): { firstLsn: number
 
 /** The header of a record; the payload (if any) is written after it as a separate buffer. */
 export function encodeRecordHeader(r: ChangeRecord): Buffer {
-  const payload = r.data;
   const h = Buffer.allocUnsafe(RECORD_HEADER_BYTES);
-  h.writeUInt32BE(RECORD_MAGIC, 0);
-  h.writeUInt8(r.kind, 4);
-  h.writeUInt8(0, 5);
-  h.writeUInt16BE(r.disk, 6);
-  writeU64(h, r.lsn, 8);
-  writeU64(h, r.offset, 16);
-  h.writeUInt32BE(r.length, 24);
-  h.writeUInt32BE(payload?.length ?? 0, 28);
-  let crc = crc32c(h.subarray(0, 32));
-  if (payload !== undefined) crc = crc32c(payload, crc);
-  h.writeUInt32BE(crc, 32);
+  writeCanonical(h, 0, r, r.data?.length ?? 0);
+  h.writeUInt32BE(r.crc ?? recordChecksum(r, r.data), 32);
+  h.writeDoubleBE(r.time ?? 0, 36);
   return h;
 }
 
@@ -94,7 +90,7 @@ export function decodeRecord(b: Buffer, at: number, maxRecordBytes: number): Dec
   const kind = b.readUInt8(at + 4);
   const length = b.readUInt32BE(at + 24);
   const payloadLength = b.readUInt32BE(at + 28);
-  if (kind !== RecordKind.WRITE && kind !== RecordKind.ZERO && kind !== RecordKind.TRIM) {
+  if (!isRecordKind(kind)) {
     return { ok: false, reason: 'invalid', detail: `unknown record kind ${kind}` };
   }
   const expectPayload = kind === RecordKind.WRITE ? length : 0;
@@ -103,10 +99,18 @@ export function decodeRecord(b: Buffer, at: number, maxRecordBytes: number): Dec
   const end = at + RECORD_HEADER_BYTES + payloadLength;
   if (b.length < end) return { ok: false, reason: 'short' };
   const payload = b.subarray(at + RECORD_HEADER_BYTES, end);
-  let crc = crc32c(b.subarray(at, at + 32));
+  let crc = crc32c(b.subarray(at, at + RECORD_CANONICAL_BYTES));
   if (payloadLength > 0) crc = crc32c(payload, crc);
-  if (crc !== b.readUInt32BE(at + 32)) return { ok: false, reason: 'invalid', detail: 'record checksum mismatch' };
-  const base = { lsn: readU64(b, at + 8), kind: kind, disk: b.readUInt16BE(at + 6), offset: readU64(b, at + 16), length };
-  const record: ChangeRecord = kind === RecordKind.WRITE ? { ...base, data: payload } : base;
+  if (crc !== b.readUInt32BE(at + RECORD_CANONICAL_BYTES)) return { ok: false, reason: 'invalid', detail: 'record checksum mismatch' };
+  const record: ChangeRecord = {
+    lsn: readU64(b, at + 8),
+    kind,
+    disk: b.readUInt16BE(at + 6),
+    offset: readU64(b, at + 16),
+    length,
+    crc,
+    time: b.readDoubleBE(at + 36),
+    ...(kind === RecordKind.WRITE ? { data: payload } : {}),
+  };
   return { ok: true, record, bytes: RECORD_HEADER_BYTES + payloadLength };
 }

@@ -23,6 +23,15 @@ export interface ChangeRecord {
   readonly length: number;
   /** Present for WRITE only; its length equals `length`. */
   readonly data?: Buffer;
+  /** CRC-32C from `recordChecksum`, computed at capture; absent only before it is first computed. */
+  readonly crc?: number;
+  /** Wall-clock capture time (ms since the epoch), for measuring replication lag. */
+  readonly time?: number;
+}
+
+/** The kinds a record may have; anything else is refused when decoding. */
+export function isRecordKind(kind: number): kind is RecordKind {
+  return kind === RecordKind.WRITE || kind === RecordKind.ZERO || kind === RecordKind.TRIM;
 }
 
 export function recordKindName(kind: number): string {

@@ -21,6 +21,20 @@ export const ErrorCode = {
   IO: 'SR_IO',
   /** The component is shutting down and takes no new work. */
   SHUTTING_DOWN: 'SR_SHUTTING_DOWN',
+  /** A protocol message is malformed or unexpected at this point of the conversation. */
+  PROTOCOL: 'SR_PROTOCOL',
+  /** A peer exceeded a named limit (frame size, batch size, records). */
+  LIMIT: 'SR_LIMIT',
+  /** A record's checksum does not match its content. */
+  CHECKSUM: 'SR_CHECKSUM',
+  /** Records do not follow on from the last one held (gap or overlap in LSNs). */
+  SEQUENCE: 'SR_SEQUENCE',
+  /** A record addresses a disk the VM does not have, or bytes past the end of one. */
+  BOUNDS: 'SR_BOUNDS',
+  /** The stream belongs to a generation other than the one expected. */
+  GENERATION: 'SR_GENERATION',
+  /** A peer's credential was refused. */
+  AUTH: 'SR_AUTH',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

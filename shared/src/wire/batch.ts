@@ -1,0 +1,129 @@
+import { compress, uncompressSync } from 'lz4-napi';
+import { isRecordKind, RecordKind, type ChangeRecord } from '../change-record.js';
+import { ErrorCode, SrError } from '../errors.js';
+import { recordChecksum } from '../record-checksum.js';
+import { encodeMessage } from './codec.js';
+import type { WireLimits } from './limits.js';
+import type { Batch, DiskInfo, Progress } from './messages.js';
+
+/**
+ * One entry per record in a batch's `recs` (big-endian); the LSN is `first` + index.
+ *   0 u8 kind   1 u8 0   2 u16 disk   4 u32 CRC-32C (recordChecksum)   8 u64 offset
+ *   16 u32 length   20 u32 0   24 f64 capture time (ms)
+ */
+export const RECORD_ENTRY_BYTES = 32;
+
+/** Payloads smaller than this are not worth a compression call. */
+const MIN_COMPRESS_BYTES = 512;
+
+export interface BatchHeader {
+  readonly vm: string;
+  readonly generation: string;
+  readonly progress?: Progress;
+}
+
+/**
+ * Builds a batch message from consecutive records. Payloads are lz4-compressed when that makes them
+ * smaller; random data travels as is rather than paying for a decompression that saves nothing.
+ */
+export async function encodeBatch(records: readonly ChangeRecord[], h: BatchHeader): Promise<{ frame: Buffer; raw: number }> {
+  const first = records[0]!.lsn;
+  const recs = Buffer.allocUnsafe(records.length * RECORD_ENTRY_BYTES);
+  const payloads: Buffer[] = [];
+  let raw = 0;
+  records.forEach((r, i) => {
+    if (r.lsn !== first + i) throw new SrError(ErrorCode.SEQUENCE, `batch records must be consecutive: ${r.lsn} after ${first + i - 1}`);
+    const at = i * RECORD_ENTRY_BYTES;
+    recs.writeUInt8(r.kind, at);
+    recs.writeUInt8(0, at + 1);
+    recs.writeUInt16BE(r.disk, at + 2);
+    recs.writeUInt32BE(r.crc ?? recordChecksum(r, r.data), at + 4);
+    recs.writeUInt32BE(Math.floor(r.offset / 0x1_0000_0000), at + 8);
+    recs.writeUInt32BE(r.offset >>> 0, at + 12);
+    recs.writeUInt32BE(r.length, at + 16);
+    recs.writeUInt32BE(0, at + 20);
+    recs.writeDoubleBE(r.time ?? 0, at + 24);
+    if (r.kind === RecordKind.WRITE && r.data !== undefined) {
+      payloads.push(r.data);
+      raw += r.data.length;
+    }
+  });
+  const plain = payloads.length === 1 ? payloads[0]! : Buffer.concat(payloads, raw);
+  let codec: 'lz4' | 'none' = 'none';
+  let data: Uint8Array = plain;
+  if (raw >= MIN_COMPRESS_BYTES) {
+    const packed = await compress(plain);
+    if (packed.length < raw * 0.9) {
+      codec = 'lz4';
+      data = packed;
+    }
+  }
+  const msg: Batch = { t: 'batch', vm: h.vm, generation: h.generation, first, count: records.length, recs, codec, raw, data, ...(h.progress ? { progress: h.progress } : {}) };
+  return { frame: encodeMessage(msg), raw };
+}
+
+/** The LSN of the last record of a batch. */
+export function lastLsn(b: Batch): number {
+  return b.first + b.count - 1;
+}
+
+/**
+ * Checks a batch's shape against the limits from declared sizes only, before anything is
+ * decompressed: record count, entry table size, payload size, lz4 size prefix.
+ */
+export function checkBatchShape(b: Batch, limits: WireLimits): void {
+  if (b.count > limits.maxBatchRecords) throw new SrError(ErrorCode.LIMIT, `batch of ${b.count} records exceeds maxBatchRecords ${limits.maxBatchRecords}`);
+  if (b.recs.length !== b.count * RECORD_ENTRY_BYTES) throw new SrError(ErrorCode.PROTOCOL, `batch record table is ${b.recs.length} bytes for ${b.count} records`);
+  if (b.raw > limits.maxBatchRawBytes) throw new SrError(ErrorCode.LIMIT, `batch payload of ${b.raw} bytes exceeds maxBatchRawBytes ${limits.maxBatchRawBytes}`);
+  if (b.codec === 'none' && b.data.length !== b.raw) throw new SrError(ErrorCode.PROTOCOL, `uncompressed payload is ${b.data.length} bytes, declared ${b.raw}`);
+  if (b.codec === 'lz4') {
+    if (b.data.length < 4) throw new SrError(ErrorCode.PROTOCOL, 'lz4 payload shorter than its size prefix');
+    const declared = Buffer.from(b.data.buffer, b.data.byteOffset, 4).readUInt32LE(0);
+    if (declared !== b.raw) throw new SrError(ErrorCode.PROTOCOL, `lz4 payload declares ${declared} bytes, batch declares ${b.raw}`);
+  }
+  if (b.first + b.count - 1 > Number.MAX_SAFE_INTEGER) throw new SrError(ErrorCode.PROTOCOL, 'batch LSNs overflow');
+}
+
+/**
+ * Decodes and verifies every record of a batch: kinds, sizes, disk index and bounds against `disks`,
+ * payload sizes adding up, and each record's checksum. Throws (with a stable code) on the first
+ * failure, so a caller applies all of a batch or none of it. Record payloads are views into one
+ * decompressed buffer.
+ */
+export function decodeBatch(b: Batch, disks: readonly DiskInfo[], limits: WireLimits): ChangeRecord[] {
+  checkBatchShape(b, limits);
+  const recs = Buffer.from(b.recs.buffer, b.recs.byteOffset, b.recs.length);
+  const data = Buffer.from(b.data.buffer, b.data.byteOffset, b.data.length);
+  let payload: Buffer;
+  try {
+    payload = b.codec === 'lz4' ? uncompressSync(data) : data;
+  } catch (err) {
+    throw new SrError(ErrorCode.PROTOCOL, `lz4 payload does not decompress: ${(err as Error).message}`);
+  }
+  if (payload.length !== b.raw) throw new SrError(ErrorCode.PROTOCOL, `payload decompressed to ${payload.length} bytes, declared ${b.raw}`);
+  const out: ChangeRecord[] = new Array<ChangeRecord>(b.count);
+  let pos = 0;
+  for (let i = 0; i < b.count; i++) {
+    const at = i * RECORD_ENTRY_BYTES;
+    const kind = recs.readUInt8(at);
+    const lsn = b.first + i;
+    if (!isRecordKind(kind)) throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: unknown kind ${kind}`);
+    const disk = recs.readUInt16BE(at + 2);
+    const offset = recs.readUInt32BE(at + 8) * 0x1_0000_0000 + recs.readUInt32BE(at + 12);
+    const length = recs.readUInt32BE(at + 16);
+    const size = disks[disk]?.size;
+    if (size === undefined) throw new SrError(ErrorCode.BOUNDS, `record ${lsn}: disk index ${disk}, the VM has ${disks.length} disks`);
+    if (offset + length > size) throw new SrError(ErrorCode.BOUNDS, `record ${lsn}: bytes ${offset}+${length} past the end of disk ${disks[disk]!.id} (${size})`);
+    let rec: ChangeRecord = { lsn, kind, disk, offset, length, crc: recs.readUInt32BE(at + 4), time: recs.readDoubleBE(at + 24) };
+    if (kind === RecordKind.WRITE) {
+      if (length > limits.maxRecordBytes) throw new SrError(ErrorCode.LIMIT, `record ${lsn}: ${length} bytes exceeds maxRecordBytes`);
+      if (pos + length > payload.length) throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: payload runs past the batch data`);
+      rec = { ...rec, data: payload.subarray(pos, pos + length) };
+      pos += length;
+    }
+    if (recordChecksum(rec, rec.data) !== rec.crc) throw new SrError(ErrorCode.CHECKSUM, `record ${lsn}: checksum mismatch`);
+    out[i] = rec;
+  }
+  if (pos !== payload.length) throw new SrError(ErrorCode.PROTOCOL, `batch carries ${payload.length - pos} payload bytes no record claims`);
+  return out;
+}

@@ -1,0 +1,29 @@
+import { Packr } from 'msgpackr';
+import type { z } from 'zod';
+import { ErrorCode, SrError } from '../errors.js';
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+
+export function encodeMessage(message: object): Buffer {
+  return packr.pack(message);
+}
+
+/**
+ * Decodes one message and checks it against `schema`. Binary fields of the result are views into
+ * `frame` (msgpackr does not copy them). Throws SR_PROTOCOL with what was wrong.
+ */
+export function decodeMessage<S extends z.ZodType>(frame: Buffer, schema: S): z.infer<S> {
+  let raw: unknown;
+  try {
+    raw = packr.unpack(frame);
+  } catch (err) {
+    throw new SrError(ErrorCode.PROTOCOL, `undecodable message: ${(err as Error).message}`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const t = typeof raw === 'object' && raw !== null && 't' in raw ? String((raw as { t: unknown }).t) : '?';
+    const issue = parsed.error.issues[0];
+    throw new SrError(ErrorCode.PROTOCOL, `invalid "${t}" message: ${issue?.path.join('.') ?? ''} ${issue?.message ?? ''}`.trim());
+  }
+  return parsed.data as z.infer<S>;
+}

@@ -1,0 +1,99 @@
+import { z } from 'zod';
+import { ID_PATTERN } from '../ids.js';
+import { PROTOCOL_VERSION } from './limits.js';
+
+/**
+ * Messages of the replication protocol (agent → cache-store → processor). Each WebSocket binary
+ * message is one msgpack map whose `t` names its type. Schemas are checked on every receive; ids are
+ * checked against the id pattern before anything uses them as names.
+ */
+const id = z.string().regex(ID_PATTERN);
+/** A generation names one continuous stream of a VM; a new one starts when continuity is lost. */
+export const GENERATION_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+const generation = z.string().regex(GENERATION_PATTERN);
+const lsn = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const credential = z.string().max(4096).optional();
+/** Binary field: a Buffer view into the received frame. */
+const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
+
+export const DiskInfoSchema = z.object({ id, size: z.number().int().positive().max(Number.MAX_SAFE_INTEGER) });
+export type DiskInfo = z.infer<typeof DiskInfoSchema>;
+
+export const AgentHelloSchema = z.object({
+  t: z.literal('hello'),
+  v: z.literal(PROTOCOL_VERSION),
+  role: z.literal('agent'),
+  vm: id,
+  generation,
+  disks: z.array(DiskInfoSchema).min(1),
+  credential,
+});
+export type AgentHello = z.infer<typeof AgentHelloSchema>;
+
+export const ProcessorHelloSchema = z.object({ t: z.literal('hello'), v: z.literal(PROTOCOL_VERSION), role: z.literal('processor'), credential });
+export type ProcessorHello = z.infer<typeof ProcessorHelloSchema>;
+
+export const HelloSchema = z.discriminatedUnion('role', [AgentHelloSchema, ProcessorHelloSchema]);
+
+/** cache-store → agent: the last LSN of this VM and generation it holds durably (0: none). */
+export const WelcomeSchema = z.object({ t: z.literal('welcome'), v: z.literal(PROTOCOL_VERSION), durableLsn: lsn });
+export type Welcome = z.infer<typeof WelcomeSchema>;
+
+/** Progress of the initial copy of a VM's disks, carried by the batches that ship it. */
+export const ProgressSchema = z.object({ done: z.number().int().min(0), total: z.number().int().min(0) });
+export type Progress = z.infer<typeof ProgressSchema>;
+
+/**
+ * Records `first` .. `first + count - 1`. `recs` holds one 32-byte entry per record (batch.ts);
+ * `data` the WRITE payloads in order, concatenated, lz4-compressed when `codec` is 'lz4'.
+ */
+export const BatchSchema = z.object({
+  t: z.literal('batch'),
+  vm: id,
+  generation,
+  first: lsn.min(1),
+  count: z.number().int().min(1),
+  recs: bytes,
+  codec: z.enum(['lz4', 'none']),
+  raw: z.number().int().min(0),
+  data: bytes,
+  progress: ProgressSchema.optional(),
+});
+export type Batch = z.infer<typeof BatchSchema>;
+
+/** Cumulative: every record up to `lsn` is durable at the sender. */
+export const AckSchema = z.object({ t: z.literal('ack'), lsn });
+export type Ack = z.infer<typeof AckSchema>;
+
+export const VmInfoSchema = z.object({ vm: id, generation, disks: z.array(DiskInfoSchema).min(1), firstLsn: lsn, lastLsn: lsn });
+export type VmInfo = z.infer<typeof VmInfoSchema>;
+
+/** cache-store → processor: the VMs it holds streams for (sent on connect and on every change). */
+export const VmsSchema = z.object({ t: z.literal('vms'), vms: z.array(VmInfoSchema) });
+
+/** processor → cache-store: send records of `vm` from LSN `from` of `generation` (null: any). */
+export const SubscribeSchema = z.object({ t: z.literal('subscribe'), vm: id, generation: generation.nullable(), from: lsn.min(1) });
+export type Subscribe = z.infer<typeof SubscribeSchema>;
+
+/** cache-store → processor: batches of `vm` follow, starting at `from` of `generation`. */
+export const StreamSchema = z.object({ t: z.literal('stream'), vm: id, generation, disks: z.array(DiskInfoSchema).min(1), from: lsn.min(1) });
+export type Stream = z.infer<typeof StreamSchema>;
+
+/** processor → cache-store: records up to `lsn` are applied and durable in the replicas. */
+export const AppliedSchema = z.object({ t: z.literal('applied'), vm: id, generation, lsn });
+export type Applied = z.infer<typeof AppliedSchema>;
+
+export const ErrorMessageSchema = z.object({ t: z.literal('error'), code: z.string().max(64), message: z.string().max(4096) });
+export type ErrorMessage = z.infer<typeof ErrorMessageSchema>;
+
+export const MessageSchema = z.discriminatedUnion('t', [
+  z.object({ t: z.literal('hello') }).passthrough(),
+  WelcomeSchema,
+  BatchSchema,
+  AckSchema,
+  VmsSchema,
+  SubscribeSchema,
+  StreamSchema,
+  AppliedSchema,
+  ErrorMessageSchema,
+]);
