@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { ErrorCode, SrError, readJsonIfExists, writeFileAtomic } from '@site-recovery/shared';
 import { checkpointFile, stateFile } from './names.js';
 
@@ -6,6 +7,24 @@ export interface AgentState {
   readonly version: 1;
   readonly vm: string;
   readonly disks: readonly { readonly id: string; readonly size: number }[];
+  /** Present once replication was enabled: the generation the journal belongs to. */
+  readonly replication?: ReplicationState;
+}
+
+export interface ReplicationState {
+  readonly generation: string;
+  /** Bytes of the VM's disks (in disk order) already copied into the stream by the initial copy. */
+  readonly copiedBytes: number;
+  readonly copyComplete: boolean;
+}
+
+/** A new generation id: sortable by creation time, unique without coordination. */
+export function newGeneration(): string {
+  return `g${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+}
+
+export async function saveState(dataDir: string, state: AgentState): Promise<void> {
+  await writeFileAtomic(stateFile(dataDir), JSON.stringify(state, null, 2) + '\n');
 }
 
 /**
@@ -16,7 +35,7 @@ export async function loadOrCreateState(dataDir: string, wanted: AgentState): Pr
   const file = stateFile(dataDir);
   const found = (await readJsonIfExists(file)) as AgentState | undefined;
   if (found === undefined) {
-    await writeFileAtomic(file, JSON.stringify(wanted, null, 2) + '\n');
+    await saveState(dataDir, wanted);
     return wanted;
   }
   const same =

@@ -1,15 +1,17 @@
 import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { ErrorCode, SrError, checkId, type Logger } from '@site-recovery/shared';
-import { loadOrCreateState, readCheckpoint, writeCheckpoint } from './agent-state.js';
+import { loadOrCreateState, newGeneration, readCheckpoint, saveState, writeCheckpoint, type AgentState } from './agent-state.js';
 import { applyRecord } from './apply-record.js';
 import type { BlockBackend } from './block-backend.js';
 import { CaptureBackend, LsnSequence } from './capture-filter.js';
 import { FileBackend } from './file-backend.js';
 import { FileJournal, type FileJournalOptions } from './file-journal.js';
 import type { Journal, JournalStats } from './journal.js';
+import { InitialSync } from './initial-sync.js';
 import { journalDir } from './names.js';
 import { NbdServer, StaticExports, type NbdServerLimits } from './nbd/index.js';
+import { Shipper, type ShipperLimits, type ShipperStatus } from './shipper.js';
 
 export interface DiskConfig {
   readonly id: string;
@@ -25,9 +27,23 @@ export interface AgentConfig {
   readonly dataDir: string;
   readonly journal?: FileJournalOptions;
   readonly nbdLimits?: Partial<NbdServerLimits>;
-  /** How often the images are fsynced and the checkpoint advanced. Default 5 s. */
+  /**
+   * How often the images are fsynced and the checkpoint advanced. Journal segments are released only
+   * below the checkpoint, so this also bounds how long shipped records stay on disk. Default 1 s.
+   */
   readonly checkpointIntervalMs?: number;
+  /** Replicate to a cache-store; without it the agent only captures into its journal. */
+  readonly replication?: ReplicationConfig;
   readonly log: Logger;
+}
+
+export interface ReplicationConfig {
+  /** ws:// URL of the cache-store. */
+  readonly url: string;
+  readonly credential?: string;
+  /** Start a new generation (and a full initial copy) even if the data dir holds one. */
+  readonly resync?: boolean;
+  readonly shipper?: Partial<ShipperLimits>;
 }
 
 export interface AgentStatus {
@@ -37,6 +53,13 @@ export interface AgentStatus {
   readonly checkpointLsn: number;
   readonly journal: JournalStats;
   readonly connections: number;
+  readonly replication?: {
+    readonly generation: string;
+    readonly stream: ShipperStatus;
+    readonly initialCopy: { readonly state: 'copying' | 'done'; readonly copiedBytes: number; readonly totalBytes: number; readonly percent: number };
+  };
+  /** Why writes are waiting, when they are. */
+  readonly stalled?: string;
 }
 
 /** One protected VM: its disks served over NBD through the capture filter into one journal. */
@@ -45,6 +68,11 @@ export class Agent {
   private checkpointTimer: NodeJS.Timeout | undefined;
   private checkpointing: Promise<void> | undefined;
   private closed = false;
+  private shipper: Shipper | undefined;
+  private initialSync: InitialSync | undefined;
+  private initialSyncRun: Promise<void> | undefined;
+  private ackedLsn = 0;
+  private state!: AgentState;
 
   private constructor(
     private readonly config: AgentConfig,
@@ -72,13 +100,25 @@ export class Agent {
     const images: FileBackend[] = [];
     try {
       for (const d of config.disks) images.push(FileBackend.open(d.path));
-      await loadOrCreateState(config.dataDir, {
+      let state = await loadOrCreateState(config.dataDir, {
         version: 1,
         vm: config.vm,
         disks: config.disks.map((d, i) => ({ id: d.id, size: images[i]!.size })),
       });
-      const journal = await FileJournal.open(journalDir(config.dataDir), config.journal);
-      const checkpoint = await redo(config, journal, images);
+      let journal = await FileJournal.open(journalDir(config.dataDir), config.journal);
+      let checkpoint = await redo(config, journal, images);
+      if (config.replication !== undefined && (state.replication === undefined || config.replication.resync === true)) {
+        // A new generation: the stream restarts at LSN 1 with a full copy of the disks, so the old
+        // journal (already redone onto the images above) has nothing left to give.
+        await journal.close();
+        await fsp.rm(journalDir(config.dataDir), { recursive: true, force: true });
+        journal = await FileJournal.open(journalDir(config.dataDir), config.journal);
+        await writeCheckpoint(config.dataDir, 0);
+        checkpoint = 0;
+        state = { ...state, replication: { generation: newGeneration(), copiedBytes: 0, copyComplete: false } };
+        await saveState(config.dataDir, state);
+        config.log.info({ generation: state.replication!.generation }, 'new replication generation: the disks will be copied in full');
+      }
       const lsns = new LsnSequence(journal.lastLsn);
       const captures = images.map((image, disk) => new CaptureBackend(image, { disk, lsns, journal }));
       const exports = config.disks.map((d, i) => ({
@@ -90,7 +130,9 @@ export class Agent {
       const server = new NbdServer({ exports: new StaticExports(exports), log: config.log, limits: config.nbdLimits ?? {} });
       const address = await server.listen(config.nbdHost, config.nbdPort);
       const agent = new Agent(config, images, captures, journal, lsns, server, address, checkpoint);
+      agent.state = state;
       agent.scheduleCheckpoint();
+      agent.startReplication();
       config.log.info({ vm: config.vm, nbd: `${address.address}:${address.port}`, lsn: journal.lastLsn }, 'agent started');
       return agent;
     } catch (err) {
@@ -99,19 +141,81 @@ export class Agent {
     }
   }
 
+  private startReplication(): void {
+    const r = this.config.replication;
+    const rep = this.state.replication;
+    if (r === undefined || rep === undefined) return;
+    this.shipper = new Shipper({
+      url: r.url,
+      vm: this.config.vm,
+      generation: rep.generation,
+      disks: this.state.disks,
+      journal: this.journal,
+      log: this.config.log,
+      ...(r.credential !== undefined ? { credential: r.credential } : {}),
+      ...(r.shipper !== undefined ? { limits: r.shipper } : {}),
+      onAcked: (lsn) => {
+        this.ackedLsn = lsn;
+        void this.release();
+      },
+    });
+    this.shipper.start();
+    if (!rep.copyComplete) {
+      this.initialSync = new InitialSync({
+        captures: this.captures,
+        lsns: this.lsns,
+        journal: this.journal,
+        startAt: rep.copiedBytes,
+        log: this.config.log,
+        onProgress: async (copiedBytes, complete) => {
+          this.state = { ...this.state, replication: { ...rep, copiedBytes, copyComplete: complete } };
+          await saveState(this.config.dataDir, this.state);
+        },
+      });
+      this.initialSyncRun = this.initialSync.run().catch((err: unknown) => {
+        this.config.log.error({ err: (err as Error).message }, 'initial copy failed; it resumes when the agent restarts');
+      });
+    }
+  }
+
+  /** Journal segments can go once the cache-store holds them and the images hold their writes. */
+  private async release(): Promise<void> {
+    try {
+      await this.journal.releaseThrough(Math.min(this.ackedLsn, this.checkpointLsn));
+    } catch (err) {
+      this.config.log.warn({ err: (err as Error).message }, 'releasing journal segments failed');
+    }
+  }
+
   status(): AgentStatus {
+    const journal = this.journal.stats();
+    const rep = this.state.replication;
+    const copy = this.initialSync?.progress();
     return {
       vm: this.config.vm,
       nbd: `${this.address.address}:${this.address.port}`,
       lsn: this.lsns.current,
       checkpointLsn: this.checkpointLsn,
-      journal: this.journal.stats(),
+      journal,
       connections: this.server.connectionCount,
+      ...(rep !== undefined && this.shipper !== undefined
+        ? {
+            replication: {
+              generation: rep.generation,
+              stream: this.shipper.status(),
+              initialCopy:
+                copy !== undefined && !rep.copyComplete
+                  ? { state: 'copying' as const, copiedBytes: copy.copiedBytes, totalBytes: copy.totalBytes, percent: copy.percent }
+                  : { state: 'done' as const, copiedBytes: rep.copiedBytes, totalBytes: rep.copiedBytes, percent: 100 },
+            },
+          }
+        : {}),
+      ...(journal.stalled ? { stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until the cache-store acknowledges` } : {}),
     };
   }
 
   private scheduleCheckpoint(): void {
-    const every = this.config.checkpointIntervalMs ?? 5000;
+    const every = this.config.checkpointIntervalMs ?? 1000;
     this.checkpointTimer = setInterval(() => {
       this.checkpointing ??= this.checkpoint()
         .catch((err: unknown) => this.config.log.error({ err: (err as Error).message }, 'checkpoint failed'))
@@ -131,6 +235,7 @@ export class Agent {
     await Promise.all(this.images.map((i) => i.flush()));
     await writeCheckpoint(this.config.dataDir, floor);
     this.checkpointLsn = floor;
+    await this.release();
   }
 
   async close(): Promise<void> {
@@ -138,6 +243,9 @@ export class Agent {
     this.closed = true;
     if (this.checkpointTimer !== undefined) clearInterval(this.checkpointTimer);
     await this.server.close();
+    this.initialSync?.stop();
+    await this.initialSyncRun;
+    await this.shipper?.stop();
     await this.checkpointing;
     await this.journal.sync();
     await Promise.all(this.images.map((i) => i.flush()));

@@ -13,5 +13,8 @@ export async function applyRecord(target: BlockBackend, r: ChangeRecord): Promis
     case RecordKind.TRIM:
       await target.trim(r.offset, r.length, false);
       return;
+    case RecordKind.SYNC:
+      return; // a progress marker; no data
+
   }
 }

@@ -28,9 +28,10 @@ export interface AgentFileConfig {
   nbd?: string;
   dataDir?: string;
   journalSegmentBytes?: number;
+  cacheStore?: string;
 }
 
-const FILE_KEYS = new Set(['vm', 'disk', 'nbd', 'dataDir', 'journalSegmentBytes']);
+const FILE_KEYS = new Set(['vm', 'disk', 'nbd', 'dataDir', 'journalSegmentBytes', 'cacheStore']);
 
 export function readConfigFile(file: string): AgentFileConfig {
   let raw: unknown;
@@ -63,6 +64,8 @@ export function readConfigFile(file: string): AgentFileConfig {
   const vm = str('vm');
   const nbd = str('nbd');
   const dataDir = str('dataDir');
+  const cacheStore = str('cacheStore');
+  if (cacheStore !== undefined) out.cacheStore = cacheStore;
   if (vm !== undefined) out.vm = vm;
   if (nbd !== undefined) out.nbd = nbd;
   if (dataDir !== undefined) out.dataDir = dataDir;

@@ -4,6 +4,7 @@ import { Command, Option } from 'commander';
 import { ErrorCode, SrError, createLogger, isSrError } from '@site-recovery/shared';
 import { Agent } from './agent.js';
 import { parseDisk, parseHostPort, readConfigFile } from './cli-options.js';
+import { serveStatus } from './status-server.js';
 
 const program = new Command('sr-agent')
   .description(
@@ -17,6 +18,10 @@ const program = new Command('sr-agent')
   .addOption(
     new Option('--journal-segment-bytes <n>', 'size at which a journal segment file is closed and a new one begun').default(64 * 1024 * 1024).argParser(intArg),
   )
+  .option('--cache-store <url>', 'replicate to the cache-store at this ws:// URL (without it the agent only journals)')
+  .option('--credential <token>', 'credential presented to the cache-store in HELLO')
+  .option('--resync', 'start a new replication generation: copy the disks in full again')
+  .option('--status <host:port>', 'serve GET /status (JSON) on this address')
   .option('--config <file>', 'JSON file with the same keys (vm, disk, nbd, dataDir, journalSegmentBytes); options given here win')
   .addHelpText(
     'after',
@@ -36,7 +41,18 @@ function intArg(value: string): number {
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ vm?: string; disk: string[]; nbd: string; dataDir?: string; journalSegmentBytes: number; config?: string }>();
+  const o = program.opts<{
+    vm?: string;
+    disk: string[];
+    nbd: string;
+    dataDir?: string;
+    journalSegmentBytes: number;
+    config?: string;
+    cacheStore?: string;
+    credential?: string;
+    resync?: boolean;
+    status?: string;
+  }>();
   const file = o.config !== undefined ? readConfigFile(o.config) : {};
   const fromCli = (k: string): boolean => program.getOptionValueSource(k) === 'cli';
   const vm = o.vm ?? file.vm;
@@ -48,15 +64,32 @@ async function main(): Promise<void> {
   if (dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
   if (disks.length === 0) throw new SrError(ErrorCode.BAD_OPTION, 'at least one --disk ID=PATH is required');
 
+  const cacheStore = o.cacheStore ?? file.cacheStore;
+  if (cacheStore !== undefined && !/^wss?:\/\/[^\s]+$/.test(cacheStore)) {
+    throw new SrError(ErrorCode.BAD_OPTION, `--cache-store "${cacheStore}" is not a ws:// or wss:// URL (for example ws://10.0.0.5:8780)`);
+  }
+  const statusAddr = o.status !== undefined ? parseHostPort(o.status, '--status') : undefined;
   const log = createLogger('sr-agent');
-  const agent = await Agent.start({ vm, disks, nbdHost: nbd.host, nbdPort: nbd.port, dataDir, journal: { segmentBytes }, log });
-  process.stdout.write(JSON.stringify({ event: 'ready', ...agent.status() }) + '\n');
+  const agent = await Agent.start({
+    vm,
+    disks,
+    nbdHost: nbd.host,
+    nbdPort: nbd.port,
+    dataDir,
+    journal: { segmentBytes },
+    log,
+    ...(cacheStore !== undefined
+      ? { replication: { url: cacheStore, resync: o.resync === true, ...(o.credential !== undefined ? { credential: o.credential } : {}) } }
+      : {}),
+  });
+  const status = statusAddr !== undefined ? await serveStatus(statusAddr.host, statusAddr.port, () => agent.status()) : undefined;
+  process.stdout.write(JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status } : {}) }) + '\n');
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
-    agent.close().then(
+    Promise.all([agent.close(), status?.close()]).then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err: (err as Error).message }, 'unclean stop');

@@ -6,20 +6,15 @@ import {
   SrError,
   closeFd,
   fdatasync,
-  fsyncDir,
   pwritev,
   pwritevSync,
   type ChangeRecord,
 } from '@site-recovery/shared';
-import type { Journal, JournalStats } from './journal.js';
-import {
-  SEGMENT_HEADER_BYTES,
-  decodeRecord,
-  decodeSegmentHeader,
-  encodeRecordHeader,
-  encodeSegmentHeader,
-} from './journal-format.js';
-import { parseSegmentFileName, segmentFileName } from './names.js';
+import type { Journal, JournalCursor, JournalStats } from './journal.js';
+import { FileJournalCursor } from './journal-cursor.js';
+import { SEGMENT_HEADER_BYTES, decodeRecord, encodeRecordHeader } from './journal-format.js';
+import { corrupt, createSegment, scanSegment, type Segment } from './journal-segment.js';
+import { parseSegmentFileName } from './names.js';
 
 export interface FileJournalOptions {
   /** A segment is closed and a new one started once it reaches this size. Default 64 MiB. */
@@ -32,17 +27,18 @@ export interface FileJournalOptions {
    * Default 1 MiB; 0 sends every write through the thread pool.
    */
   readonly inlineWriteMaxBytes?: number;
+  /**
+   * Size cap of all segments together. Past it, `room()` makes writers wait until segments are
+   * released (shipped and acknowledged), so the VM's writes stall instead of anything being dropped.
+   * Default 8 GiB.
+   */
+  readonly maxBytes?: number;
 }
 
 const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024;
 const DEFAULT_INLINE_WRITE_MAX_BYTES = 1024 * 1024;
-
-interface Segment {
-  readonly firstLsn: number;
-  readonly file: string;
-  bytes: number;
-}
+const DEFAULT_MAX_BYTES = 8 * 1024 * 1024 * 1024;
 
 interface Batch {
   readonly bufs: Buffer[];
@@ -71,6 +67,10 @@ export class FileJournal implements Journal {
   private readonly segmentBytes: number;
   private readonly maxRecordBytes: number;
   private readonly inlineMax: number;
+  private readonly maxBytes: number;
+  private totalBytes: number;
+  private roomWaiters: (() => void)[] = [];
+  private writtenWaiters: (() => void)[] = [];
 
   private constructor(
     private readonly dir: string,
@@ -85,6 +85,8 @@ export class FileJournal implements Journal {
     this.segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     this.maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
     this.inlineMax = options.inlineWriteMaxBytes ?? DEFAULT_INLINE_WRITE_MAX_BYTES;
+    this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.totalBytes = segments.reduce((n, x) => n + x.bytes, 0);
   }
 
   /**
@@ -176,7 +178,9 @@ export class FileJournal implements Journal {
           const part = b.bufs.length <= 1024 ? b.bufs : b.bufs.slice(i, i + 1024); // IOV_MAX
           if (b.bytes <= this.inlineMax) pwritevSync(this.fd, part, seg.bytes);
           else await pwritev(this.fd, part, seg.bytes);
-          seg.bytes += part.length === b.bufs.length ? b.bytes : part.reduce((n, x) => n + x.length, 0);
+          const n = part.length === b.bufs.length ? b.bytes : part.reduce((sum, x) => sum + x.length, 0);
+          seg.bytes += n;
+          this.totalBytes += n;
         }
         this.writtenLsn = b.lastLsn;
         if (seg.bytes >= this.segmentBytes) await this.roll();
@@ -188,6 +192,9 @@ export class FileJournal implements Journal {
       const waiters = this.drainWaiters;
       this.drainWaiters = [];
       for (const w of waiters) w();
+      const readers = this.writtenWaiters;
+      this.writtenWaiters = [];
+      for (const w of readers) w();
     }
     this.writerRunning = false;
   }
@@ -202,6 +209,7 @@ export class FileJournal implements Journal {
 
   private async roll(): Promise<void> {
     const next = await createSegment(this.dir, this.writtenLsn + 1);
+    this.totalBytes += next.segment.bytes;
     this.unsynced.push(this.fd);
     this.fd = next.fd;
     this.segments.push(next.segment);
@@ -252,14 +260,55 @@ export class FileJournal implements Journal {
     }
   }
 
+  cursor(from: number): JournalCursor {
+    return new FileJournalCursor(this, from, this.maxRecordBytes);
+  }
+
+  /** For cursors: the segments as they stand (the last one may still grow). */
+  segmentList(): readonly Segment[] {
+    return this.segments;
+  }
+
+  /** For cursors: resolves after the next write lands (at once if the journal has failed or closed). */
+  whenWritten(): Promise<void> {
+    if (this.failure !== undefined) return Promise.resolve();
+    return new Promise((resolve) => this.writtenWaiters.push(resolve));
+  }
+
+  get written(): number {
+    return this.writtenLsn;
+  }
+
+  async releaseThrough(lsn: number): Promise<void> {
+    while (this.segments.length > 1 && this.segments[1]!.firstLsn - 1 <= lsn) {
+      const seg = this.segments.shift()!;
+      await fsp.unlink(seg.file).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+      this.totalBytes -= seg.bytes;
+    }
+    if (this.totalBytes < this.maxBytes && this.roomWaiters.length > 0) {
+      const waiters = this.roomWaiters;
+      this.roomWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  room(): Promise<void> | undefined {
+    if (this.totalBytes < this.maxBytes) return undefined;
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
   stats(): JournalStats {
     return {
       firstLsn: this.firstLsn,
       lastLsn: this.appendedLsn,
       syncedLsn: this.syncedLsn,
       segments: this.segments.length,
-      bytes: this.segments.reduce((s, x) => s + x.bytes, 0),
+      bytes: this.totalBytes,
       failed: this.failure?.message,
+      stalled: this.roomWaiters.length > 0,
+      maxBytes: this.maxBytes,
     };
   }
 
@@ -268,11 +317,14 @@ export class FileJournal implements Journal {
     for (const fd of this.unsynced) await closeFd(fd);
     this.unsynced = [];
     await closeFd(this.fd);
-    this.failure ??= new SrError(ErrorCode.SHUTTING_DOWN, 'journal is closed');
+    this.fail(new SrError(ErrorCode.SHUTTING_DOWN, 'journal is closed'));
   }
 
   private fail(err: unknown): void {
     this.failure ??= err instanceof Error ? err : new Error(String(err));
+    const readers = this.writtenWaiters;
+    this.writtenWaiters = [];
+    for (const w of readers) w();
   }
 
   private failed(): SrError {
@@ -294,51 +346,4 @@ function newBatch(): Batch {
   return { bufs: [], bytes: 0, lastLsn: 0, done, resolve, reject };
 }
 
-function corrupt(message: string): SrError {
-  return new SrError(ErrorCode.JOURNAL_CORRUPT, message);
-}
 
-async function createSegment(dir: string, firstLsn: number): Promise<{ segment: Segment; fd: number }> {
-  const file = path.join(dir, segmentFileName(firstLsn));
-  const fd = fs.openSync(file, 'wx+');
-  const header = encodeSegmentHeader(firstLsn);
-  await pwritev(fd, [header], 0);
-  await fdatasync(fd);
-  await fsyncDir(dir);
-  return { segment: { firstLsn, file, bytes: header.length }, fd };
-}
-
-interface SegmentScan {
-  firstLsn: number;
-  lastLsn: number;
-  records: number;
-  bytes: number;
-  truncateTo: number | undefined;
-}
-
-/** Validates one segment; `undefined` when it was a half-created newest segment and was removed. */
-async function scanSegment(file: string, maxRecordBytes: number, isLast: boolean): Promise<SegmentScan | undefined> {
-  const buf = await fsp.readFile(file);
-  if (isLast && buf.length < SEGMENT_HEADER_BYTES) {
-    // Crashed while creating the segment: nothing in it was ever acknowledged.
-    await fsp.unlink(file);
-    return undefined;
-  }
-  const { firstLsn } = decodeSegmentHeader(buf, file);
-  let at = SEGMENT_HEADER_BYTES;
-  let expect = firstLsn;
-  let records = 0;
-  while (at < buf.length) {
-    const r = decodeRecord(buf, at, maxRecordBytes);
-    const bad = !r.ok ? (r.reason === 'short' ? 'truncated record' : r.detail) : r.record.lsn !== expect ? `LSN ${r.record.lsn} where ${expect} was expected` : undefined;
-    if (bad !== undefined) {
-      // Only the tail of the newest segment may be torn: that is where a crash interrupts a write.
-      if (isLast) return { firstLsn, lastLsn: expect - 1, records, bytes: at, truncateTo: at };
-      throw corrupt(`${file} at byte ${at}: ${bad}`);
-    }
-    if (r.ok) at += r.bytes;
-    expect++;
-    records++;
-  }
-  return { firstLsn, lastLsn: expect - 1, records, bytes: at, truncateTo: undefined };
-}

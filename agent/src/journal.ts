@@ -14,6 +14,19 @@ import type { ChangeRecord } from '@site-recovery/shared';
  *   prove it still holds a gapless sequence) until it is reopened.
  */
 export interface Journal {
+  /**
+   * Records from `from` on, as they are written: `next` resolves with the records available
+   * (at least one, at most about `maxBytes` of payload, each verified), waiting if there are none.
+   */
+  cursor(from: number): JournalCursor;
+  /** Drops whole segments whose records are all <= `lsn` (never the segment being written). */
+  releaseThrough(lsn: number): Promise<void>;
+  /**
+   * `undefined` while the journal is under its size cap; otherwise a promise that resolves once
+   * released segments have brought it back under. Writers wait on it: past the cap the VM's
+   * writes stall rather than anything being dropped.
+   */
+  room(): Promise<void> | undefined;
   /** LSN of the last appended record; 0 when empty. */
   readonly lastLsn: number;
   /** LSN of the first retained record; `lastLsn + 1` when empty. */
@@ -25,6 +38,12 @@ export interface Journal {
   close(): Promise<void>;
 }
 
+export interface JournalCursor {
+  next(maxBytes: number): Promise<ChangeRecord[]>;
+  /** Ends a pending `next` with an empty array. */
+  close(): void;
+}
+
 export interface JournalStats {
   readonly firstLsn: number;
   readonly lastLsn: number;
@@ -32,4 +51,7 @@ export interface JournalStats {
   readonly segments: number;
   readonly bytes: number;
   readonly failed: string | undefined;
+  /** Writers are waiting because the journal reached its size cap. */
+  readonly stalled: boolean;
+  readonly maxBytes: number;
 }

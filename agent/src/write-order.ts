@@ -27,6 +27,16 @@ export class WriteOrder {
     return { handle, ready };
   }
 
+  /** Resolves when every write now in flight that overlaps the range is done; `undefined` if none. */
+  overlapping(start: number, length: number): Promise<void> | undefined {
+    const end = start + length;
+    const waits: Promise<void>[] = [];
+    for (const w of this.inFlight) {
+      if (w.start < end && start < w.end) waits.push(new Promise<void>((resolve) => (w.waiters ??= []).push(resolve)));
+    }
+    return waits.length === 0 ? undefined : Promise.all(waits).then(() => undefined);
+  }
+
   leave(handle: InFlight): void {
     const i = this.inFlight.indexOf(handle);
     if (i >= 0) this.inFlight.splice(i, 1);

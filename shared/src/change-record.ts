@@ -10,6 +10,12 @@ export const RecordKind = {
   ZERO: 2,
   /** The guest discarded the range; applied as zeroes so source and replica agree byte for byte. */
   TRIM: 3,
+  /**
+   * Progress of the initial copy of a new generation, in stream order: `offset` is the number of
+   * bytes of the VM's disks copied so far, `length` 0, no payload. Changes no data; the copy is
+   * complete once a marker with `offset` equal to the disks' total size is applied.
+   */
+  SYNC: 4,
 } as const;
 
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
@@ -31,7 +37,7 @@ export interface ChangeRecord {
 
 /** The kinds a record may have; anything else is refused when decoding. */
 export function isRecordKind(kind: number): kind is RecordKind {
-  return kind === RecordKind.WRITE || kind === RecordKind.ZERO || kind === RecordKind.TRIM;
+  return kind === RecordKind.WRITE || kind === RecordKind.ZERO || kind === RecordKind.TRIM || kind === RecordKind.SYNC;
 }
 
 export function recordKindName(kind: number): string {
@@ -42,6 +48,8 @@ export function recordKindName(kind: number): string {
       return 'zero';
     case RecordKind.TRIM:
       return 'trim';
+    case RecordKind.SYNC:
+      return 'sync';
     default:
       return `unknown(${kind})`;
   }

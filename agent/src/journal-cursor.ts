@@ -1,0 +1,95 @@
+import fs from 'node:fs';
+import { closeFd, pread, type ChangeRecord } from '@site-recovery/shared';
+import type { FileJournal } from './file-journal.js';
+import type { JournalCursor } from './journal.js';
+import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord } from './journal-format.js';
+import { corrupt, type Segment } from './journal-segment.js';
+
+/**
+ * Reads a {@link FileJournal} from an LSN onward, following it as it grows. Records come straight
+ * out of the segment files (the page cache, for recent ones), so the shipper holds no second copy
+ * of the stream in memory however far behind it falls.
+ */
+export class FileJournalCursor implements JournalCursor {
+  private segment: Segment | undefined;
+  private fd: number | undefined;
+  private pos = 0;
+  private closed = false;
+
+  constructor(
+    private readonly journal: FileJournal,
+    private nextLsn: number,
+    private readonly maxRecordBytes: number,
+  ) {}
+
+  async next(maxBytes: number): Promise<ChangeRecord[]> {
+    for (;;) {
+      if (this.closed) return [];
+      if (this.nextLsn > this.journal.written) {
+        await this.journal.whenWritten();
+        if (this.journal.stats().failed !== undefined && this.nextLsn > this.journal.written) return [];
+        continue;
+      }
+      await this.position();
+      const seg = this.segment!;
+      const avail = seg.bytes - this.pos;
+      if (avail <= 0) {
+        // This segment is exhausted; the records we want are in the next one.
+        await this.moveTo(undefined);
+        continue;
+      }
+      const head = await pread(this.fd!, Math.min(avail, RECORD_HEADER_BYTES), this.pos);
+      const payload = head.length >= RECORD_HEADER_BYTES ? head.readUInt32BE(28) : 0;
+      const want = Math.min(avail, Math.max(maxBytes, RECORD_HEADER_BYTES + payload));
+      const buf = await pread(this.fd!, want, this.pos);
+      const out: ChangeRecord[] = [];
+      let at = 0;
+      while (at < buf.length) {
+        const r = decodeRecord(buf, at, this.maxRecordBytes);
+        if (!r.ok) {
+          if (r.reason === 'short' && out.length > 0) break; // the rest comes with the next read
+          throw corrupt(`${seg.file} at byte ${this.pos + at}: ${r.reason === 'short' ? 'truncated record' : r.detail}`);
+        }
+        if (r.record.lsn !== this.nextLsn) throw corrupt(`${seg.file}: LSN ${r.record.lsn} where ${this.nextLsn} was expected`);
+        out.push(r.record);
+        this.nextLsn++;
+        at += r.bytes;
+      }
+      this.pos += at;
+      return out;
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.fd !== undefined) void closeFd(this.fd).catch(() => undefined);
+    this.fd = undefined;
+  }
+
+  /** Opens the segment holding `nextLsn` and skips to it, unless already there. */
+  private async position(): Promise<void> {
+    const segs = this.journal.segmentList();
+    let target: Segment | undefined;
+    for (const s of segs) if (s.firstLsn <= this.nextLsn) target = s;
+    if (target === undefined) throw corrupt(`LSN ${this.nextLsn} is no longer in the journal (first is ${segs[0]?.firstLsn ?? 'none'})`);
+    if (target === this.segment) return;
+    await this.moveTo(target);
+    // Skip records before nextLsn (only when starting mid-segment).
+    let lsn = target.firstLsn;
+    while (lsn < this.nextLsn) {
+      const head = await pread(this.fd!, RECORD_HEADER_BYTES, this.pos);
+      this.pos += RECORD_HEADER_BYTES + head.readUInt32BE(28);
+      lsn++;
+    }
+  }
+
+  private async moveTo(target: Segment | undefined): Promise<void> {
+    if (this.fd !== undefined) await closeFd(this.fd);
+    this.fd = undefined;
+    this.segment = undefined;
+    if (target === undefined) return;
+    this.fd = fs.openSync(target.file, 'r');
+    this.segment = target;
+    this.pos = SEGMENT_HEADER_BYTES;
+  }
+}
