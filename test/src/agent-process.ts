@@ -12,6 +12,8 @@ export interface AgentProcess {
   readonly child: ChildProcess;
   readonly host: string;
   readonly port: number;
+  /** The agent's ready line (status address, generation, ...). */
+  readonly ready: Record<string, unknown>;
   /** nbd:// URI of one disk's export. */
   uri(diskId: string): string;
   /** Current stderr (pino JSON lines). */
@@ -53,6 +55,7 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
     child,
     host,
     port: Number(port),
+    ready,
     uri: (id) => `nbd://${host}:${port}/${id}`,
     stderr: () => stderr,
     stop: async () => {

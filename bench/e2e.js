@@ -1,0 +1,92 @@
+// npm run bench:e2e — sustained churn through the whole path on this machine (agent, cache-store and
+// processor all here): fio writes through the agent's NBD export for a fixed time, then we wait for
+// the processor to apply everything. Reports source MB/s replicated (bytes written / time until the
+// replica caught up), wire bytes per byte written, and replication lag p50/p99 from the processor.
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ROOT, benchDir, median } from './lib.js';
+
+const RUNS = Number(process.env.RUNS ?? 3);
+const SECONDS = Number(process.env.SECONDS_PER_RUN ?? 20);
+const DISK = 2 << 30;
+const DATA = {
+  mixed: ['--buffer_compress_percentage=50', '--buffer_compress_chunk=4k', '--refill_buffers'],
+  random: ['--refill_buffers'],
+};
+
+function start(cli, args, env = {}) {
+  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SR_LOG_LEVEL: 'warn', ...env } });
+  let err = '';
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.includes('"ready"'));
+      if (line) resolve({ ready: JSON.parse(line), stop: async () => (child.kill('SIGTERM'), await exited) });
+    });
+    child.once('exit', (code) => reject(new Error(`${cli} exited ${code}: ${err}`)));
+  });
+}
+
+const get = async (url) => (await fetch(url)).json();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function runOnce(kind) {
+  const dir = benchDir(`e2e-${kind}`);
+  const img = path.join(dir, 'os.img');
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, DISK);
+  const cs = await start(path.join(ROOT, 'cache-store/dist/cli.js'), ['--listen', '127.0.0.1:0', '--data-dir', path.join(dir, 'cs')]);
+  const pr = await start(path.join(ROOT, 'processor/dist/cli.js'), ['--listen', '127.0.0.1:0', '--cache-store', `ws://${cs.ready.listen}`, '--data-dir', path.join(dir, 'pr')]);
+  const ag = await start(path.join(ROOT, 'agent/dist/cli.js'), ['--vm', 'bench', '--disk', `os=${img}`, '--nbd', '127.0.0.1:0', '--data-dir', path.join(dir, 'ag'), '--cache-store', `ws://${cs.ready.listen}`, '--status', '127.0.0.1:0']);
+  const agentStatus = () => get(`http://${ag.ready.status}/status`);
+  const vmStatus = async () => (await get(`http://${pr.ready.listen}/status`)).vms.find((v) => v.vm === 'bench');
+  try {
+    const t0 = Date.now();
+    const out = execFileSync('fio', ['--output-format=json', '--name=churn', '--ioengine=nbd', `--uri=nbd://${ag.ready.nbd}/os`, '--rw=randwrite', '--bsrange=4k-1m', '--iodepth=16', `--size=${DISK}`, '--time_based', `--runtime=${SECONDS}`, ...DATA[kind]], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    const written = JSON.parse(out.slice(out.indexOf('{'))).jobs[0].write.io_bytes;
+    const fioEnd = Date.now();
+    let a, v;
+    for (;;) {
+      a = await agentStatus();
+      v = await vmStatus();
+      if (v && v.appliedLsn >= a.lsn && a.replication.stream.ackedLsn >= a.lsn) break;
+      await sleep(100);
+    }
+    const caughtUp = Date.now();
+    return {
+      kind,
+      writtenMB: written / 1e6,
+      fioMBps: written / 1e6 / ((fioEnd - t0) / 1000),
+      replicatedMBps: written / 1e6 / ((caughtUp - t0) / 1000),
+      drainSeconds: (caughtUp - fioEnd) / 1000,
+      wirePerByte: a.replication.stream.bytesSent / Math.max(1, a.replication.stream.rawBytesSent),
+      lagP50ms: v.lagMs?.p50,
+      lagP99ms: v.lagMs?.p99,
+    };
+  } finally {
+    await ag.stop();
+    await pr.stop();
+    await cs.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const rows = [];
+for (const kind of Object.keys(DATA)) {
+  const runs = [];
+  for (let i = 0; i < RUNS; i++) {
+    const r = await runOnce(kind);
+    process.stderr.write(`${kind} run ${i + 1}/${RUNS}: ${JSON.stringify(r)}\n`);
+    runs.push(r);
+  }
+  const m = (k) => +median(runs.map((r) => r[k])).toFixed(2);
+  rows.push({ data: kind, replicatedMBps: m('replicatedMBps'), fioMBps: m('fioMBps'), drainSeconds: m('drainSeconds'), wirePerByte: m('wirePerByte'), lagP50ms: m('lagP50ms'), lagP99ms: m('lagP99ms') });
+}
+console.log(`\nbench:e2e — median of ${RUNS} runs x ${SECONDS}s of fio randwrite 4k-1M QD16 on a ${DISK >> 30} GiB disk`);
+console.table(rows);
+fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
+fs.writeFileSync(path.join(ROOT, 'bench/results', `e2e-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ rows }, null, 2));

@@ -1,0 +1,128 @@
+import path from 'node:path';
+import { startAgent, type AgentProcess } from './agent-process.js';
+import { makeImage, tempDir, firstDifference } from './files.js';
+import { getJson, startCacheStore, startProcessor, waitUntil, type ServiceProcess } from './services.js';
+
+interface AgentStatusDoc {
+  lsn: number;
+  replication?: { stream: { ackedLsn: number; state: string }; initialCopy: { state: string; percent: number } };
+}
+
+interface ProcessorVmDoc {
+  vm: string;
+  appliedLsn: number;
+  disks: { id: string; size: number; path: string }[];
+  initialSync?: { state: string; percent: number };
+  state?: string;
+  error?: string;
+}
+
+export interface ProtectedVm {
+  readonly name: string;
+  readonly disks: { id: string; path: string }[];
+  agent: AgentProcess;
+  statusUrl: string;
+  dataDir: string;
+}
+
+/**
+ * A whole replication path on loopback: one cache-store, one processor, and agents added per VM.
+ * Every process is real and every port is chosen at run time.
+ */
+export class ReplicationEnv {
+  cacheStore!: ServiceProcess;
+  processor!: ServiceProcess;
+  readonly vms = new Map<string, ProtectedVm>();
+
+  private constructor(readonly dir: string, private readonly cleanupDir: () => Promise<void>) {}
+
+  static async start(name: string): Promise<ReplicationEnv> {
+    const t = await tempDir(name);
+    const env = new ReplicationEnv(t.dir, t.cleanup);
+    env.cacheStore = await startCacheStore(path.join(t.dir, 'cache-store'));
+    env.processor = await startProcessor(path.join(t.dir, 'processor'), env.cacheStoreUrl);
+    return env;
+  }
+
+  get cacheStoreUrl(): string {
+    return `ws://${this.cacheStore.listen}`;
+  }
+
+  /** Starts an agent for a VM whose disks are created here (sparse, with optional random extents). */
+  async protect(
+    name: string,
+    disks: { id: string; size: number; extents?: { offset: number; length: number }[] }[],
+    options: { cacheStoreUrl?: string; args?: string[] } = {},
+  ): Promise<ProtectedVm> {
+    const files = [];
+    for (const d of disks) {
+      const file = path.join(this.dir, `${name}-${d.id}.img`);
+      await makeImage(file, d.size, d.extents ?? []);
+      files.push({ id: d.id, path: file });
+    }
+    const vm: ProtectedVm = { name, disks: files, dataDir: path.join(this.dir, `${name}-agent`), agent: undefined as unknown as AgentProcess, statusUrl: '' };
+    await this.startAgentFor(vm, options);
+    this.vms.set(name, vm);
+    return vm;
+  }
+
+  async startAgentFor(vm: ProtectedVm, options: { cacheStoreUrl?: string; args?: string[] } = {}): Promise<void> {
+    vm.agent = await startAgent({
+      vm: vm.name,
+      disks: vm.disks,
+      dataDir: vm.dataDir,
+      args: ['--cache-store', options.cacheStoreUrl ?? this.cacheStoreUrl, '--status', '127.0.0.1:0', ...(options.args ?? [])],
+    });
+    vm.statusUrl = `http://${String(vm.agent.ready['status'])}/status`;
+  }
+
+  agentStatus(vm: ProtectedVm): Promise<AgentStatusDoc> {
+    return getJson(vm.statusUrl) as Promise<AgentStatusDoc>;
+  }
+
+  async processorVm(name: string): Promise<ProcessorVmDoc | undefined> {
+    const s = (await getJson(`http://${this.processor.listen}/status`)) as { vms: ProcessorVmDoc[] };
+    return s.vms.find((v) => v.vm === name);
+  }
+
+  /**
+   * Waits until the processor has applied everything the agent captured (the agent is idle).
+   * Returns the processor's view of the VM.
+   */
+  async drained(vm: ProtectedVm, timeoutMs = 120_000): Promise<ProcessorVmDoc> {
+    return waitUntil(
+      `${vm.name} to drain`,
+      async () => {
+        const a = await this.agentStatus(vm);
+        const p = await this.processorVm(vm.name);
+        if (p === undefined || a.replication === undefined) return undefined;
+        return a.replication.stream.ackedLsn === a.lsn && p.appliedLsn === a.lsn && a.replication.initialCopy.state === 'done' ? p : undefined;
+      },
+      timeoutMs,
+    );
+  }
+
+  /** Byte-compares every replica of the VM with its source image; returns the mismatches. */
+  async compare(vm: ProtectedVm): Promise<string[]> {
+    const p = await this.processorVm(vm.name);
+    if (p === undefined) return [`processor does not know ${vm.name}`];
+    const bad: string[] = [];
+    for (const d of vm.disks) {
+      const replica = p.disks.find((x) => x.id === d.id);
+      if (replica === undefined) {
+        bad.push(`${vm.name}/${d.id}: no replica`);
+        continue;
+      }
+      const diff = await firstDifference(d.path, replica.path);
+      if (diff !== -1) bad.push(`${vm.name}/${d.id}: first difference at byte ${diff}`);
+    }
+    return bad;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.vms.values()].map((v) => v.agent.stop().catch(() => undefined)));
+    await this.processor.stop().catch(() => undefined);
+    await this.cacheStore.stop().catch(() => undefined);
+    await this.cleanupDir();
+  }
+}
