@@ -83,7 +83,7 @@ async function main(): Promise<void> {
       : {}),
   });
   const status = statusAddr !== undefined ? await serveStatus(statusAddr.host, statusAddr.port, () => agent.status()) : undefined;
-  process.stdout.write(JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status } : {}) }) + '\n');
+  process.stdout.write(JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status.address } : {}) }) + '\n');
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;

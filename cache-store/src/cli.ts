@@ -1,2 +1,105 @@
 #!/usr/bin/env node
-export {};
+import { Command, Option } from 'commander';
+import { DEFAULT_WIRE_LIMITS, ErrorCode, SrError, createLogger, isSrError } from '@site-recovery/shared';
+import { intOption, parseHostPort } from './cli-options.js';
+import { DEFAULT_READ_CHUNK_BYTES, DEFAULT_SEGMENT_BYTES } from './file-stream-log.js';
+import { FileStreamStore } from './file-stream-store.js';
+import { CacheStoreServer } from './server.js';
+import { DEFAULT_CACHE_STORE_LIMITS as D } from './server-options.js';
+
+const MiB = 1024 * 1024;
+const sizeOpt = (flag: string, what: string, def: number, min: number): Option =>
+  new Option(flag, what).default(def, def >= MiB ? `${def} = ${def / MiB} MiB` : String(def)).argParser(intOption(flag.split(' ')[0]!, min));
+const numOpt = (flag: string, what: string, def: number, min: number): Option => new Option(flag, what).default(def, String(def)).argParser(intOption(flag.split(' ')[0]!, min));
+
+const program = new Command('sr-cache-store')
+  .description(
+    'Accept record streams from sr-agent, make them durable (fsync) before acknowledging them, and serve them to ' +
+      'sr-processor from any LSN; records the processor confirms as applied are deleted. Agents and processors ' +
+      'connect over WebSocket to ws://HOST:PORT/; GET /status and GET /health answer JSON.',
+  )
+  .option('--listen <host:port>', 'address to listen on; port 0 picks a free port', '127.0.0.1:7400')
+  .option('--data-dir <dir>', 'where the streams are kept: <dir>/vms/<vm>/ (meta.json and segment files)')
+  .addOption(sizeOpt('--segment-bytes <n>', 'a segment file is closed and a new one begun at this size', DEFAULT_SEGMENT_BYTES, 64 * 1024))
+  .addOption(sizeOpt('--read-chunk-bytes <n>', 'consecutive small batches are read back for the processor in reads of up to this size', DEFAULT_READ_CHUNK_BYTES, 64 * 1024))
+  .addOption(sizeOpt('--max-frame-bytes <n>', 'largest WebSocket message accepted; larger ones close the connection (code 1009)', DEFAULT_WIRE_LIMITS.maxFrameBytes, 64 * 1024))
+  .addOption(numOpt('--max-batch-records <n>', 'most records in one batch', DEFAULT_WIRE_LIMITS.maxBatchRecords, 1))
+  .addOption(sizeOpt('--max-batch-raw-bytes <n>', 'largest uncompressed payload of one batch', DEFAULT_WIRE_LIMITS.maxBatchRawBytes, 1))
+  .addOption(numOpt('--max-disks <n>', 'most disks a VM may declare', DEFAULT_WIRE_LIMITS.maxDisks, 1))
+  .addOption(sizeOpt('--max-buffered-bytes <n>', "a processor connection's send buffer above which sending pauses until it drains", D.maxBufferedBytes, 64 * 1024))
+  .addOption(sizeOpt('--max-unsynced-bytes <n>', "a VM's appended-but-not-yet-durable bytes above which its agent connection stops being read", D.maxUnsyncedBytes, MiB))
+  .addOption(numOpt('--hello-timeout-ms <n>', 'a connection that sends no hello within this time is closed', D.helloTimeoutMs, 1))
+  .addOption(numOpt('--ping-interval-ms <n>', 'ping every connection this often and drop it when a ping goes unanswered; 0 never', D.pingIntervalMs, 0))
+  .addHelpText(
+    'after',
+    '\nOn start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout; logs (JSON) go to stderr.\n' +
+      'SIGTERM or SIGINT stop it cleanly. Damaged stored data refuses to start with SR_JOURNAL_CORRUPT naming the file.\n' +
+      'Example:\n  sr-cache-store --listen 0.0.0.0:7400 --data-dir /var/lib/site-recovery/cache',
+  );
+
+interface Opts {
+  listen: string;
+  dataDir?: string;
+  segmentBytes: number;
+  readChunkBytes: number;
+  maxFrameBytes: number;
+  maxBatchRecords: number;
+  maxBatchRawBytes: number;
+  maxDisks: number;
+  maxBufferedBytes: number;
+  maxUnsyncedBytes: number;
+  helloTimeoutMs: number;
+  pingIntervalMs: number;
+}
+
+async function main(): Promise<void> {
+  program.parse();
+  const o = program.opts<Opts>();
+  const listen = parseHostPort(o.listen, '--listen');
+  if (o.dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
+  const log = createLogger('sr-cache-store');
+  const store = await FileStreamStore.open(o.dataDir, { segmentBytes: o.segmentBytes, maxFrameBytes: o.maxFrameBytes, readChunkBytes: o.readChunkBytes, log });
+  const server = await CacheStoreServer.start({
+    store,
+    log,
+    host: listen.host,
+    port: listen.port,
+    limits: {
+      maxFrameBytes: o.maxFrameBytes,
+      maxBatchRecords: o.maxBatchRecords,
+      maxBatchRawBytes: o.maxBatchRawBytes,
+      maxDisks: o.maxDisks,
+      maxBufferedBytes: o.maxBufferedBytes,
+      maxUnsyncedBytes: o.maxUnsyncedBytes,
+      helloTimeoutMs: o.helloTimeoutMs,
+      pingIntervalMs: o.pingIntervalMs,
+    },
+  });
+  const status = server.status();
+  process.stdout.write(JSON.stringify({ event: 'ready', listen: status.listen, dataDir: o.dataDir, vms: status.vms.length }) + '\n');
+  log.info({ listen: status.listen, dataDir: o.dataDir, vms: status.vms.map((v) => v.vm) }, 'serving');
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    server
+      .close()
+      .then(() => store.close())
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          log.error({ err: (err as Error).message }, 'unclean stop');
+          process.exit(1);
+        },
+      );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  const code = isSrError(err) ? err.code : 'SR_INTERNAL';
+  process.stderr.write(`sr-cache-store: ${code}: ${(err as Error).message}\n`);
+  process.exit(2);
+});

@@ -1,1 +1,11 @@
-export {};
+export { CacheStoreServer } from './server.js';
+export type { CacheStoreStatus } from './server.js';
+export { DEFAULT_CACHE_STORE_LIMITS } from './server-options.js';
+export type { CacheStoreLimits, CacheStoreServerOptions } from './server-options.js';
+export type { VmStatus } from './stream-hub.js';
+export type { StoredFrame, StreamLog, StreamLogStats, StreamLogWatcher, StreamStore } from './stream-log.js';
+export { FileStreamStore } from './file-stream-store.js';
+export type { FileStreamStoreOptions } from './file-stream-store.js';
+export { FileStreamLog, DEFAULT_SEGMENT_BYTES, DEFAULT_READ_CHUNK_BYTES } from './file-stream-log.js';
+export type { FileStreamLogOptions } from './file-stream-log.js';
+export { checkCredential } from './auth.js';

@@ -35,6 +35,8 @@ export const ErrorCode = {
   GENERATION: 'SR_GENERATION',
   /** A peer's credential was refused. */
   AUTH: 'SR_AUTH',
+  /** An unexpected failure inside a component (a bug, or an error it does not classify). */
+  INTERNAL: 'SR_INTERNAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

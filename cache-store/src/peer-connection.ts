@@ -1,0 +1,155 @@
+import {
+  ErrorCode,
+  HelloSchema,
+  SrError,
+  decodeMessage,
+  encodeMessage,
+  type AgentHello,
+  type Logger,
+  type ProcessorHello,
+} from '@site-recovery/shared';
+import { WebSocket, type RawData } from 'ws';
+import { checkCredential } from './auth.js';
+import type { CacheStoreLimits } from './server-options.js';
+
+/** What a connection becomes once its hello names its role. */
+export interface RoleSession {
+  /** Sets the session up (may open storage); messages wait until it resolves. */
+  start(): Promise<void>;
+  /** One message after the hello. Throwing reports the error to the peer and closes. */
+  onMessage(frame: Buffer): void;
+  /** The connection is gone; release what the session holds. Called once. */
+  closed(): void;
+}
+
+/** Close codes sent with the close frame; the error message before it carries the stable code. */
+export const CloseCode = {
+  GOING_AWAY: 1001,
+  PEER_ERROR: 1008,
+  SERVER_ERROR: 1011,
+  /** A newer connection took over the VM's stream. */
+  REPLACED: 4001,
+} as const;
+
+/** Codes that mean the server, not the peer, failed. */
+const SERVER_SIDE = new Set<string>([ErrorCode.IO, ErrorCode.NO_SPACE, ErrorCode.JOURNAL_CORRUPT, ErrorCode.SHUTTING_DOWN, 'SR_INTERNAL']);
+const MAX_ERROR_MESSAGE = 4096;
+
+/**
+ * One WebSocket peer: checks the hello, hands the connection to the session for its role, feeds it
+ * the following messages one at a time in arrival order, and turns anything thrown into an error
+ * message with a stable code followed by a close. Nothing a peer sends can throw past this class.
+ */
+export class PeerConnection {
+  private session: RoleSession | undefined;
+  /** Messages are handled in order; the hello's asynchronous start holds back the ones after it. */
+  private chain: Promise<void> = Promise.resolve();
+  private isClosed = false;
+  private helloTimer: NodeJS.Timeout | undefined;
+  private pingTimer: NodeJS.Timeout | undefined;
+  private alive = true;
+  private bufferedAtPing = 0;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly remote: string,
+    private readonly limits: CacheStoreLimits,
+    readonly log: Logger,
+    private readonly becomeRole: (conn: PeerConnection, hello: AgentHello | ProcessorHello) => RoleSession,
+    private readonly onGone: (conn: PeerConnection) => void,
+  ) {
+    ws.on('message', (data, isBinary) => {
+      this.alive = true;
+      this.receive(data, isBinary);
+    });
+    ws.on('close', () => this.gone());
+    // ws reports a bad frame (oversized, unmasked, bad opcode) here and closes with its own code.
+    ws.on('error', (err) => this.log.warn({ remote, err: err.message }, 'websocket error'));
+    ws.on('pong', () => (this.alive = true));
+    this.helloTimer = setTimeout(() => this.fail(new SrError(ErrorCode.PROTOCOL, `no hello within ${limits.helloTimeoutMs} ms`)), limits.helloTimeoutMs);
+    this.helloTimer.unref();
+    if (limits.pingIntervalMs > 0) {
+      this.pingTimer = setInterval(() => this.keepAlive(), limits.pingIntervalMs);
+      this.pingTimer.unref();
+    }
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  send(message: object): void {
+    if (!this.isClosed && this.ws.readyState === WebSocket.OPEN) this.ws.send(encodeMessage(message), { binary: true });
+  }
+
+  /** Reports `err` to the peer as `{t:'error', code, message}` and closes. */
+  fail(err: unknown): void {
+    if (this.isClosed) return;
+    const code = err instanceof SrError ? err.code : 'SR_INTERNAL';
+    const message = (err instanceof Error ? err.message : String(err)).slice(0, MAX_ERROR_MESSAGE);
+    const serverSide = SERVER_SIDE.has(code);
+    if (err instanceof SrError) this.log[serverSide ? 'error' : 'warn']({ remote: this.remote, code, err: message }, 'closing connection');
+    else this.log.error({ remote: this.remote, err }, 'internal error; closing connection');
+    this.send({ t: 'error', code, message });
+    this.close(serverSide ? CloseCode.SERVER_ERROR : CloseCode.PEER_ERROR, code);
+  }
+
+  /** Closes without an error message (shutdown, replaced by a newer connection). */
+  close(code: number, reason: string): void {
+    if (this.isClosed) return;
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(code, reason.slice(0, 120));
+    this.gone();
+  }
+
+  private receive(data: RawData, isBinary: boolean): void {
+    if (this.isClosed) return;
+    this.chain = this.chain
+      .then(() => (this.isClosed ? undefined : this.handle(data, isBinary)))
+      .catch((err: unknown) => this.fail(err));
+  }
+
+  private async handle(data: RawData, isBinary: boolean): Promise<void> {
+    if (!isBinary || !Buffer.isBuffer(data)) throw new SrError(ErrorCode.PROTOCOL, 'only binary messages are part of the protocol');
+    if (this.session !== undefined) return this.session.onMessage(data);
+    const hello = decodeMessage(data, HelloSchema);
+    checkCredential(hello);
+    clearTimeout(this.helloTimer);
+    this.session = this.becomeRole(this, hello);
+    this.log.info({ remote: this.remote, role: hello.role, ...(hello.role === 'agent' ? { vm: hello.vm, generation: hello.generation } : {}) }, 'hello');
+    // Messages that arrive before the session is ready would pile up in the chain: stop reading.
+    this.ws.pause();
+    try {
+      await this.session.start();
+    } finally {
+      if (!this.isClosed) this.ws.resume();
+    }
+  }
+
+  private keepAlive(): void {
+    // A connection paused for flow control cannot read its pongs, and on a slow link a ping or pong
+    // may wait behind megabytes of batches: a peer still moving data is not dead for that.
+    const buffered = this.ws.bufferedAmount;
+    if (this.ws.isPaused || buffered < this.bufferedAtPing) this.alive = true;
+    this.bufferedAtPing = buffered;
+    if (!this.alive) {
+      this.log.warn({ remote: this.remote }, 'peer did not answer a ping; dropping the connection');
+      this.ws.terminate();
+      this.gone();
+      return;
+    }
+    this.alive = false;
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.ping();
+  }
+
+  private gone(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    clearTimeout(this.helloTimer);
+    clearInterval(this.pingTimer);
+    try {
+      this.session?.closed();
+    } finally {
+      this.onGone(this);
+    }
+  }
+}

@@ -1,0 +1,51 @@
+import {
+  DiskInfoSchema,
+  ErrorCode,
+  GENERATION_PATTERN,
+  SrError,
+  readJsonIfExists,
+  writeFileAtomic,
+  type DiskInfo,
+} from '@site-recovery/shared';
+
+/**
+ * What a VM's directory holds besides its segments: which generation the segments belong to, the
+ * disk layout records refer to by index, and how far the processor has applied. Segments of any
+ * other generation are leftovers of a replacement interrupted by a crash.
+ */
+export interface VmMeta {
+  readonly version: 1;
+  readonly vm: string;
+  readonly generation: string;
+  readonly disks: readonly DiskInfo[];
+  readonly appliedLsn: number;
+}
+
+const DisksSchema = DiskInfoSchema.array().min(1);
+
+/** Reads and checks a meta file; `undefined` when there is none. */
+export async function readVmMeta(file: string, vm: string): Promise<VmMeta | undefined> {
+  let raw: unknown;
+  try {
+    raw = await readJsonIfExists(file);
+  } catch (err) {
+    throw new SrError(ErrorCode.JOURNAL_CORRUPT, `${file}: unreadable (${(err as Error).message})`, { cause: err });
+  }
+  if (raw === undefined) return undefined;
+  const bad = (what: string): SrError => new SrError(ErrorCode.JOURNAL_CORRUPT, `${file}: ${what}`);
+  if (typeof raw !== 'object' || raw === null) throw bad('not a JSON object');
+  const m = raw as Record<string, unknown>;
+  if (m['version'] !== 1) throw bad(`unsupported version ${String(m['version'])}`);
+  if (m['vm'] !== vm) throw bad(`belongs to VM "${String(m['vm'])}", not "${vm}"`);
+  const generation = m['generation'];
+  if (typeof generation !== 'string' || !GENERATION_PATTERN.test(generation)) throw bad('missing or invalid generation');
+  const disks = DisksSchema.safeParse(m['disks']);
+  if (!disks.success) throw bad('missing or invalid disks');
+  const appliedLsn = m['appliedLsn'];
+  if (typeof appliedLsn !== 'number' || !Number.isSafeInteger(appliedLsn) || appliedLsn < 0) throw bad('missing or invalid appliedLsn');
+  return { version: 1, vm, generation, disks: disks.data, appliedLsn };
+}
+
+export async function writeVmMeta(file: string, meta: VmMeta): Promise<void> {
+  await writeFileAtomic(file, JSON.stringify(meta, null, 2) + '\n');
+}
