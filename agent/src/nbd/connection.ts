@@ -10,6 +10,8 @@ import { parseRequest, validateRequest, type ExportShape, type NbdRequest } from
 
 /** Socket bytes queued for sending beyond which we stop reading new requests. */
 const MAX_UNSENT_REPLY_BYTES = 64 * 1024 * 1024;
+/** How long a peer we hung up on may keep its side open. */
+const HANG_UP_GRACE_MS = 2000;
 
 /**
  * One client connection: handshake, then transmission. Requests execute concurrently and are
@@ -42,6 +44,9 @@ export class NbdConnection {
     this.handshakeTimer = setTimeout(() => this.abort('handshake timed out'), limits.handshakeTimeoutMs);
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.on('data', (chunk: Buffer) => {
+      // After a refused handshake or DISC nothing more is read: a client that keeps sending must
+      // not grow our memory.
+      if (this.phase !== 'handshake' && this.phase !== 'transmission') return;
       this.queue.push(chunk);
       this.pump();
     });
@@ -73,10 +78,9 @@ export class NbdConnection {
       if (r.state === 'more') return;
       if (r.state === 'close') {
         // A malformed or aborted handshake ends the connection; nothing was written to storage.
-        this.socket.end();
-        this.phase = 'closed';
         clearTimeout(this.handshakeTimer);
         this.log.debug({ reason: r.reason }, 'handshake ended');
+        this.hangUp();
         return;
       }
       clearTimeout(this.handshakeTimer);
@@ -128,7 +132,8 @@ export class NbdConnection {
   }
 
   private execute(req: NbdRequest, payload: Buffer | undefined): void {
-    const bytes = payload?.length ?? 0;
+    // A READ pins a reply buffer of its length until sent, so it counts like a WRITE's payload.
+    const bytes = req.type === Cmd.READ ? req.length : (payload?.length ?? 0);
     this.inFlight++;
     this.inFlightBytes += bytes;
     if (
@@ -229,8 +234,16 @@ export class NbdConnection {
   private finishIfIdle(): void {
     if (this.phase === 'closing' && this.inFlight === 0) {
       this.flushReplies();
-      this.phase = 'closed';
-      this.socket.end();
+      this.hangUp();
     }
+  }
+
+  /** Sends what is queued, then closes; a peer that does not close its side is cut off soon after. */
+  private hangUp(): void {
+    this.phase = 'closed';
+    this.queue.clear();
+    this.socket.pause(); // stop reading: a peer that keeps sending meets TCP backpressure
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), HANG_UP_GRACE_MS).unref();
   }
 }

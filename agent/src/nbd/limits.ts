@@ -10,7 +10,7 @@ export interface NbdServerLimits {
   readonly handshakeTimeoutMs: number;
   /** Requests executing at once per connection; reading from the socket pauses beyond it. Default 128. */
   readonly maxInFlightRequests: number;
-  /** WRITE payload bytes executing at once per connection; reading pauses beyond it. Default 128 MiB. */
+  /** WRITE payload and READ reply bytes executing at once per connection; reading pauses beyond it. Default 128 MiB. */
   readonly maxInFlightBytes: number;
 }
 
