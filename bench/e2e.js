@@ -9,7 +9,7 @@ import { ROOT, benchDir, median } from './lib.js';
 
 const RUNS = Number(process.env.RUNS ?? 3);
 const SECONDS = Number(process.env.SECONDS_PER_RUN ?? 20);
-const DISK = 2 << 30;
+const DISK = 2 * 2 ** 30;
 const DATA = {
   mixed: ['--buffer_compress_percentage=50', '--buffer_compress_chunk=4k', '--refill_buffers'],
   random: ['--refill_buffers'],
@@ -86,7 +86,7 @@ for (const kind of Object.keys(DATA)) {
   const m = (k) => +median(runs.map((r) => r[k])).toFixed(2);
   rows.push({ data: kind, replicatedMBps: m('replicatedMBps'), fioMBps: m('fioMBps'), drainSeconds: m('drainSeconds'), wirePerByte: m('wirePerByte'), lagP50ms: m('lagP50ms'), lagP99ms: m('lagP99ms') });
 }
-console.log(`\nbench:e2e — median of ${RUNS} runs x ${SECONDS}s of fio randwrite 4k-1M QD16 on a ${DISK >> 30} GiB disk`);
+console.log(`\nbench:e2e — median of ${RUNS} runs x ${SECONDS}s of fio randwrite 4k-1M QD16 on a ${DISK / 2 ** 30} GiB disk`);
 console.table(rows);
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
 fs.writeFileSync(path.join(ROOT, 'bench/results', `e2e-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ rows }, null, 2));

@@ -1,2 +1,104 @@
 #!/usr/bin/env node
-export {};
+import './io-threads.js';
+import { Command, Option } from 'commander';
+import { ErrorCode, SrError, createLogger, isSrError } from '@site-recovery/shared';
+import { intOption, parseHostPort, parseWsUrl } from './cli-options.js';
+import { FileReplicaStore, DEFAULT_INLINE_WRITE_MAX_BYTES } from './file-replica-store.js';
+import { DEFAULT_CONFIRM_INTERVAL_MS, Processor } from './processor.js';
+import { DEFAULT_CONFIRM_BYTES } from './vm-replication.js';
+import { DEFAULT_BACKOFF } from './backoff.js';
+
+const program = new Command('sr-processor')
+  .description(
+    'Target-region service: pull every VM stream from the cache-store, verify each record (checksum, bounds, sequence) ' +
+      'and apply it in order to that VM\'s replica disks under the data dir; confirm to the cache-store what is durable.',
+  )
+  .option('--listen <host:port>', 'address of the HTTP status listener (GET /health, GET /status); port 0 picks a free port', '127.0.0.1:8470')
+  .option('--cache-store <url>', 'WebSocket address of the cache-store, ws://HOST:PORT/ or wss://HOST:PORT/')
+  .option('--data-dir <dir>', 'where replicas live: <dir>/replicas/<vm>/state.json and <dir>/replicas/<vm>/disks/<disk>.img')
+  .addOption(
+    new Option('--confirm-interval-ms <ms>', 'how often applied records are fsynced, their position persisted and confirmed to the cache-store')
+      .default(DEFAULT_CONFIRM_INTERVAL_MS)
+      .argParser(intOption('--confirm-interval-ms', 1)),
+  )
+  .addOption(
+    new Option('--confirm-bytes <n>', 'applied bytes after which a confirmation round starts before the interval is up')
+      .default(DEFAULT_CONFIRM_BYTES)
+      .argParser(intOption('--confirm-bytes', 1)),
+  )
+  .addOption(
+    new Option('--inline-write-max-bytes <n>', 'replica writes up to this size go into the page cache synchronously (0: all through the thread pool)')
+      .default(DEFAULT_INLINE_WRITE_MAX_BYTES)
+      .argParser(intOption('--inline-write-max-bytes', 0)),
+  )
+  .addOption(
+    new Option('--reconnect-initial-ms <ms>', 'first delay before redialling the cache-store; doubles per failure, with jitter')
+      .default(DEFAULT_BACKOFF.initialDelayMs)
+      .argParser(intOption('--reconnect-initial-ms', 1)),
+  )
+  .addOption(
+    new Option('--reconnect-max-ms <ms>', 'longest delay between redials of the cache-store').default(DEFAULT_BACKOFF.maxDelayMs).argParser(intOption('--reconnect-max-ms', 1)),
+  )
+  .addHelpText(
+    'after',
+    '\nOn start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout. SIGTERM or SIGINT stop it\n' +
+      'cleanly: records in flight are applied, made durable and confirmed first. Logs are JSON lines on stderr\n' +
+      '(SR_LOG_LEVEL=debug for more).\n' +
+      'Example:\n  sr-processor --listen 0.0.0.0:8470 --cache-store ws://cache.example:7400/ --data-dir /var/lib/site-recovery/processor',
+  );
+
+interface CliOptions {
+  listen: string;
+  cacheStore?: string;
+  dataDir?: string;
+  confirmIntervalMs: number;
+  confirmBytes: number;
+  inlineWriteMaxBytes: number;
+  reconnectInitialMs: number;
+  reconnectMaxMs: number;
+}
+
+async function main(): Promise<void> {
+  program.parse();
+  const o = program.opts<CliOptions>();
+  if (o.cacheStore === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--cache-store ws://HOST:PORT/ is required');
+  if (o.dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
+  const listen = parseHostPort(o.listen, '--listen');
+  const cacheStoreUrl = parseWsUrl(o.cacheStore, '--cache-store');
+
+  const log = createLogger('sr-processor');
+  const processor = await Processor.start({
+    store: new FileReplicaStore(o.dataDir, { inlineWriteMaxBytes: o.inlineWriteMaxBytes }),
+    cacheStoreUrl,
+    listenHost: listen.host,
+    listenPort: listen.port,
+    log,
+    options: {
+      confirmIntervalMs: o.confirmIntervalMs,
+      confirmBytes: o.confirmBytes,
+      backoff: { initialDelayMs: o.reconnectInitialMs, maxDelayMs: o.reconnectMaxMs },
+    },
+  });
+  process.stdout.write(JSON.stringify({ event: 'ready', listen: processor.listen, cacheStore: cacheStoreUrl, dataDir: o.dataDir, vms: processor.status().vms.length }) + '\n');
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    processor.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err: (err as Error).message }, 'unclean stop');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  const code = isSrError(err) ? err.code : 'SR_INTERNAL';
+  process.stderr.write(`sr-processor: ${code}: ${(err as Error).message}\n`);
+  process.exit(2);
+});

@@ -1,0 +1,34 @@
+import { ErrorCode, SrError } from '@site-recovery/shared';
+
+/** Parses HOST:PORT (IPv6 as [::1]:PORT). Port 0 asks the OS for a free one. */
+export function parseHostPort(value: string, option: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (m === null || port > 65535) {
+    throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" is not HOST:PORT (for example 127.0.0.1:8470)`);
+  }
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+/** Checks a ws:// or wss:// URL. */
+export function parseWsUrl(value: string, option: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" is not a URL (for example ws://10.0.0.5:7400/)`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" must start with ws:// or wss://`);
+  }
+  return url.toString();
+}
+
+/** A positive integer option of at least `min`. */
+export function intOption(option: string, min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < min) throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" must be an integer of at least ${min}`);
+    return n;
+  };
+}
