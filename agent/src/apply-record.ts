@@ -14,7 +14,8 @@ export async function applyRecord(target: BlockBackend, r: ChangeRecord): Promis
       await target.trim(r.offset, r.length, false);
       return;
     case RecordKind.SYNC:
-      return; // a progress marker; no data
+    case RecordKind.APP:
+      return; // markers; no data
 
   }
 }

@@ -128,7 +128,7 @@ class FileReplica implements Replica {
   }
 
   apply(r: ChangeRecord): Promise<void> | undefined {
-    if (r.kind === RecordKind.SYNC) return undefined; // a progress marker: changes no data
+    if (r.kind === RecordKind.SYNC || r.kind === RecordKind.APP) return undefined; // markers: change no data
     const image = this.images[r.disk];
     if (image === undefined || r.offset < 0 || r.offset + r.length > image.size) {
       throw new SrError(ErrorCode.BOUNDS, `record ${r.lsn}: bytes ${r.offset}+${r.length} of disk index ${r.disk} are outside the replica of ${this.vm}`);
@@ -150,6 +150,7 @@ class FileReplica implements Replica {
         // Trimmed ranges read back as zeroes so that source and replica agree byte for byte.
         return image.zero(r.offset, r.length);
       case RecordKind.SYNC:
+      case RecordKind.APP:
         return undefined;
     }
   }

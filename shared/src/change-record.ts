@@ -16,6 +16,12 @@ export const RecordKind = {
    * complete once a marker with `offset` equal to the disks' total size is applied.
    */
   SYNC: 4,
+  /**
+   * An application-consistent point: the agent ran the VM's pre-snapshot (freeze) command
+   * successfully and every write before this record was complete. `offset` carries the agent's
+   * sequence number for the point, `length` 0, no payload. Changes no data.
+   */
+  APP: 5,
 } as const;
 
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
@@ -37,7 +43,7 @@ export interface ChangeRecord {
 
 /** The kinds a record may have; anything else is refused when decoding. */
 export function isRecordKind(kind: number): kind is RecordKind {
-  return kind === RecordKind.WRITE || kind === RecordKind.ZERO || kind === RecordKind.TRIM || kind === RecordKind.SYNC;
+  return kind === RecordKind.WRITE || kind === RecordKind.ZERO || kind === RecordKind.TRIM || kind === RecordKind.SYNC || kind === RecordKind.APP;
 }
 
 export function recordKindName(kind: number): string {
@@ -50,6 +56,8 @@ export function recordKindName(kind: number): string {
       return 'trim';
     case RecordKind.SYNC:
       return 'sync';
+    case RecordKind.APP:
+      return 'app';
     default:
       return `unknown(${kind})`;
   }

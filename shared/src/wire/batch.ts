@@ -8,7 +8,7 @@ import type { Batch, DiskInfo, Progress } from './messages.js';
 
 /**
  * One entry per record in a batch's `recs` (big-endian); the LSN is `first` + index.
- *   0 u8 kind (1 write, 2 zero, 3 trim, 4 sync marker)   1 u8 0   2 u16 disk   4 u32 CRC-32C (recordChecksum)   8 u64 offset
+ *   0 u8 kind (1 write, 2 zero, 3 trim, 4 sync marker, 5 app-consistent marker)   1 u8 0   2 u16 disk   4 u32 CRC-32C (recordChecksum)   8 u64 offset
  *   16 u32 length   20 u32 0   24 f64 capture time (ms)
  */
 export const RECORD_ENTRY_BYTES = 32;
@@ -113,8 +113,8 @@ export function decodeBatch(b: Batch, disks: readonly DiskInfo[], limits: WireLi
     const length = recs.readUInt32BE(at + 16);
     const size = disks[disk]?.size;
     if (size === undefined) throw new SrError(ErrorCode.BOUNDS, `record ${lsn}: disk index ${disk}, the VM has ${disks.length} disks`);
-    if (kind === RecordKind.SYNC) {
-      if (length !== 0) throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: sync marker with length ${length}`);
+    if (kind === RecordKind.SYNC || kind === RecordKind.APP) {
+      if (length !== 0) throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: marker with length ${length}`);
     } else if (offset + length > size) throw new SrError(ErrorCode.BOUNDS, `record ${lsn}: bytes ${offset}+${length} past the end of disk ${disks[disk]!.id} (${size})`);
     let rec: ChangeRecord = { lsn, kind, disk, offset, length, crc: recs.readUInt32BE(at + 4), time: recs.readDoubleBE(at + 24) };
     if (kind === RecordKind.WRITE) {
