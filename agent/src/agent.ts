@@ -29,7 +29,8 @@ export interface AgentConfig {
   readonly nbdLimits?: Partial<NbdServerLimits>;
   /**
    * How often the images are fsynced and the checkpoint advanced. Journal segments are released only
-   * below the checkpoint, so this also bounds how long shipped records stay on disk. Default 1 s.
+   * below the checkpoint, so this also bounds how long shipped records stay on disk. Default 5 s
+   * (each checkpoint forces the images to disk; at 1 s sequential writes measured ~1.5x slower).
    */
   readonly checkpointIntervalMs?: number;
   /** Replicate to a cache-store; without it the agent only captures into its journal. */
@@ -215,7 +216,7 @@ export class Agent {
   }
 
   private scheduleCheckpoint(): void {
-    const every = this.config.checkpointIntervalMs ?? 1000;
+    const every = this.config.checkpointIntervalMs ?? 5000;
     this.checkpointTimer = setInterval(() => {
       this.checkpointing ??= this.checkpoint()
         .catch((err: unknown) => this.config.log.error({ err: (err as Error).message }, 'checkpoint failed'))

@@ -22,6 +22,9 @@ const program = new Command('sr-agent')
   .option('--credential <token>', 'credential presented to the cache-store in HELLO')
   .option('--resync', 'start a new replication generation: copy the disks in full again')
   .option('--status <host:port>', 'serve GET /status (JSON) on this address')
+  .addOption(
+    new Option('--checkpoint-interval <ms>', 'how often the images are fsynced so journal segments below that point can be released').default(5000).argParser(msArg),
+  )
   .option('--config <file>', 'JSON file with the same keys (vm, disk, nbd, dataDir, journalSegmentBytes); options given here win')
   .addHelpText(
     'after',
@@ -31,6 +34,12 @@ const program = new Command('sr-agent')
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
+}
+
+function msArg(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 100) throw new SrError(ErrorCode.BAD_OPTION, `"${value}" must be a whole number of milliseconds, at least 100`);
+  return n;
 }
 
 function intArg(value: string): number {
@@ -52,6 +61,7 @@ async function main(): Promise<void> {
     credential?: string;
     resync?: boolean;
     status?: string;
+    checkpointInterval: number;
   }>();
   const file = o.config !== undefined ? readConfigFile(o.config) : {};
   const fromCli = (k: string): boolean => program.getOptionValueSource(k) === 'cli';
@@ -77,6 +87,7 @@ async function main(): Promise<void> {
     nbdPort: nbd.port,
     dataDir,
     journal: { segmentBytes },
+    checkpointIntervalMs: o.checkpointInterval,
     log,
     ...(cacheStore !== undefined
       ? { replication: { url: cacheStore, resync: o.resync === true, ...(o.credential !== undefined ? { credential: o.credential } : {}) } }
