@@ -8,6 +8,7 @@ import { CaptureBackend, LsnSequence } from './capture-filter.js';
 import { FileBackend } from './file-backend.js';
 import { FileJournal, type FileJournalOptions } from './file-journal.js';
 import type { Journal, JournalStats } from './journal.js';
+import { AppConsistentSnapshots, type AppConsistentStatus } from './app-consistent.js';
 import { InitialSync } from './initial-sync.js';
 import { journalDir } from './names.js';
 import { NbdServer, StaticExports, type NbdServerLimits } from './nbd/index.js';
@@ -45,6 +46,8 @@ export interface ReplicationConfig {
   /** Start a new generation (and a full initial copy) even if the data dir holds one. */
   readonly resync?: boolean;
   readonly shipper?: Partial<ShipperLimits>;
+  /** App-consistent points: commands run around an APP marker every `frequencyMs`. */
+  readonly appConsistent?: { readonly frequencyMs: number; readonly preSnapshot?: string; readonly postSnapshot?: string };
 }
 
 export interface AgentStatus {
@@ -58,6 +61,7 @@ export interface AgentStatus {
     readonly generation: string;
     readonly stream: ShipperStatus;
     readonly initialCopy: { readonly state: 'copying' | 'done'; readonly copiedBytes: number; readonly totalBytes: number; readonly percent: number };
+    readonly appConsistent?: AppConsistentStatus;
   };
   /** Why writes are waiting, when they are. */
   readonly stalled?: string;
@@ -72,6 +76,7 @@ export class Agent {
   private shipper: Shipper | undefined;
   private initialSync: InitialSync | undefined;
   private initialSyncRun: Promise<void> | undefined;
+  private appConsistent: AppConsistentSnapshots | undefined;
   private ackedLsn = 0;
   private state!: AgentState;
 
@@ -161,6 +166,10 @@ export class Agent {
       },
     });
     this.shipper.start();
+    if (r.appConsistent !== undefined) {
+      this.appConsistent = new AppConsistentSnapshots({ ...r.appConsistent, lsns: this.lsns, journal: this.journal, log: this.config.log });
+      this.appConsistent.start();
+    }
     if (!rep.copyComplete) {
       this.initialSync = new InitialSync({
         captures: this.captures,
@@ -208,6 +217,7 @@ export class Agent {
                 copy !== undefined && !rep.copyComplete
                   ? { state: 'copying' as const, copiedBytes: copy.copiedBytes, totalBytes: copy.totalBytes, percent: copy.percent }
                   : { state: 'done' as const, copiedBytes: rep.copiedBytes, totalBytes: rep.copiedBytes, percent: 100 },
+              ...(this.appConsistent !== undefined ? { appConsistent: this.appConsistent.status() } : {}),
             },
           }
         : {}),
@@ -246,6 +256,7 @@ export class Agent {
     await this.server.close();
     this.initialSync?.stop();
     await this.initialSyncRun;
+    await this.appConsistent?.stop();
     await this.shipper?.stop();
     await this.checkpointing;
     await this.journal.sync();

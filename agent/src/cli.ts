@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import './io-threads.js';
 import { Command, Option } from 'commander';
-import { ErrorCode, SrError, createLogger, isSrError } from '@site-recovery/shared';
+import { ErrorCode, SrError, createLogger, isSrError, parseDuration } from '@site-recovery/shared';
 import { Agent } from './agent.js';
 import { parseDisk, parseHostPort, readConfigFile } from './cli-options.js';
 import { serveStatus } from './status-server.js';
@@ -22,6 +22,9 @@ const program = new Command('sr-agent')
   .option('--credential <token>', 'credential presented to the cache-store in HELLO')
   .option('--resync', 'start a new replication generation: copy the disks in full again')
   .option('--status <host:port>', 'serve GET /status (JSON) on this address')
+  .option('--app-consistent-frequency <duration>', 'take an app-consistent point this often (e.g. 60m); off unless given or a pre-snapshot command is set (then 60m)')
+  .option('--pre-snapshot <command>', 'shell command that quiesces the applications before an app-consistent point (e.g. "fsfreeze -f /data")')
+  .option('--post-snapshot <command>', 'shell command that resumes them afterwards (e.g. "fsfreeze -u /data"); runs even if the pre command failed')
   .addOption(
     new Option('--checkpoint-interval <ms>', 'how often the images are fsynced so journal segments below that point can be released').default(5000).argParser(msArg),
   )
@@ -62,6 +65,9 @@ async function main(): Promise<void> {
     resync?: boolean;
     status?: string;
     checkpointInterval: number;
+    appConsistentFrequency?: string;
+    preSnapshot?: string;
+    postSnapshot?: string;
   }>();
   const file = o.config !== undefined ? readConfigFile(o.config) : {};
   const fromCli = (k: string): boolean => program.getOptionValueSource(k) === 'cli';
@@ -78,6 +84,22 @@ async function main(): Promise<void> {
   if (cacheStore !== undefined && !/^wss?:\/\/[^\s]+$/.test(cacheStore)) {
     throw new SrError(ErrorCode.BAD_OPTION, `--cache-store "${cacheStore}" is not a ws:// or wss:// URL (for example ws://10.0.0.5:8780)`);
   }
+  const appFrequency =
+    o.appConsistentFrequency !== undefined
+      ? parseDuration(o.appConsistentFrequency, '--app-consistent-frequency')
+      : o.preSnapshot !== undefined || o.postSnapshot !== undefined
+        ? 60 * 60_000
+        : undefined;
+  if (appFrequency !== undefined && appFrequency < 1000) throw new SrError(ErrorCode.BAD_OPTION, '--app-consistent-frequency must be at least 1s');
+  if (appFrequency !== undefined && cacheStore === undefined) throw new SrError(ErrorCode.BAD_OPTION, 'app-consistent points need replication: add --cache-store URL');
+  const appConsistent =
+    appFrequency !== undefined
+      ? {
+          frequencyMs: appFrequency,
+          ...(o.preSnapshot !== undefined ? { preSnapshot: o.preSnapshot } : {}),
+          ...(o.postSnapshot !== undefined ? { postSnapshot: o.postSnapshot } : {}),
+        }
+      : undefined;
   const statusAddr = o.status !== undefined ? parseHostPort(o.status, '--status') : undefined;
   const log = createLogger('sr-agent');
   const agent = await Agent.start({
@@ -90,7 +112,14 @@ async function main(): Promise<void> {
     checkpointIntervalMs: o.checkpointInterval,
     log,
     ...(cacheStore !== undefined
-      ? { replication: { url: cacheStore, resync: o.resync === true, ...(o.credential !== undefined ? { credential: o.credential } : {}) } }
+      ? {
+          replication: {
+            url: cacheStore,
+            resync: o.resync === true,
+            ...(o.credential !== undefined ? { credential: o.credential } : {}),
+            ...(appConsistent !== undefined ? { appConsistent } : {}),
+          },
+        }
       : {}),
   });
   const status = statusAddr !== undefined ? await serveStatus(statusAddr.host, statusAddr.port, () => agent.status()) : undefined;
