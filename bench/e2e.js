@@ -45,6 +45,12 @@ async function runOnce(kind) {
   const agentStatus = () => get(`http://${ag.ready.status}/status`);
   const vmStatus = async () => (await get(`http://${pr.ready.listen}/status`)).vms.find((v) => v.vm === 'bench');
   try {
+    // Steady state: the initial copy of the (empty) disk finishes before the churn starts.
+    for (;;) {
+      const v = await vmStatus();
+      if (v?.initialSync?.state === 'done') break;
+      await sleep(100);
+    }
     const t0 = Date.now();
     const out = execFileSync('fio', ['--output-format=json', '--name=churn', '--ioengine=nbd', `--uri=nbd://${ag.ready.nbd}/os`, '--rw=randwrite', '--bsrange=4k-1m', '--iodepth=16', `--size=${DISK}`, '--time_based', `--runtime=${SECONDS}`, ...DATA[kind]], { encoding: 'utf8', maxBuffer: 64 << 20 });
     const written = JSON.parse(out.slice(out.indexOf('{'))).jobs[0].write.io_bytes;

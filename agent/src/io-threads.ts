@@ -3,4 +3,7 @@
 // requests at queue depth 32 wait for a thread (measured: 4k random writes 15.8k IOPS with 4 threads,
 // 17.4k with 8, 17.6k with 16, before small writes were made inline). An explicit setting wins.
 process.env['UV_THREADPOOL_SIZE'] ??= '16';
+// lz4-napi allocates through mimalloc, which returns freed memory to the OS eagerly by default;
+// with many batches in flight that made compression ~10x slower here (DESIGN.md machine facts).
+process.env['MIMALLOC_PURGE_DELAY'] ??= '-1';
 export {};
