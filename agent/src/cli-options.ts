@@ -2,16 +2,6 @@ import fs from 'node:fs';
 import { ErrorCode, SrError } from '@site-recovery/shared';
 import type { DiskConfig } from './agent.js';
 
-/** Parses HOST:PORT (IPv6 as [::1]:PORT). Port 0 asks the OS for a free one. */
-export function parseHostPort(value: string, option: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[3]) : NaN;
-  if (m === null || port > 65535) {
-    throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" is not HOST:PORT (for example 127.0.0.1:10809)`);
-  }
-  return { host: (m[1] ?? m[2])!, port };
-}
-
 /** Parses ID=PATH. */
 export function parseDisk(value: string): DiskConfig {
   const eq = value.indexOf('=');

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 import './io-threads.js';
 import { Command, Option } from 'commander';
-import { ErrorCode, SrError, createLogger, isSrError, parseDuration } from '@site-recovery/shared';
+import { ErrorCode, SrError, createLogger, parseDuration, parseHostPort, runCli, stopOnSignals } from '@site-recovery/shared';
 import { Agent } from './agent.js';
-import { parseDisk, parseHostPort, readConfigFile } from './cli-options.js';
+import { parseDisk, readConfigFile } from './cli-options.js';
 import { serveStatus } from './status-server.js';
 
 const program = new Command('sr-agent')
@@ -124,25 +124,7 @@ async function main(): Promise<void> {
   });
   const status = statusAddr !== undefined ? await serveStatus(statusAddr.host, statusAddr.port, () => agent.status()) : undefined;
   process.stdout.write(JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status.address } : {}) }) + '\n');
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    Promise.all([agent.close(), status?.close()]).then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err: (err as Error).message }, 'unclean stop');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  stopOnSignals(log, () => Promise.all([agent.close(), status?.close()]));
 }
 
-main().catch((err: unknown) => {
-  const code = isSrError(err) ? err.code : 'SR_INTERNAL';
-  process.stderr.write(`sr-agent: ${code}: ${(err as Error).message}\n`);
-  process.exit(2);
-});
+runCli('sr-agent', main);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
-import { DEFAULT_WIRE_LIMITS, ErrorCode, SrError, createLogger, isSrError } from '@site-recovery/shared';
-import { intOption, parseHostPort } from './cli-options.js';
+import { DEFAULT_WIRE_LIMITS, ErrorCode, SrError, createLogger, parseHostPort, runCli, stopOnSignals } from '@site-recovery/shared';
+import { intOption } from './cli-options.js';
 import { DEFAULT_READ_CHUNK_BYTES, DEFAULT_SEGMENT_BYTES } from './file-stream-log.js';
 import { FileStreamStore } from './file-stream-store.js';
 import { CacheStoreServer } from './server.js';
@@ -78,28 +78,7 @@ async function main(): Promise<void> {
   const status = server.status();
   process.stdout.write(JSON.stringify({ event: 'ready', listen: status.listen, dataDir: o.dataDir, vms: status.vms.length }) + '\n');
   log.info({ listen: status.listen, dataDir: o.dataDir, vms: status.vms.map((v) => v.vm) }, 'serving');
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    server
-      .close()
-      .then(() => store.close())
-      .then(
-        () => process.exit(0),
-        (err: unknown) => {
-          log.error({ err: (err as Error).message }, 'unclean stop');
-          process.exit(1);
-        },
-      );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  stopOnSignals(log, () => server.close().then(() => store.close()));
 }
 
-main().catch((err: unknown) => {
-  const code = isSrError(err) ? err.code : 'SR_INTERNAL';
-  process.stderr.write(`sr-cache-store: ${code}: ${(err as Error).message}\n`);
-  process.exit(2);
-});
+runCli('sr-cache-store', main);

@@ -11,3 +11,4 @@ export { RECORD_MAGIC, RECORD_CANONICAL_BYTES, recordChecksum, writeCanonical } 
 export type { RecordFields } from './record-checksum.js';
 export * from './wire/index.js';
 export { parseDuration } from './duration.js';
+export { parseHostPort, runCli, stopOnSignals } from './cli-runtime.js';
