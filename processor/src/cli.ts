@@ -4,6 +4,8 @@ import { Command, Option } from 'commander';
 import { ErrorCode, SrError, createLogger, isSrError } from '@site-recovery/shared';
 import { intOption, parseHostPort, parseWsUrl } from './cli-options.js';
 import { FileReplicaStore, DEFAULT_INLINE_WRITE_MAX_BYTES } from './file-replica-store.js';
+import { DEFAULT_UNDO_BLOCK_SIZE } from './file-point-store.js';
+import { DEFAULT_POINT_TICK_MS } from './point-scheduler.js';
 import { DEFAULT_CONFIRM_INTERVAL_MS, Processor } from './processor.js';
 import { DEFAULT_CONFIRM_BYTES } from './vm-replication.js';
 import { DEFAULT_BACKOFF } from './backoff.js';
@@ -13,7 +15,7 @@ const program = new Command('sr-processor')
     'Target-region service: pull every VM stream from the cache-store, verify each record (checksum, bounds, sequence) ' +
       'and apply it in order to that VM\'s replica disks under the data dir; confirm to the cache-store what is durable.',
   )
-  .option('--listen <host:port>', 'address of the HTTP status listener (GET /health, GET /status); port 0 picks a free port', '127.0.0.1:8470')
+  .option('--listen <host:port>', 'address of the HTTP listener (GET /health, GET /status, the /vms/VM/... control API); port 0 picks a free port', '127.0.0.1:8470')
   .option('--cache-store <url>', 'WebSocket address of the cache-store, ws://HOST:PORT/ or wss://HOST:PORT/')
   .option('--data-dir <dir>', 'where replicas live: <dir>/replicas/<vm>/state.json and <dir>/replicas/<vm>/disks/<disk>.img')
   .addOption(
@@ -30,6 +32,14 @@ const program = new Command('sr-processor')
     new Option('--inline-write-max-bytes <n>', 'replica writes up to this size go into the page cache synchronously (0: all through the thread pool)')
       .default(DEFAULT_INLINE_WRITE_MAX_BYTES)
       .argParser(intOption('--inline-write-max-bytes', 0)),
+  )
+  .addOption(
+    new Option('--undo-block-size <n>', 'copy-on-write granularity of recovery point undo logs (bytes; a replica keeps the size its points were cut with)')
+      .default(DEFAULT_UNDO_BLOCK_SIZE)
+      .argParser(intOption('--undo-block-size', 4096)),
+  )
+  .addOption(
+    new Option('--point-tick-ms <ms>', 'how often point schedules and retention are checked').default(DEFAULT_POINT_TICK_MS).argParser(intOption('--point-tick-ms', 10)),
   )
   .addOption(
     new Option('--reconnect-initial-ms <ms>', 'first delay before redialling the cache-store; doubles per failure, with jitter')
@@ -54,6 +64,8 @@ interface CliOptions {
   confirmIntervalMs: number;
   confirmBytes: number;
   inlineWriteMaxBytes: number;
+  undoBlockSize: number;
+  pointTickMs: number;
   reconnectInitialMs: number;
   reconnectMaxMs: number;
 }
@@ -67,8 +79,17 @@ async function main(): Promise<void> {
   const cacheStoreUrl = parseWsUrl(o.cacheStore, '--cache-store');
 
   const log = createLogger('sr-processor');
+  // Fault injection for crash tests only: die right after the Nth durable undo append, before the
+  // records it protects are applied.
+  const killAfter = Number(process.env['SR_TEST_KILL_AFTER_UNDO_APPENDS'] ?? 0);
+  let appends = 0;
   const processor = await Processor.start({
-    store: new FileReplicaStore(o.dataDir, { inlineWriteMaxBytes: o.inlineWriteMaxBytes }),
+    store: new FileReplicaStore(o.dataDir, {
+      inlineWriteMaxBytes: o.inlineWriteMaxBytes,
+      undoBlockSize: o.undoBlockSize,
+      ...(killAfter > 0 ? { onUndoDurable: () => void (++appends >= killAfter && process.kill(process.pid, 'SIGKILL')) } : {}),
+    }),
+    dataDir: o.dataDir,
     cacheStoreUrl,
     listenHost: listen.host,
     listenPort: listen.port,
@@ -76,6 +97,7 @@ async function main(): Promise<void> {
     options: {
       confirmIntervalMs: o.confirmIntervalMs,
       confirmBytes: o.confirmBytes,
+      pointTickMs: o.pointTickMs,
       backoff: { initialDelayMs: o.reconnectInitialMs, maxDelayMs: o.reconnectMaxMs },
     },
   });

@@ -20,11 +20,12 @@ import {
   replicasDir,
   stateFile,
 } from './names.js';
+import { FilePointStore, type PointStoreOptions } from './file-point-store.js';
 import { ReplicaImage } from './replica-image.js';
 import { readReplicaState, writeReplicaState, type ReplicaStateFile } from './replica-state-file.js';
 import { sameDisks, type InitialSync, type Replica, type ReplicaInfo, type ReplicaPosition, type ReplicaStore } from './replica-store.js';
 
-export interface FileReplicaStoreOptions {
+export interface FileReplicaStoreOptions extends PointStoreOptions {
   /**
    * Writes (and zeroings) up to this many bytes go into the page cache with a synchronous call on the
    * event loop instead of a thread-pool round trip, as the agent does for its source images: at tens
@@ -44,7 +45,7 @@ export class FileReplicaStore implements ReplicaStore {
 
   constructor(
     readonly dataDir: string,
-    options: FileReplicaStoreOptions = {},
+    private readonly options: FileReplicaStoreOptions = {},
   ) {
     this.inlineMax = options.inlineWriteMaxBytes ?? DEFAULT_INLINE_WRITE_MAX_BYTES;
   }
@@ -82,6 +83,12 @@ export class FileReplicaStore implements ReplicaStore {
       throw err;
     }
     const replica = new FileReplica(dir, state, images, this.inlineMax);
+    try {
+      await replica.openPoints(this.options);
+    } catch (err) {
+      await replica.close();
+      throw err;
+    }
     // A crash interrupted the zeroing that starts a generation: finish it before anything is applied.
     if (state.wipePending) await replica.finishWipe();
     return replica;
@@ -98,6 +105,7 @@ export class FileReplicaStore implements ReplicaStore {
     // State first: if the disks are cut short by a crash, open() sees the pending wipe and makes them again.
     await writeReplicaState(stateFile(dir), state);
     const replica = new FileReplica(dir, state, createImages(dir, disks, this.inlineMax), this.inlineMax);
+    await replica.openPoints(this.options);
     await fsyncDir(disksDir(dir));
     await replica.finishWipe();
     return replica;
@@ -108,6 +116,7 @@ class FileReplica implements Replica {
   readonly vm: string;
   private stateWrites: Promise<void> = Promise.resolve();
   private view: ReplicaInfo;
+  private pointStore: FilePointStore | undefined;
 
   constructor(
     private readonly dir: string,
@@ -121,6 +130,23 @@ class FileReplica implements Replica {
 
   info(): ReplicaInfo {
     return this.view;
+  }
+
+  get points(): FilePointStore {
+    if (this.pointStore === undefined) throw new SrError(ErrorCode.INTERNAL, `points of ${this.vm} used before they were opened`);
+    return this.pointStore;
+  }
+
+  async openPoints(o: PointStoreOptions): Promise<void> {
+    this.pointStore = await FilePointStore.open(
+      this.dir,
+      {
+        disks: () => this.state.disks,
+        file: (i) => this.images[i]?.file ?? '',
+        read: (disk, offset, length) => this.read(disk, offset, length),
+      },
+      o,
+    );
   }
 
   locate(index: number): string {
@@ -141,6 +167,9 @@ class FileReplica implements Replica {
    * is first overwritten after a point, its old bytes go to that point's undo log, durably.
    */
   private put(image: ReplicaImage, r: ChangeRecord): Promise<void> | undefined {
+    // Write-ahead: the caller ran `points.protect` for this record's batch; refuse rather than
+    // silently corrupt every recovery point if it did not.
+    this.pointStore?.checkProtected(r, this.state.generation);
     switch (r.kind) {
       case RecordKind.WRITE:
         if (r.data?.length !== r.length) throw new SrError(ErrorCode.PROTOCOL, `record ${r.lsn}: write payload does not match its length`);
@@ -179,6 +208,10 @@ class FileReplica implements Replica {
   async reset(generation: string, disks: readonly DiskInfo[]): Promise<void> {
     checkDisks(disks);
     const before = this.state.disks;
+    // The wipe overwrites every block: points of the old generation keep what it destroys, unless the
+    // layout changes, which no undo log can describe.
+    if (sameDisks(before, disks)) await this.points.protectAll();
+    else await this.points.discardAll();
     await this.persist((s) => ({ ...s, generation, disks: copyDisks(disks), appliedLsn: 0, initialSync: COPYING, wipePending: true }));
     if (!sameDisks(before, disks)) {
       const old = this.images;
@@ -199,6 +232,7 @@ class FileReplica implements Replica {
 
   async close(): Promise<void> {
     await this.stateWrites.catch(() => undefined);
+    await this.pointStore?.close();
     const images = this.images;
     this.images = [];
     await Promise.all(images.map((i) => i.close()));

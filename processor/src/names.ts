@@ -12,6 +12,18 @@ import { ID_PATTERN, checkId } from '@site-recovery/shared';
  *       state.json            generation, disk layout, applied LSN, initial-sync progress
  *       disks/
  *         <disk-id>.img       sparse raw image, the size of the source disk
+ *       points/
+ *         points.json         recovery point catalog (ids, LSNs, kinds, which undo log is whose)
+ *         undo-<point-id>.log old contents of blocks first overwritten after that point
+ *   vms/
+ *     <vm>/
+ *       config.json           point schedule, retention, source and target placement
+ *       failover.json         failover state (in progress, failed over, committed)
+ *       test-failover.json    what the running test failover created (for its cleanup)
+ *   failover/
+ *     <vm>/<resource-group>/  materialised disks (<disk-id>.img) and manifest.json of a failover
+ *   test-failover/
+ *     <vm>/                   the same for a test failover
  */
 export const REPLICAS_DIR = 'replicas';
 export const STATE_FILE = 'state.json';
@@ -38,6 +50,91 @@ export function disksDir(replicaDir: string): string {
 
 export function diskImageFile(replicaDir: string, diskId: string): string {
   return path.join(disksDir(replicaDir), `${checkId('disk id', diskId)}${IMAGE_SUFFIX}`);
+}
+
+export const POINTS_DIR = 'points';
+export const CATALOG_FILE = 'points.json';
+const UNDO_PREFIX = 'undo-';
+const UNDO_SUFFIX = '.log';
+export const VMS_DIR = 'vms';
+export const VM_CONFIG_FILE = 'config.json';
+export const FAILOVER_STATE_FILE = 'failover.json';
+export const TEST_FAILOVER_STATE_FILE = 'test-failover.json';
+export const FAILOVER_DIR = 'failover';
+export const TEST_FAILOVER_DIR = 'test-failover';
+export const MANIFEST_FILE = 'manifest.json';
+/** Point ids are built here: `p-<lsn>-<ms since the epoch>`, optionally `-<n>` to stay unique. */
+export const POINT_ID_PATTERN = /^p-\d{1,16}-\d{1,16}(?:-\d{1,4})?$/;
+
+export function pointsDir(replicaDir: string): string {
+  return path.join(replicaDir, POINTS_DIR);
+}
+
+export function catalogFile(replicaDir: string): string {
+  return path.join(pointsDir(replicaDir), CATALOG_FILE);
+}
+
+export function pointId(lsn: number, timeMs: number, n = 0): string {
+  return `p-${lsn}-${timeMs}${n > 0 ? `-${n}` : ''}`;
+}
+
+export function isPointId(value: string): boolean {
+  return POINT_ID_PATTERN.test(value);
+}
+
+/** The file name (not path) of a point's undo log; the catalog stores names, not paths. */
+export function undoLogName(pointId: string): string {
+  if (!isPointId(pointId)) throw new Error(`not a point id: ${pointId}`);
+  return `${UNDO_PREFIX}${pointId}${UNDO_SUFFIX}`;
+}
+
+export function undoLogFile(replicaDir: string, name: string): string {
+  return path.join(pointsDir(replicaDir), path.basename(name));
+}
+
+/** True for a file under `points/` that is an undo log. */
+export function isUndoLogName(name: string): boolean {
+  return name.startsWith(UNDO_PREFIX) && name.endsWith(UNDO_SUFFIX) && isPointId(name.slice(UNDO_PREFIX.length, -UNDO_SUFFIX.length));
+}
+
+export function vmStateDir(dataDir: string, vm: string): string {
+  return path.join(dataDir, VMS_DIR, checkId('VM name', vm));
+}
+
+export function vmConfigFile(dataDir: string, vm: string): string {
+  return path.join(vmStateDir(dataDir, vm), VM_CONFIG_FILE);
+}
+
+export function failoverStateFile(dataDir: string, vm: string): string {
+  return path.join(vmStateDir(dataDir, vm), FAILOVER_STATE_FILE);
+}
+
+export function testFailoverStateFile(dataDir: string, vm: string): string {
+  return path.join(vmStateDir(dataDir, vm), TEST_FAILOVER_STATE_FILE);
+}
+
+export function failoverRoot(dataDir: string): string {
+  return path.join(dataDir, FAILOVER_DIR);
+}
+
+export function failoverDir(dataDir: string, vm: string, resourceGroup: string): string {
+  return path.join(failoverRoot(dataDir), checkId('VM name', vm), checkId('resource group', resourceGroup));
+}
+
+export function testFailoverRoot(dataDir: string): string {
+  return path.join(dataDir, TEST_FAILOVER_DIR);
+}
+
+export function testFailoverDir(dataDir: string, vm: string): string {
+  return path.join(testFailoverRoot(dataDir), checkId('VM name', vm));
+}
+
+export function materializedDiskFile(dir: string, diskId: string): string {
+  return path.join(dir, `${checkId('disk id', diskId)}${IMAGE_SUFFIX}`);
+}
+
+export function manifestFile(dir: string): string {
+  return path.join(dir, MANIFEST_FILE);
 }
 
 /** The VM a directory under `replicas/` belongs to, or `undefined` for anything that is not one. */

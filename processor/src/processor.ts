@@ -1,12 +1,24 @@
 import type https from 'node:https';
-import type { Logger, SrError, WireLimits } from '@site-recovery/shared';
+import { ErrorCode, SrError, checkId, type Logger, type WireLimits } from '@site-recovery/shared';
 import type { BackoffOptions } from './backoff.js';
-import { ControlServer } from './control-server.js';
+import { ControlServer, type ControlServerLimits, type Route } from './control-server.js';
+import { PointError, PointErrorCode } from './error-codes.js';
+import { FailoverService, type FailoverOptions, type TargetPlanner } from './failover.js';
+import { FileReplicaStore } from './file-replica-store.js';
+import { PointScheduler, type PointSchedulerOptions } from './point-scheduler.js';
+import { DEFAULT_VM_CONFIG, applyPatch, parseConfigPatch, readVmConfig, writeVmConfig, type VmConfig } from './vm-config.js';
 import { DEFAULT_PULLER, Puller, type PullerOptions, type PullerStatus, type VmDirectory } from './puller.js';
 import type { ReplicaStore } from './replica-store.js';
 import { VmReplication, asStorageError, type VmReplicationHooks, type VmReplicationOptions, type VmStatus } from './vm-replication.js';
 
-export interface ProcessorOptions extends VmReplicationOptions, Omit<PullerOptions, 'url' | 'credential' | 'limits' | 'backoff'> {
+export interface ProcessorOptions
+  extends VmReplicationOptions,
+    Omit<PullerOptions, 'url' | 'credential' | 'limits' | 'backoff'>,
+    PointSchedulerOptions,
+    FailoverOptions,
+    ControlServerLimits {
+  /** Policy of VMs with no config of their own (each field can be overridden per VM over the API). */
+  readonly defaultVmConfig?: VmConfig;
   /**
    * How often applied records are made durable (replica fsync + position persisted) and confirmed
    * to the cache-store. Confirming per batch would cost an fsync per batch; a round every interval
@@ -32,6 +44,13 @@ export interface ProcessorConfig {
   readonly credential?: string;
   readonly log: Logger;
   readonly options?: ProcessorOptions;
+  /**
+   * Where VM configs, failover state and recovered disks go. Defaults to the store's directory when
+   * it is a FileReplicaStore; without one the point and failover API refuses.
+   */
+  readonly dataDir?: string;
+  /** Target placement for failovers (target-resources.ts `planTarget` plugs in here). */
+  readonly targetPlanner?: TargetPlanner;
 }
 
 export interface ProcessorStatus {
@@ -51,6 +70,10 @@ export class Processor implements VmDirectory {
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private readonly hooks: VmReplicationHooks;
+  private readonly configs = new Map<string, VmConfig>();
+  private readonly failovers: FailoverService;
+  private readonly scheduler: PointScheduler;
+  private readonly dataDir: string | undefined;
 
   private constructor(private readonly config: ProcessorConfig) {
     const o = config.options ?? {};
@@ -67,15 +90,35 @@ export class Processor implements VmDirectory {
       this,
       config.log,
     );
+    this.dataDir = config.dataDir ?? (config.store instanceof FileReplicaStore ? config.store.dataDir : undefined);
+    this.failovers = new FailoverService(
+      {
+        dataDir: this.dataDir ?? '',
+        log: config.log,
+        vm: (name) => this.vms.get(checkId('VM name', name)),
+        config: (vm) => this.vmConfig(vm),
+        cacheStoreConnected: () => this.puller.status().connected,
+        resubscribe: () => this.puller.restart(new SrError(ErrorCode.SHUTTING_DOWN, 'failover abandoned; resubscribing')),
+      },
+      config.targetPlanner,
+      o,
+    );
+    this.scheduler = new PointScheduler(() => this.vms.values(), (vm) => this.vmConfig(vm), config.log, o);
   }
 
   static async start(config: ProcessorConfig): Promise<Processor> {
     const p = new Processor(config);
     await p.openReplicas();
     try {
+      if (p.dataDir !== undefined) for (const v of p.vms.values()) await p.failovers.restore(v);
       p.control = await ControlServer.listen(
-        { host: config.listenHost, port: config.listenPort, ...(config.tls !== undefined ? { tls: config.tls } : {}) },
-        { '/health': () => p.health(), '/status': () => p.status() },
+        {
+          host: config.listenHost,
+          port: config.listenPort,
+          ...(config.tls !== undefined ? { tls: config.tls } : {}),
+          ...(config.options?.maxBodyBytes !== undefined ? { maxBodyBytes: config.options.maxBodyBytes } : {}),
+        },
+        p.routes(),
         config.log,
       );
     } catch (err) {
@@ -83,6 +126,7 @@ export class Processor implements VmDirectory {
       throw err;
     }
     p.puller.start();
+    p.scheduler.start();
     p.timer = setInterval(() => {
       for (const v of p.vms.values()) void v.flush();
     }, config.options?.confirmIntervalMs ?? DEFAULT_CONFIRM_INTERVAL_MS);
@@ -121,6 +165,7 @@ export class Processor implements VmDirectory {
   close(): Promise<void> {
     this.closing ??= (async () => {
       if (this.timer !== undefined) clearInterval(this.timer);
+      await this.scheduler.stop();
       await this.puller.stop();
       await Promise.all([...this.vms.values()].map((v) => v.settle()));
       await this.puller.close();
@@ -129,6 +174,61 @@ export class Processor implements VmDirectory {
       this.config.log.info('processor stopped');
     })();
     return this.closing;
+  }
+
+  /** The scheduler, for tests that drive point schedules and retention step by step. */
+  get points(): PointScheduler {
+    return this.scheduler;
+  }
+
+  private routes(): Route[] {
+    const f = this.failovers;
+    return [
+      { method: 'GET', path: '/health', handler: () => this.health() },
+      { method: 'GET', path: '/status', handler: () => this.status() },
+      {
+        method: 'GET',
+        path: '/vms/:vm/points',
+        handler: ({ params }) =>
+          (this.known(params['vm']!).current?.points.list() ?? []).map((p) => ({ id: p.id, time: p.time, lsn: p.lsn, kind: p.kind, undoBytes: p.undoBytes })),
+      },
+      { method: 'GET', path: '/vms/:vm/config', handler: ({ params }) => this.vmConfig(this.known(params['vm']!).vm) },
+      { method: 'PUT', path: '/vms/:vm/config', handler: ({ params, body }) => this.putConfig(this.known(params['vm']!).vm, body) },
+      { method: 'POST', path: '/vms/:vm/failover', handler: ({ params, body }) => f.failover(this.withDataDir(params['vm']!), body) },
+      { method: 'POST', path: '/vms/:vm/test-failover', handler: ({ params, body }) => f.testFailover(this.withDataDir(params['vm']!), body) },
+      { method: 'POST', path: '/vms/:vm/test-failover-cleanup', handler: ({ params }) => f.cleanupTestFailover(this.withDataDir(params['vm']!)) },
+      { method: 'POST', path: '/vms/:vm/commit', handler: ({ params }) => f.commit(this.withDataDir(params['vm']!)) },
+    ];
+  }
+
+  private known(vm: string): VmReplication {
+    const v = this.vms.get(checkId('VM name', vm));
+    if (v === undefined) throw new PointError(PointErrorCode.VM_NOT_FOUND, `no VM ${vm} on this processor`);
+    return v;
+  }
+
+  private withDataDir(vm: string): string {
+    if (this.dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, 'this processor has no data directory for recovered disks');
+    return this.known(vm).vm;
+  }
+
+  private async vmConfig(vm: string): Promise<VmConfig> {
+    let c = this.configs.get(vm);
+    if (c === undefined) {
+      const defaults = this.config.options?.defaultVmConfig ?? DEFAULT_VM_CONFIG;
+      c = this.dataDir !== undefined ? await readVmConfig(this.dataDir, vm, defaults) : defaults;
+      this.configs.set(vm, c);
+    }
+    return c;
+  }
+
+  /** Validates the whole patch before anything is written: a bad field changes nothing. */
+  private async putConfig(vm: string, body: unknown): Promise<VmConfig> {
+    const patch = parseConfigPatch(body);
+    const next = applyPatch(await this.vmConfig(vm), patch);
+    if (this.dataDir !== undefined) await writeVmConfig(this.dataDir, vm, next);
+    this.configs.set(vm, next);
+    return next;
   }
 
   private async openReplicas(): Promise<void> {

@@ -1,4 +1,5 @@
 import type { ChangeRecord, DiskInfo } from '@site-recovery/shared';
+import type { PointKind, RecoveryPoint } from './recovery-point.js';
 
 /**
  * Where the initial copy of a generation stands. `copying` from the moment a generation starts until a
@@ -73,11 +74,14 @@ export interface ReplicaStore {
  *   at the new layout's sizes (the agent's initial copy skips all-zero chunks, so data of the old
  *   generation must not survive under the new one). It is crash-safe: after a crash at any point,
  *   `open` returns either the old generation untouched or the new one with zeroed disks.
- *   Copy-on-write for recovery points must treat it as one more write path.
+ *   Copy-on-write for recovery points treats it as one more write path: every block holding data is
+ *   saved in the newest point's undo log first, so older points survive a resync.
  * - After `close` no other method may be called.
  */
 export interface Replica {
   readonly vm: string;
+  /** The replica's recovery points: undo logs and their catalog live with the disks they protect. */
+  readonly points: ReplicaPoints;
   /** The persisted state: what `open` would return now. */
   info(): ReplicaInfo;
   /** Where disk `index` lives, for operators (a file path, a blob URL). */
@@ -93,4 +97,45 @@ export interface Replica {
 /** Same disks, same order, same sizes. */
 export function sameDisks(a: readonly DiskInfo[], b: readonly DiskInfo[]): boolean {
   return a.length === b.length && a.every((d, i) => d.id === b[i]?.id && d.size === b[i]?.size);
+}
+
+/** A point to cut: the replica holds exactly the records of `generation` up to `lsn`. */
+export interface NewPoint {
+  readonly lsn: number;
+  readonly generation: string;
+  readonly kind: PointKind;
+  readonly time: Date;
+}
+
+/** Step one of recovering a point: which undo logs are applied, newest first. */
+export interface MaterializePlan {
+  readonly point: RecoveryPoint;
+  readonly disks: readonly DiskInfo[];
+  readonly logs: readonly { readonly pointId: string; readonly bytes: number }[];
+  /** Bytes of undo data to apply: the cost of recovering the point beyond the copy. */
+  readonly undoBytes: number;
+}
+
+/**
+ * Recovery points of one replica (copy-on-write undo logs, DESIGN.md "Recovery points").
+ *
+ * - `protect` is the write-ahead step: before records are applied, the old contents of every block
+ *   they overwrite for the first time since the newest point are durable in that point's undo log.
+ *   `undefined` when nothing needed saving. `Replica.apply` refuses a record whose blocks are not protected.
+ * - `cut` records a point at the replica's current position; the caller guarantees no record past
+ *   `lsn` has landed. O(1) in the size of the disks.
+ * - `remove` drops points (the oldest in O(1); others merge their log into the next older point's).
+ *   It returns false, changing nothing, while a materialisation is running.
+ * - `plan` / `materialize`: recover a point into new disk files while replication continues.
+ */
+export interface ReplicaPoints {
+  readonly blockSize: number;
+  list(): RecoveryPoint[];
+  newest(): RecoveryPoint | undefined;
+  isPruned(id: string): boolean;
+  protect(records: readonly ChangeRecord[], generation: string): Promise<void> | undefined;
+  cut(point: NewPoint): Promise<RecoveryPoint>;
+  remove(ids: readonly string[], pruned: boolean): Promise<boolean>;
+  plan(id: string): MaterializePlan | undefined;
+  materialize(plan: MaterializePlan, targets: readonly string[]): Promise<void>;
 }

@@ -1,6 +1,8 @@
 import { ErrorCode, RecordKind, SrError, isSrError, systemErrorCode, type ChangeRecord, type DiskInfo, type Logger, type Progress, type VmInfo } from '@site-recovery/shared';
 import { COPYING, InitialSyncTracker, sameSync, syncPercent } from './initial-sync.js';
+import { PointError, PointErrorCode } from './error-codes.js';
 import { LagStats } from './lag-stats.js';
+import type { PointKind, RecoveryPoint } from './recovery-point.js';
 import { RecordApplier, type RecordApplierOptions } from './record-applier.js';
 import { sameDisks, type InitialSync, type Replica, type ReplicaStore } from './replica-store.js';
 
@@ -28,7 +30,10 @@ export interface ErrorInfo {
   readonly at: string;
 }
 
-export type VmState = 'replicating' | 'resyncing' | 'error';
+export type VmState = 'replicating' | 'resyncing' | 'error' | 'failed-over' | 'committed';
+
+/** Where a VM's (real) failover stands. */
+export type FailoverState = 'none' | 'in-progress' | 'failed-over' | 'committed';
 
 export interface VmStatus {
   readonly vm: string;
@@ -48,6 +53,10 @@ export interface VmStatus {
   readonly errorCode?: string;
   /** The most recent error, kept after the VM recovers. */
   readonly lastError?: ErrorInfo;
+  /** Recovery points held. */
+  readonly points: number;
+  readonly latestPoint: { id: string; time: string; lsn: number; kind: PointKind } | null;
+  readonly failover: FailoverState;
 }
 
 /**
@@ -71,6 +80,9 @@ export class VmReplication {
   private flushing: Promise<void> | undefined;
   private flushAgain = false;
   private readonly confirmBytes: number;
+  /** Serialises applying batches with cutting points: a cut sees no batch half-submitted. */
+  private applying: Promise<unknown> = Promise.resolve();
+  private failoverState: FailoverState = 'none';
 
   constructor(
     readonly vm: string,
@@ -93,9 +105,47 @@ export class VmReplication {
     return this.replica?.info().generation;
   }
 
-  /** Whether the VM may be subscribed (its replica, if any, opened). */
+  /** Whether the VM may be subscribed (its replica, if any, opened, and not failed over). */
   get usable(): boolean {
-    return this.openError === undefined;
+    return this.openError === undefined && this.failoverState === 'none';
+  }
+
+  /** The replica, for recovery points and failover; `undefined` before the first stream. */
+  get current(): Replica | undefined {
+    return this.replica;
+  }
+
+  get failover(): FailoverState {
+    return this.failoverState;
+  }
+
+  /**
+   * Moves the VM's failover state. Anything but 'none' stops applying: batches still arriving are
+   * ignored and the VM is not subscribed again. Back to 'none' (a failed failover) drops nothing the
+   * stream cannot resend: batches ignored meanwhile leave a gap the next one reports, and the VM is
+   * subscribed again from its applied position.
+   */
+  async setFailover(state: FailoverState): Promise<void> {
+    this.failoverState = state;
+    if (state !== 'none') await this.lockApply(async () => this.applier?.drain());
+  }
+
+  get appliedLsn(): number {
+    return this.applier?.applied ?? 0;
+  }
+
+  get cacheStoreLastLsn(): number | undefined {
+    const cs = this.cacheStore;
+    return cs !== undefined && cs.generation === this.generation ? cs.lastLsn : undefined;
+  }
+
+  /**
+   * Cuts a point at the applied position (DESIGN.md invariant 3): no batch is half-submitted, every
+   * record up to it has landed and none after it has. The replica is made durable up to it first,
+   * so a restart never resumes below the newest point. Refused mid-resync (invariant 5).
+   */
+  cutPoint(kind: PointKind): Promise<RecoveryPoint> {
+    return this.lockApply(() => this.cutLocked(kind));
   }
 
   noteCacheStore(info: VmInfo): void {
@@ -153,7 +203,13 @@ export class VmReplication {
    * Applies a verified batch: records up to the applied position are skipped, the rest must follow
    * on from it (SR_SEQUENCE otherwise, before anything of the batch is applied).
    */
-  async applyBatch(generation: string, records: readonly ChangeRecord[], progress: Progress | undefined): Promise<void> {
+  applyBatch(generation: string, records: readonly ChangeRecord[], progress: Progress | undefined): Promise<void> {
+    return this.lockApply(() => this.applyLocked(generation, records, progress));
+  }
+
+  private async applyLocked(generation: string, records: readonly ChangeRecord[], progress: Progress | undefined): Promise<void> {
+    // Failed over: the source's later writes are not the VM any more.
+    if (this.failoverState !== 'none') return;
     const applier = this.applier;
     if (applier === undefined || this.generation !== generation) throw new SrError(ErrorCode.PROTOCOL, `batch for ${this.vm} before its stream began`);
     const last = records[records.length - 1]!.lsn;
@@ -166,12 +222,59 @@ export class VmReplication {
       if (first !== applier.submitted + 1) {
         throw new SrError(ErrorCode.SEQUENCE, `batch of ${this.vm} continues at LSN ${first}, the replica holds up to ${applier.submitted}: records are missing`);
       }
-      await applier.submit(skip === 0 ? records : records.slice(skip));
+      if (progress !== undefined) this.sync.note(progressLsn(records), progress);
+      await this.submitProtected(applier, generation, skip === 0 ? records : records.slice(skip));
       for (let i = skip; i < records.length; i++) this.bytesSinceFlush += records[i]!.length;
-    }
-    if (progress !== undefined) this.sync.note(progressLsn(records), progress);
+    } else if (progress !== undefined) this.sync.note(progressLsn(records), progress);
     this.error = undefined;
     if (this.bytesSinceFlush >= this.confirmBytes) void this.flush();
+  }
+
+  /**
+   * Submits records in segments ending at each app-consistent marker: each segment's overwritten
+   * blocks are saved first (write-ahead, one fdatasync per segment), and at a marker the applier is
+   * drained and an 'app' point cut at the marker's LSN before anything after it is submitted.
+   */
+  private async submitProtected(applier: RecordApplier, generation: string, records: readonly ChangeRecord[]): Promise<void> {
+    const replica = this.replica!;
+    let from = 0;
+    while (from < records.length) {
+      let to = from;
+      while (to < records.length && records[to]!.kind !== RecordKind.APP) to++;
+      const segment = records.slice(from, Math.min(to + 1, records.length));
+      const newest = replica.points.newest();
+      // Records replayed below the newest point are not protected; one of them still in flight
+      // must land before old contents are read for the records after the point.
+      if (newest !== undefined && newest.generation === generation && applier.applied < applier.submitted && applier.submitted <= newest.lsn) await applier.drain();
+      const saving = replica.points.protect(segment, generation);
+      if (saving !== undefined) await saving;
+      await applier.submit(segment);
+      if (to < records.length) {
+        const marker = records[to]!;
+        if (this.sync.at(marker.lsn).state === 'done') await this.cutLocked('app');
+        else this.log.warn({ vm: this.vm, lsn: marker.lsn }, 'app-consistent marker during resync: no point cut');
+      }
+      from = to + 1;
+    }
+  }
+
+  private async cutLocked(kind: PointKind): Promise<RecoveryPoint> {
+    const replica = this.replica;
+    const applier = this.applier;
+    if (replica === undefined || applier === undefined) throw new PointError(PointErrorCode.RESYNCING, `${this.vm} has no replica yet`);
+    await applier.drain();
+    if (applier.failed !== undefined) throw asStorageError(applier.failed, `replica of ${this.vm} failed`);
+    const lsn = applier.applied;
+    if (this.sync.at(lsn).state !== 'done') throw new PointError(PointErrorCode.RESYNCING, `${this.vm} is resyncing (initial copy not done): no recovery point can be cut`);
+    await this.exclusive(() => this.flushOnce());
+    if (this.durableLsn < lsn) throw new SrError(ErrorCode.IO, `replica of ${this.vm} could not be made durable up to LSN ${lsn}; no point cut`);
+    return replica.points.cut({ lsn, generation: replica.info().generation, kind, time: new Date() });
+  }
+
+  private lockApply<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.applying.then(fn, fn);
+    this.applying = p.catch(() => undefined);
+    return p;
   }
 
   recordError(err: SrError): void {
@@ -207,6 +310,7 @@ export class VmReplication {
   }
 
   async close(): Promise<void> {
+    await this.lockApply(() => Promise.resolve());
     await this.exclusive(async () => {
       await this.applier?.drain();
       await this.replica?.close();
@@ -220,7 +324,16 @@ export class VmReplication {
     const cs = this.cacheStore;
     let pending = 0;
     if (cs !== undefined) pending = Math.max(0, cs.lastLsn - (cs.generation === info?.generation ? applied : Math.max(0, cs.firstLsn - 1)));
-    const state: VmState = this.error !== undefined ? 'error' : sync.state === 'done' ? 'replicating' : 'resyncing';
+    const state: VmState =
+      this.failoverState === 'failed-over' || this.failoverState === 'committed'
+        ? this.failoverState
+        : this.error !== undefined
+          ? 'error'
+          : sync.state === 'done'
+            ? 'replicating'
+            : 'resyncing';
+    const points = this.replica?.points.list() ?? [];
+    const latest = points.at(-1);
     return {
       vm: this.vm,
       generation: info?.generation ?? null,
@@ -235,6 +348,9 @@ export class VmReplication {
       state,
       ...(this.error !== undefined ? { error: `${this.error.code}: ${this.error.message}`, errorCode: this.error.code } : {}),
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+      points: points.length,
+      latestPoint: latest !== undefined ? { id: latest.id, time: latest.time, lsn: latest.lsn, kind: latest.kind } : null,
+      failover: this.failoverState,
     };
   }
 

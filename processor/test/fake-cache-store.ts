@@ -191,6 +191,21 @@ export class Workload {
     return this.push({ lsn: 0, kind: RecordKind.SYNC, disk: 0, offset: done, length: 0, time: Date.now() });
   }
 
+  /** An app-consistent marker (the agent's point `seq`). Changes no data. */
+  app(seq: number): ChangeRecord {
+    return this.push({ lsn: 0, kind: RecordKind.APP, disk: 0, offset: seq, length: 0, time: Date.now() });
+  }
+
+  /** The disks as they were right after record `lsn` (replayed from the start). */
+  imagesAt(lsn: number): Buffer[] {
+    const imgs = this.disks.map((d) => Buffer.alloc(d.size));
+    for (const r of this.records.slice(0, lsn)) {
+      if (r.kind === RecordKind.WRITE) r.data!.copy(imgs[r.disk]!, r.offset);
+      else if (r.kind === RecordKind.ZERO || r.kind === RecordKind.TRIM) imgs[r.disk]!.fill(0, r.offset, r.offset + r.length);
+    }
+    return imgs;
+  }
+
   /** Records `from`..`to` (inclusive). */
   range(from: number, to: number): ChangeRecord[] {
     return this.records.slice(from - 1, to);
@@ -216,7 +231,7 @@ export class Workload {
     this.records.push(withCrc);
     const img = this.images[r.disk]!;
     if (r.kind === RecordKind.WRITE) r.data!.copy(img, r.offset);
-    else if (r.kind !== RecordKind.SYNC) img.fill(0, r.offset, r.offset + r.length);
+    else if (r.kind === RecordKind.ZERO || r.kind === RecordKind.TRIM) img.fill(0, r.offset, r.offset + r.length);
     return withCrc;
   }
 

@@ -113,7 +113,7 @@ describe('FileReplicaStore on disk', () => {
     await fsp.writeFile(path.join(dir, 'disks', 'old.img'), 'x');
     await fsp.writeFile(path.join(dir, 'disks', 'notes.txt'), 'kept: not an image name');
     const r = (await store.open('vm1'))!;
-    expect((await fsp.readdir(dir)).sort()).toEqual(['disks', 'state.json']);
+    expect((await fsp.readdir(dir)).sort()).toEqual(['disks', 'points', 'state.json']);
     expect((await fsp.readdir(path.join(dir, 'disks'))).sort()).toEqual(['data.img', 'notes.txt', 'os.img']);
     await r.close();
   });

@@ -149,3 +149,26 @@ export async function streaming(f: FakeCacheStore, index: number, vm: string, ge
   s.stream(vm, generation, w.disks, sub['generation'] === generation ? (sub['from'] as number) : 1);
   return { s, from: sub['from'] as number };
 }
+
+/** One control API call: status and parsed JSON body (errors are `{code, message}`). */
+export async function api<T = unknown>(listen: string, method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(`http://${listen}${urlPath}`, {
+    method,
+    ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+/** Every file and directory under `dir`, relative, sorted. */
+export async function listTree(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      out.push(path.relative(dir, p) + (e.isDirectory() ? '/' : ''));
+      if (e.isDirectory()) await walk(p);
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}

@@ -120,6 +120,7 @@ class FlakyStore implements ReplicaStore {
     };
     return {
       vm: r.vm,
+      points: r.points,
       info: () => r.info(),
       locate: (i) => r.locate(i),
       apply: (rec) => r.apply(rec),
