@@ -1,15 +1,5 @@
 import { ErrorCode, SrError } from '@site-recovery/shared';
 
-/** Parses HOST:PORT (IPv6 as [::1]:PORT). Port 0 asks the OS for a free one. */
-export function parseHostPort(value: string, option: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[3]) : NaN;
-  if (m === null || port > 65535) {
-    throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" is not HOST:PORT (for example 127.0.0.1:8470)`);
-  }
-  return { host: (m[1] ?? m[2])!, port };
-}
-
 /** Checks a ws:// or wss:// URL. */
 export function parseWsUrl(value: string, option: string): string {
   let url: URL;

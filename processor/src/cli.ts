@@ -1,14 +1,16 @@
 #!/usr/bin/env node
 import './io-threads.js';
 import { Command, Option } from 'commander';
-import { ErrorCode, SrError, createLogger, isSrError } from '@site-recovery/shared';
-import { intOption, parseHostPort, parseWsUrl } from './cli-options.js';
+import { ErrorCode, SrError, createLogger, parseHostPort, runCli, stopOnSignals } from '@site-recovery/shared';
+import { intOption, parseWsUrl } from './cli-options.js';
 import { FileReplicaStore, DEFAULT_INLINE_WRITE_MAX_BYTES } from './file-replica-store.js';
 import { DEFAULT_UNDO_BLOCK_SIZE } from './file-point-store.js';
 import { DEFAULT_POINT_TICK_MS } from './point-scheduler.js';
 import { DEFAULT_CONFIRM_INTERVAL_MS, Processor } from './processor.js';
 import { DEFAULT_CONFIRM_BYTES } from './vm-replication.js';
 import { DEFAULT_BACKOFF } from './backoff.js';
+import { readRegionConfig } from './region-config.js';
+import { createTargetPlanner } from './target-resources.js';
 
 const program = new Command('sr-processor')
   .description(
@@ -17,6 +19,7 @@ const program = new Command('sr-processor')
   )
   .option('--listen <host:port>', 'address of the HTTP listener (GET /health, GET /status, the /vms/VM/... control API); port 0 picks a free port', '127.0.0.1:8470')
   .option('--cache-store <url>', 'WebSocket address of the cache-store, ws://HOST:PORT/ or wss://HOST:PORT/')
+  .option('--region <file>', 'JSON description of the target region (networks with subnets and CIDRs, resourceGroup, availabilitySet, networkMapping) that failover placement follows')
   .option('--data-dir <dir>', 'where replicas live: <dir>/replicas/<vm>/state.json and <dir>/replicas/<vm>/disks/<disk>.img')
   .addOption(
     new Option('--confirm-interval-ms <ms>', 'how often applied records are fsynced, their position persisted and confirmed to the cache-store')
@@ -59,6 +62,7 @@ const program = new Command('sr-processor')
 
 interface CliOptions {
   listen: string;
+  region?: string;
   cacheStore?: string;
   dataDir?: string;
   confirmIntervalMs: number;
@@ -91,6 +95,7 @@ async function main(): Promise<void> {
     }),
     dataDir: o.dataDir,
     cacheStoreUrl,
+    targetPlanner: createTargetPlanner(o.region !== undefined ? readRegionConfig(o.region) : {}),
     listenHost: listen.host,
     listenPort: listen.port,
     log,
@@ -102,25 +107,7 @@ async function main(): Promise<void> {
     },
   });
   process.stdout.write(JSON.stringify({ event: 'ready', listen: processor.listen, cacheStore: cacheStoreUrl, dataDir: o.dataDir, vms: processor.status().vms.length }) + '\n');
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    processor.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err: (err as Error).message }, 'unclean stop');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  stopOnSignals(log, () => processor.close());
 }
 
-main().catch((err: unknown) => {
-  const code = isSrError(err) ? err.code : 'SR_INTERNAL';
-  process.stderr.write(`sr-processor: ${code}: ${(err as Error).message}\n`);
-  process.exit(2);
-});
+runCli('sr-processor', main);

@@ -19,7 +19,7 @@ export { LagStats } from './lag-stats.js';
 export * as names from './names.js';
 export { planTarget, createTargetPlanner, parseCidr, parseIpv4, formatIpv4, DHCP, UNKNOWN_SOURCE } from './target-resources.js';
 export type { ConfiguredPlacement, NetworkSpec, PlacementReasons, TargetPlannerOptions, PlanTargetInput, RegionDefaults, SourcePlacement, SubnetSpec, TargetOverrides, TargetPlacement } from './target-resources.js';
-export { parseDuration, formatDuration } from './duration.js';
+export { parseDuration, formatDuration } from '@site-recovery/shared';
 export { ControlClient, ControlApiError } from './sr-client.js';
 export type { Manifest, RecoveryPoint, VmConfigUpdate } from './sr-client.js';
 export { FilePointStore, DEFAULT_UNDO_BLOCK_SIZE } from './file-point-store.js';

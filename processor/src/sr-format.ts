@@ -1,4 +1,4 @@
-import { formatDuration } from './duration.js';
+import { formatDuration } from '@site-recovery/shared';
 import type { Manifest, RecoveryPoint, StatusDoc } from './sr-client.js';
 
 // Human output of the `sr` CLI. Scripts use --json; these layouts may change.

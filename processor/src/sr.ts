@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import { ErrorCode, isSrError } from '@site-recovery/shared';
-import { parseDuration } from './duration.js';
+import { parseDuration } from '@site-recovery/shared';
 import { ControlApiError, ControlClient, type Manifest, type VmConfigUpdate } from './sr-client.js';
 import { formatConfig, formatManifest, formatPoints, formatStatus } from './sr-format.js';
 import { DHCP, parseIpv4 } from './target-resources.js';

@@ -10,5 +10,5 @@ export { writeFileAtomic, fsyncDir, readJsonIfExists } from './atomic-file.js';
 export { RECORD_MAGIC, RECORD_CANONICAL_BYTES, recordChecksum, writeCanonical } from './record-checksum.js';
 export type { RecordFields } from './record-checksum.js';
 export * from './wire/index.js';
-export { parseDuration } from './duration.js';
+export { parseDuration, formatDuration } from './duration.js';
 export { parseHostPort, runCli, stopOnSignals } from './cli-runtime.js';

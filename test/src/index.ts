@@ -10,3 +10,8 @@ export { startService, startCacheStore, startProcessor, getJson, waitUntil, CACH
 export type { ServiceProcess } from './services.js';
 export { ReplicationEnv } from './replication-env.js';
 export type { ProtectedVm } from './replication-env.js';
+export { SR_CLI, runSr, srJson, srOk } from './sr-cli.js';
+export type { SrManifest, SrPoint } from './sr-cli.js';
+export { BLOCK, parseWriterLog, startBlockWriter, writerPrefixOf } from './block-writer.js';
+export { listTree } from './dir-tree.js';
+export type { BlockWriter, BlockWriterOptions, WriterLog } from './block-writer.js';

@@ -1,0 +1,128 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ReplicationEnv,
+  listTree,
+  requireTools,
+  runSr,
+  srJson,
+  srOk,
+  startBlockWriter,
+  waitUntil,
+  writerPrefixOf,
+  type BlockWriter,
+  type SrManifest,
+  type SrPoint,
+} from '@site-recovery/test';
+
+const BLOCKS = 4096;
+/** Files being replaced atomically (`<file>.tmp-<pid>`) come and go with replication itself. */
+const transient = (name: string): boolean => /\.tmp-\d+$/.test(name);
+
+// A test failover is a drill: the test VM's disks are its point, replication of the protected VM goes on
+// undisturbed while the test VM exists, and the cleanup leaves nothing behind.
+describe('test failover', () => {
+  let env: ReplicationEnv;
+  let writer: BlockWriter | undefined;
+  beforeAll(async () => {
+    requireTools(['nbdsh']);
+    env = await ReplicationEnv.start('test-failover');
+  });
+  afterAll(async () => {
+    await writer?.stop().catch(() => undefined);
+    await env?.close();
+  });
+
+  it('materialises a point while replication keeps going, and the cleanup removes all it created', async () => {
+    const vm = await env.protect('drill01', [{ id: 'os', size: BLOCKS * 4096 }]);
+    const p = env.processor.listen;
+    const dataDir = path.join(env.dir, 'processor');
+    await env.drained(vm);
+    const baseLsn = (await env.agentStatus(vm)).lsn;
+    await srOk(p, ['configure', 'drill01', '--crash-consistent-frequency', '1s']);
+    writer = await startBlockWriter({ uri: vm.agent.uri('os'), dir: env.dir, blocks: BLOCKS, rate: 400 });
+    await waitUntil('points with writes in them', async () => {
+      const pts = await srJson<SrPoint[]>(p, ['points', 'drill01']);
+      return pts.filter((x) => x.lsn > baseLsn + 100).length >= 2 ? pts : undefined;
+    }, 30_000, 250);
+    // Stop cutting points so that the data dir's file set only changes by what the test failover does.
+    await srOk(p, ['configure', 'drill01', '--crash-consistent-frequency', '1h']);
+    await new Promise((r) => setTimeout(r, 1500));
+    const points = await srJson<SrPoint[]>(p, ['points', 'drill01']);
+    const newest = points.at(-1)!;
+    const before = await listTree(dataDir, transient);
+
+    const appliedBefore = (await env.processorVm('drill01'))!.appliedLsn;
+    const m = await srJson<SrManifest>(p, ['test-failover', 'drill01', '--point', 'latest-processed', '--network', 'iso-net']);
+    const appliedAtStart = (await env.processorVm('drill01'))!.appliedLsn;
+    // The newest point there is, or one cut at the applied position: never older, never unapplied.
+    expect(m).toMatchObject({ vm: 'drill01', kind: 'test-failover' });
+    expect(m.point.lsn).toBeGreaterThanOrEqual(Math.max(newest.lsn, m.point.id === newest.id ? 0 : appliedBefore));
+    expect(m.point.lsn).toBeLessThanOrEqual(appliedAtStart);
+    expect(m.target.network).toBe('iso-net');
+    expect(m.disks.map((d) => d.id)).toEqual(['os']);
+    const during = await listTree(dataDir, transient);
+    for (const d of m.disks) {
+      expect(fs.existsSync(d.path)).toBe(true);
+      expect(during).toContain(path.relative(dataDir, d.path));
+    }
+
+    // While the test VM exists: a second one is refused, and so is an unknown point.
+    const again = await runSr(p, ['test-failover', 'drill01', '--point', 'latest-processed', '--network', 'iso-net', '--json']);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/^sr: SR_FAILOVER_IN_PROGRESS: .+/);
+
+    // Replication goes on: the applied position keeps moving, within a second of writes of the agent,
+    // and new records arrive within a second (the median; the p99 window also holds the start-up).
+    let applied = appliedAtStart;
+    for (let i = 0; i < 6; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const captured = (await env.agentStatus(vm)).lsn;
+      const s = (await env.processorVm('drill01')) as unknown as { appliedLsn: number; state: string; lagMs: { p50: number } };
+      expect(s.state).toBe('replicating');
+      expect(s.appliedLsn).toBeGreaterThan(applied);
+      expect(captured - s.appliedLsn).toBeLessThan(400);
+      expect(s.lagMs.p50).toBeLessThan(1000);
+      applied = s.appliedLsn;
+    }
+    expect(applied - appliedAtStart).toBeGreaterThan(400); // ~400 writes/s for 3 s, less a margin
+
+    // The test VM still is exactly its point, after all those writes to the replica.
+    expect(await writerPrefixOf(m.disks[0]!.path, await writer.log(), BLOCKS)).toBe(m.point.lsn - baseLsn);
+
+    const cleanup = await srJson<{ removed: string[] }>(p, ['test-failover-cleanup', 'drill01']);
+    expect(cleanup.removed.length).toBeGreaterThan(0);
+    for (const d of m.disks) expect(fs.existsSync(d.path)).toBe(false);
+    // What is left is what was there before, plus at most the undo log of a point that latest-processed
+    // cut (a recovery point like any other, kept by retention, not part of the test VM).
+    const after = await listTree(dataDir, transient);
+    expect(before.filter((f) => !after.includes(f))).toEqual([]);
+    const listedNow = new Set((await srJson<SrPoint[]>(p, ['points', 'drill01'])).map((x) => x.id));
+    expect(after.filter((f) => !before.includes(f) && !(f === `replicas/drill01/points/undo-${m.point.id}.log` && listedNow.has(m.point.id)))).toEqual([]);
+
+    // Still replicating, and the replica still converges on the source.
+    await writer.stop();
+    writer = undefined;
+    await env.drained(vm);
+    expect(await env.compare(vm)).toEqual([]);
+  });
+
+  it('refuses points that do not exist with SR_POINT_NOT_FOUND and exit status 2', async () => {
+    const p = env.processor.listen;
+    await runSr(p, ['test-failover-cleanup', 'drill01']); // whatever a failed first test left behind
+    for (const point of ['p-999999999-1', '2000-01-01T00:00:00.000Z']) {
+      const r = await runSr(p, ['test-failover', 'drill01', '--point', point, '--network', 'iso-net']);
+      expect({ point, code: r.code }).toEqual({ point, code: 2 });
+      expect(r.stderr).toMatch(/^sr: SR_POINT_NOT_FOUND: .+\n$/);
+      expect(r.stdout).toBe('');
+      const f = await runSr(p, ['failover', 'drill01', '--point', point]);
+      expect(f.code).toBe(2);
+      expect(f.stderr).toMatch(/^sr: SR_POINT_NOT_FOUND: /);
+    }
+    // Nothing was created by the refusals: a test failover of a real point still works.
+    const m = await srJson<SrManifest>(p, ['test-failover', 'drill01', '--point', 'latest-processed', '--network', 'iso-net']);
+    expect(m.kind).toBe('test-failover');
+    await srOk(p, ['test-failover-cleanup', 'drill01']);
+  });
+});
