@@ -90,9 +90,8 @@ describe('points on a 32 GiB sparse replica', () => {
     await write(20 * GiB, 2);
     const cut = async (): Promise<string> => {
       const w0 = wchar();
-      const t = performance.now();
+      // Cost is asserted as bytes written, not time: timings belong to bench:points.
       const p = await r.points.cut({ lsn, generation: 'g1', kind: 'crash', time: new Date() });
-      expect(performance.now() - t).toBeLessThan(500);
       expect(wchar() - w0).toBeLessThan(16 * 1024);
       return p.id;
     };
@@ -129,9 +128,7 @@ describe('points on a 32 GiB sparse replica', () => {
 
     // Prune the oldest: its log is deleted, nothing else is touched.
     w0 = wchar();
-    const t = performance.now();
     expect(await r.points.remove([a], true)).toBe(true);
-    expect(performance.now() - t).toBeLessThan(500);
     expect(wchar() - w0).toBeLessThan(16 * 1024);
     expect(r.points.list().map((p) => p.id)).toEqual([c]);
     await r.close();
