@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set-up, then protect a sample VM. It creates a 1 GiB sample disk
-# image and starts an agent serving it over NBD; point any NBD client (qemu, fio, nbdcopy) at it.
+# The main job on a fresh machine: set-up, then protect a sample VM end to end on this machine — a
+# cache-store, a processor and an agent serving a 1 GiB sample disk over NBD. Ctrl-C stops all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,11 +8,22 @@ export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 demo=.tmp/demo
 mkdir -p "$demo"
 [ -f "$demo/web01-os.img" ] || truncate -s 1G "$demo/web01-os.img"
-port=${SR_DEMO_NBD_PORT:-10809}
+nbd=${SR_DEMO_NBD_PORT:-10809}
+cs=${SR_DEMO_CACHE_STORE_PORT:-7400}
+pr=${SR_DEMO_PROCESSOR_PORT:-8470}
+node cache-store/dist/cli.js --listen "127.0.0.1:$cs" --data-dir "$demo/cache-store" > /dev/null &
+pids=$!
+node processor/dist/cli.js --listen "127.0.0.1:$pr" --cache-store "ws://127.0.0.1:$cs/" --data-dir "$demo/processor" > /dev/null &
+pids="$pids $!"
+trap 'kill $pids 2>/dev/null; wait' EXIT
 cat <<MSG
-Starting sr-agent for VM web01 on nbd://127.0.0.1:$port/os (Ctrl-C stops it). Try, in another shell:
-  qemu-io -f raw nbd://127.0.0.1:$port/os -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M'
-  fio --name=w --ioengine=nbd --uri=nbd://127.0.0.1:$port/os --rw=randwrite --bs=4k --size=256m --runtime=10 --time_based
-  npx sr-journal verify --data-dir $demo/agent   (after stopping the agent)
+cache-store on 127.0.0.1:$cs, processor on http://127.0.0.1:$pr (GET /status), agent for VM web01 on
+nbd://127.0.0.1:$nbd/os. Try, in another shell:
+  qemu-io -f raw nbd://127.0.0.1:$nbd/os -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M'
+  fio --name=w --ioengine=nbd --uri=nbd://127.0.0.1:$nbd/os --rw=randwrite --bs=4k --size=256m --runtime=10 --time_based
+  curl -s http://127.0.0.1:$pr/status
+  SR_PROCESSOR_URL=http://127.0.0.1:$pr npx sr points web01
+  SR_PROCESSOR_URL=http://127.0.0.1:$pr npx sr test-failover web01 --point latest-processed --network iso --json
 MSG
-exec node agent/dist/cli.js --vm web01 --disk "os=$demo/web01-os.img" --nbd "127.0.0.1:$port" --data-dir "$demo/agent"
+node agent/dist/cli.js --vm web01 --disk "os=$demo/web01-os.img" --nbd "127.0.0.1:$nbd" --data-dir "$demo/agent" \
+  --cache-store "ws://127.0.0.1:$cs" --status 127.0.0.1:0
