@@ -9,7 +9,7 @@ import { DEFAULT_POINT_TICK_MS } from './point-scheduler.js';
 import { DEFAULT_CONFIRM_INTERVAL_MS, Processor } from './processor.js';
 import { DEFAULT_CONFIRM_BYTES } from './vm-replication.js';
 import { DEFAULT_BACKOFF } from './backoff.js';
-import { readRegionConfig } from './region-config.js';
+import { readRegionConfig, watchRegionConfig } from './region-config.js';
 import { createTargetPlanner } from './target-resources.js';
 
 const program = new Command('sr-processor')
@@ -19,7 +19,7 @@ const program = new Command('sr-processor')
   )
   .option('--listen <host:port>', 'address of the HTTP listener (GET /health, GET /status, the /vms/VM/... control API); port 0 picks a free port', '127.0.0.1:8470')
   .option('--cache-store <url>', 'WebSocket address of the cache-store, ws://HOST:PORT/ or wss://HOST:PORT/')
-  .option('--region <file>', 'JSON description of the target region (networks with subnets and CIDRs, resourceGroup, availabilitySet, networkMapping) that failover placement follows')
+  .option('--region <file>', 'JSON description of the target region (networks with subnets and CIDRs, resourceGroup, availabilitySet, networkMapping) that failover placement follows; reloaded when the file changes')
   .option('--data-dir <dir>', 'where replicas live: <dir>/replicas/<vm>/state.json and <dir>/replicas/<vm>/disks/<disk>.img')
   .addOption(
     new Option('--confirm-interval-ms <ms>', 'how often applied records are fsynced, their position persisted and confirmed to the cache-store')
@@ -87,6 +87,8 @@ async function main(): Promise<void> {
   // records it protects are applied.
   const killAfter = Number(process.env['SR_TEST_KILL_AFTER_UNDO_APPENDS'] ?? 0);
   let appends = 0;
+  let planner = createTargetPlanner(o.region !== undefined ? readRegionConfig(o.region) : {});
+  const stopWatching = o.region !== undefined ? watchRegionConfig(o.region, (region) => (planner = createTargetPlanner(region)), log) : undefined;
   const processor = await Processor.start({
     store: new FileReplicaStore(o.dataDir, {
       inlineWriteMaxBytes: o.inlineWriteMaxBytes,
@@ -95,7 +97,7 @@ async function main(): Promise<void> {
     }),
     dataDir: o.dataDir,
     cacheStoreUrl,
-    targetPlanner: createTargetPlanner(o.region !== undefined ? readRegionConfig(o.region) : {}),
+    targetPlanner: { plan: (input) => planner.plan(input) },
     listenHost: listen.host,
     listenPort: listen.port,
     log,
@@ -107,7 +109,7 @@ async function main(): Promise<void> {
     },
   });
   process.stdout.write(JSON.stringify({ event: 'ready', listen: processor.listen, cacheStore: cacheStoreUrl, dataDir: o.dataDir, vms: processor.status().vms.length }) + '\n');
-  stopOnSignals(log, () => processor.close());
+  stopOnSignals(log, () => Promise.all([processor.close(), stopWatching?.()]));
 }
 
 runCli('sr-processor', main);

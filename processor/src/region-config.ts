@@ -1,6 +1,7 @@
 import fs from 'node:fs';
+import chokidar from 'chokidar';
 import { z } from 'zod';
-import { ErrorCode, SrError } from '@site-recovery/shared';
+import { ErrorCode, SrError, type Logger } from '@site-recovery/shared';
 import type { RegionDefaults } from './target-resources.js';
 
 /**
@@ -34,4 +35,23 @@ export function readRegionConfig(file: string): RegionConfig {
   }
   const { networkMapping, ...region } = parsed.data;
   return { region, ...(networkMapping !== undefined ? { networkMapping } : {}) };
+}
+
+/**
+ * Follows the region file: each time it changes, `apply` receives the new config. A file that no
+ * longer parses is refused with an error in the log and the previous config stays in force, so an
+ * operator's half-finished edit never changes where a failover lands. Returns a function that stops.
+ */
+export function watchRegionConfig(file: string, apply: (config: RegionConfig) => void, log: Logger): () => Promise<void> {
+  const watcher = chokidar.watch(file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 200, pollInterval: 50 } });
+  const reload = (): void => {
+    try {
+      apply(readRegionConfig(file));
+      log.info({ file }, 'target region reloaded');
+    } catch (err) {
+      log.error({ file, err: (err as Error).message }, 'target region file refused; keeping the previous one');
+    }
+  };
+  watcher.on('add', reload).on('change', reload);
+  return () => watcher.close();
 }

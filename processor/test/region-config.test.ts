@@ -2,7 +2,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readRegionConfig } from '../src/region-config.js';
+import { createLogger } from '@site-recovery/shared';
+import { readRegionConfig, watchRegionConfig, type RegionConfig } from '../src/region-config.js';
 import { createTargetPlanner } from '../src/target-resources.js';
 
 describe('--region file', () => {
@@ -22,6 +23,23 @@ describe('--region file', () => {
     expect(() => readRegionConfig(file)).toThrow(expect.objectContaining({ code: 'SR_BAD_OPTION' }) as Error);
     await fs.writeFile(file, JSON.stringify({ networks: [{ name: 'x', subnets: [{ name: 'a' }] }] }));
     expect(() => readRegionConfig(file)).toThrow(expect.objectContaining({ code: 'SR_BAD_OPTION' }) as Error);
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('follows edits of the file, and keeps the last good config when an edit does not parse', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-region-'));
+    const file = path.join(dir, 'region.json');
+    await fs.writeFile(file, JSON.stringify({ resourceGroup: 'first-rg', networks: [] }));
+    const seen: RegionConfig[] = [];
+    const stop = watchRegionConfig(file, (c) => seen.push(c), createLogger('test', 'silent'));
+    await new Promise((r) => setTimeout(r, 300)); // let the watcher settle
+    await fs.writeFile(file, JSON.stringify({ resourceGroup: 'second-rg', networks: [] }));
+    for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(seen.map((c) => c.region.resourceGroup)).toEqual(['second-rg']);
+    await fs.writeFile(file, '{ not json');
+    await new Promise((r) => setTimeout(r, 800));
+    expect(seen.map((c) => c.region.resourceGroup)).toEqual(['second-rg']); // the broken edit changed nothing
+    await stop();
     await fs.rm(dir, { recursive: true, force: true });
   });
 });
