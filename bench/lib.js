@@ -1,6 +1,7 @@
 // Shared helpers of the benchmark scripts: process control, fio runs, medians.
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
@@ -45,6 +46,11 @@ export function fio(uri, job) {
   return { iops: w.iops, mbps: w.bw_bytes / 1e6 };
 }
 
+/** A loopback port that was free a moment ago (the OS picks it). */
 export function freePort() {
-  return 20000 + Math.floor(Math.random() * 20000);
+  const server = net.createServer().listen(0, '127.0.0.1');
+  return new Promise((resolve) => server.once('listening', () => {
+    const { port } = server.address();
+    server.close(() => resolve(port));
+  }));
 }

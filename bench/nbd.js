@@ -18,7 +18,7 @@ const qemuImg = path.join(dir, 'qemu.img');
 
 async function withAgent(fn) {
   fs.rmSync(path.join(dir, 'agent-data'), { recursive: true, force: true });
-  const port = freePort();
+  const port = await freePort();
   const s = await startServer(process.execPath, [path.join(ROOT, 'agent/dist/cli.js'), '--vm', 'bench', '--disk', `d0=${agentImg}`, '--nbd', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'agent-data')], port, { SR_LOG_LEVEL: 'warn' });
   try {
     return fn(`nbd://127.0.0.1:${port}/d0`);
@@ -28,7 +28,7 @@ async function withAgent(fn) {
 }
 
 async function withQemuNbd(fn) {
-  const port = freePort();
+  const port = await freePort();
   const s = await startServer('qemu-nbd', ['-f', 'raw', '-x', 'd0', '-b', '127.0.0.1', '-p', String(port), '--persistent', qemuImg], port);
   try {
     return fn(`nbd://127.0.0.1:${port}/d0`);
