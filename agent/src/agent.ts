@@ -164,6 +164,11 @@ export class Agent {
         this.ackedLsn = lsn;
         void this.release();
       },
+      // The processor's replication policy sets the frequency; the commands stay local to the agent.
+      onPolicy: (ms) => {
+        this.appConsistent ??= new AppConsistentSnapshots({ frequencyMs: 0, ...r.appConsistent, lsns: this.lsns, journal: this.journal, log: this.config.log });
+        this.appConsistent.setFrequency(ms);
+      },
     });
     this.shipper.start();
     if (r.appConsistent !== undefined) {

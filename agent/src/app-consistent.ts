@@ -4,7 +4,7 @@ import type { LsnSequence } from './capture-filter.js';
 import type { Journal } from './journal.js';
 
 export interface AppConsistentOptions {
-  /** How often to take an app-consistent point. */
+  /** How often to take an app-consistent point; 0 is off. The processor's policy may change it. */
   readonly frequencyMs: number;
   /** Shell command that quiesces the applications (e.g. `fsfreeze -f /data`, a database flush). */
   readonly preSnapshot?: string;
@@ -40,11 +40,25 @@ export class AppConsistentSnapshots {
   private last: AppConsistentStatus['last'];
   private lastFailure: AppConsistentStatus['lastFailure'];
 
-  constructor(private readonly o: AppConsistentOptions) {}
+  private frequencyMs: number;
+
+  constructor(private readonly o: AppConsistentOptions) {
+    this.frequencyMs = o.frequencyMs;
+  }
 
   start(): void {
-    this.timer = setInterval(() => void this.take(), this.o.frequencyMs);
+    clearInterval(this.timer);
+    if (this.frequencyMs <= 0) return;
+    this.timer = setInterval(() => void this.take(), this.frequencyMs);
     this.timer.unref();
+  }
+
+  /** Applies a new frequency (the replication policy changed); 0 stops taking points. */
+  setFrequency(ms: number): void {
+    if (ms === this.frequencyMs) return;
+    this.o.log.info({ from: this.frequencyMs, to: ms }, 'app-consistent frequency changed by the replication policy');
+    this.frequencyMs = ms;
+    this.start();
   }
 
   async stop(): Promise<void> {
@@ -60,7 +74,7 @@ export class AppConsistentSnapshots {
 
   status(): AppConsistentStatus {
     return {
-      frequencyMs: this.o.frequencyMs,
+      frequencyMs: this.frequencyMs,
       taken: this.taken,
       failed: this.failed,
       ...(this.last ? { last: this.last } : {}),

@@ -1,6 +1,6 @@
 import WebSocket from 'ws';
 import {
-  AckSchema,
+  AgentInboundSchema,
   DEFAULT_WIRE_LIMITS,
   ErrorCode,
   ErrorMessageSchema,
@@ -30,6 +30,8 @@ export interface ShipperOptions {
   readonly credential?: string;
   /** Called with the cumulative LSN the cache-store has made durable. */
   readonly onAcked: (lsn: number) => void;
+  /** Called when the processor's policy arrives (relayed by the cache-store). */
+  readonly onPolicy?: (appConsistentFrequencyMs: number) => void;
   readonly limits?: Partial<ShipperLimits>;
 }
 
@@ -160,8 +162,12 @@ export class Shipper {
           this.onWelcome(ws, w.durableLsn);
           return;
         }
-        const m = decodeMessage(data, AckSchema.or(ErrorMessageSchema));
+        const m = decodeMessage(data, AgentInboundSchema);
         if (m.t === 'error') throw new SrError(ErrorCode.PROTOCOL, `cache-store error: ${m.code}: ${m.message}`);
+        if (m.t === 'policy') {
+          if (m.vm === this.o.vm) this.o.onPolicy?.(m.appConsistentFrequencyMs);
+          return;
+        }
         this.onAck(m.lsn);
       } catch (err) {
         this.lastError = (err as Error).message;

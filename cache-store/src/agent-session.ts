@@ -50,6 +50,20 @@ export class AgentSession implements RoleSession, AgentPeer {
       failed: (err) => this.conn.fail(err),
     });
     this.conn.send({ t: 'welcome', v: PROTOCOL_VERSION, durableLsn: durable });
+    this.welcomed = true;
+    if (this.pendingPolicy !== undefined) this.policy(this.pendingPolicy);
+  }
+
+  private welcomed = false;
+  private pendingPolicy: number | undefined;
+
+  policy(appConsistentFrequencyMs: number): void {
+    // The agent expects its welcome first; a policy that arrives earlier waits for it.
+    if (!this.welcomed) {
+      this.pendingPolicy = appConsistentFrequencyMs;
+      return;
+    }
+    this.conn.send({ t: 'policy', vm: this.hello.vm, appConsistentFrequencyMs });
   }
 
   /** Records name disks by index, so a generation's disk layout is fixed. */

@@ -38,6 +38,8 @@ export class ProcessorSession implements RoleSession, ProcessorPeer {
         return this.subscribe(m);
       case 'applied':
         return this.applied(m);
+      case 'policy':
+        return this.hub.setPolicy(m.vm, m.appConsistentFrequencyMs);
       default:
         throw new SrError(ErrorCode.PROTOCOL, `a processor does not send "${m.t}" messages`);
     }

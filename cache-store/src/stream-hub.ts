@@ -5,6 +5,8 @@ import type { StreamLog, StreamStore } from './stream-log.js';
 export interface AgentPeer {
   /** A newer connection of the same VM took over. */
   replaced(): void;
+  /** The processor set the VM's policy; relay it to the agent. */
+  policy(appConsistentFrequencyMs: number): void;
 }
 
 /** What the hub needs of a processor subscription. */
@@ -50,6 +52,8 @@ interface VmChannel {
  */
 export class StreamHub {
   private readonly channels = new Map<string, VmChannel>();
+  /** Latest policy per VM from a processor (in memory: the processor sends it again on every subscribe). */
+  private readonly policies = new Map<string, number>();
   private readonly processors = new Set<ProcessorPeer>();
   /** One generation switch at a time per VM, so subscriptions never read a log being closed. */
   private readonly switching = new Map<string, Promise<unknown>>();
@@ -70,11 +74,19 @@ export class StreamHub {
     return c;
   }
 
+  /** Records a VM's policy and relays it to its agent, if one is connected. */
+  setPolicy(vm: string, appConsistentFrequencyMs: number): void {
+    this.policies.set(vm, appConsistentFrequencyMs);
+    this.channels.get(vm)?.agent?.policy(appConsistentFrequencyMs);
+  }
+
   /** Makes `agent` the VM's writer; the previous one, if any, is told it was replaced. */
   attachAgent(vm: string, agent: AgentPeer): void {
     const c = this.channel(vm);
     const old = c.agent;
     c.agent = agent;
+    const policy = this.policies.get(vm);
+    if (policy !== undefined) agent.policy(policy);
     if (old !== undefined && old !== agent) {
       this.log.info({ vm }, 'a newer agent connection replaces the current one');
       old.replaced();

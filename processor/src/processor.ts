@@ -212,6 +212,10 @@ export class Processor implements VmDirectory {
     return this.known(vm).vm;
   }
 
+  async appConsistentFrequencyMs(vm: string): Promise<number> {
+    return (await this.vmConfig(vm)).appConsistentFrequencyMs;
+  }
+
   private async vmConfig(vm: string): Promise<VmConfig> {
     let c = this.configs.get(vm);
     if (c === undefined) {
@@ -228,6 +232,8 @@ export class Processor implements VmDirectory {
     const next = applyPatch(await this.vmConfig(vm), patch);
     if (this.dataDir !== undefined) await writeVmConfig(this.dataDir, vm, next);
     this.configs.set(vm, next);
+    // The agent takes app-consistent points; it learns the frequency through the cache-store.
+    this.puller.sendPolicy(vm, next.appConsistentFrequencyMs);
     return next;
   }
 

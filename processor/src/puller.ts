@@ -15,6 +15,7 @@ import {
   type Logger,
   type ProcessorHello,
   type Stream,
+  type Policy,
   type Subscribe,
   type VmInfo,
   type WireLimits,
@@ -50,6 +51,8 @@ export interface VmDirectory {
   get(vm: string): VmReplication | undefined;
   /** Adds a VM the cache-store lists; `undefined` when no more are allowed. */
   add(vm: string): VmReplication | undefined;
+  /** The VM's app-consistent frequency to relay to its agent (0: off). */
+  appConsistentFrequencyMs(vm: string): Promise<number>;
 }
 
 export interface PullerStatus {
@@ -135,6 +138,12 @@ export class Puller {
     const c = this.conn;
     if (c === undefined || c.closed || c.streams.get(vm)?.generation !== generation) return false;
     return this.send(c, { t: 'applied', vm, generation, lsn } satisfies Applied);
+  }
+
+  /** Relays a VM's policy to its agent through the cache-store; false when not connected. */
+  sendPolicy(vm: string, appConsistentFrequencyMs: number): boolean {
+    const c = this.conn;
+    return c !== undefined && this.send(c, { t: 'policy', vm, appConsistentFrequencyMs } satisfies Policy);
   }
 
   /** Drops the current connection (a local fault); the next one resubscribes everything. */
@@ -245,6 +254,7 @@ export class Puller {
       const { generation, from } = await vm.subscription();
       if (c.closed) return;
       this.send(c, { t: 'subscribe', vm: info.vm, generation, from } satisfies Subscribe);
+      this.send(c, { t: 'policy', vm: info.vm, appConsistentFrequencyMs: await this.vms.appConsistentFrequencyMs(info.vm) } satisfies Policy);
       c.subscribed.set(info.vm, info.generation);
       this.log.info({ vm: info.vm, generation, from }, 'subscribed');
     }

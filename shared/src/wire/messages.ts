@@ -83,6 +83,14 @@ export type Stream = z.infer<typeof StreamSchema>;
 export const AppliedSchema = z.object({ t: z.literal('applied'), vm: id, generation, lsn });
 export type Applied = z.infer<typeof AppliedSchema>;
 
+/**
+ * processor → cache-store → agent: the VM's replication policy as far as the agent acts on it.
+ * `appConsistentFrequencyMs` 0 turns app-consistent points off. The commands themselves stay in the
+ * agent's configuration: the target region never sends a command line to run beside the VM.
+ */
+export const PolicySchema = z.object({ t: z.literal('policy'), vm: id, appConsistentFrequencyMs: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) });
+export type Policy = z.infer<typeof PolicySchema>;
+
 export const ErrorMessageSchema = z.object({ t: z.literal('error'), code: z.string().max(64), message: z.string().max(4096) });
 export type ErrorMessage = z.infer<typeof ErrorMessageSchema>;
 
@@ -95,5 +103,9 @@ export const MessageSchema = z.discriminatedUnion('t', [
   SubscribeSchema,
   StreamSchema,
   AppliedSchema,
+  PolicySchema,
   ErrorMessageSchema,
 ]);
+
+/** What an agent may receive after its welcome. */
+export const AgentInboundSchema = z.discriminatedUnion('t', [AckSchema, PolicySchema, ErrorMessageSchema]);
