@@ -1,6 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { ErrorCode } from '@site-recovery/shared';
+import type { Manifest } from './failover.js';
 
 // The `sr` CLI's view of the processor's control API (JSON over HTTP). node:http rather than fetch:
 // fetch (undici) gives up on a response after 300 s without headers, and materialising the disks of a
@@ -17,22 +18,8 @@ export interface RecoveryPoint {
   readonly undoBytes: number;
 }
 
-export interface TargetPlacementDoc {
-  readonly resourceGroup: string;
-  readonly network: string;
-  readonly subnet: string;
-  readonly ip: string;
-  readonly availabilitySet: string | null;
-}
-
-export interface Manifest {
-  readonly vm: string;
-  readonly kind: 'failover' | 'test-failover';
-  readonly point: { id: string; time: string; lsn: number; kind: PointKind };
-  readonly createdAt: string;
-  readonly target: TargetPlacementDoc;
-  readonly disks: { id: string; size: number; path: string }[];
-}
+/** What failover and test-failover return: the manifest the processor writes beside the disks. */
+export type { Manifest };
 
 export interface VmConfigUpdate {
   crashConsistentFrequencyMs?: number;
