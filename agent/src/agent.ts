@@ -263,6 +263,9 @@ export class Agent {
     await this.initialSyncRun;
     await this.appConsistent?.stop();
     await this.shipper?.stop();
+    // Writes already journaled may still be on their way to the images: the checkpoint written
+    // below says every record up to the last is in them, so it must wait for those writes.
+    await Promise.all(this.captures.map((c) => c.drained()));
     await this.checkpointing;
     await this.journal.sync();
     await Promise.all(this.images.map((i) => i.flush()));

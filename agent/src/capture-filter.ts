@@ -141,6 +141,11 @@ export class CaptureBackend implements BlockBackend {
     }
   }
 
+  /** Resolves once every write that has an LSN has reached the image (or failed). */
+  drained(): Promise<void> {
+    return this.order.idle();
+  }
+
   /** LSN of the oldest write not yet applied to the image; Infinity when none is. */
   oldestPending(): number {
     return this.order.oldest();

@@ -41,6 +41,19 @@ export class WriteOrder {
     const i = this.inFlight.indexOf(handle);
     if (i >= 0) this.inFlight.splice(i, 1);
     if (handle.waiters !== undefined) for (const w of handle.waiters) w();
+    if (this.inFlight.length === 0 && this.idleWaiters.length > 0) {
+      const idle = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of idle) w();
+    }
+  }
+
+  private idleWaiters: (() => void)[] = [];
+
+  /** Resolves once no write is registered. */
+  idle(): Promise<void> {
+    if (this.inFlight.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Lowest LSN still registered (entries are added in LSN order); Infinity when empty. */
