@@ -1,5 +1,5 @@
 import type { DiskInfo, Logger, VmInfo } from '@site-recovery/shared';
-import type { StreamLog, StreamStore } from './stream-log.js';
+import type { StreamLog, StreamLogStats, StreamStore } from './stream-log.js';
 
 /** What the hub needs of an agent connection. */
 export interface AgentPeer {
@@ -24,16 +24,8 @@ export interface ProcessorPeer {
   vmsChanged(): void;
 }
 
-/** One VM's row of `GET /status`. */
-export interface VmStatus {
-  readonly vm: string;
-  readonly generation: string;
-  readonly disks: readonly DiskInfo[];
-  readonly firstLsn: number;
-  readonly durableLsn: number;
-  readonly appliedLsn: number;
-  readonly segments: number;
-  readonly bytes: number;
+/** One VM's row of `GET /status`: its log's figures and who is connected. */
+export interface VmStatus extends Omit<StreamLogStats, 'failed'> {
   readonly agentConnected: boolean;
   readonly processorSubscribed: boolean;
   readonly failed?: string;
