@@ -132,7 +132,8 @@ export class CaptureBackend implements BlockBackend {
       const busy = this.order.overlapping(offset, length);
       if (busy !== undefined) await busy;
       const data = await this.next.read(offset, length);
-      if ((this.lastWrite[chunk] ?? 0) > seen || this.order.overlapping(offset, length) !== undefined) continue;
+      // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite.
+      if ((this.lastWrite[chunk] ?? 0) > seen) continue;
       if (isZero(data)) return false;
       const lsn = this.o.lsns.next();
       this.lastWrite[chunk] = lsn;
