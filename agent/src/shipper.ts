@@ -180,6 +180,7 @@ export class Shipper {
     });
     ws.on('close', () => {
       clearTimeout(welcomeTimer);
+      this.windowOpen?.();
       this.cursor?.close();
       this.cursor = undefined;
       this.inFlight = 0;
@@ -229,10 +230,8 @@ export class Shipper {
     this.unacked = [];
     while (ws.readyState === WebSocket.OPEN && this.cursor === cursor) {
       while (this.inFlight >= this.limits.inFlightBytes && ws.readyState === WebSocket.OPEN) {
-        await new Promise<void>((resolve) => {
-          this.windowOpen = resolve;
-          ws.once('close', () => resolve());
-        });
+        // Woken by an ack, or by the connection closing (see the 'close' handler).
+        await new Promise<void>((resolve) => (this.windowOpen = resolve));
         this.windowOpen = undefined;
       }
       const records = await cursor.next(this.limits.batchBytes);
