@@ -63,6 +63,9 @@ export class ReplicationEnv {
     const vm: ProtectedVm = { name, disks: files, dataDir: path.join(this.dir, `${name}-agent`), agent: undefined as unknown as AgentProcess, statusUrl: '' };
     await this.startAgentFor(vm, options);
     this.vms.set(name, vm);
+    // The agent is ready before its HELLO has reached the processor through the cache-store; an
+    // operator's "sr configure" right after protecting would race that, so wait as they would.
+    await waitUntil(`the processor to know ${name}`, async () => ((await this.processorVm(name)) === undefined ? undefined : true), 30_000, 100);
     return vm;
   }
 
