@@ -11,6 +11,8 @@ import { Errno } from './nbd/constants.js';
  * - `flush` resolves once every write-type call that resolved before `flush` was called is on
  *   stable storage. It covers all connections (the backend has no per-connection cache).
  * - Failures reject with a {@link BackendError} carrying the errno to put on the wire.
+ * - `write` must not keep a reference to `data` once its promise settles: the NBD layer reuses
+ *   that memory for later requests (see PayloadPool).
  */
 export interface BlockBackend {
   /** Size in bytes, fixed for the life of the backend. */

@@ -34,6 +34,27 @@ export class ByteQueue {
     return out;
   }
 
+  /** Whether the first `n` bytes lie in one received chunk (so `take(n)` copies nothing). */
+  isContiguous(n: number): boolean {
+    const first = this.chunks[0];
+    return first !== undefined && first.length - this.head >= n;
+  }
+
+  /** Removes `target.length` bytes into `target`; caller checks `length >= target.length` first. */
+  takeInto(target: Buffer): void {
+    const n = target.length;
+    let copied = 0;
+    let skip = this.head;
+    for (const c of this.chunks) {
+      const take = Math.min(c.length - skip, n - copied);
+      c.copy(target, copied, skip, skip + take);
+      copied += take;
+      skip = 0;
+      if (copied === n) break;
+    }
+    this.skip(n);
+  }
+
   /** Removes and returns `n` bytes; caller checks `length >= n` first. */
   take(n: number): Buffer {
     const out = this.peek(n);

@@ -6,6 +6,7 @@ import { Cmd, CmdFlag, Errno, REQUEST_HEADER_BYTES, SIMPLE_REPLY_MAGIC } from '.
 import type { ExportRegistry, NbdExport } from './export-registry.js';
 import { Handshake, minimumBlock } from './handshake.js';
 import type { NbdServerLimits } from './limits.js';
+import type { Payload, PayloadPool } from './payload-pool.js';
 import { parseRequest, validateRequest, type ExportShape, type NbdRequest } from './request.js';
 
 /** Socket bytes queued for sending beyond which we stop reading new requests. */
@@ -38,6 +39,7 @@ export class NbdConnection {
     registry: ExportRegistry,
     private readonly limits: NbdServerLimits,
     private readonly log: Logger,
+    private readonly pool: PayloadPool,
   ) {
     socket.setNoDelay(true);
     this.handshake = new Handshake(registry, limits, (b) => this.send(b));
@@ -102,7 +104,7 @@ export class NbdConnection {
         const w = this.pendingWrite;
         if (this.queue.length < w.length) return;
         this.pendingWrite = undefined;
-        this.execute(w, this.queue.take(w.length));
+        this.execute(w, this.takePayload(w.length));
         continue;
       }
       if (this.queue.length < REQUEST_HEADER_BYTES) return;
@@ -131,9 +133,17 @@ export class NbdConnection {
     }
   }
 
-  private execute(req: NbdRequest, payload: Buffer | undefined): void {
+  /** A payload inside one socket chunk is used in place; one spanning chunks is copied into the pool. */
+  private takePayload(n: number): Payload {
+    if (this.queue.isContiguous(n)) return { buf: this.queue.take(n), release: () => undefined };
+    const p = this.pool.alloc(n);
+    this.queue.takeInto(p.buf);
+    return p;
+  }
+
+  private execute(req: NbdRequest, payload: Payload | undefined): void {
     // A READ pins a reply buffer of its length until sent, so it counts like a WRITE's payload.
-    const bytes = req.type === Cmd.READ ? req.length : (payload?.length ?? 0);
+    const bytes = req.type === Cmd.READ ? req.length : (payload?.buf.length ?? 0);
     this.inFlight++;
     this.inFlightBytes += bytes;
     if (
@@ -143,9 +153,13 @@ export class NbdConnection {
     ) {
       this.pause();
     }
-    this.run(req, payload).then(
-      (data) => this.done(req, bytes, Errno.OK, data),
+    this.run(req, payload?.buf).then(
+      (data) => {
+        payload?.release(); // the backend is done with it (BlockBackend contract)
+        this.done(req, bytes, Errno.OK, data);
+      },
       (err: unknown) => {
+        payload?.release();
         this.log.warn({ err: (err as Error).message, type: req.type, offset: req.offset, length: req.length }, 'nbd request failed');
         this.done(req, bytes, errnoOf(err), undefined);
       },

@@ -3,11 +3,14 @@ import type { Logger } from '@site-recovery/shared';
 import { NbdConnection } from './connection.js';
 import type { ExportRegistry } from './export-registry.js';
 import { DEFAULT_NBD_LIMITS, type NbdServerLimits } from './limits.js';
+import { PayloadPool, type PayloadPoolOptions } from './payload-pool.js';
 
 export interface NbdServerOptions {
   readonly exports: ExportRegistry;
   readonly log: Logger;
   readonly limits?: Partial<NbdServerLimits>;
+  /** Slabs for WRITE payloads, shared by all connections. */
+  readonly payloadPool?: PayloadPoolOptions;
 }
 
 /** A TCP listener speaking NBD; one {@link NbdConnection} per client. */
@@ -15,11 +18,13 @@ export class NbdServer {
   private readonly server: net.Server;
   private readonly connections = new Set<NbdConnection>();
   readonly limits: NbdServerLimits;
+  private readonly pool: PayloadPool;
 
   constructor(private readonly options: NbdServerOptions) {
     this.limits = { ...DEFAULT_NBD_LIMITS, ...options.limits };
+    this.pool = new PayloadPool(options.payloadPool);
     this.server = net.createServer((socket) => {
-      const c = new NbdConnection(socket, options.exports, this.limits, options.log);
+      const c = new NbdConnection(socket, options.exports, this.limits, options.log, this.pool);
       this.connections.add(c);
       void c.closed.then(() => this.connections.delete(c));
     });
