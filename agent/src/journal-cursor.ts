@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { closeFd, pread, type ChangeRecord } from '@site-recovery/shared';
+import { closeFd, pread, preadInto, type ChangeRecord } from '@site-recovery/shared';
 import type { FileJournal } from './file-journal.js';
 import type { JournalCursor } from './journal.js';
 import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord } from './journal-format.js';
@@ -8,13 +8,16 @@ import { corrupt, type Segment } from './journal-segment.js';
 /**
  * Reads a {@link FileJournal} from an LSN onward, following it as it grows. Records come straight
  * out of the segment files (the page cache, for recent ones), so the shipper holds no second copy
- * of the stream in memory however far behind it falls.
+ * of the stream in memory however far behind it falls. Reads go into one buffer reused from call
+ * to call, so record payloads are valid only until the next `next` (see JournalCursor).
  */
 export class FileJournalCursor implements JournalCursor {
   private segment: Segment | undefined;
   private fd: number | undefined;
   private pos = 0;
   private closed = false;
+  /** Grows to the largest read so far; fresh megabyte buffers per read cost full GCs (see PayloadPool). */
+  private scratch = Buffer.alloc(0);
 
   constructor(
     private readonly journal: FileJournal,
@@ -41,7 +44,8 @@ export class FileJournalCursor implements JournalCursor {
       const head = await pread(this.fd!, Math.min(avail, RECORD_HEADER_BYTES), this.pos);
       const payload = head.length >= RECORD_HEADER_BYTES ? head.readUInt32BE(28) : 0;
       const want = Math.min(avail, Math.max(maxBytes, RECORD_HEADER_BYTES + payload));
-      const buf = await pread(this.fd!, want, this.pos);
+      if (this.scratch.length < want) this.scratch = Buffer.allocUnsafeSlow(want);
+      const buf = await preadInto(this.fd!, this.scratch.subarray(0, want), this.pos);
       const out: ChangeRecord[] = [];
       let at = 0;
       while (at < buf.length) {

@@ -39,6 +39,10 @@ export interface Journal {
 }
 
 export interface JournalCursor {
+  /**
+   * The next records, about `maxBytes` of them (at least one when any is written). Their payloads
+   * may be views into memory the cursor reuses: they are valid until the next call to `next`.
+   */
   next(maxBytes: number): Promise<ChangeRecord[]>;
   /** Ends a pending `next` with an empty array. */
   close(): void;

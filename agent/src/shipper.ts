@@ -1,6 +1,7 @@
 import WebSocket from 'ws';
 import {
   AgentInboundSchema,
+  BatchScratch,
   DEFAULT_WIRE_LIMITS,
   ErrorCode,
   ErrorMessageSchema,
@@ -16,6 +17,7 @@ import {
   type Logger,
   type WireLimits,
 } from '@site-recovery/shared';
+import { CompressionGate } from './compression-gate.js';
 import type { Journal, JournalCursor } from './journal.js';
 
 export interface ShipperOptions {
@@ -228,6 +230,9 @@ export class Shipper {
 
   private async pump(ws: WebSocket, cursor: JournalCursor): Promise<void> {
     this.unacked = [];
+    // This pump encodes one batch at a time, so one scratch serves all of its batches.
+    const scratch = new BatchScratch();
+    const gate = new CompressionGate();
     while (ws.readyState === WebSocket.OPEN && this.cursor === cursor) {
       while (this.inFlight >= this.limits.inFlightBytes && ws.readyState === WebSocket.OPEN) {
         // Woken by an ack, or by the connection closing (see the 'close' handler).
@@ -237,7 +242,9 @@ export class Shipper {
       const records = await cursor.next(this.limits.batchBytes);
       for (let i = 0; i < records.length && ws.readyState === WebSocket.OPEN; i += this.limits.batchRecords) {
         const part = records.length <= this.limits.batchRecords ? records : records.slice(i, i + this.limits.batchRecords);
-        const { frame, raw } = await encodeBatch(part, { vm: this.o.vm, generation: this.o.generation, ...this.progressOf(part) });
+        const tryCompress = gate.shouldTry();
+        const { frame, raw, compressed } = await encodeBatch(part, { vm: this.o.vm, generation: this.o.generation, tryCompress, ...this.progressOf(part) }, scratch);
+        if (tryCompress) gate.record(compressed);
         if (ws.readyState !== WebSocket.OPEN || this.cursor !== cursor) return;
         ws.send(frame);
         const last = part[part.length - 1]!.lsn;

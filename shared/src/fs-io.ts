@@ -31,7 +31,12 @@ export function pwritev(fd: number, bufs: Buffer[], position: number): Promise<v
 }
 
 export function pread(fd: number, length: number, position: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
+  return preadInto(fd, Buffer.allocUnsafe(length), position);
+}
+
+/** Fills `buf` from `position`, like {@link pread}, for callers that reuse their memory. */
+export function preadInto(fd: number, buf: Buffer, position: number): Promise<Buffer> {
+  const length = buf.length;
   return new Promise((resolve, reject) => {
     const step = (done: number): void => {
       fs.read(fd, buf, done, length - done, position + done, (err, n) => {

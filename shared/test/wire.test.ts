@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   AgentHelloSchema,
   BatchSchema,
+  BatchScratch,
   crc32c,
   DEFAULT_WIRE_LIMITS,
   MessageSchema,
@@ -77,6 +78,28 @@ describe('batch codec', () => {
     const { frame } = await encodeBatch([write(1, 0, 0, random)], { vm: 'a', generation: 'g' });
     const b = decodeMessage(frame, BatchSchema);
     expect(b.codec === 'none' || b.data.length < random.length).toBe(true);
+  });
+
+  it('keeps every frame intact while later batches reuse the same scratch', async () => {
+    // A sender keeps frames in flight while it encodes the next batches with one scratch.
+    const scratch = new BatchScratch();
+    const frames: { frame: Buffer; copy: Buffer; records: ChangeRecord[] }[] = [];
+    for (let i = 0; i < 6; i++) {
+      const records = [1, 2, 3].map((k) => write(i * 3 + k, 0, k * 65536, Buffer.alloc(200_000 + i * 150_000 + k, (i * 3 + k) & 0xff)));
+      const { frame } = await encodeBatch(records, { vm: 'web01', generation: 'g1' }, scratch);
+      frames.push({ frame, copy: Buffer.from(frame), records });
+    }
+    for (const f of frames) {
+      expect(f.frame.equals(f.copy)).toBe(true);
+      const decoded = decodeBatch(decodeMessage(f.frame, BatchSchema), disks, DEFAULT_WIRE_LIMITS);
+      expect(decoded.map((r) => r.data!.equals(f.records[r.lsn - f.records[0]!.lsn]!.data!))).toEqual([true, true, true]);
+    }
+  });
+
+  it('sends even compressible payloads as they are when told not to try', async () => {
+    const { frame, compressed } = await encodeBatch([write(1, 0, 0, Buffer.alloc(64 * 1024, 1))], { vm: 'web01', generation: 'g1', tryCompress: false });
+    expect(compressed).toBe(false);
+    expect(decodeMessage(frame, BatchSchema).codec).toBe('none');
   });
 
   it('refuses records that are not consecutive when encoding', async () => {

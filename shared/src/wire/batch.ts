@@ -2,7 +2,7 @@ import { compress, uncompressSync } from 'lz4-napi';
 import { isRecordKind, RecordKind, type ChangeRecord } from '../change-record.js';
 import { ErrorCode, SrError } from '../errors.js';
 import { recordChecksum } from '../record-checksum.js';
-import { encodeMessage } from './codec.js';
+import { encodeBulkMessage } from './codec.js';
 import type { WireLimits } from './limits.js';
 import type { Batch, DiskInfo, Progress } from './messages.js';
 
@@ -20,13 +20,34 @@ export interface BatchHeader {
   readonly vm: string;
   readonly generation: string;
   readonly progress?: Progress;
+  /** false sends the payload uncompressed without trying lz4 (the sender knows it does not pay). Default true. */
+  readonly tryCompress?: boolean;
+}
+
+/**
+ * Memory reused by one sender's consecutive {@link encodeBatch} calls for joining payloads: a fresh
+ * multi-megabyte buffer per batch counts as external memory to V8 and triggers full collections.
+ * Calls sharing a scratch must not overlap (await each before the next).
+ */
+export class BatchScratch {
+  private buf = Buffer.alloc(0);
+
+  take(n: number): Buffer {
+    if (this.buf.length < n) this.buf = Buffer.allocUnsafeSlow(n);
+    return this.buf.subarray(0, n);
+  }
 }
 
 /**
  * Builds a batch message from consecutive records. Payloads are lz4-compressed when that makes them
  * smaller; random data travels as is rather than paying for a decompression that saves nothing.
+ * The frame owns its memory: records and `scratch` may be reused once this resolves.
  */
-export async function encodeBatch(records: readonly ChangeRecord[], h: BatchHeader): Promise<{ frame: Buffer; raw: number }> {
+export async function encodeBatch(
+  records: readonly ChangeRecord[],
+  h: BatchHeader,
+  scratch?: BatchScratch,
+): Promise<{ frame: Buffer; raw: number; compressed: boolean }> {
   const first = records[0]!.lsn;
   const recs = Buffer.allocUnsafe(records.length * RECORD_ENTRY_BYTES);
   const payloads: Buffer[] = [];
@@ -48,10 +69,10 @@ export async function encodeBatch(records: readonly ChangeRecord[], h: BatchHead
       raw += r.data.length;
     }
   });
-  const plain = payloads.length === 1 ? payloads[0]! : Buffer.concat(payloads, raw);
+  const plain = payloads.length === 1 ? payloads[0]! : joinInto(scratch?.take(raw) ?? Buffer.allocUnsafe(raw), payloads);
   let codec: 'lz4' | 'none' = 'none';
   let data: Uint8Array = plain;
-  if (raw >= MIN_COMPRESS_BYTES) {
+  if (raw >= MIN_COMPRESS_BYTES && h.tryCompress !== false) {
     const packed = await compress(plain);
     if (packed.length < raw * 0.9) {
       codec = 'lz4';
@@ -59,7 +80,13 @@ export async function encodeBatch(records: readonly ChangeRecord[], h: BatchHead
     }
   }
   const msg: Batch = { t: 'batch', vm: h.vm, generation: h.generation, first, count: records.length, recs, codec, raw, data, ...(h.progress ? { progress: h.progress } : {}) };
-  return { frame: encodeMessage(msg), raw };
+  return { frame: encodeBulkMessage(msg, recs.length + data.length), raw, compressed: codec === 'lz4' };
+}
+
+function joinInto(target: Buffer, parts: readonly Buffer[]): Buffer {
+  let at = 0;
+  for (const p of parts) at += p.copy(target, at);
+  return target;
 }
 
 /** The LSN of the last record of a batch. */
