@@ -11,7 +11,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT, benchDir, median } from './lib.js';
+import { ROOT, benchDir, median, nodeFlagsOf } from './lib.js';
 
 const RUNS = Number(process.env.RUNS ?? 3);
 const SECONDS = Number(process.env.SECONDS_PER_RUN ?? 20);
@@ -24,7 +24,7 @@ const DATA = {
 };
 
 function start(cli, args, env = {}) {
-  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SR_LOG_LEVEL: 'warn', ...env } });
+  const child = spawn(process.execPath, [...nodeFlagsOf(cli), cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SR_LOG_LEVEL: 'warn', ...env } });
   let err = '';
   child.stderr.on('data', (d) => (err += d));
   const exited = new Promise((resolve) => child.once('exit', resolve));

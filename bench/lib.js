@@ -20,6 +20,12 @@ export function median(xs) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/** The node flags a CLI's first line asks for (`#!/usr/bin/env -S node FLAGS`): run it as its bin runs. */
+export function nodeFlagsOf(script) {
+  const m = /^#!\S*env -S node(.*)$/.exec(fs.readFileSync(script, 'utf8').split('\n', 1)[0]);
+  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
+}
+
 /** Starts a server process and waits until its TCP port accepts connections. */
 export async function startServer(cmd, args, port, env = {}) {
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });

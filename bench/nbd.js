@@ -2,7 +2,7 @@
 // same kind of image on the same disk, runs interleaved, median of RUNS. Not a test: it prints figures.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT, benchDir, fio, freePort, median, startServer } from './lib.js';
+import { ROOT, benchDir, fio, freePort, median, nodeFlagsOf, startServer } from './lib.js';
 
 const RUNS = Number(process.env.RUNS ?? 5);
 const SECONDS = Number(process.env.SECONDS_PER_RUN ?? 8);
@@ -19,7 +19,8 @@ const qemuImg = path.join(dir, 'qemu.img');
 async function withAgent(fn) {
   fs.rmSync(path.join(dir, 'agent-data'), { recursive: true, force: true });
   const port = await freePort();
-  const s = await startServer(process.execPath, [path.join(ROOT, 'agent/dist/cli.js'), '--vm', 'bench', '--disk', `d0=${agentImg}`, '--nbd', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'agent-data')], port, { SR_LOG_LEVEL: 'warn' });
+  const cli = path.join(ROOT, 'agent/dist/cli.js');
+  const s = await startServer(process.execPath, [...nodeFlagsOf(cli), cli, '--vm', 'bench', '--disk', `d0=${agentImg}`, '--nbd', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'agent-data')], port, { SR_LOG_LEVEL: 'warn' });
   try {
     return fn(`nbd://127.0.0.1:${port}/d0`);
   } finally {

@@ -11,9 +11,9 @@ mkdir -p "$demo"
 nbd=${SR_DEMO_NBD_PORT:-10809}
 cs=${SR_DEMO_CACHE_STORE_PORT:-7400}
 pr=${SR_DEMO_PROCESSOR_PORT:-8470}
-node cache-store/dist/cli.js --listen "127.0.0.1:$cs" --data-dir "$demo/cache-store" > /dev/null &
+node_modules/.bin/sr-cache-store --listen "127.0.0.1:$cs" --data-dir "$demo/cache-store" > /dev/null &
 pids=$!
-node processor/dist/cli.js --listen "127.0.0.1:$pr" --cache-store "ws://127.0.0.1:$cs/" --data-dir "$demo/processor" > /dev/null &
+node_modules/.bin/sr-processor --listen "127.0.0.1:$pr" --cache-store "ws://127.0.0.1:$cs/" --data-dir "$demo/processor" > /dev/null &
 pids="$pids $!"
 trap 'kill $pids 2>/dev/null; wait' EXIT
 cat <<MSG
@@ -25,5 +25,5 @@ nbd://127.0.0.1:$nbd/os. Try, in another shell:
   SR_PROCESSOR_URL=http://127.0.0.1:$pr npx sr points web01
   SR_PROCESSOR_URL=http://127.0.0.1:$pr npx sr test-failover web01 --point latest-processed --network iso --json
 MSG
-node agent/dist/cli.js --vm web01 --disk "os=$demo/web01-os.img" --nbd "127.0.0.1:$nbd" --data-dir "$demo/agent" \
+node_modules/.bin/sr-agent --vm web01 --disk "os=$demo/web01-os.img" --nbd "127.0.0.1:$nbd" --data-dir "$demo/agent" \
   --cache-store "ws://127.0.0.1:$cs" --status 127.0.0.1:0

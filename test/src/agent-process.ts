@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { SYSTEM_PATH, waitForEvent } from './process.js';
+import { SYSTEM_PATH, nodeFlagsOf, waitForEvent } from './process.js';
 
 const require = createRequire(import.meta.url);
 /** The built CLI of the agent workspace. */
@@ -35,6 +35,7 @@ export interface StartAgentOptions {
 /** Starts `sr-agent` on a free loopback port and waits for its ready line. */
 export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
   const args = [
+    ...nodeFlagsOf(AGENT_CLI),
     AGENT_CLI,
     '--vm',
     o.vm,

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 
 export interface RunResult {
   readonly code: number | null;
@@ -16,6 +17,16 @@ export interface RunOptions {
 }
 
 /** Debian's nbdsh needs Debian's python3 first on PATH (DESIGN.md). */
+/**
+ * The node flags a CLI's first line asks for (`#!/usr/bin/env -S node FLAGS`), so a process the
+ * tests start with `process.execPath` runs as it does when started through its bin.
+ */
+export function nodeFlagsOf(script: string): string[] {
+  const first = fs.readFileSync(script, 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!\S*env -S node(.*)$/.exec(first);
+  return m === null ? [] : m[1]!.trim().split(/\s+/).filter((x) => x.length > 0);
+}
+
 export const SYSTEM_PATH = `/usr/sbin:/usr/bin:/sbin:/bin:${process.env['PATH'] ?? ''}`;
 
 /** Runs a command to completion and collects its output; never throws on a non-zero exit. */

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { SYSTEM_PATH, waitForEvent } from './process.js';
+import { SYSTEM_PATH, nodeFlagsOf, waitForEvent } from './process.js';
 
 const require = createRequire(import.meta.url);
 const distOf = (pkg: string): string => path.dirname(require.resolve(pkg));
@@ -23,7 +23,7 @@ export interface ServiceProcess {
 
 /** Spawns a node CLI and waits for its `{"event":"ready"}` line. */
 export async function startService(cli: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, PATH: SYSTEM_PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeFlagsOf(cli), cli, ...args], { env: { ...process.env, PATH: SYSTEM_PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => {
     stderr += d.toString();
