@@ -4,7 +4,7 @@ import { ErrorCode, SrError, checkId, type Logger } from '@site-recovery/shared'
 import { loadOrCreateState, newGeneration, readCheckpoint, saveState, writeCheckpoint, type AgentState } from './agent-state.js';
 import { applyRecord } from './apply-record.js';
 import type { BlockBackend } from './block-backend.js';
-import { CaptureBackend, LsnSequence } from './capture-filter.js';
+import { CaptureBackend, LsnSequence, type ImageFailure } from './capture-filter.js';
 import { FileBackend } from './file-backend.js';
 import { FileJournal, type FileJournalOptions } from './file-journal.js';
 import type { Journal, JournalStats } from './journal.js';
@@ -65,6 +65,8 @@ export interface AgentStatus {
   };
   /** Why writes are waiting, when they are. */
   readonly stalled?: string;
+  /** Disks whose image failed a journaled write: they refuse writes until a restart replays it. */
+  readonly imageFailures?: readonly ({ readonly disk: string } & ImageFailure)[];
 }
 
 /** One protected VM: its disks served over NBD through the capture filter into one journal. */
@@ -126,7 +128,19 @@ export class Agent {
         config.log.info({ generation: state.replication!.generation }, 'new replication generation: the disks will be copied in full');
       }
       const lsns = new LsnSequence(journal.lastLsn);
-      const captures = images.map((image, disk) => new CaptureBackend(image, { disk, lsns, journal }));
+      const captures = images.map(
+        (image, disk) =>
+          new CaptureBackend(image, {
+            disk,
+            lsns,
+            journal,
+            onImageFailure: (f) =>
+              config.log.error(
+                { disk: config.disks[disk]!.id, lsn: f.lsn, err: f.error },
+                'image write failed after its record was journaled; the disk refuses writes until the agent is restarted (the restart replays the record)',
+              ),
+          }),
+      );
       const exports = config.disks.map((d, i) => ({
         name: d.id,
         description: `${config.vm} disk ${d.id}`,
@@ -202,6 +216,14 @@ export class Agent {
     }
   }
 
+  private imageFailures(): { imageFailures?: AgentStatus['imageFailures'] } {
+    const out = this.captures.flatMap((c, i) => {
+      const f = c.failure();
+      return f === undefined ? [] : [{ disk: this.config.disks[i]!.id, ...f }];
+    });
+    return out.length === 0 ? {} : { imageFailures: out };
+  }
+
   status(): AgentStatus {
     const journal = this.journal.stats();
     const rep = this.state.replication;
@@ -226,6 +248,7 @@ export class Agent {
             },
           }
         : {}),
+      ...this.imageFailures(),
       ...(journal.stalled ? { stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until the cache-store acknowledges` } : {}),
     };
   }

@@ -1,5 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
-import type { BackendFilter, BlockBackend } from './block-backend.js';
+import { BackendError, type BackendFilter, type BlockBackend } from './block-backend.js';
+import { Errno } from './nbd/constants.js';
 import type { Journal } from './journal.js';
 import { WriteOrder } from './write-order.js';
 
@@ -32,7 +34,28 @@ export interface CaptureOptions {
   readonly journal: Journal;
   /** Granularity of the initial copy, and of the record of which ranges were written when. Default 1 MiB. */
   readonly copyChunkBytes?: number;
+  /**
+   * Waits before each retry of an image write that failed after its record was journaled; when
+   * they are used up the disk fails (see {@link ImageFailure}). Default 20, 200 and 1000 ms.
+   */
+  readonly imageRetryDelaysMs?: readonly number[];
+  /** Told once, when the disk fails that way. */
+  readonly onImageFailure?: (failure: ImageFailure) => void;
 }
+
+/**
+ * An image write that kept failing after its record was journaled. The journal (and so the replica)
+ * holds that write and the image does not, so the image is no longer the journal's state: the disk
+ * refuses every later write-type request (EIO) rather than let the two drift further apart, and the
+ * checkpoint stays below `lsn` so that restarting the agent, once the image is writable again,
+ * replays the record onto it.
+ */
+export interface ImageFailure {
+  readonly lsn: number;
+  readonly error: string;
+}
+
+const DEFAULT_IMAGE_RETRY_DELAYS_MS = [20, 200, 1000];
 
 export const DEFAULT_COPY_CHUNK_BYTES = 1024 * 1024;
 
@@ -52,6 +75,7 @@ export class CaptureBackend implements BlockBackend {
   readonly chunkBytes: number;
   /** LSN of the last write that touched each chunk; lets the initial copy detect a racing write. */
   private readonly lastWrite: Float64Array;
+  private imageFailure: ImageFailure | undefined;
 
   constructor(
     private readonly next: BlockBackend,
@@ -94,8 +118,10 @@ export class CaptureBackend implements BlockBackend {
     fua: boolean,
     apply: () => Promise<void>,
   ): Promise<void> {
+    this.refuseIfFailed();
     const room = this.o.journal.room();
     if (room !== undefined) await room; // journal at its cap: stall this write, never drop it
+    this.refuseIfFailed();
     const lsn = this.o.lsns.next();
     this.touch(r.offset, r.length, lsn);
     const logged = this.o.journal.append({ ...r, lsn, disk: this.o.disk, time: Date.now() });
@@ -103,11 +129,45 @@ export class CaptureBackend implements BlockBackend {
     try {
       await logged;
       if (ready !== undefined) await ready;
-      await apply();
+      await this.applyJournaled(lsn, apply);
     } finally {
       this.order.leave(handle);
     }
     if (fua) await this.flush();
+  }
+
+  /**
+   * Brings a journaled write to the image, retrying what fails: once its record is in the journal
+   * the write will reach the replica, so giving up silently would leave the source behind it.
+   */
+  private async applyJournaled(lsn: number, apply: () => Promise<void>): Promise<void> {
+    const delays = this.o.imageRetryDelaysMs ?? DEFAULT_IMAGE_RETRY_DELAYS_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await apply();
+        return;
+      } catch (err) {
+        const delay = delays[attempt];
+        if (delay === undefined || this.imageFailure !== undefined) {
+          const prev = this.imageFailure;
+          if (prev === undefined || lsn < prev.lsn) this.imageFailure = { lsn, error: (err as Error).message };
+          if (prev === undefined) this.o.onImageFailure?.(this.imageFailure!);
+          throw err;
+        }
+        await sleep(delay);
+      }
+    }
+  }
+
+  private refuseIfFailed(): void {
+    const f = this.imageFailure;
+    if (f === undefined) return;
+    throw new BackendError(Errno.EIO, `the image lacks journaled LSN ${f.lsn} (${f.error}); writes are refused until the agent restarts and replays it`);
+  }
+
+  /** The image write that failed for good, if one did; the disk takes no more writes. */
+  failure(): ImageFailure | undefined {
+    return this.imageFailure;
   }
 
   private touch(offset: number, length: number, lsn: number): void {
@@ -147,8 +207,8 @@ export class CaptureBackend implements BlockBackend {
     return this.order.idle();
   }
 
-  /** LSN of the oldest write not yet applied to the image; Infinity when none is. */
+  /** LSN of the oldest write not yet applied to the image (or that failed to be); Infinity when none is. */
   oldestPending(): number {
-    return this.order.oldest();
+    return Math.min(this.order.oldest(), this.imageFailure?.lsn ?? Infinity);
   }
 }
