@@ -3,9 +3,20 @@ import path from 'node:path';
 import { z } from 'zod';
 import { ErrorCode, SrError, readJsonIfExists, writeFileAtomic, type Logger } from '@site-recovery/shared';
 import { PointError, PointErrorCode } from './error-codes.js';
-import { failoverDir, failoverStateFile, isPointId, manifestFile, materializedDiskFile, testFailoverDir, testFailoverStateFile } from './names.js';
+import {
+  failoverDir,
+  failoverRoot,
+  failoverStateFile,
+  isPointId,
+  manifestFile,
+  materializedDiskFile,
+  testFailoverDir,
+  testFailoverRoot,
+  testFailoverStateFile,
+} from './names.js';
 import { pointRef, type PointKind, type RecoveryPoint } from './recovery-point.js';
 import type { Replica } from './replica-store.js';
+import type { TakenAddress } from './target-resources.js';
 import type { SourcePlacement, TargetPlacement, VmConfig } from './vm-config.js';
 import type { FailoverState, VmReplication } from './vm-replication.js';
 
@@ -19,7 +30,8 @@ export interface ResolvedTarget {
 }
 
 export interface TargetPlanner {
-  plan(input: { vm: string; source: SourcePlacement; target: TargetPlacement; test: boolean; network?: string }): ResolvedTarget;
+  /** `taken`: addresses VMs placed by other failovers and test failovers hold, so no two get one address. */
+  plan(input: { vm: string; source: SourcePlacement; target: TargetPlacement; test: boolean; network?: string; taken?: readonly TakenAddress[] }): ResolvedTarget;
 }
 
 /** Azure Site Recovery's defaults: an `-asr` resource group and network beside the source's names. */
@@ -64,6 +76,7 @@ export interface FailoverContext {
   resubscribe(): void;
 }
 
+const ManifestTargetSchema = z.object({ target: z.object({ network: z.string(), ip: z.string() }) });
 const FailoverFileSchema = z.object({ state: z.enum(['in-progress', 'failed-over', 'committed']), point: z.string().optional(), dir: z.string().optional() });
 const TestFileSchema = z.object({ created: z.array(z.string()), dir: z.string(), point: z.string() });
 
@@ -80,6 +93,8 @@ export class FailoverService {
   /** VMs with a real failover running (guards the window before its state file exists). */
   private readonly running = new Set<string>();
   private readonly testing = new Set<string>();
+  /** Addresses planned by failovers still materialising (their manifests do not exist yet). */
+  private readonly reserved = new Map<string, TakenAddress>();
 
   constructor(
     private readonly ctx: FailoverContext,
@@ -114,7 +129,10 @@ export class FailoverService {
       const replica = this.replica(v);
       const point = await this.resolve(v, replica, b.point, b.deadlineMs);
       const config = await this.ctx.config(vmName);
-      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: false, ...(b.network !== undefined ? { network: b.network } : {}) });
+      const placed = await this.placedAddresses();
+      // Planned and reserved in one synchronous step, so two failovers at once cannot pick one address.
+      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: false, ...(b.network !== undefined ? { network: b.network } : {}), taken: [...placed, ...this.reserved.values()] });
+      this.reserved.set(`failover/${vmName}`, { network: target.network, ip: target.ip });
       const dir = failoverDir(this.ctx.dataDir, vmName, target.resourceGroup);
       await fsp.mkdir(path.dirname(stateFile), { recursive: true });
       await writeFileAtomic(stateFile, JSON.stringify({ state: 'in-progress', point: point.id, dir }) + '\n');
@@ -135,6 +153,7 @@ export class FailoverService {
       }
     } finally {
       this.running.delete(vmName);
+      this.reserved.delete(`failover/${vmName}`);
     }
   }
 
@@ -150,7 +169,9 @@ export class FailoverService {
       const replica = this.replica(v);
       const point = await this.resolve(v, replica, b.point, undefined);
       const config = await this.ctx.config(vmName);
-      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: true, network: b.network });
+      const placed = await this.placedAddresses();
+      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: true, network: b.network, taken: [...placed, ...this.reserved.values()] });
+      this.reserved.set(`test/${vmName}`, { network: target.network, ip: target.ip });
       const dir = testFailoverDir(this.ctx.dataDir, vmName);
       // Recorded before anything exists, so a cleanup after a crash still finds all of it.
       const created = [stateFile, ...(await missingDirs(dir)), ...(await missingDirs(path.dirname(stateFile)))];
@@ -159,6 +180,7 @@ export class FailoverService {
       return await this.materialize(replica, point, dir, 'test-failover', target);
     } finally {
       this.testing.delete(vmName);
+      this.reserved.delete(`test/${vmName}`);
     }
   }
 
@@ -193,6 +215,21 @@ export class FailoverService {
     await writeFileAtomic(stateFile, JSON.stringify({ ...s, state: 'committed' }) + '\n');
     await v.setFailover('committed');
     return { vm: vmName, state: 'committed', point: s.point ?? null, removed };
+  }
+
+  /** The network and address of every VM a failover or test failover has placed (from the manifests). */
+  private async placedAddresses(): Promise<TakenAddress[]> {
+    const files: string[] = [];
+    for (const vm of await dirNames(failoverRoot(this.ctx.dataDir))) {
+      for (const rg of await dirNames(path.join(failoverRoot(this.ctx.dataDir), vm))) files.push(manifestFile(path.join(failoverRoot(this.ctx.dataDir), vm, rg)));
+    }
+    for (const vm of await dirNames(testFailoverRoot(this.ctx.dataDir))) files.push(manifestFile(path.join(testFailoverRoot(this.ctx.dataDir), vm)));
+    const out: TakenAddress[] = [];
+    for (const f of files) {
+      const m = ManifestTargetSchema.safeParse(await readJsonIfExists(f).catch(() => undefined));
+      if (m.success) out.push({ network: m.data.target.network, ip: m.data.target.ip });
+    }
+    return out;
   }
 
   private async materialize(replica: Replica, point: RecoveryPoint, dir: string, kind: Manifest['kind'], target: ResolvedTarget): Promise<Manifest> {
@@ -309,4 +346,13 @@ async function removeTree(p: string): Promise<string[]> {
   await fsp.rm(p, { recursive: true, force: true });
   out.push(p);
   return out;
+}
+
+async function dirNames(dir: string): Promise<string[]> {
+  try {
+    return (await fsp.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
 }

@@ -51,8 +51,18 @@ export interface PlanTargetInput {
   /** Network mapping of the region pair: source network name → target network name. */
   readonly networkMapping?: Readonly<Record<string, string>>;
   readonly overrides?: TargetOverrides;
-  /** IPv4 addresses already taken in the target network (other VMs, earlier test failovers). */
-  readonly usedIps?: Iterable<string>;
+  /**
+   * IPv4 addresses already taken: a plain address counts in any network the region already has;
+   * one with its network (other failed-over or test VMs, from their manifests) counts only there,
+   * including in a network that failover creates.
+   */
+  readonly usedIps?: Iterable<string | TakenAddress>;
+}
+
+/** An address a VM placed by an earlier failover or test failover holds. */
+export interface TakenAddress {
+  readonly network: string;
+  readonly ip: string;
 }
 
 /** Why each part of the placement is what it is; surfaced so an operator can tell a default from a choice. */
@@ -109,12 +119,18 @@ export function planTarget(input: PlanTargetInput): TargetPlacement {
   if (source.subnetCidr !== undefined) parseCidr(source.subnetCidr, `source subnet ${source.subnet}`);
   const sourceIp = source.ip === DHCP ? undefined : parseIpv4(source.ip, `source IP of ${vm}`);
   checkRegion(region);
-  const used = new Set<number>();
-  for (const ip of input.usedIps ?? []) used.add(parseIpv4(ip, 'used IP'));
-
   const resourceGroup = pickResourceGroup(vm, region, o);
   const network = pickNetwork(source, input.networkMapping, o);
   const existing = region.networks.find((n) => n.name === network.name);
+  const used = new Set<number>();
+  for (const u of input.usedIps ?? []) {
+    if (typeof u === 'string') {
+      // The region's own addresses; a network failover creates holds none of them.
+      if (existing !== undefined) used.add(parseIpv4(u, 'used IP'));
+    } else if (u.network === network.name && u.ip !== DHCP) {
+      used.add(parseIpv4(u.ip, `IP of a VM already in ${u.network}`));
+    }
+  }
 
   let subnet: { name: string; cidr?: string; reason: PlacementReasons['subnet'] };
   if (existing === undefined) {
@@ -125,7 +141,7 @@ export function planTarget(input: PlanTargetInput): TargetPlacement {
   }
   const inNewNetwork = existing === undefined;
 
-  const ip = pickIp({ vm, sourceIp, override: o.ip, subnet, used: inNewNetwork ? new Set() : used });
+  const ip = pickIp({ vm, sourceIp, override: o.ip, subnet, used });
   const availabilitySet = o.availabilitySet ?? region.availabilitySet ?? null;
   if (o.availabilitySet !== undefined) requireName(o.availabilitySet, '--availability-set');
   return {
@@ -314,12 +330,14 @@ export interface ConfiguredPlacement {
   /** A test failover: `network` is the isolated network it goes to. */
   readonly test: boolean;
   readonly network?: string;
+  /** Addresses held by VMs that earlier failovers and test failovers placed. */
+  readonly taken?: readonly TakenAddress[];
 }
 
 export interface TargetPlannerOptions {
   readonly region?: RegionDefaults;
   readonly networkMapping?: Readonly<Record<string, string>>;
-  /** Addresses taken in the target region when a plan is made (other failed-over VMs). */
+  /** Addresses of the region's own machines, taken in its existing networks. */
   readonly usedIps?: () => Iterable<string>;
 }
 
@@ -347,7 +365,7 @@ export function createTargetPlanner(o: TargetPlannerOptions = {}): {
         region: o.region ?? { networks: [] },
         ...(o.networkMapping !== undefined ? { networkMapping: o.networkMapping } : {}),
         overrides,
-        ...(o.usedIps !== undefined ? { usedIps: o.usedIps() } : {}),
+        usedIps: [...(o.usedIps?.() ?? []), ...(input.taken ?? [])],
       });
       return { resourceGroup: p.resourceGroup, network: p.network, subnet: p.subnet, ip: p.ip, availabilitySet: p.availabilitySet };
     },

@@ -62,6 +62,21 @@ const rows: Row[] = [
     input({ source: { network: 'lab', subnet: 'front', ip: '192.168.5.20', subnetCidr: '192.168.5.0/24' }, usedIps: ['192.168.5.20'] }),
     { ip: '192.168.5.20', created: true },
   ],
+  [
+    'network: an address a failed-over VM holds in a network failover created is taken there',
+    input({ source: { network: 'lab', subnet: 'front', ip: '192.168.5.20', subnetCidr: '192.168.5.0/24' }, usedIps: [{ network: 'lab-asr', ip: '192.168.5.20' }] }),
+    { ip: '192.168.5.21', created: true, reasons: { ip: 'next-free' } },
+  ],
+  [
+    'ip: an address taken in another network does not count',
+    input({ usedIps: [{ network: 'corp-asr', ip: '10.1.1.10' }, { network: 'prod-vnet-dr', ip: 'dhcp' }] }),
+    { ip: '10.1.1.10', reasons: { ip: 'same-address' } },
+  ],
+  [
+    'ip: an address a failed-over VM holds in the same network is taken',
+    input({ usedIps: [{ network: 'prod-vnet-dr', ip: '10.1.1.10' }] }),
+    { ip: '10.1.1.11', reasons: { ip: 'next-free' } },
+  ],
   ['network: override beats the mapping', input({ overrides: { network: 'corp-asr' } }), { network: 'corp-asr', reasons: { network: 'override' } }],
   [
     'network: override naming a network the region lacks → created (test-failover isolated network)',
@@ -233,5 +248,13 @@ describe('createTargetPlanner', () => {
     expect(planner.plan({ vm: 'web01', source, target: {}, test: false })).toMatchObject({ network: 'prod-vnet-dr', subnet: 'apps', ip: '10.1.3.4' });
     expect(planner.plan({ vm: 'web01', source, target: {}, test: true, network: 'corp-asr' })).toMatchObject({ network: 'corp-asr', subnet: 'beta', ip: '172.16.8.21' });
     expect(planner.plan({ vm: 'web01', source, target: {}, test: true, network: 'iso-net' })).toMatchObject({ network: 'iso-net', subnet: 'beta', ip: '172.16.8.20' });
+  });
+
+  it('gives a VM the next free address when an earlier failover placed another VM on its address', () => {
+    const planner = createTargetPlanner({ region: REGION, networkMapping: { 'prod-vnet': 'prod-vnet-dr' } });
+    const source = { network: 'prod-vnet', subnet: 'web', ip: '10.1.1.10' };
+    const first = planner.plan({ vm: 'web01', source, target: {}, test: false });
+    const second = planner.plan({ vm: 'web02', source, target: {}, test: false, taken: [{ network: first.network, ip: first.ip }] });
+    expect([first.ip, second.ip]).toEqual(['10.1.1.10', '10.1.1.11']);
   });
 });

@@ -1,3 +1,4 @@
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { startAgent, type AgentProcess } from './agent-process.js';
 import { makeImage, tempDir, firstDifference } from './files.js';
@@ -36,11 +37,18 @@ export class ReplicationEnv {
 
   private constructor(readonly dir: string, private readonly cleanupDir: () => Promise<void>) {}
 
-  static async start(name: string): Promise<ReplicationEnv> {
+  /** `region`: target-region defaults for the processor (`--region`), written to a file in the env's dir. */
+  static async start(name: string, options: { region?: object } = {}): Promise<ReplicationEnv> {
     const t = await tempDir(name);
     const env = new ReplicationEnv(t.dir, t.cleanup);
     env.cacheStore = await startCacheStore(path.join(t.dir, 'cache-store'));
-    env.processor = await startProcessor(path.join(t.dir, 'processor'), env.cacheStoreUrl);
+    const args: string[] = [];
+    if (options.region !== undefined) {
+      const file = path.join(t.dir, 'region.json');
+      await fsp.writeFile(file, JSON.stringify(options.region));
+      args.push('--region', file);
+    }
+    env.processor = await startProcessor(path.join(t.dir, 'processor'), env.cacheStoreUrl, '127.0.0.1:0', args);
     return env;
   }
 

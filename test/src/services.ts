@@ -51,8 +51,8 @@ export function startCacheStore(dataDir: string, listen = '127.0.0.1:0'): Promis
   return startService(CACHE_STORE_CLI, ['--listen', listen, '--data-dir', dataDir]);
 }
 
-export function startProcessor(dataDir: string, cacheStoreUrl: string, listen = '127.0.0.1:0'): Promise<ServiceProcess> {
-  return startService(PROCESSOR_CLI, ['--listen', listen, '--cache-store', cacheStoreUrl, '--data-dir', dataDir]);
+export function startProcessor(dataDir: string, cacheStoreUrl: string, listen = '127.0.0.1:0', args: readonly string[] = []): Promise<ServiceProcess> {
+  return startService(PROCESSOR_CLI, ['--listen', listen, '--cache-store', cacheStoreUrl, '--data-dir', dataDir, ...args]);
 }
 
 /** GET a JSON document over HTTP. */
