@@ -37,7 +37,9 @@ const program = new Command('sr-cache-store')
   .addHelpText(
     'after',
     '\nOn start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout; logs (JSON) go to stderr.\n' +
-      'SIGTERM or SIGINT stop it cleanly. Damaged stored data refuses to start with SR_JOURNAL_CORRUPT naming the file.\n' +
+      'SIGTERM or SIGINT stop it cleanly. A VM whose stored stream is damaged is set aside (GET /status lists it under\n' +
+      '"damaged", naming the file) while the other VMs go on; its agent is refused with SR_JOURNAL_CORRUPT until it\n' +
+      'starts a new generation (sr-agent --resync), which replaces the damaged data.\n' +
       'Example:\n  sr-cache-store --listen 0.0.0.0:7400 --data-dir /var/lib/site-recovery/cache',
   );
 

@@ -1,10 +1,10 @@
 import fsp from 'node:fs/promises';
-import { ErrorCode, SrError, checkId, closeFd, fsyncDir, type DiskInfo } from '@site-recovery/shared';
+import { ErrorCode, SrError, checkId, closeFd, fsyncDir, isSrError, type DiskInfo } from '@site-recovery/shared';
 import { FileStreamLog, type FileStreamLogOptions } from './file-stream-log.js';
 import { createSegment } from './segment-scan.js';
 import { metaFile, parseSegmentFileName, parseVmDirName, segmentFile, vmDir, vmsDir } from './names.js';
 import { storageError } from './storage-errors.js';
-import type { StreamLog, StreamStore } from './stream-log.js';
+import type { DamagedStream, StreamLog, StreamStore } from './stream-log.js';
 import { readVmMeta, writeVmMeta, type VmMeta } from './vm-meta.js';
 
 export type FileStreamStoreOptions = FileStreamLogOptions;
@@ -17,6 +17,7 @@ export type FileStreamStoreOptions = FileStreamLogOptions;
  */
 export class FileStreamStore implements StreamStore {
   private readonly byVm = new Map<string, FileStreamLog>();
+  private readonly damagedVms = new Map<string, DamagedStream>();
   /** One generation change at a time per VM. */
   private readonly locks = new Map<string, Promise<unknown>>();
   private closed = false;
@@ -26,7 +27,11 @@ export class FileStreamStore implements StreamStore {
     private readonly options: FileStreamStoreOptions,
   ) {}
 
-  /** Opens every VM's log under `dataDir` (created when missing); damage refuses with SR_JOURNAL_CORRUPT. */
+  /**
+   * Opens every VM's log under `dataDir` (created when missing). A VM whose files fail validation
+   * (SR_JOURNAL_CORRUPT) is set aside — logged and listed by `damaged()` — so one damaged stream does
+   * not stop the cache-store for every other VM; other failures (permissions, I/O) refuse to open.
+   */
   static async open(dataDir: string, options: FileStreamStoreOptions = {}): Promise<FileStreamStore> {
     const store = new FileStreamStore(dataDir, options);
     await fsp.mkdir(vmsDir(dataDir), { recursive: true });
@@ -35,13 +40,20 @@ export class FileStreamStore implements StreamStore {
         const vm = parseVmDirName(name);
         if (vm === undefined) continue;
         const dir = vmDir(dataDir, vm);
-        const meta = await readVmMeta(metaFile(dir), vm);
-        if (meta === undefined) {
-          // A crash before the first meta write of a VM: it never held a record.
-          options.log?.warn({ dir }, 'VM directory without meta.json ignored');
-          continue;
+        let meta: VmMeta | undefined;
+        try {
+          meta = await readVmMeta(metaFile(dir), vm);
+          if (meta === undefined) {
+            // A crash before the first meta write of a VM: it never held a record.
+            options.log?.warn({ dir }, 'VM directory without meta.json ignored');
+            continue;
+          }
+          store.byVm.set(vm, await FileStreamLog.open(dir, meta, options));
+        } catch (err) {
+          if (!isSrError(err) || err.code !== ErrorCode.JOURNAL_CORRUPT) throw err;
+          store.damagedVms.set(vm, { vm, ...(meta !== undefined ? { generation: meta.generation } : {}), error: err.message });
+          options.log?.error({ vm, err: err.message }, 'stored stream damaged: VM set aside until its agent starts a new generation (sr-agent --resync)');
         }
-        store.byVm.set(vm, await FileStreamLog.open(dir, meta, options));
       }
     } catch (err) {
       await store.close().catch(() => undefined);
@@ -58,6 +70,10 @@ export class FileStreamStore implements StreamStore {
     return this.byVm.get(vm);
   }
 
+  damaged(): readonly DamagedStream[] {
+    return [...this.damagedVms.values()];
+  }
+
   openGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
     checkId('VM name', vm);
     const prev = this.locks.get(vm) ?? Promise.resolve();
@@ -70,6 +86,14 @@ export class FileStreamStore implements StreamStore {
   }
 
   private async switchGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
+    const damage = this.damagedVms.get(vm);
+    if (damage !== undefined && (damage.generation === undefined || damage.generation === generation)) {
+      const how =
+        damage.generation === undefined
+          ? `its meta file is unreadable, so this cache-store cannot tell generations apart: move ${vmDir(this.dataDir, vm)} aside, restart the cache-store, then restart the agent with --resync`
+          : 'restart the agent with --resync to start a new generation, which replaces it';
+      throw new SrError(ErrorCode.JOURNAL_CORRUPT, `the stored stream of ${vm} generation ${generation} is damaged (${damage.error}); ${how}`);
+    }
     const current = this.byVm.get(vm);
     if (current !== undefined && current.generation === generation) return current;
     if (this.closed) throw new SrError(ErrorCode.SHUTTING_DOWN, 'the stream store is closed');
@@ -94,7 +118,8 @@ export class FileStreamStore implements StreamStore {
     }
     const log = await FileStreamLog.open(dir, meta, this.options);
     this.byVm.set(vm, log);
-    this.options.log?.info({ vm, generation, replaced: current?.generation }, 'new generation');
+    this.damagedVms.delete(vm); // the new generation replaced the damaged files
+    this.options.log?.info({ vm, generation, replaced: current?.generation ?? damage?.generation }, 'new generation');
     return log;
   }
 

@@ -8,12 +8,14 @@ import { CloseCode, PeerConnection, type RoleSession } from './peer-connection.j
 import { ProcessorSession } from './processor-session.js';
 import { DEFAULT_CACHE_STORE_LIMITS, type CacheStoreLimits, type CacheStoreServerOptions } from './server-options.js';
 import { StreamHub, type VmStatus } from './stream-hub.js';
-import type { StreamStore } from './stream-log.js';
+import type { DamagedStream, StreamStore } from './stream-log.js';
 
 /** `GET /status`. */
 export interface CacheStoreStatus {
   readonly listen: string;
   readonly vms: readonly VmStatus[];
+  /** VMs set aside because their stored stream is damaged (see StreamStore.damaged). */
+  readonly damaged?: readonly DamagedStream[];
 }
 
 /** How long a closing connection gets to finish its close handshake at shutdown. */
@@ -69,7 +71,8 @@ export class CacheStoreServer {
   }
 
   status(): CacheStoreStatus {
-    return { listen: this.listen, vms: this.hub.status() };
+    const damaged = this.hub.store.damaged();
+    return { listen: this.listen, vms: this.hub.status(), ...(damaged.length > 0 ? { damaged } : {}) };
   }
 
   private onConnection(ws: WebSocket, req: IncomingMessage): void {

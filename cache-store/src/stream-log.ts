@@ -98,9 +98,22 @@ export interface StreamLog {
  *   that replaces it, also across a crash at any step. Calls for one VM run one at a time.
  * - `close` closes every log.
  */
+/** A VM whose stored stream failed validation when the store opened; the other VMs are unaffected. */
+export interface DamagedStream {
+  readonly vm: string;
+  /** The generation its meta file names, when that file could still be read. */
+  readonly generation?: string;
+  readonly error: string;
+}
+
 export interface StreamStore {
   logs(): readonly StreamLog[];
   get(vm: string): StreamLog | undefined;
+  /**
+   * VMs set aside as damaged. Their agents are refused (SR_JOURNAL_CORRUPT) until one opens a new
+   * generation, which replaces the damaged data.
+   */
+  damaged(): readonly DamagedStream[];
   openGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog>;
   close(): Promise<void>;
 }

@@ -113,24 +113,54 @@ describe('sr-cache-store CLI', () => {
     expect((await second.exited).code).toBe(0);
   });
 
-  it('refuses to start on a damaged older segment, naming the file (SR_JOURNAL_CORRUPT, exit 2)', async () => {
+  it('sets aside a VM whose older segment is damaged, naming the file, and keeps serving the others', async () => {
     const dataDir = path.join(root, 'damaged');
     const cli = await startCli(dataDir);
-    const agent = await Peer.open(cli.url);
-    agent.send(agentHello('vm1', 'g1'));
-    await agent.expect('welcome');
-    for (const b of await batches('vm1', 'g1', 1, 100, 4, 4096)) agent.send(b.frame); // 1.6 MiB: two segments
-    await agent.ackedThrough(400);
-    agent.close();
+    for (const vm of ['vm1', 'vm2']) {
+      const agent = await Peer.open(cli.url);
+      agent.send(agentHello(vm, 'g1'));
+      await agent.expect('welcome');
+      for (const b of await batches(vm, 'g1', 1, 100, 4, 4096)) agent.send(b.frame); // 1.6 MiB: two segments
+      await agent.ackedThrough(400);
+      agent.close();
+    }
     cli.child.kill('SIGTERM');
     expect((await cli.exited).code).toBe(0);
     const seg = path.join(vmDir(dataDir, 'vm1'), segmentFileName(1));
     const fh = await fs.open(seg, 'r+');
     await fh.write(Buffer.from('XX'), 0, 2, 5000);
     await fh.close();
-    const r = run(['--listen', '127.0.0.1:0', '--data-dir', dataDir]);
-    expect((await r.exited).code).toBe(2);
-    expect(r.err()).toContain('SR_JOURNAL_CORRUPT');
-    expect(r.err()).toContain(segmentFileName(1));
+
+    const again = await startCli(dataDir);
+    const statusUrl = again.url.replace('ws://', 'http://') + 'status';
+    const status = (await (await fetch(statusUrl)).json()) as { vms: { vm: string; durableLsn: number }[]; damaged?: { vm: string; generation?: string; error: string }[] };
+    expect(status.vms.map((v) => [v.vm, v.durableLsn])).toEqual([['vm2', 400]]);
+    expect(status.damaged).toMatchObject([{ vm: 'vm1', generation: 'g1' }]);
+    expect(status.damaged![0]!.error).toContain(segmentFileName(1));
+    expect(again.stderr()).toContain(segmentFileName(1));
+
+    // The damaged generation is refused, saying what to do; the other VM resumes where it was.
+    const stale = await Peer.open(again.url);
+    stale.send(agentHello('vm1', 'g1'));
+    const refused = await stale.expect('error');
+    expect(refused.code).toBe('SR_JOURNAL_CORRUPT');
+    expect(refused.message).toContain('--resync');
+    const other = await Peer.open(again.url);
+    other.send(agentHello('vm2', 'g1'));
+    expect((await other.expect('welcome')).durableLsn).toBe(400);
+    other.close();
+
+    // A new generation replaces the damaged data.
+    const resync = await Peer.open(again.url);
+    resync.send(agentHello('vm1', 'g2'));
+    expect((await resync.expect('welcome')).durableLsn).toBe(0);
+    for (const b of await batches('vm1', 'g2', 1, 10, 4, 4096)) resync.send(b.frame);
+    await resync.ackedThrough(40);
+    resync.close();
+    const after = (await (await fetch(statusUrl)).json()) as { vms: { vm: string; generation: string }[]; damaged?: unknown };
+    expect(after.damaged).toBeUndefined();
+    expect(after.vms.find((v) => v.vm === 'vm1')).toMatchObject({ generation: 'g2' });
+    again.child.kill('SIGTERM');
+    expect((await again.exited).code).toBe(0);
   });
 });

@@ -75,7 +75,20 @@ describe('FileStreamStore on disk', () => {
     await store.close();
   });
 
-  it('refuses to open when an older segment is damaged, naming the file, with SR_JOURNAL_CORRUPT', async () => {
+  /** Opens the store; the VM must be set aside as damaged, with an error matching `what`, and its generation refused. */
+  async function expectSetAside(dir: string, what: string | RegExp, generation: string | undefined): Promise<FileStreamStore> {
+    const store = await FileStreamStore.open(dir);
+    expect(store.get('vm1')).toBeUndefined();
+    expect(store.logs()).toHaveLength(0);
+    const [d] = store.damaged();
+    expect(d).toMatchObject({ vm: 'vm1', ...(generation !== undefined ? { generation } : {}) });
+    expect(d!.error).toMatch(what);
+    const err = await store.openGeneration('vm1', 'g1', DISKS).catch((e: unknown) => e);
+    expect(isSrError(err, 'SR_JOURNAL_CORRUPT')).toBe(true);
+    return store;
+  }
+
+  it('sets aside a VM whose older segment is damaged, naming the file, until a new generation replaces it', async () => {
     const dir = path.join(root, 'flip-old');
     await filled(dir, 20, 4096);
     const segs = await segmentsOf(dir);
@@ -83,19 +96,23 @@ describe('FileStreamStore on disk', () => {
     const fh = await fs.open(path.join(vmDir(dir, 'vm1'), segs[1]!), 'r+');
     await fh.write(Buffer.from([0x00, 0x01]), 0, 2, SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 5);
     await fh.close();
-    const err = await FileStreamStore.open(dir).catch((e: unknown) => e);
-    expect(isSrError(err, 'SR_JOURNAL_CORRUPT')).toBe(true);
-    expect((err as Error).message).toContain(segs[1]);
+    const store = await expectSetAside(dir, segs[1]!, 'g1');
+    expect((await store.openGeneration('vm1', 'g2', DISKS)).generation).toBe('g2');
+    expect(store.damaged()).toEqual([]);
+    await store.close();
+    // The new generation is what opens from now on.
+    const reopened = await FileStreamStore.open(dir);
+    expect(reopened.get('vm1')?.generation).toBe('g2');
+    expect(reopened.damaged()).toEqual([]);
+    await reopened.close();
   });
 
-  it('refuses to open when records between the applied LSN and the first segment are missing', async () => {
+  it('sets aside a VM when records between the applied LSN and the first segment are missing', async () => {
     const dir = path.join(root, 'missing');
     await filled(dir, 20, 4096);
     const segs = await segmentsOf(dir);
     await fs.unlink(path.join(vmDir(dir, 'vm1'), segs[0]!));
-    const err = await FileStreamStore.open(dir).catch((e: unknown) => e);
-    expect(isSrError(err, 'SR_JOURNAL_CORRUPT')).toBe(true);
-    expect((err as Error).message).toMatch(/missing/);
+    await (await expectSetAside(dir, /missing/, 'g1')).close();
   });
 
   it('rolls segments by size, reads across them, and release deletes the wholly applied ones but never the newest', async () => {
@@ -150,12 +167,15 @@ describe('FileStreamStore on disk', () => {
     await store.close();
   });
 
-  it('refuses a damaged meta file with SR_JOURNAL_CORRUPT naming it', async () => {
+  it('sets aside a VM whose meta file is damaged, naming it, and refuses every generation (it cannot tell them apart)', async () => {
     const dir = path.join(root, 'bad-meta');
     await filled(dir, 1);
     await fs.writeFile(metaFile(vmDir(dir, 'vm1')), '{"version":1,"vm":"vm1","generation":"../x"');
-    const err = await FileStreamStore.open(dir).catch((e: unknown) => e);
+    const store = await expectSetAside(dir, 'meta.json', undefined);
+    expect(store.damaged()[0]!.generation).toBeUndefined();
+    const err = await store.openGeneration('vm1', 'g2', DISKS).catch((e: unknown) => e);
     expect(isSrError(err, 'SR_JOURNAL_CORRUPT')).toBe(true);
-    expect((err as Error).message).toContain('meta.json');
+    expect((err as Error).message).toContain('move');
+    await store.close();
   });
 });

@@ -73,6 +73,10 @@ export class GatedStore implements StreamStore {
     return l && this.wrap(l);
   }
 
+  damaged(): ReturnType<StreamStore['damaged']> {
+    return this.inner.damaged();
+  }
+
   async openGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
     return this.wrap(await this.inner.openGeneration(vm, generation, disks));
   }
