@@ -15,7 +15,7 @@ export interface InitialSyncOptions {
   readonly markEveryBytes?: number;
   /** The copy pauses while the journal holds more than this (it waits for shipping). Default 512 MiB. */
   readonly maxJournalBytes?: number;
-  /** Chunks read at once. Default 2. */
+  /** Chunks read at once. Default 8: half of the I/O thread pool, so the VM's own large writes still find threads. */
   readonly parallel?: number;
 }
 
@@ -46,7 +46,7 @@ export class InitialSync {
   async run(): Promise<void> {
     const markEvery = this.o.markEveryBytes ?? 64 * 1024 * 1024;
     const maxJournal = this.o.maxJournalBytes ?? 512 * 1024 * 1024;
-    const parallel = this.o.parallel ?? 2;
+    const parallel = this.o.parallel ?? 8;
     this.o.log.info({ from: this.copied, total: this.total }, 'initial copy started');
     let base = 0;
     let nextMark = this.copied + markEvery;
