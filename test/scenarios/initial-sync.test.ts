@@ -33,7 +33,8 @@ describe('initial replication', () => {
       120_000,
       100,
     );
-    await runOk('fio', ['--name=race', '--ioengine=nbd', `--uri=${vm.agent.uri('os')}`, '--rw=randwrite', '--bs=64k', '--iodepth=8', '--size=512m', '--runtime=5', '--time_based']);
+    // Rate-bound, so the data to drain through the 40 MiB/s link does not grow with the agent's speed.
+    await runOk('fio', ['--name=race', '--ioengine=nbd', `--uri=${vm.agent.uri('os')}`, '--rw=randwrite', '--bs=64k', '--iodepth=8', '--size=512m', '--runtime=5', '--time_based', '--rate=16m']);
     await watch;
     // Progress was visible while the copy ran, and ended at 100.
     expect(seen.some((p) => p > 0 && p < 100)).toBe(true);
