@@ -21,17 +21,7 @@ export class ByteQueue {
   peek(n: number): Buffer {
     const first = this.chunks[0];
     if (first !== undefined && first.length - this.head >= n) return first.subarray(this.head, this.head + n);
-    const out = Buffer.allocUnsafe(n);
-    let copied = 0;
-    let skip = this.head;
-    for (const c of this.chunks) {
-      const take = Math.min(c.length - skip, n - copied);
-      c.copy(out, copied, skip, skip + take);
-      copied += take;
-      skip = 0;
-      if (copied === n) break;
-    }
-    return out;
+    return this.copyFront(Buffer.allocUnsafe(n));
   }
 
   /** Whether the first `n` bytes lie in one received chunk (so `take(n)` copies nothing). */
@@ -42,6 +32,12 @@ export class ByteQueue {
 
   /** Removes `target.length` bytes into `target`; caller checks `length >= target.length` first. */
   takeInto(target: Buffer): void {
+    this.copyFront(target);
+    this.skip(target.length);
+  }
+
+  /** Copies the first `target.length` bytes into `target`, across chunks. */
+  private copyFront(target: Buffer): Buffer {
     const n = target.length;
     let copied = 0;
     let skip = this.head;
@@ -52,7 +48,7 @@ export class ByteQueue {
       skip = 0;
       if (copied === n) break;
     }
-    this.skip(n);
+    return target;
   }
 
   /** Removes and returns `n` bytes; caller checks `length >= n` first. */
