@@ -75,7 +75,9 @@ async function verify(dataDir: string): Promise<Verify> {
 function workload(agent: AgentProcess, timeBased: boolean): [string, string[]][] {
   const fio = (name: string, uri: string, args: string[]): [string, string[]] => [
     'fio',
-    [`--name=${name}`, '--ioengine=nbd', `--uri=${uri}`, '--refill_buffers', '--randrepeat=0', ...args, ...(timeBased ? ['--time_based', '--runtime=30', '--rate=24m'] : [])],
+    // --thread: jobs as threads, not forked processes (which start sessions of their own), so
+    // killing the client kills all of it and its stderr closes.
+    [`--name=${name}`, '--ioengine=nbd', `--uri=${uri}`, '--thread', '--refill_buffers', '--randrepeat=0', ...args, ...(timeBased ? ['--time_based', '--runtime=30', '--rate=24m'] : [])],
   ];
   return [
     fio('writes', agent.uri('os'), ['--rw=randwrite', '--bsrange=4k-256k', '--iodepth=16', '--size=256m', '--io_size=64m', '--fsync=64']),
