@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '@site-recovery/shared';
-import { expect } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { FileReplicaStore } from '../src/file-replica-store.js';
 import { Processor, type ProcessorOptions, type ProcessorStatus } from '../src/processor.js';
 import type { VmStatus } from '../src/vm-replication.js';
@@ -18,6 +18,23 @@ export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: (
 }
 
 /** A processor in this process, fast rounds and retries so tests do not wait. */
+/**
+ * The lifecycle the processor's scenario tests share: one temp dir per file and a fresh data dir per
+ * case; `closeCase` (stop what the case started) runs after each case. Returns the data-dir maker.
+ */
+export function useCaseDirs(name: string, closeCase: () => Promise<void>): () => string {
+  let root: { dir: string; cleanup: () => Promise<void> } | undefined;
+  let n = 0;
+  beforeAll(async () => {
+    root = await tempDir(name);
+  });
+  afterEach(closeCase);
+  afterAll(async () => {
+    await root?.cleanup();
+  });
+  return () => path.join(root!.dir, `case-${++n}`);
+}
+
 export function startProcessor(dataDir: string, cacheStoreUrl: string, options: ProcessorOptions = {}): Promise<Processor> {
   return Processor.start({
     store: new FileReplicaStore(dataDir),

@@ -1,11 +1,10 @@
-import path from 'node:path';
 import { createLogger, type DiskInfo } from '@site-recovery/shared';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FileReplicaStore } from '../src/file-replica-store.js';
 import { Processor } from '../src/processor.js';
 import type { Replica, ReplicaStore } from '../src/replica-store.js';
 import { FakeCacheStore, Workload } from './fake-cache-store.js';
-import { MiB, expectImages, getJson, readState, replicaBytes, startProcessor, streaming, tempDir, until, vmStatus } from './helpers.js';
+import { MiB, expectImages, getJson, readState, replicaBytes, startProcessor, streaming, until, vmStatus, useCaseDirs } from './helpers.js';
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 16 * MiB },
@@ -13,27 +12,18 @@ const DISKS: DiskInfo[] = [
 ];
 const VM = 'web01';
 
-let root: { dir: string; cleanup: () => Promise<void> };
 let fake: FakeCacheStore | undefined;
 let processor: Processor | undefined;
-let n = 0;
-
-beforeAll(async () => {
-  root = await tempDir('processor-recovery');
-});
-afterEach(async () => {
+const caseDir = useCaseDirs('processor-recovery', async () => {
   await processor?.close();
   await fake?.close();
   processor = undefined;
   fake = undefined;
 });
-afterAll(async () => {
-  await root.cleanup();
-});
 
 describe('processor after a restart or a storage failure', () => {
   it('shows its replicas before the cache-store answers', async () => {
-    const dataDir = path.join(root.dir, `case-${++n}`);
+    const dataDir = caseDir();
     const store = new FileReplicaStore(dataDir);
     const r = await store.create(VM, 'g7', DISKS);
     await r.savePosition({ appliedLsn: 42, initialSync: { state: 'done', done: 10, total: 10 } });
@@ -53,7 +43,7 @@ describe('processor after a restart or a storage failure', () => {
   });
 
   it('after a failed flush, confirms nothing more and has the stream sent again from the durable position', async () => {
-    const dataDir = path.join(root.dir, `case-${++n}`);
+    const dataDir = caseDir();
     fake = await FakeCacheStore.start();
     const flaky = new FlakyStore(new FileReplicaStore(dataDir));
     processor = await Processor.start({

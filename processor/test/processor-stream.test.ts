@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { RecordKind, encodeMessage, recordChecksum, type ChangeRecord, type DiskInfo } from '@site-recovery/shared';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Processor } from '../src/processor.js';
 import { FakeCacheStore, Workload, chunks } from './fake-cache-store.js';
-import { MiB, expectImages, getJson, readState, replicaBytes, replicaFile, startProcessor, streaming, tempDir, until, vmStatus } from './helpers.js';
+import { MiB, expectImages, getJson, readState, replicaBytes, replicaFile, startProcessor, streaming, until, vmStatus, useCaseDirs } from './helpers.js';
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 16 * MiB },
@@ -12,27 +12,18 @@ const DISKS: DiskInfo[] = [
 ];
 const VM = 'web01';
 
-let root: { dir: string; cleanup: () => Promise<void> };
 let fake: FakeCacheStore | undefined;
 let processor: Processor | undefined;
-let n = 0;
-
-beforeAll(async () => {
-  root = await tempDir('processor');
-});
-afterEach(async () => {
+const caseDir = useCaseDirs('processor', async () => {
   await processor?.close();
   await fake?.close();
   processor = undefined;
   fake = undefined;
 });
-afterAll(async () => {
-  await root.cleanup();
-});
 
 /** A fresh data dir, fake cache-store and processor. */
 async function setup(): Promise<{ dataDir: string; fake: FakeCacheStore; processor: Processor }> {
-  const dataDir = path.join(root.dir, `case-${++n}`);
+  const dataDir = caseDir();
   fake = await FakeCacheStore.start();
   processor = await startProcessor(dataDir, fake.url);
   return { dataDir, fake, processor };

@@ -1,10 +1,10 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskInfo } from '@site-recovery/shared';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Processor } from '../src/processor.js';
 import { FakeCacheStore, Workload, type FakeSession } from './fake-cache-store.js';
-import { MiB, api, expectImages, listTree, startProcessor, streaming, tempDir, until, vmStatus } from './helpers.js';
+import { MiB, api, expectImages, listTree, startProcessor, streaming, until, vmStatus, useCaseDirs } from './helpers.js';
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 6 * MiB },
@@ -29,22 +29,13 @@ interface Manifest {
 }
 type ApiError = { code: string; message: string };
 
-let root: { dir: string; cleanup: () => Promise<void> };
 let fake: FakeCacheStore | undefined;
 let processor: Processor | undefined;
-let n = 0;
-
-beforeAll(async () => {
-  root = await tempDir('recovery-points');
-});
-afterEach(async () => {
+const caseDir = useCaseDirs('recovery-points', async () => {
   await processor?.close();
   await fake?.close();
   processor = undefined;
   fake = undefined;
-});
-afterAll(async () => {
-  await root.cleanup();
 });
 
 /** Sends records `from`..`to` in batches of random size and waits until they are confirmed. */
@@ -91,7 +82,7 @@ async function checkPoint(listen: string, dataDir: string, w: Workload, p: Point
 
 describe('recovery points', () => {
   it('every listed point materialises to exactly its LSN prefix, before and after retention thins them, then fails over and commits', async () => {
-    const dataDir = path.join(root.dir, `case-${++n}`);
+    const dataDir = caseDir();
     fake = await FakeCacheStore.start();
     processor = await startProcessor(dataDir, fake.url, {
       pointTickMs: 50,
@@ -190,7 +181,7 @@ describe('recovery points', () => {
   });
 
   it('refuses clearly: unknown point, unknown VM, bad config, mid-resync, doubled test failover, commit before failover', async () => {
-    const dataDir = path.join(root.dir, `case-${++n}`);
+    const dataDir = caseDir();
     fake = await FakeCacheStore.start();
     processor = await startProcessor(dataDir, fake.url, { pointTickMs: 20, defaultVmConfig: { crashConsistentFrequencyMs: 1000, appConsistentFrequencyMs: 1000, retentionMs: 86_400_000, thinning: [], source: {}, target: {} } });
     const listen = processor.listen;
