@@ -5,6 +5,7 @@ import { LagStats } from './lag-stats.js';
 import type { PointKind, RecoveryPoint } from './recovery-point.js';
 import { RecordApplier, type RecordApplierOptions } from './record-applier.js';
 import { sameDisks, type InitialSync, type Replica, type ReplicaStore } from './replica-store.js';
+import type { ErrorInfo, FailoverState, VmState, VmStatus } from './vm-status.js';
 
 export interface VmReplicationOptions extends Omit<RecordApplierOptions, 'onApplied'> {
   /** Applied bytes after which a confirmation round starts before the interval is up. Default 64 MiB. */
@@ -24,40 +25,7 @@ export interface VmReplicationHooks {
   fault(vm: string, err: SrError): void;
 }
 
-export interface ErrorInfo {
-  readonly code: string;
-  readonly message: string;
-  readonly at: string;
-}
-
-export type VmState = 'replicating' | 'resyncing' | 'error' | 'failed-over' | 'committed';
-
-/** Where a VM's (real) failover stands. */
-export type FailoverState = 'none' | 'in-progress' | 'failed-over' | 'committed';
-
-export interface VmStatus {
-  readonly vm: string;
-  readonly generation: string | null;
-  readonly disks: { id: string; size: number; path: string }[];
-  readonly appliedLsn: number;
-  readonly durableLsn: number;
-  readonly confirmedLsn: number;
-  readonly cacheStoreLastLsn: number | null;
-  readonly pendingRecords: number;
-  readonly lagMs: { p50: number | null; p99: number | null; samples: number };
-  readonly initialSync: InitialSync & { percent: number };
-  readonly state: VmState;
-  /** While `state` is 'error': "CODE: message". */
-  readonly error?: string;
-  /** While `state` is 'error': the stable code alone. */
-  readonly errorCode?: string;
-  /** The most recent error, kept after the VM recovers. */
-  readonly lastError?: ErrorInfo;
-  /** Recovery points held. */
-  readonly points: number;
-  readonly latestPoint: { id: string; time: string; lsn: number; kind: PointKind } | null;
-  readonly failover: FailoverState;
-}
+export type { ErrorInfo, FailoverState, VmState, VmStatus } from './vm-status.js';
 
 /**
  * One VM's replica and where its stream stands: records are applied as batches arrive, made durable
