@@ -34,6 +34,7 @@ const program = new Command('sr-cache-store')
   .addOption(sizeOpt('--max-unsynced-bytes <n>', "a VM's appended-but-not-yet-durable bytes above which its agent connection stops being read", D.maxUnsyncedBytes, MiB))
   .addOption(numOpt('--hello-timeout-ms <n>', 'a connection that sends no hello within this time is closed', D.helloTimeoutMs, 1))
   .addOption(numOpt('--ping-interval-ms <n>', 'ping every connection this often and drop it when a ping goes unanswered; 0 never', D.pingIntervalMs, 0))
+  .addOption(numOpt('--max-connections <n>', 'open connections at most; more are closed at once with 1013 (try again later)', D.maxConnections, 1))
   .addHelpText(
     'after',
     '\nOn start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout; logs (JSON) go to stderr.\n' +
@@ -56,6 +57,7 @@ interface Opts {
   maxUnsyncedBytes: number;
   helloTimeoutMs: number;
   pingIntervalMs: number;
+  maxConnections: number;
 }
 
 async function main(): Promise<void> {
@@ -79,6 +81,7 @@ async function main(): Promise<void> {
       maxUnsyncedBytes: o.maxUnsyncedBytes,
       helloTimeoutMs: o.helloTimeoutMs,
       pingIntervalMs: o.pingIntervalMs,
+      maxConnections: o.maxConnections,
     },
   });
   const status = server.status();

@@ -27,6 +27,8 @@ export const CloseCode = {
   GOING_AWAY: 1001,
   PEER_ERROR: 1008,
   SERVER_ERROR: 1011,
+  /** Over `maxConnections`. */
+  TRY_AGAIN_LATER: 1013,
   /** A newer connection took over the VM's stream. */
   REPLACED: 4001,
 } as const;

@@ -19,6 +19,12 @@ export interface CacheStoreLimits extends WireLimits {
   readonly helloTimeoutMs: number;
   /** Every connection is pinged this often and dropped when a ping goes unanswered; 0: never. Default 30 s. */
   readonly pingIntervalMs: number;
+  /**
+   * Open WebSocket connections at most (agents and processors together); one more is closed at once
+   * with 1013 (try again later), which agents and processors meet with their reconnect backoff.
+   * Default 4096.
+   */
+  readonly maxConnections: number;
 }
 
 export const DEFAULT_CACHE_STORE_LIMITS: CacheStoreLimits = {
@@ -27,6 +33,7 @@ export const DEFAULT_CACHE_STORE_LIMITS: CacheStoreLimits = {
   maxUnsyncedBytes: 256 * 1024 * 1024,
   helloTimeoutMs: 30_000,
   pingIntervalMs: 30_000,
+  maxConnections: 4096,
 };
 
 export interface CacheStoreServerOptions {

@@ -81,6 +81,11 @@ export class CacheStoreServer {
       ws.close(CloseCode.GOING_AWAY, 'shutting down');
       return;
     }
+    if (this.connections.size >= this.limits.maxConnections) {
+      this.log.warn({ remote, max: this.limits.maxConnections }, 'connection refused: at maxConnections');
+      ws.close(CloseCode.TRY_AGAIN_LATER, `at ${this.limits.maxConnections} connections; try again later`);
+      return;
+    }
     const conn = new PeerConnection(
       ws,
       remote,

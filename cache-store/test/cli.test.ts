@@ -54,7 +54,7 @@ describe('sr-cache-store CLI', () => {
   it('explains every option in --help and refuses bad options with SR_BAD_OPTION', async () => {
     const help = run(['--help']);
     expect((await help.exited).code).toBe(0);
-    for (const flag of ['--listen', '--data-dir', '--segment-bytes', '--max-frame-bytes', '--max-buffered-bytes', '--max-unsynced-bytes', '--hello-timeout-ms']) {
+    for (const flag of ['--listen', '--data-dir', '--segment-bytes', '--max-frame-bytes', '--max-buffered-bytes', '--max-unsynced-bytes', '--hello-timeout-ms', '--max-connections']) {
       expect(help.out()).toContain(flag);
     }
     const bad = run(['--listen', 'nowhere', '--data-dir', root]);

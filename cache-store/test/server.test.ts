@@ -173,6 +173,22 @@ describe('cache-store server: agents', () => {
     expect(await b.peer.ackedThrough(8)).toBe(8);
   });
 
+  it('closes a connection over maxConnections with 1013 at once, and takes one again when a place frees', async () => {
+    const s = await server({ limits: { maxConnections: 2 } });
+    const a = await agent(s, 'vm1');
+    const b = await agent(s, 'vm2');
+    const third = await connect(s);
+    expect((await third.closed).code).toBe(1013);
+    // The two in place were not disturbed.
+    a.peer.send(await batchFrame('vm1', 'g1', 1, 2));
+    expect(await a.peer.ackedThrough(2)).toBe(2);
+    b.peer.close();
+    await b.peer.closed;
+    await new Promise((r) => setTimeout(r, 50));
+    const c = await agent(s, 'vm2');
+    expect(c.durableLsn).toBe(0);
+  });
+
   it('closes a connection that says no hello in time', async () => {
     const s = await server({ limits: { helloTimeoutMs: 200 } });
     const p = await connect(s);
