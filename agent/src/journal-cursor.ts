@@ -16,6 +16,8 @@ export class FileJournalCursor implements JournalCursor {
   private fd: number | undefined;
   private pos = 0;
   private closed = false;
+  /** Wakes a `next` waiting for the journal to grow when the cursor is closed. */
+  private wake: (() => void) | undefined;
   /** Grows to the largest read so far; fresh megabyte buffers per read cost full GCs (see PayloadPool). */
   private scratch = Buffer.alloc(0);
 
@@ -29,7 +31,8 @@ export class FileJournalCursor implements JournalCursor {
     for (;;) {
       if (this.closed) return [];
       if (this.nextLsn > this.journal.written) {
-        await this.journal.whenWritten();
+        await Promise.race([this.journal.whenWritten(), new Promise<void>((resolve) => (this.wake = resolve))]);
+        this.wake = undefined;
         if (this.journal.stats().failed !== undefined && this.nextLsn > this.journal.written) return [];
         continue;
       }
@@ -66,6 +69,7 @@ export class FileJournalCursor implements JournalCursor {
 
   close(): void {
     this.closed = true;
+    this.wake?.();
     if (this.fd !== undefined) void closeFd(this.fd).catch(() => undefined);
     this.fd = undefined;
   }
