@@ -93,7 +93,10 @@ export class FailoverService {
   /** VMs with a real failover running (guards the window before its state file exists). */
   private readonly running = new Set<string>();
   private readonly testing = new Set<string>();
-  /** Addresses planned by failovers still materialising (their manifests do not exist yet). */
+  /**
+   * Addresses this process planned, kept from planning on for as long as the VM holds them (until a
+   * failure or a test cleanup), so a plan made while another one's manifest is being written sees it.
+   */
   private readonly reserved = new Map<string, TakenAddress>();
 
   constructor(
@@ -125,14 +128,16 @@ export class FailoverService {
     if (v.failover !== 'none') throw new PointError(PointErrorCode.FAILED_OVER, `${vmName} has already been failed over (${v.failover})`);
     this.running.add(vmName);
     const stateFile = failoverStateFile(this.ctx.dataDir, vmName);
+    const key = `failover/${vmName}`;
+    let placed = false;
     try {
       const replica = this.replica(v);
       const point = await this.resolve(v, replica, b.point, b.deadlineMs);
       const config = await this.ctx.config(vmName);
-      const placed = await this.placedAddresses();
+      const taken = await this.placedAddresses();
       // Planned and reserved in one synchronous step, so two failovers at once cannot pick one address.
-      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: false, ...(b.network !== undefined ? { network: b.network } : {}), taken: [...placed, ...this.reserved.values()] });
-      this.reserved.set(`failover/${vmName}`, { network: target.network, ip: target.ip });
+      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: false, ...(b.network !== undefined ? { network: b.network } : {}), taken: [...taken, ...this.reserved.values()] });
+      this.reserved.set(key, { network: target.network, ip: target.ip });
       const dir = failoverDir(this.ctx.dataDir, vmName, target.resourceGroup);
       await fsp.mkdir(path.dirname(stateFile), { recursive: true });
       await writeFileAtomic(stateFile, JSON.stringify({ state: 'in-progress', point: point.id, dir }) + '\n');
@@ -143,6 +148,7 @@ export class FailoverService {
         await writeFileAtomic(stateFile, JSON.stringify({ state: 'failed-over', point: point.id, dir }) + '\n');
         await v.setFailover('failed-over');
         this.ctx.log.info({ vm: vmName, point: point.id, dir }, 'failed over');
+        placed = true;
         return manifest;
       } catch (err) {
         await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -153,7 +159,7 @@ export class FailoverService {
       }
     } finally {
       this.running.delete(vmName);
-      this.reserved.delete(`failover/${vmName}`);
+      if (!placed) this.reserved.delete(key);
     }
   }
 
@@ -165,22 +171,25 @@ export class FailoverService {
       throw new PointError(PointErrorCode.FAILOVER_IN_PROGRESS, `${vmName} already has a test failover; clean it up first`);
     }
     this.testing.add(vmName);
+    let placed = false;
     try {
       const replica = this.replica(v);
       const point = await this.resolve(v, replica, b.point, undefined);
       const config = await this.ctx.config(vmName);
-      const placed = await this.placedAddresses();
-      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: true, network: b.network, taken: [...placed, ...this.reserved.values()] });
+      const taken = await this.placedAddresses();
+      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: true, network: b.network, taken: [...taken, ...this.reserved.values()] });
       this.reserved.set(`test/${vmName}`, { network: target.network, ip: target.ip });
       const dir = testFailoverDir(this.ctx.dataDir, vmName);
       // Recorded before anything exists, so a cleanup after a crash still finds all of it.
       const created = [stateFile, ...(await missingDirs(dir)), ...(await missingDirs(path.dirname(stateFile)))];
       await fsp.mkdir(path.dirname(stateFile), { recursive: true });
       await writeFileAtomic(stateFile, JSON.stringify({ created, dir, point: point.id }) + '\n');
-      return await this.materialize(replica, point, dir, 'test-failover', target);
+      const manifest = await this.materialize(replica, point, dir, 'test-failover', target);
+      placed = true;
+      return manifest;
     } finally {
       this.testing.delete(vmName);
-      this.reserved.delete(`test/${vmName}`);
+      if (!placed) this.reserved.delete(`test/${vmName}`);
     }
   }
 
@@ -193,6 +202,7 @@ export class FailoverService {
     if (raw === undefined) throw new PointError(PointErrorCode.NO_TEST_FAILOVER, `${vmName} has no test failover to clean up`);
     const { created, dir } = TestFileSchema.parse(raw);
     const removed = [...(await removeTree(dir)), ...(await removeTree(stateFile))];
+    this.reserved.delete(`test/${vmName}`);
     // Directories it had to create around them go only if nothing else has moved in since.
     for (const p of [...created].sort((a, b) => b.length - a.length)) {
       if (p !== dir && p !== stateFile && (await removeEmptyDir(p))) removed.push(p);
