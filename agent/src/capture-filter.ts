@@ -186,6 +186,9 @@ export class CaptureBackend implements BlockBackend {
     const offset = chunk * this.chunkBytes;
     const length = Math.min(this.chunkBytes, this.size - offset);
     for (;;) {
+      // A failed disk's image lacks a journaled write: a copy read from it now would put older data
+      // after that write in the stream.
+      this.refuseIfFailed();
       const room = this.o.journal.room();
       if (room !== undefined) await room;
       const seen = this.o.lsns.current;
@@ -195,6 +198,7 @@ export class CaptureBackend implements BlockBackend {
       // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite.
       if ((this.lastWrite[chunk] ?? 0) > seen) continue;
       if (isZero(data)) return false;
+      this.refuseIfFailed();
       const lsn = this.o.lsns.next();
       this.lastWrite[chunk] = lsn;
       await this.o.journal.append({ lsn, kind: RecordKind.WRITE, disk: this.o.disk, offset, length, data, time: Date.now() });

@@ -75,6 +75,8 @@ describe('an image write that fails after its record was journaled', () => {
     expect(refused).toBeInstanceOf(BackendError);
     expect((refused as BackendError).errno).toBe(5); // EIO on the wire
     await expect(capture.zero(0, 4096, false, true)).rejects.toBeInstanceOf(BackendError);
+    // Nor does the initial copy read the stale image into the stream.
+    await expect(capture.copyChunk(1)).rejects.toBeInstanceOf(BackendError);
     expect(lsns.current).toBe(2);
     expect(journal.lastLsn).toBe(2);
     expect((await file.read(0, 65536)).equals(block(0x11))).toBe(true);
