@@ -127,8 +127,9 @@ async function main(): Promise<void> {
       : {}),
   });
   const status = statusAddr !== undefined ? await serveStatus(statusAddr.host, statusAddr.port, () => agent.status()) : undefined;
-  process.stdout.write(JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status.address } : {}) }) + '\n');
+  // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
   stopOnSignals(log, () => Promise.all([agent.close(), status?.close()]));
+  process.stdout.write(JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status.address } : {}) }) + '\n');
 }
 
 runCli('sr-agent', main);

@@ -85,9 +85,10 @@ async function main(): Promise<void> {
     },
   });
   const status = server.status();
+  // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
+  stopOnSignals(log, () => server.close().then(() => store.close()));
   process.stdout.write(JSON.stringify({ event: 'ready', listen: status.listen, dataDir: o.dataDir, vms: status.vms.length }) + '\n');
   log.info({ listen: status.listen, dataDir: o.dataDir, vms: status.vms.map((v) => v.vm) }, 'serving');
-  stopOnSignals(log, () => server.close().then(() => store.close()));
 }
 
 runCli('sr-cache-store', main);

@@ -112,8 +112,9 @@ async function main(): Promise<void> {
       backoff: { initialDelayMs: o.reconnectInitialMs, maxDelayMs: o.reconnectMaxMs },
     },
   });
-  process.stdout.write(JSON.stringify({ event: 'ready', listen: processor.listen, cacheStore: cacheStoreUrl, dataDir: o.dataDir, vms: processor.status().vms.length }) + '\n');
+  // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
   stopOnSignals(log, () => Promise.all([processor.close(), stopWatching?.()]));
+  process.stdout.write(JSON.stringify({ event: 'ready', listen: processor.listen, cacheStore: cacheStoreUrl, dataDir: o.dataDir, vms: processor.status().vms.length }) + '\n');
 }
 
 runCli('sr-processor', main);
