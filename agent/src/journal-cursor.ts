@@ -1,8 +1,8 @@
 import fs from 'node:fs';
-import { closeFd, pread, preadInto, type ChangeRecord } from '@site-recovery/shared';
+import { closeFd, crc32c, pread, preadInto, type ChangeRecord } from '@site-recovery/shared';
 import type { FileJournal } from './file-journal.js';
 import type { JournalCursor } from './journal.js';
-import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord } from './journal-format.js';
+import { PAD_HEADER_BYTES, PAD_MAX_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, isPadAt } from './journal-format.js';
 import { corrupt, type Segment } from './journal-segment.js';
 
 /**
@@ -45,6 +45,10 @@ export class FileJournalCursor implements JournalCursor {
         continue;
       }
       const head = await pread(this.fd!, Math.min(avail, RECORD_HEADER_BYTES), this.pos);
+      if (isPadAt(head, 0)) {
+        this.pos += padLength(head, seg, this.pos);
+        continue;
+      }
       const payload = head.length >= RECORD_HEADER_BYTES ? head.readUInt32BE(28) : 0;
       const want = Math.min(avail, Math.max(maxBytes, RECORD_HEADER_BYTES + payload));
       if (this.scratch.length < want) this.scratch = Buffer.allocUnsafeSlow(want);
@@ -54,15 +58,17 @@ export class FileJournalCursor implements JournalCursor {
       while (at < buf.length) {
         const r = decodeRecord(buf, at, this.maxRecordBytes);
         if (!r.ok) {
-          if (r.reason === 'short' && out.length > 0) break; // the rest comes with the next read
+          if (r.reason === 'short' && at > 0) break; // the rest comes with the next read
           throw corrupt(`${seg.file} at byte ${this.pos + at}: ${r.reason === 'short' ? 'truncated record' : r.detail}`);
         }
+        at += r.bytes;
+        if (r.record === undefined) continue; // a pad
         if (r.record.lsn !== this.nextLsn) throw corrupt(`${seg.file}: LSN ${r.record.lsn} where ${this.nextLsn} was expected`);
         out.push(r.record);
         this.nextLsn++;
-        at += r.bytes;
       }
       this.pos += at;
+      if (out.length === 0) continue; // only pads so far
       return out;
     }
   }
@@ -86,6 +92,10 @@ export class FileJournalCursor implements JournalCursor {
     let lsn = target.firstLsn;
     while (lsn < this.nextLsn) {
       const head = await pread(this.fd!, RECORD_HEADER_BYTES, this.pos);
+      if (isPadAt(head, 0)) {
+        this.pos += padLength(head, target, this.pos);
+        continue;
+      }
       this.pos += RECORD_HEADER_BYTES + head.readUInt32BE(28);
       lsn++;
     }
@@ -100,4 +110,14 @@ export class FileJournalCursor implements JournalCursor {
     this.segment = target;
     this.pos = SEGMENT_HEADER_BYTES;
   }
+}
+
+/** Length of the pad whose header starts `head` (read at `pos` of `seg`), its checksum and bounds checked. */
+function padLength(head: Buffer, seg: Segment, pos: number): number {
+  if (head.length < PAD_HEADER_BYTES || head.readUInt32BE(8) !== crc32c(head.subarray(0, 8))) {
+    throw corrupt(`${seg.file} at byte ${pos}: pad checksum mismatch`);
+  }
+  const bytes = head.readUInt32BE(4);
+  if (bytes < PAD_HEADER_BYTES || bytes > PAD_MAX_BYTES) throw corrupt(`${seg.file} at byte ${pos}: pad of ${bytes} bytes`);
+  return bytes;
 }

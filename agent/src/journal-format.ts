@@ -27,11 +27,21 @@ import {
  *         length, payload length
  *   32 4  CRC-32C of the canonical block continued over the payload (the record's end-to-end checksum)
  *   36 8  capture time, ms since the epoch (float64; informational, for lag)
+ *
+ * Pad (12-byte header + zeros; carries no change and no LSN). Written before and after a group
+ * write that bypasses the page cache, whose file offset and length must be aligned:
+ *   0  4  magic "SRJP"
+ *   4  4  length of the whole pad, header included (12 .. PAD_MAX_BYTES)
+ *   8  4  CRC-32C of bytes 0..8
  */
 export const SEGMENT_MAGIC = Buffer.from('SRJSEG\0\x01', 'latin1');
 export const SEGMENT_VERSION = 1;
 export const SEGMENT_HEADER_BYTES = 32;
 export const RECORD_HEADER_BYTES = 44;
+export const PAD_MAGIC = 0x53524a50; // "SRJP"
+export const PAD_HEADER_BYTES = 12;
+/** A pad reaches the next alignment boundary, one block further when the gap is under a header. */
+export const PAD_MAX_BYTES = 2 * 4096;
 
 function writeU64(b: Buffer, v: number, at: number): void {
   b.writeUInt32BE(Math.floor(v / 0x1_0000_0000), at);
@@ -74,8 +84,30 @@ export function encodeRecordHeader(r: ChangeRecord): Buffer {
   return h;
 }
 
+/** A pad of `bytes` (PAD_HEADER_BYTES..PAD_MAX_BYTES): its header, then zeros. */
+export function encodePad(bytes: number): Buffer {
+  const b = Buffer.alloc(bytes);
+  writePadHeader(b, 0, bytes);
+  return b;
+}
+
+/** Writes a pad header at `at` of `b`; the caller provides the zeros after it. */
+export function writePadHeader(b: Buffer, at: number, bytes: number): void {
+  if (bytes < PAD_HEADER_BYTES || bytes > PAD_MAX_BYTES) throw new RangeError(`pad of ${bytes} bytes`);
+  b.writeUInt32BE(PAD_MAGIC, at);
+  b.writeUInt32BE(bytes, at + 4);
+  b.writeUInt32BE(crc32c(b.subarray(at, at + 8)), at + 8);
+}
+
+/** Whether the bytes at `at` start a pad (only the magic is looked at: decodeRecord validates). */
+export function isPadAt(b: Buffer, at: number): boolean {
+  return b.length - at >= 4 && b.readUInt32BE(at) === PAD_MAGIC;
+}
+
 export type DecodeResult =
   | { readonly ok: true; readonly record: ChangeRecord; readonly bytes: number }
+  /** A pad: no change, skip `bytes`. */
+  | { readonly ok: true; readonly record: undefined; readonly bytes: number }
   /** Not enough bytes for a whole record: a torn tail if this is the end of the file. */
   | { readonly ok: false; readonly reason: 'short' }
   | { readonly ok: false; readonly reason: 'invalid'; readonly detail: string };
@@ -85,6 +117,7 @@ export type DecodeResult =
  * before the payload is touched: magic, kind, lengths against `maxRecordBytes`, checksum.
  */
 export function decodeRecord(b: Buffer, at: number, maxRecordBytes: number): DecodeResult {
+  if (isPadAt(b, at)) return decodePad(b, at);
   if (b.length - at < RECORD_HEADER_BYTES) return { ok: false, reason: 'short' };
   if (b.readUInt32BE(at) !== RECORD_MAGIC) return { ok: false, reason: 'invalid', detail: 'bad record magic' };
   const kind = b.readUInt8(at + 4);
@@ -113,4 +146,13 @@ export function decodeRecord(b: Buffer, at: number, maxRecordBytes: number): Dec
     ...(kind === RecordKind.WRITE ? { data: payload } : {}),
   };
   return { ok: true, record, bytes: RECORD_HEADER_BYTES + payloadLength };
+}
+
+function decodePad(b: Buffer, at: number): DecodeResult {
+  if (b.length - at < PAD_HEADER_BYTES) return { ok: false, reason: 'short' };
+  const bytes = b.readUInt32BE(at + 4);
+  if (b.readUInt32BE(at + 8) !== crc32c(b.subarray(at, at + 8))) return { ok: false, reason: 'invalid', detail: 'pad checksum mismatch' };
+  if (bytes < PAD_HEADER_BYTES || bytes > PAD_MAX_BYTES) return { ok: false, reason: 'invalid', detail: `pad of ${bytes} bytes` };
+  if (b.length - at < bytes) return { ok: false, reason: 'short' };
+  return { ok: true, record: undefined, bytes };
 }

@@ -48,13 +48,14 @@ export async function scanSegment(file: string, maxRecordBytes: number, isLast: 
   let records = 0;
   while (at < buf.length) {
     const r = decodeRecord(buf, at, maxRecordBytes);
-    const bad = !r.ok ? (r.reason === 'short' ? 'truncated record' : r.detail) : r.record.lsn !== expect ? `LSN ${r.record.lsn} where ${expect} was expected` : undefined;
+    const bad = !r.ok ? (r.reason === 'short' ? 'truncated record' : r.detail) : r.record !== undefined && r.record.lsn !== expect ? `LSN ${r.record.lsn} where ${expect} was expected` : undefined;
     if (bad !== undefined) {
       // Only the tail of the newest segment may be torn: that is where a crash interrupts a write.
       if (isLast) return { firstLsn, lastLsn: expect - 1, records, bytes: at, truncateTo: at };
       throw corrupt(`${file} at byte ${at}: ${bad}`);
     }
     if (r.ok) at += r.bytes;
+    if (r.ok && r.record === undefined) continue; // a pad
     expect++;
     records++;
   }
