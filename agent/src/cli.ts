@@ -22,6 +22,11 @@ const program = new Command('sr-agent')
   .addOption(
     new Option('--journal-segment-bytes <n>', 'size at which a journal segment file is closed and a new one begun').default(64 * 1024 * 1024).argParser(intArg),
   )
+  .addOption(
+    new Option('--journal-direct-writes <min-bytes|off>', 'journal group writes of at least this size bypass the page cache (O_DIRECT, where the filesystem allows it); off keeps them all buffered')
+      .default(256 * 1024)
+      .argParser(directArg),
+  )
   .option('--cache-store <url>', 'replicate to the cache-store at this ws:// URL (without it the agent only journals)')
   .option('--credential <token>', 'credential presented to the cache-store in HELLO')
   .option('--resync', 'start a new replication generation: copy the disks in full again')
@@ -55,6 +60,13 @@ function intArg(value: string): number {
   return n;
 }
 
+function directArg(value: string): number {
+  if (value === 'off') return Infinity;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 4096) throw new SrError(ErrorCode.BAD_OPTION, `--journal-direct-writes "${value}" must be "off" or a number of bytes, at least 4096`);
+  return n;
+}
+
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts<{
@@ -63,6 +75,7 @@ async function main(): Promise<void> {
     nbd: string;
     dataDir?: string;
     journalSegmentBytes: number;
+    journalDirectWrites: number;
     config?: string;
     cacheStore?: string;
     credential?: string;
@@ -112,7 +125,7 @@ async function main(): Promise<void> {
     nbdHost: nbd.host,
     nbdPort: nbd.port,
     dataDir,
-    journal: { segmentBytes },
+    journal: { segmentBytes, directWriteMinBytes: o.journalDirectWrites },
     checkpointIntervalMs: o.checkpointInterval,
     log,
     ...(cacheStore !== undefined

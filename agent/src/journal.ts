@@ -58,4 +58,6 @@ export interface JournalStats {
   /** Writers are waiting because the journal reached its size cap. */
   readonly stalled: boolean;
   readonly maxBytes: number;
+  /** Large group writes bypass the page cache: false when turned off or the filesystem refused O_DIRECT. */
+  readonly directWrites: boolean;
 }

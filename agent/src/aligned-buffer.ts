@@ -1,0 +1,22 @@
+/**
+ * Page-aligned memory for O_DIRECT I/O, which Linux refuses (EINVAL) unless the buffer's address is
+ * aligned to the device's DMA alignment (512 bytes on virtio-blk). Node has no aligned allocator:
+ * `Buffer.alloc` takes large buffers from malloc, 16 bytes past a page boundary. A WebAssembly
+ * memory is mapped by V8 on its own pages, so its first byte sits on a page boundary.
+ */
+declare const WebAssembly: { Memory: new (d: { initial: number }) => { readonly buffer: ArrayBuffer } };
+
+const WASM_PAGE = 64 * 1024;
+
+/** Alignment of direct writes in file offset, length and memory: the page size, which covers every sector size. */
+export const DIRECT_IO_ALIGNMENT = 4096;
+
+/** A zero-filled buffer of `bytes` (rounded up to 64 KiB) whose first byte is page-aligned. */
+export function allocAligned(bytes: number): Buffer {
+  const memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(bytes / WASM_PAGE)) });
+  return Buffer.from(memory.buffer);
+}
+
+export function alignUp(n: number, to = DIRECT_IO_ALIGNMENT): number {
+  return Math.ceil(n / to) * to;
+}
