@@ -13,6 +13,8 @@ afterAll(() => fs.rm(root, { recursive: true, force: true }));
 
 journalContract('FileJournal', (key) => FileJournal.open(path.join(root, 'contract', key)));
 journalContract('FileJournal with tiny segments', (key) => FileJournal.open(path.join(root, 'tiny', key), { segmentBytes: 8192 }));
+journalContract('FileJournal writing every group direct', (key) => FileJournal.open(path.join(root, 'direct', key), { directWriteMinBytes: 1 }));
+journalContract('FileJournal writing direct into tiny segments', (key) => FileJournal.open(path.join(root, 'direct-tiny', key), { segmentBytes: 8192, directWriteMinBytes: 1 }));
 
 const write = (lsn: number, size = 4096): ChangeRecord => ({ lsn, kind: RecordKind.WRITE, disk: 0, offset: 0, length: size, data: Buffer.alloc(size, lsn & 0xff) });
 

@@ -25,8 +25,11 @@ async function readAll(j: FileJournal, from: number, count: number, maxBytes: nu
 }
 
 describe('FileJournalCursor', () => {
-  it('reads every record once, in order, from any LSN and across segment rolls, with its own payload', async () => {
-    const j = await FileJournal.open(path.join(root, 'order'), { segmentBytes: 16 * 1024 });
+  it.each([
+    ['through the page cache', Infinity],
+    ['with records of 5000 bytes and more written direct, between pads', 5000],
+  ])('reads every record once, in order, from any LSN and across segment rolls, with its own payload, %s', async (_, directWriteMinBytes) => {
+    const j = await FileJournal.open(path.join(root, `order-${directWriteMinBytes}`), { segmentBytes: 16 * 1024, directWriteMinBytes });
     for (let lsn = 1; lsn <= 120; lsn++) await j.append(write(lsn, sizeOf(lsn)));
     expect(j.segmentList().length).toBeGreaterThan(10);
     for (const [from, maxBytes] of [
