@@ -2,7 +2,7 @@
 // same kind of image on the same disk, runs interleaved, median of RUNS. Not a test: it prints figures.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT, benchDir, fio, freePort, median, nodeFlagsOf, startServer } from './lib.js';
+import { ROOT, benchDir, dropCaches, fio, freePort, median, nodeFlagsOf, startServer } from './lib.js';
 
 const RUNS = Number(process.env.RUNS ?? 5);
 const SECONDS = Number(process.env.SECONDS_PER_RUN ?? 8);
@@ -39,7 +39,11 @@ async function withQemuNbd(fn) {
 }
 
 const results = {};
+let dropped = true;
+// JOB=seq or JOB=rand runs one of them (a substring of the job's name).
+const only = process.env.JOB;
 for (const [name, job] of Object.entries(JOBS)) {
+  if (only !== undefined && !name.includes(only === 'seq' ? 'write 1M' : only === 'rand' ? 'randwrite' : only)) continue;
   results[name] = { agent: [], qemu: [] };
   for (let i = 0; i < RUNS; i++) {
     // Fresh sparse images each run, so both sides start from the same state.
@@ -47,7 +51,9 @@ for (const [name, job] of Object.entries(JOBS)) {
       fs.writeFileSync(f, '');
       fs.truncateSync(f, SIZE);
     }
+    dropped &&= dropCaches();
     results[name].agent.push(await withAgent((uri) => fio(uri, job)));
+    dropped &&= dropCaches();
     results[name].qemu.push(await withQemuNbd((uri) => fio(uri, job)));
     process.stderr.write(`${name} run ${i + 1}/${RUNS}: agent ${results[name].agent.at(-1).iops.toFixed(0)} IOPS, qemu-nbd ${results[name].qemu.at(-1).iops.toFixed(0)} IOPS\n`);
   }
@@ -58,8 +64,8 @@ const rows = Object.entries(results).map(([name, r]) => {
   const q = { iops: median(r.qemu.map((x) => x.iops)), mbps: median(r.qemu.map((x) => x.mbps)) };
   return { job: name, agentIops: Math.round(a.iops), agentMBps: Math.round(a.mbps), qemuNbdIops: Math.round(q.iops), qemuNbdMBps: Math.round(q.mbps), ratio: +(a.iops / q.iops).toFixed(2) };
 });
-console.log(`\nbench:nbd — median of ${RUNS} runs x ${SECONDS}s, images in ${dir}`);
+console.log(`\nbench:nbd — median of ${RUNS} runs x ${SECONDS}s, images in ${dir}; page cache ${dropped ? 'dropped before each run' : 'NOT dropped (not root): runs inherit the previous run\'s memory state'}`);
 console.table(rows);
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
-fs.writeFileSync(path.join(ROOT, 'bench/results', `nbd-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ runs: RUNS, seconds: SECONDS, dir, results, rows }, null, 2));
+fs.writeFileSync(path.join(ROOT, 'bench/results', `nbd-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ runs: RUNS, seconds: SECONDS, dir, droppedCaches: dropped, results, rows }, null, 2));
 fs.rmSync(dir, { recursive: true, force: true });
