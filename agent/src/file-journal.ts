@@ -126,7 +126,7 @@ export class FileJournal implements Journal {
         throw corrupt(`${file}: starts at LSN ${lsn} but the previous segment ended at ${lastLsn}`);
       }
       if (scan.truncateTo !== undefined) await fsp.truncate(file, scan.truncateTo);
-      segments.push({ firstLsn: lsn, file, bytes: scan.truncateTo ?? scan.bytes });
+      segments.push({ firstLsn: lsn, file, bytes: scan.truncateTo ?? scan.bytes, version: scan.version });
       if (scan.records > 0) lastLsn = scan.lastLsn;
       else if (lastLsn === 0) lastLsn = lsn - 1;
     }
@@ -187,7 +187,8 @@ export class FileJournal implements Journal {
         if (this.failure !== undefined) throw this.failed();
         const seg = this.segments[this.segments.length - 1]!;
         // Segments are rolled between writes, so a record never spans two files.
-        if (b.bytes >= this.directMin && this.direct.active) {
+        // A segment from before pads existed is finished buffered: an older agent can still read it.
+        if (b.bytes >= this.directMin && this.direct.active && seg.version >= 2) {
           const { direct, end } = await this.direct.append(seg.file, this.fd, b.bufs, seg.bytes);
           this.totalBytes += end - seg.bytes;
           seg.bytes = end;

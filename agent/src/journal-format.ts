@@ -16,7 +16,8 @@ import {
  *
  * Segment header (32 bytes):
  *   0  8  magic "SRJSEG\0\x01"
- *   8  4  format version (1)
+ *   8  4  format version: 2 (1 is still read: its segments hold no pads). Pads came with 2, so an
+ *         older agent refuses a newer journal rather than taking a pad for a torn tail and cutting there.
  *   12 4  reserved (0)
  *   16 8  LSN of the first record in the segment
  *   24 4  reserved (0)
@@ -35,7 +36,8 @@ import {
  *   8  4  CRC-32C of bytes 0..8
  */
 export const SEGMENT_MAGIC = Buffer.from('SRJSEG\0\x01', 'latin1');
-export const SEGMENT_VERSION = 1;
+export const SEGMENT_VERSION = 2;
+const READABLE_VERSIONS = new Set([1, 2]);
 export const SEGMENT_HEADER_BYTES = 32;
 export const RECORD_HEADER_BYTES = 44;
 export const PAD_MAGIC = 0x53524a50; // "SRJP"
@@ -61,7 +63,7 @@ export function encodeSegmentHeader(firstLsn: number): Buffer {
   return b;
 }
 
-export function decodeSegmentHeader(b: Buffer, file: string): { firstLsn: number } {
+export function decodeSegmentHeader(b: Buffer, file: string): { firstLsn: number; version: number } {
   if (b.length < SEGMENT_HEADER_BYTES || !b.subarray(0, 8).equals(SEGMENT_MAGIC)) {
     throw new SrError(ErrorCode.JOURNAL_CORRUPT, `${file}: not a journal segment (bad magic)`);
   }
@@ -69,10 +71,10 @@ export function decodeSegmentHeader(b: Buffer, file: string): { firstLsn: number
     throw new SrError(ErrorCode.JOURNAL_CORRUPT, `${file}: segment header checksum mismatch`);
   }
   const version = b.readUInt32BE(8);
-  if (version !== SEGMENT_VERSION) {
-    throw new SrError(ErrorCode.JOURNAL_CORRUPT, `${file}: unsupported segment version ${version}`);
+  if (!READABLE_VERSIONS.has(version)) {
+    throw new SrError(ErrorCode.JOURNAL_CORRUPT, `${file}: unsupported segment version ${version} (this agent reads ${[...READABLE_VERSIONS].join(' and ')}; was it written by a newer one?)`);
   }
-  return { firstLsn: readU64(b, 16) };
+  return { firstLsn: readU64(b, 16), version };
 }
 
 /** The header of a record; the payload (if any) is written after it as a separate buffer. */

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ErrorCode, SrError, fdatasync, fsyncDir, pwritev } from '@site-recovery/shared';
-import { SEGMENT_HEADER_BYTES, decodeRecord, decodeSegmentHeader, encodeSegmentHeader } from './journal-format.js';
+import { SEGMENT_HEADER_BYTES, SEGMENT_VERSION, decodeRecord, decodeSegmentHeader, encodeSegmentHeader } from './journal-format.js';
 import { segmentFileName } from './names.js';
 
 /** One segment file of the journal; `bytes` counts what is written (and readable) so far. */
@@ -10,6 +10,8 @@ export interface Segment {
   readonly firstLsn: number;
   readonly file: string;
   bytes: number;
+  /** Format version of the file: pads (and so direct writes) only go into version 2 and later. */
+  readonly version: number;
 }
 
 export function corrupt(message: string): SrError {
@@ -23,11 +25,12 @@ export async function createSegment(dir: string, firstLsn: number): Promise<{ se
   await pwritev(fd, [header], 0);
   await fdatasync(fd);
   await fsyncDir(dir);
-  return { segment: { firstLsn, file, bytes: header.length }, fd };
+  return { segment: { firstLsn, file, bytes: header.length, version: SEGMENT_VERSION }, fd };
 }
 
 export interface SegmentScan {
   firstLsn: number;
+  version: number;
   lastLsn: number;
   records: number;
   bytes: number;
@@ -42,7 +45,7 @@ export async function scanSegment(file: string, maxRecordBytes: number, isLast: 
     await fsp.unlink(file);
     return undefined;
   }
-  const { firstLsn } = decodeSegmentHeader(buf, file);
+  const { firstLsn, version } = decodeSegmentHeader(buf, file);
   let at = SEGMENT_HEADER_BYTES;
   let expect = firstLsn;
   let records = 0;
@@ -51,7 +54,7 @@ export async function scanSegment(file: string, maxRecordBytes: number, isLast: 
     const bad = !r.ok ? (r.reason === 'short' ? 'truncated record' : r.detail) : r.record !== undefined && r.record.lsn !== expect ? `LSN ${r.record.lsn} where ${expect} was expected` : undefined;
     if (bad !== undefined) {
       // Only the tail of the newest segment may be torn: that is where a crash interrupts a write.
-      if (isLast) return { firstLsn, lastLsn: expect - 1, records, bytes: at, truncateTo: at };
+      if (isLast) return { firstLsn, version, lastLsn: expect - 1, records, bytes: at, truncateTo: at };
       throw corrupt(`${file} at byte ${at}: ${bad}`);
     }
     if (r.ok) at += r.bytes;
@@ -59,5 +62,5 @@ export async function scanSegment(file: string, maxRecordBytes: number, isLast: 
     expect++;
     records++;
   }
-  return { firstLsn, lastLsn: expect - 1, records, bytes: at, truncateTo: undefined };
+  return { firstLsn, version, lastLsn: expect - 1, records, bytes: at, truncateTo: undefined };
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
+import { ErrorCode, RecordKind, crc32c, isSrError, type ChangeRecord } from '@site-recovery/shared';
 import { afterAll, describe, expect, it } from 'vitest';
 import { allocAligned } from '../src/aligned-buffer.js';
 import { FileJournal } from '../src/file-journal.js';
@@ -90,6 +90,35 @@ describe('direct journal writes', () => {
     const again = await FileJournal.open(dir);
     expectRecords(await readAll(again), recs);
     await again.close();
+  });
+
+  it('writes no pad into a segment of format 1 (an older agent can still read it) and refuses an unknown format', async () => {
+    const dir = path.join(root, 'v1');
+    const first = await FileJournal.open(dir);
+    await first.append(write(1, 4096));
+    await first.close();
+    const file = path.join(dir, segmentFileName(1));
+    const setVersion = async (v: number): Promise<void> => {
+      const buf = await fs.readFile(file);
+      buf.writeUInt32BE(v, 8);
+      buf.writeUInt32BE(crc32c(buf.subarray(0, 28)), 28);
+      await fs.writeFile(file, buf);
+    };
+    await setVersion(1);
+    const j = await FileJournal.open(dir);
+    const big = write(2, 1 << 20);
+    await j.append(big);
+    await j.close();
+    const content = await fs.readFile(file);
+    expect(content.length).toBe(SEGMENT_HEADER_BYTES + 2 * RECORD_HEADER_BYTES + 4096 + (1 << 20)); // no pads: written buffered
+    const again = await FileJournal.open(dir);
+    expectRecords(await readAll(again), [write(1, 4096), big]);
+    await again.close();
+
+    await setVersion(3);
+    const err = await FileJournal.open(dir).catch((e: unknown) => e);
+    expect(isSrError(err, ErrorCode.JOURNAL_CORRUPT)).toBe(true);
+    expect((err as Error).message).toMatch(/unsupported segment version 3/);
   });
 
   it('refuses a pad whose checksum or length is wrong', () => {
