@@ -12,6 +12,7 @@ import {
 } from '@site-recovery/shared';
 import type { Journal, JournalCursor, JournalStats } from './journal.js';
 import { FileJournalCursor } from './journal-cursor.js';
+import { JournalTail } from './journal-tail.js';
 import { DirectAppender, type DirectAppendOptions } from './journal-direct-append.js';
 import { SEGMENT_HEADER_BYTES, decodeRecord, encodeRecordHeader } from './journal-format.js';
 import { corrupt, createSegment, scanSegment, type Segment } from './journal-segment.js';
@@ -39,6 +40,11 @@ export interface FileJournalOptions {
    * filesystems that allow it. Default 256 KiB; Infinity keeps every write buffered.
    */
   readonly directWriteMinBytes?: number;
+  /**
+   * Bytes of the newest journal content kept in memory for the shipper's reads (JournalTail).
+   * Default 32 MiB; 0 reads everything back from the files.
+   */
+  readonly tailCacheBytes?: number;
   /** Options of the direct writer (staging size; a test hook for filesystems without O_DIRECT). */
   readonly direct?: DirectAppendOptions;
 }
@@ -48,6 +54,7 @@ const DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024;
 const DEFAULT_INLINE_WRITE_MAX_BYTES = 1024 * 1024;
 const DEFAULT_MAX_BYTES = 8 * 1024 * 1024 * 1024;
 const DEFAULT_DIRECT_WRITE_MIN_BYTES = 256 * 1024;
+const DEFAULT_TAIL_CACHE_BYTES = 32 * 1024 * 1024;
 
 interface Batch {
   readonly bufs: Buffer[];
@@ -79,6 +86,7 @@ export class FileJournal implements Journal {
   private readonly maxBytes: number;
   private readonly directMin: number;
   private readonly direct: DirectAppender;
+  private readonly tail: JournalTail;
   private totalBytes: number;
   private roomWaiters: (() => void)[] = [];
   private writtenWaiters: (() => void)[] = [];
@@ -98,7 +106,8 @@ export class FileJournal implements Journal {
     this.inlineMax = options.inlineWriteMaxBytes ?? DEFAULT_INLINE_WRITE_MAX_BYTES;
     this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
     this.directMin = options.directWriteMinBytes ?? DEFAULT_DIRECT_WRITE_MIN_BYTES;
-    this.direct = new DirectAppender(options.direct);
+    this.tail = new JournalTail(options.tailCacheBytes ?? DEFAULT_TAIL_CACHE_BYTES);
+    this.direct = new DirectAppender(options.direct, (file, at, bufs) => this.tail.wrote(file, at, bufs));
     this.totalBytes = segments.reduce((n, x) => n + x.bytes, 0);
   }
 
@@ -218,6 +227,7 @@ export class FileJournal implements Journal {
       const part = b.bufs.length <= 1024 ? b.bufs : b.bufs.slice(i, i + 1024); // IOV_MAX
       if (b.bytes <= this.inlineMax) pwritevSync(this.fd, part, seg.bytes);
       else await pwritev(this.fd, part, seg.bytes);
+      this.tail.wrote(seg.file, seg.bytes, part);
       const n = part.length === b.bufs.length ? b.bytes : part.reduce((sum, x) => sum + x.length, 0);
       seg.bytes += n;
       this.totalBytes += n;
@@ -295,6 +305,11 @@ export class FileJournal implements Journal {
     return this.segments;
   }
 
+  /** For cursors: fills `into` from memory when the newest bytes of `file` at `pos` are there. */
+  readCached(file: string, pos: number, into: Buffer): boolean {
+    return this.tail.read(file, pos, into);
+  }
+
   /** For cursors: resolves after the next write lands (at once if the journal has failed or closed). */
   whenWritten(): Promise<void> {
     if (this.failure !== undefined) return Promise.resolve();
@@ -350,6 +365,7 @@ export class FileJournal implements Journal {
 
   private fail(err: unknown): void {
     this.failure ??= err instanceof Error ? err : new Error(String(err));
+    this.tail.clear();
     const readers = this.writtenWaiters;
     this.writtenWaiters = [];
     for (const w of readers) w();

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { closeFd, crc32c, pread, preadInto, type ChangeRecord } from '@site-recovery/shared';
+import { closeFd, crc32c, preadInto, type ChangeRecord } from '@site-recovery/shared';
 import type { FileJournal } from './file-journal.js';
 import type { JournalCursor } from './journal.js';
 import { PAD_HEADER_BYTES, PAD_MAX_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, isPadAt } from './journal-format.js';
@@ -44,7 +44,7 @@ export class FileJournalCursor implements JournalCursor {
         await this.moveTo(undefined);
         continue;
       }
-      const head = await pread(this.fd!, Math.min(avail, RECORD_HEADER_BYTES), this.pos);
+      const head = await this.readAt(Buffer.allocUnsafe(Math.min(avail, RECORD_HEADER_BYTES)), this.pos);
       if (isPadAt(head, 0)) {
         this.pos += padLength(head, seg, this.pos);
         continue;
@@ -52,7 +52,7 @@ export class FileJournalCursor implements JournalCursor {
       const payload = head.length >= RECORD_HEADER_BYTES ? head.readUInt32BE(28) : 0;
       const want = Math.min(avail, Math.max(maxBytes, RECORD_HEADER_BYTES + payload));
       if (this.scratch.length < want) this.scratch = Buffer.allocUnsafeSlow(want);
-      const buf = await preadInto(this.fd!, this.scratch.subarray(0, want), this.pos);
+      const buf = await this.readAt(this.scratch.subarray(0, want), this.pos);
       const out: ChangeRecord[] = [];
       let at = 0;
       while (at < buf.length) {
@@ -73,6 +73,12 @@ export class FileJournalCursor implements JournalCursor {
     }
   }
 
+  /** Bytes at `pos` of the current segment: from the journal's in-memory tail when it has them. */
+  private async readAt(into: Buffer, pos: number): Promise<Buffer> {
+    if (this.journal.readCached(this.segment!.file, pos, into)) return into;
+    return preadInto(this.fd!, into, pos);
+  }
+
   close(): void {
     this.closed = true;
     this.wake?.();
@@ -91,7 +97,7 @@ export class FileJournalCursor implements JournalCursor {
     // Skip records before nextLsn (only when starting mid-segment).
     let lsn = target.firstLsn;
     while (lsn < this.nextLsn) {
-      const head = await pread(this.fd!, RECORD_HEADER_BYTES, this.pos);
+      const head = await this.readAt(Buffer.allocUnsafe(RECORD_HEADER_BYTES), this.pos);
       if (isPadAt(head, 0)) {
         this.pos += padLength(head, target, this.pos);
         continue;

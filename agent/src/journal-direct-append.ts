@@ -45,7 +45,11 @@ export class DirectAppender {
   /** After one direct write succeeded, EINVAL is an I/O failure, not a filesystem without O_DIRECT. */
   private wroteOnce = false;
 
-  constructor(options: DirectAppendOptions = {}) {
+  /** @param written told of every range written (the journal's in-memory tail keeps a copy). */
+  constructor(
+    options: DirectAppendOptions = {},
+    private readonly written: (file: string, at: number, bufs: readonly Buffer[]) => void = () => undefined,
+  ) {
     this.stagingBytes = alignUp(options.stagingBytes ?? DEFAULT_STAGING_BYTES);
     this.openDirect = options.openDirect ?? ((file) => fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_DIRECT));
   }
@@ -64,7 +68,9 @@ export class DirectAppender {
     let pos = at;
     const lead = padToBoundary(pos);
     if (lead > 0) {
-      pwriteSync(bufferedFd, encodePad(lead), pos);
+      const pad = encodePad(lead);
+      pwriteSync(bufferedFd, pad, pos);
+      this.written(file, pos, [pad]);
       pos += lead;
     }
     const fd = this.open(file);
@@ -82,6 +88,7 @@ export class DirectAppender {
         if (fill === this.stagingBytes) {
           const wrote = await this.write(fd, staging.subarray(0, fill), pos);
           if (!wrote) return { direct: false, end: pos };
+          this.written(file, pos, [staging.subarray(0, fill)]);
           pos += fill;
           fill = 0;
         }
@@ -95,6 +102,7 @@ export class DirectAppender {
       }
       const wrote = await this.write(fd, staging.subarray(0, fill + tail), pos);
       if (!wrote) return { direct: false, end: pos };
+      this.written(file, pos, [staging.subarray(0, fill + tail)]);
       pos += fill + tail;
     }
     return { direct: true, end: pos };
