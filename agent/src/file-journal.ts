@@ -107,7 +107,7 @@ export class FileJournal implements Journal {
     this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
     this.directMin = options.directWriteMinBytes ?? DEFAULT_DIRECT_WRITE_MIN_BYTES;
     this.tail = new JournalTail(options.tailCacheBytes ?? DEFAULT_TAIL_CACHE_BYTES);
-    this.direct = new DirectAppender(options.direct, (file, at, bufs) => this.tail.wrote(file, at, bufs));
+    this.direct = new DirectAppender(options.direct, (file, at, bufs) => this.noteWritten(file, at, bufs));
     this.totalBytes = segments.reduce((n, x) => n + x.bytes, 0);
   }
 
@@ -227,7 +227,7 @@ export class FileJournal implements Journal {
       const part = b.bufs.length <= 1024 ? b.bufs : b.bufs.slice(i, i + 1024); // IOV_MAX
       if (b.bytes <= this.inlineMax) pwritevSync(this.fd, part, seg.bytes);
       else await pwritev(this.fd, part, seg.bytes);
-      this.tail.wrote(seg.file, seg.bytes, part);
+      this.noteWritten(seg.file, seg.bytes, part);
       const n = part.length === b.bufs.length ? b.bytes : part.reduce((sum, x) => sum + x.length, 0);
       seg.bytes += n;
       this.totalBytes += n;
@@ -297,7 +297,20 @@ export class FileJournal implements Journal {
   }
 
   cursor(from: number): JournalCursor {
+    this.cursors++;
     return new FileJournalCursor(this, from, this.maxRecordBytes);
+  }
+
+  /** Open cursors: the tail is kept only while someone reads (an agent without a cache-store has no reader). */
+  private cursors = 0;
+
+  /** For cursors: this one is closed. */
+  cursorClosed(): void {
+    if (--this.cursors === 0) this.tail.clear();
+  }
+
+  private noteWritten(file: string, at: number, bufs: readonly Buffer[]): void {
+    if (this.cursors > 0) this.tail.wrote(file, at, bufs);
   }
 
   /** For cursors: the segments as they stand (the last one may still grow). */

@@ -6,10 +6,10 @@ import { PAD_HEADER_BYTES, PAD_MAX_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BY
 import { corrupt, type Segment } from './journal-segment.js';
 
 /**
- * Reads a {@link FileJournal} from an LSN onward, following it as it grows. Records come straight
- * out of the segment files (the page cache, for recent ones), so the shipper holds no second copy
- * of the stream in memory however far behind it falls. Reads go into one buffer reused from call
- * to call, so record payloads are valid only until the next `next` (see JournalCursor).
+ * Reads a {@link FileJournal} from an LSN onward, following it as it grows. Records come out of the
+ * journal's in-memory tail (its newest 32 MiB) or else the segment files, so the shipper holds no
+ * copy of its own however far behind it falls. Reads go into one buffer reused from call to call, so
+ * record payloads are valid only until the next `next` (see JournalCursor).
  */
 export class FileJournalCursor implements JournalCursor {
   private segment: Segment | undefined;
@@ -80,6 +80,7 @@ export class FileJournalCursor implements JournalCursor {
   }
 
   close(): void {
+    if (!this.closed) this.journal.cursorClosed();
     this.closed = true;
     this.wake?.();
     if (this.fd !== undefined) void closeFd(this.fd).catch(() => undefined);

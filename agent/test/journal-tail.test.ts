@@ -60,6 +60,7 @@ describe('FileJournal cursor reading from the tail', () => {
   it('serves the newest records from memory and older ones from the file', async () => {
     const dir = path.join(await root, 'j');
     const j = await FileJournal.open(dir, { tailCacheBytes: 1 << 20 });
+    const shipper = j.cursor(1); // the tail is kept while a cursor is open, as the shipper's is
     const recs = [write(1, 4096), write(2, 512 * 1024), write(3, 512 * 1024), write(4, 300 * 1024)];
     for (const r of recs) await j.append(r);
     // Scribble over the last 700 KiB of the file (the end of record 3 and all of record 4) under the
@@ -81,6 +82,7 @@ describe('FileJournal cursor reading from the tail', () => {
     early.close();
     expect(first[0]!.lsn).toBe(1);
     expect(first[0]!.data!.equals(recs[0]!.data!)).toBe(true); // outside the scribbled range, from the file
+    shipper.close();
     await j.close();
   });
 });
