@@ -25,8 +25,8 @@ export interface DirectAppendResult {
  * Why: the journal is written once and read once, by the shipper, soon after. Through the page cache
  * every journaled byte lands in a freshly allocated page, which on a VM whose freed memory goes back
  * to the host (free page reporting) costs a host page fault per page: on the 1 MiB sequential
- * benchmark the journal's copy into new pages took twice the CPU of the image's copy into pages it
- * rewrites. A direct write is one DMA from a buffer this process keeps reusing.
+ * benchmark the journal's copy into new pages took about three times the CPU of the image's copy
+ * into pages it rewrites. A direct write is one DMA from a buffer this process keeps reusing.
  *
  * O_DIRECT wants the file offset, the length and the memory address aligned. Records are copied
  * into one page-aligned staging buffer; a pad (journal-format.ts) written through the page cache
