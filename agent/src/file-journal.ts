@@ -148,7 +148,9 @@ export class FileJournal implements Journal {
       const last = segments[segments.length - 1]!;
       fd = fs.openSync(last.file, 'r+');
     }
-    return new FileJournal(dir, segments, fd, lastLsn, options);
+    const journal = new FileJournal(dir, segments, fd, lastLsn, options);
+    journal.probeDirect();
+    return journal;
   }
 
   get lastLsn(): number {
@@ -220,6 +222,12 @@ export class FileJournal implements Journal {
       for (const w of readers) w();
     }
     this.writerRunning = false;
+  }
+
+  /** Learns now whether this filesystem takes O_DIRECT, so the status is right before the first large write. */
+  private probeDirect(): void {
+    const seg = this.segments[this.segments.length - 1]!;
+    if (Number.isFinite(this.directMin) && seg.version >= 2) this.direct.probe(seg.file);
   }
 
   private async writeBuffered(seg: Segment, b: Batch): Promise<void> {

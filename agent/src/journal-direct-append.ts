@@ -108,6 +108,11 @@ export class DirectAppender {
     return { direct: true, end: pos };
   }
 
+  /** Opens `file` for direct writes ahead of the first one; a filesystem that refuses O_DIRECT is noted at once. */
+  probe(file: string): void {
+    this.open(file);
+  }
+
   /** Closes the descriptor of the current segment (the journal calls this when it rolls). */
   async close(): Promise<void> {
     const fd = this.fd;

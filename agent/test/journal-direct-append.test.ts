@@ -82,6 +82,7 @@ describe('direct journal writes', () => {
       throw Object.assign(new Error('EINVAL: invalid argument, open'), { code: 'EINVAL' });
     };
     const j = await FileJournal.open(dir, { direct: { openDirect: einval } });
+    expect(j.stats().directWrites).toBe(false); // known at open, before any large write
     const recs = [write(1, 4096), write(2, 1 << 20), write(3, 1 << 20), write(4, 4096)];
     for (const r of recs) await j.append(r);
     expect(j.stats().directWrites).toBe(false); // and status says so
