@@ -17,6 +17,6 @@ export function allocAligned(bytes: number): Buffer {
   return Buffer.from(memory.buffer);
 }
 
-export function alignUp(n: number, to = DIRECT_IO_ALIGNMENT): number {
-  return Math.ceil(n / to) * to;
+export function alignUp(n: number): number {
+  return Math.ceil(n / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT;
 }

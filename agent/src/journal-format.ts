@@ -10,6 +10,7 @@ import {
   writeCanonical,
   type ChangeRecord,
 } from '@site-recovery/shared';
+import { DIRECT_IO_ALIGNMENT } from './aligned-buffer.js';
 
 /**
  * On-disk layout of journal segments. All integers big-endian.
@@ -43,7 +44,7 @@ export const RECORD_HEADER_BYTES = 44;
 export const PAD_MAGIC = 0x53524a50; // "SRJP"
 export const PAD_HEADER_BYTES = 12;
 /** A pad reaches the next alignment boundary, one block further when the gap is under a header. */
-export const PAD_MAX_BYTES = 2 * 4096;
+export const PAD_MAX_BYTES = 2 * DIRECT_IO_ALIGNMENT;
 
 function writeU64(b: Buffer, v: number, at: number): void {
   b.writeUInt32BE(Math.floor(v / 0x1_0000_0000), at);
