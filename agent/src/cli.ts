@@ -8,6 +8,7 @@ import { Command, Option } from 'commander';
 import { ErrorCode, SrError, createLogger, parseDuration, parseHostPort, runCli, stopOnSignals } from '@site-recovery/shared';
 import { Agent } from './agent.js';
 import { parseDisk, readConfigFile } from './cli-options.js';
+import { DEFAULT_DIRECT_WRITE_MIN_BYTES } from './file-journal.js';
 import { serveStatus } from './status-server.js';
 
 const program = new Command('sr-agent')
@@ -24,7 +25,7 @@ const program = new Command('sr-agent')
   )
   .addOption(
     new Option('--journal-direct-writes <min-bytes|off>', 'journal group writes of at least this size bypass the page cache (O_DIRECT, where the filesystem allows it); off keeps them all buffered')
-      .default(256 * 1024)
+      .default(DEFAULT_DIRECT_WRITE_MIN_BYTES)
       .argParser(directArg),
   )
   .option('--cache-store <url>', 'replicate to the cache-store at this ws:// URL (without it the agent only journals)')

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
-import { closeFd, crc32c, preadInto, type ChangeRecord } from '@site-recovery/shared';
+import { closeFd, preadInto, type ChangeRecord } from '@site-recovery/shared';
 import type { FileJournal } from './file-journal.js';
 import type { JournalCursor } from './journal.js';
-import { PAD_HEADER_BYTES, PAD_MAX_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, isPadAt } from './journal-format.js';
+import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, isPadAt, padLength } from './journal-format.js';
 import { corrupt, type Segment } from './journal-segment.js';
 
 /**
@@ -46,7 +46,7 @@ export class FileJournalCursor implements JournalCursor {
       }
       const head = await this.readAt(Buffer.allocUnsafe(Math.min(avail, RECORD_HEADER_BYTES)), this.pos);
       if (isPadAt(head, 0)) {
-        this.pos += padLength(head, seg, this.pos);
+        this.pos += padBytes(head, seg, this.pos);
         continue;
       }
       const payload = head.length >= RECORD_HEADER_BYTES ? head.readUInt32BE(28) : 0;
@@ -100,7 +100,7 @@ export class FileJournalCursor implements JournalCursor {
     while (lsn < this.nextLsn) {
       const head = await this.readAt(Buffer.allocUnsafe(RECORD_HEADER_BYTES), this.pos);
       if (isPadAt(head, 0)) {
-        this.pos += padLength(head, target, this.pos);
+        this.pos += padBytes(head, target, this.pos);
         continue;
       }
       this.pos += RECORD_HEADER_BYTES + head.readUInt32BE(28);
@@ -120,11 +120,8 @@ export class FileJournalCursor implements JournalCursor {
 }
 
 /** Length of the pad whose header starts `head` (read at `pos` of `seg`), its checksum and bounds checked. */
-function padLength(head: Buffer, seg: Segment, pos: number): number {
-  if (head.length < PAD_HEADER_BYTES || head.readUInt32BE(8) !== crc32c(head.subarray(0, 8))) {
-    throw corrupt(`${seg.file} at byte ${pos}: pad checksum mismatch`);
-  }
-  const bytes = head.readUInt32BE(4);
-  if (bytes < PAD_HEADER_BYTES || bytes > PAD_MAX_BYTES) throw corrupt(`${seg.file} at byte ${pos}: pad of ${bytes} bytes`);
+function padBytes(head: Buffer, seg: Segment, pos: number): number {
+  const bytes = padLength(head, 0);
+  if (typeof bytes === 'string') throw corrupt(`${seg.file} at byte ${pos}: ${bytes}`);
   return bytes;
 }

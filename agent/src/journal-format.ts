@@ -153,9 +153,20 @@ export function decodeRecord(b: Buffer, at: number, maxRecordBytes: number): Dec
 
 function decodePad(b: Buffer, at: number): DecodeResult {
   if (b.length - at < PAD_HEADER_BYTES) return { ok: false, reason: 'short' };
-  const bytes = b.readUInt32BE(at + 4);
-  if (b.readUInt32BE(at + 8) !== crc32c(b.subarray(at, at + 8))) return { ok: false, reason: 'invalid', detail: 'pad checksum mismatch' };
-  if (bytes < PAD_HEADER_BYTES || bytes > PAD_MAX_BYTES) return { ok: false, reason: 'invalid', detail: `pad of ${bytes} bytes` };
+  const bytes = padLength(b, at);
+  if (typeof bytes === 'string') return { ok: false, reason: 'invalid', detail: bytes };
   if (b.length - at < bytes) return { ok: false, reason: 'short' };
   return { ok: true, record: undefined, bytes };
+}
+
+/**
+ * The length of the pad whose whole header is at `at` of `b`, or why it is not a valid one. For
+ * readers that hold only a pad's header (the cursor), and decodeRecord.
+ */
+export function padLength(b: Buffer, at: number): number | string {
+  if (b.length - at < PAD_HEADER_BYTES) return 'truncated pad';
+  if (b.readUInt32BE(at + 8) !== crc32c(b.subarray(at, at + 8))) return 'pad checksum mismatch';
+  const bytes = b.readUInt32BE(at + 4);
+  if (bytes < PAD_HEADER_BYTES || bytes > PAD_MAX_BYTES) return `pad of ${bytes} bytes`;
+  return bytes;
 }
