@@ -128,7 +128,8 @@ describe('sr-cache-store CLI', () => {
     expect((await cli.exited).code).toBe(0);
     const seg = path.join(vmDir(dataDir, 'vm1'), segmentFileName(1));
     const fh = await fs.open(seg, 'r+');
-    await fh.write(Buffer.from('XX'), 0, 2, 5000);
+    const { buffer: two } = await fh.read(Buffer.alloc(2), 0, 2, 5000);
+    await fh.write(two.map((b) => b ^ 0xff), 0, 2, 5000); // inverted, so the bytes surely change
     await fh.close();
 
     const again = await startCli(dataDir);

@@ -23,6 +23,16 @@ async function segmentsOf(dataDir: string, vm = 'vm1'): Promise<string[]> {
   return (await fs.readdir(vmDir(dataDir, vm))).filter((n) => n.endsWith('.srs')).sort();
 }
 
+/** Inverts `count` bytes of `file` at `at`; writing a fixed value over random frame bytes could leave them unchanged. */
+async function flipBytes(file: string, at: number, count = 1): Promise<void> {
+  const fh = await fs.open(file, 'r+');
+  const b = Buffer.alloc(count);
+  await fh.read(b, 0, count, at);
+  for (let i = 0; i < count; i++) b[i] = b[i]! ^ 0xff;
+  await fh.write(b, 0, count, at);
+  await fh.close();
+}
+
 /** A store with `n` frames of 3 records (1000 bytes each) for vm1, closed again. */
 async function filled(dataDir: string, n: number, segmentBytes?: number): Promise<void> {
   const store = await FileStreamStore.open(dataDir, segmentBytes === undefined ? {} : { segmentBytes });
@@ -67,9 +77,7 @@ describe('FileStreamStore on disk', () => {
     const dir = path.join(root, 'flip-tail');
     await filled(dir, 3);
     const seg = path.join(vmDir(dir, 'vm1'), segmentFileName(1));
-    const fh = await fs.open(seg, 'r+');
-    await fh.write(Buffer.from([0xee]), 0, 1, SEGMENT_HEADER_BYTES + 2 * FRAME_BYTES + FRAME_HEADER_BYTES + 10);
-    await fh.close();
+    await flipBytes(seg, SEGMENT_HEADER_BYTES + 2 * FRAME_BYTES + FRAME_HEADER_BYTES + 10);
     const store = await FileStreamStore.open(dir);
     expect(store.get('vm1')!.durableLsn).toBe(6);
     await store.close();
@@ -93,9 +101,7 @@ describe('FileStreamStore on disk', () => {
     await filled(dir, 20, 4096);
     const segs = await segmentsOf(dir);
     expect(segs.length).toBeGreaterThan(2);
-    const fh = await fs.open(path.join(vmDir(dir, 'vm1'), segs[1]!), 'r+');
-    await fh.write(Buffer.from([0x00, 0x01]), 0, 2, SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 5);
-    await fh.close();
+    await flipBytes(path.join(vmDir(dir, 'vm1'), segs[1]!), SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 5, 2);
     const store = await expectSetAside(dir, segs[1]!, 'g1');
     expect((await store.openGeneration('vm1', 'g2', DISKS)).generation).toBe('g2');
     expect(store.damaged()).toEqual([]);
