@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { ErrorCode, SrError, fdatasync, fsyncDir, pwritev } from '@site-recovery/shared';
+import { ErrorCode, SrError, fdatasync, fsyncDir, pwriteSync, pwritev } from '@site-recovery/shared';
 import { SEGMENT_HEADER_BYTES, SEGMENT_VERSION, decodeRecord, decodeSegmentHeader, encodeSegmentHeader } from './journal-format.js';
 import { segmentFileName } from './names.js';
 
@@ -18,13 +18,23 @@ export function corrupt(message: string): SrError {
   return new SrError(ErrorCode.JOURNAL_CORRUPT, message);
 }
 
-export async function createSegment(dir: string, firstLsn: number): Promise<{ segment: Segment; fd: number }> {
+/**
+ * Creates the segment that starts at `firstLsn`. With `durable` its header and name are synced
+ * before this returns; without, the caller owes an fdatasync of the file and an fsync of the
+ * directory before it counts any record in it as durable (FileJournal does both in `sync`), and a
+ * crash before then leaves at most a header-less newest segment, which the opening scan removes.
+ */
+export async function createSegment(dir: string, firstLsn: number, durable: boolean): Promise<{ segment: Segment; fd: number }> {
   const file = path.join(dir, segmentFileName(firstLsn));
   const fd = fs.openSync(file, 'wx+');
   const header = encodeSegmentHeader(firstLsn);
-  await pwritev(fd, [header], 0);
-  await fdatasync(fd);
-  await fsyncDir(dir);
+  if (durable) {
+    await pwritev(fd, [header], 0);
+    await fdatasync(fd);
+    await fsyncDir(dir);
+  } else {
+    pwriteSync(fd, header, 0); // 32 bytes into the page cache
+  }
   return { segment: { firstLsn, file, bytes: header.length, version: SEGMENT_VERSION }, fd };
 }
 
@@ -40,8 +50,9 @@ export interface SegmentScan {
 /** Validates one segment; `undefined` when it was a half-created newest segment and was removed. */
 export async function scanSegment(file: string, maxRecordBytes: number, isLast: boolean): Promise<SegmentScan | undefined> {
   const buf = await fsp.readFile(file);
-  if (isLast && buf.length < SEGMENT_HEADER_BYTES) {
-    // Crashed while creating the segment: nothing in it was ever acknowledged.
+  if (isLast && (buf.length < SEGMENT_HEADER_BYTES || buf.subarray(0, SEGMENT_HEADER_BYTES).every((x) => x === 0))) {
+    // Crashed before the segment's header was synced: nothing in it was ever acknowledged, since a
+    // sync writes the header out before it counts any record in the segment as durable.
     await fsp.unlink(file);
     return undefined;
   }
