@@ -6,9 +6,9 @@
 import './io-threads.js';
 import { Command, Option } from 'commander';
 import { ErrorCode, SrError, createLogger, parseDuration, parseHostPort, runCli, stopOnSignals } from '@site-recovery/shared';
-import { Agent } from './agent.js';
+import { Agent, DEFAULT_CHECKPOINT_INTERVAL_MS } from './agent.js';
 import { parseDisk, readConfigFile } from './cli-options.js';
-import { DEFAULT_DIRECT_WRITE_MIN_BYTES } from './file-journal.js';
+import { DEFAULT_DIRECT_WRITE_MIN_BYTES, DEFAULT_JOURNAL_MAX_BYTES } from './file-journal.js';
 import { serveStatus } from './status-server.js';
 
 const program = new Command('sr-agent')
@@ -24,6 +24,9 @@ const program = new Command('sr-agent')
     new Option('--journal-segment-bytes <n>', 'size at which a journal segment file is closed and a new one begun').default(64 * 1024 * 1024).argParser(intArg),
   )
   .addOption(
+    new Option('--journal-max-bytes <n>', 'cap on the journal\'s disk space; past it the VM\'s writes wait until the cache-store acknowledges (nothing is dropped). At least 4 segments').default(DEFAULT_JOURNAL_MAX_BYTES).argParser(intArg),
+  )
+  .addOption(
     new Option('--journal-direct-writes <min-bytes|off>', 'journal group writes of at least this size bypass the page cache (O_DIRECT, where the filesystem allows it); off keeps them all buffered')
       .default(DEFAULT_DIRECT_WRITE_MIN_BYTES)
       .argParser(directArg),
@@ -36,7 +39,7 @@ const program = new Command('sr-agent')
   .option('--pre-snapshot <command>', 'shell command that quiesces the applications before an app-consistent point (e.g. "fsfreeze -f /data")')
   .option('--post-snapshot <command>', 'shell command that resumes them afterwards (e.g. "fsfreeze -u /data"); runs even if the pre command failed')
   .addOption(
-    new Option('--checkpoint-interval <ms>', 'how often the images are fsynced so journal segments below that point can be released').default(5000).argParser(msArg),
+    new Option('--checkpoint-interval <ms>', 'how often the images are fsynced; after a crash the journal is replayed from the last such point, and shipped journal segments are released only below it (also taken early when the journal passes half its cap)').default(DEFAULT_CHECKPOINT_INTERVAL_MS).argParser(msArg),
   )
   .option('--config <file>', 'JSON file with the same keys (vm, disk, nbd, dataDir, journalSegmentBytes); options given here win')
   .addHelpText(
@@ -76,6 +79,7 @@ async function main(): Promise<void> {
     nbd: string;
     dataDir?: string;
     journalSegmentBytes: number;
+    journalMaxBytes: number;
     journalDirectWrites: number;
     config?: string;
     cacheStore?: string;
@@ -94,6 +98,9 @@ async function main(): Promise<void> {
   const disks = (o.disk.length > 0 ? o.disk : (file.disk ?? [])).map(parseDisk);
   const nbd = parseHostPort(fromCli('nbd') || file.nbd === undefined ? o.nbd : file.nbd, '--nbd');
   const segmentBytes = fromCli('journalSegmentBytes') || file.journalSegmentBytes === undefined ? o.journalSegmentBytes : file.journalSegmentBytes;
+  if (o.journalMaxBytes < 4 * segmentBytes) {
+    throw new SrError(ErrorCode.BAD_OPTION, `--journal-max-bytes ${o.journalMaxBytes} must be at least 4 journal segments (4 x ${segmentBytes}): only whole segments are released`);
+  }
   if (vm === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--vm NAME is required');
   if (dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
   if (disks.length === 0) throw new SrError(ErrorCode.BAD_OPTION, 'at least one --disk ID=PATH is required');
@@ -126,7 +133,7 @@ async function main(): Promise<void> {
     nbdHost: nbd.host,
     nbdPort: nbd.port,
     dataDir,
-    journal: { segmentBytes, directWriteMinBytes: o.journalDirectWrites },
+    journal: { segmentBytes, maxBytes: o.journalMaxBytes, directWriteMinBytes: o.journalDirectWrites },
     checkpointIntervalMs: o.checkpointInterval,
     log,
     ...(cacheStore !== undefined

@@ -53,7 +53,7 @@ export interface FileJournalOptions {
 const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024;
 const DEFAULT_INLINE_WRITE_MAX_BYTES = 1024 * 1024;
-const DEFAULT_MAX_BYTES = 8 * 1024 * 1024 * 1024;
+export const DEFAULT_JOURNAL_MAX_BYTES = 8 * 1024 * 1024 * 1024;
 export const DEFAULT_DIRECT_WRITE_MIN_BYTES = 256 * 1024;
 const DEFAULT_TAIL_CACHE_BYTES = 32 * 1024 * 1024;
 
@@ -107,7 +107,7 @@ export class FileJournal implements Journal {
     this.segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     this.maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
     this.inlineMax = options.inlineWriteMaxBytes ?? DEFAULT_INLINE_WRITE_MAX_BYTES;
-    this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.maxBytes = options.maxBytes ?? DEFAULT_JOURNAL_MAX_BYTES;
     this.directMin = options.directWriteMinBytes ?? DEFAULT_DIRECT_WRITE_MIN_BYTES;
     this.tail = new JournalTail(options.tailCacheBytes ?? DEFAULT_TAIL_CACHE_BYTES);
     this.direct = new DirectAppender(options.direct, (file, at, bufs) => this.noteWritten(file, at, bufs));

@@ -6,6 +6,8 @@ import { getJson, startCacheStore, startProcessor, waitUntil, type ServiceProces
 
 interface AgentStatusDoc {
   lsn: number;
+  checkpointLsn: number;
+  journal: { bytes: number; maxBytes: number; stalled: boolean };
   replication?: { stream: { ackedLsn: number; state: string }; initialCopy: { state: string; percent: number } };
 }
 

@@ -13,7 +13,7 @@ afterAll(() => t.cleanup());
 const disks = () => [{ id: 'd0', path: path.join(t.dir, 'd0.img') }];
 const journalOf = (ready: Record<string, unknown>): Record<string, unknown> => ready['journal'] as Record<string, unknown>;
 
-describe('sr-agent --journal-direct-writes', () => {
+describe('sr-agent journal options', () => {
   it('is on by default and says so in status; off keeps the journal in the page cache', async () => {
     const on = await startAgent({ vm: 'direct-on', disks: disks(), dataDir: path.join(t.dir, 'on') });
     expect(journalOf(on.ready)['directWrites']).toBe(true);
@@ -28,6 +28,14 @@ describe('sr-agent --journal-direct-writes', () => {
     const r = await run(process.execPath, [...nodeFlagsOf(AGENT_CLI), AGENT_CLI, '--vm', 'bad', '--disk', `d0=${disks()[0]!.path}`, '--data-dir', dataDir, '--journal-direct-writes', '512']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/SR_BAD_OPTION: --journal-direct-writes "512" must be "off" or a number of bytes, at least 4096/);
+    await expect(fsp.access(dataDir)).rejects.toThrow();
+  });
+
+  it('refuses a journal cap below four segments with SR_BAD_OPTION and creates nothing', async () => {
+    const dataDir = path.join(t.dir, 'bad-cap');
+    const r = await run(process.execPath, [...nodeFlagsOf(AGENT_CLI), AGENT_CLI, '--vm', 'bad', '--disk', `d0=${disks()[0]!.path}`, '--data-dir', dataDir, '--journal-segment-bytes', String(8 << 20), '--journal-max-bytes', String(16 << 20)]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/SR_BAD_OPTION: --journal-max-bytes 16777216 must be at least 4 journal segments \(4 x 8388608\)/);
     await expect(fsp.access(dataDir)).rejects.toThrow();
   });
 });
