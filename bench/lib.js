@@ -4,6 +4,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
+// The test harness's helper, so bench and tests start the CLIs the same way.
+export { nodeFlagsOf } from '@site-recovery/test';
+
 export const ROOT = path.resolve(import.meta.dirname, '..');
 
 /** Directory the benchmark images live in: SR_BENCH_DIR, else .tmp/bench in the project (a real disk). */
@@ -18,12 +21,6 @@ export function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-/** The node flags a CLI's first line asks for (`#!/usr/bin/env -S node FLAGS`): run it as its bin runs. */
-export function nodeFlagsOf(script) {
-  const m = /^#!\S*env -S node(.*)$/.exec(fs.readFileSync(script, 'utf8').split('\n', 1)[0]);
-  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
 }
 
 /** Starts a server process and waits until its TCP port accepts connections. */
