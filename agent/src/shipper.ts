@@ -96,8 +96,17 @@ export class Shipper {
   private cursor: JournalCursor | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly totalBytes: number;
+  /**
+   * The journal's last LSN when this shipper was made (the agent makes it before serving the VM), and
+   * the highest LSN shipped since. The cache-store can only rightly hold LSNs up to one of them: more
+   * means it holds records this journal lost in a crash, and the VM's writes since then took those
+   * LSNs again with other data.
+   */
+  private readonly startLsn: number;
+  private shippedMax = 0;
 
   constructor(private readonly o: ShipperOptions) {
+    this.startLsn = o.journal.lastLsn;
     this.limits = { ...DEFAULTS, ...o.limits };
     this.totalBytes = o.disks.reduce((n, d) => n + d.size, 0);
   }
@@ -196,10 +205,12 @@ export class Shipper {
 
   private onWelcome(ws: WebSocket, durable: number): void {
     const j = this.o.journal;
-    if (durable > j.lastLsn || durable + 1 < j.firstLsn) {
+    if (durable > Math.max(this.startLsn, this.shippedMax) || durable + 1 < j.firstLsn) {
       // The cache-store's position is not one our journal continues from: continuity is lost.
       this.state = 'failed';
-      this.lastError = `${ErrorCode.SEQUENCE}: cache-store holds LSN ${durable} of generation ${this.o.generation}, the journal holds ${j.firstLsn}..${j.lastLsn}; restart the agent with --resync to start a new generation`;
+      const held = Math.max(this.startLsn, this.shippedMax);
+      const why = durable > held ? `but this journal reached only LSN ${held} (a crash cut its unsynced tail)` : `but this journal starts at LSN ${j.firstLsn}`;
+      this.lastError = `${ErrorCode.SEQUENCE}: cache-store holds LSN ${durable} of generation ${this.o.generation}, ${why}; restart the agent with --resync to start a new generation`;
       this.o.log.error(this.lastError);
       ws.close(1011, 'continuity lost');
       return;
@@ -253,6 +264,7 @@ export class Shipper {
         this.bytesSent += frame.length;
         this.rawBytesSent += raw;
         this.sent = last;
+        this.shippedMax = Math.max(this.shippedMax, last);
       }
     }
   }

@@ -1,0 +1,64 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ReplicationEnv, ThrottleProxy, requireTools, runOk, waitUntil } from '@site-recovery/test';
+
+const MiB = 1 << 20;
+
+/** Eight 1 MiB writes of `pattern` at the start of the disk: eight journal records. */
+function eightWrites(uri: string, pattern: number): Promise<unknown> {
+  const cmds = Array.from({ length: 8 }, (_, i) => ['-c', `write -P ${pattern} ${i}M 1M`]).flat();
+  return runOk('qemu-io', ['-f', 'raw', uri, ...cmds]);
+}
+
+// A host crash can cut the journal's unsynced tail after the cache-store already holds those records.
+// The VM's next writes then take the same LSNs with other data: streaming on from the cache-store's
+// position would skip them and leave the replica silently different from the source.
+describe('a journal that lost records the cache-store holds', () => {
+  let env: ReplicationEnv;
+  let proxy: ThrottleProxy;
+  beforeAll(async () => {
+    requireTools(['qemu-io']);
+    env = await ReplicationEnv.start('torn');
+    const [host, port] = env.cacheStore.listen.split(':') as [string, string];
+    proxy = new ThrottleProxy(host, Number(port), { bytesPerSecond: Infinity, delayMs: 0 });
+    await proxy.listen();
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await env?.close();
+  });
+
+  it('stops streaming and says to resync, even when the VM wrote past the cut before the cache-store answered', async () => {
+    const vm = await env.protect('torn01', [{ id: 'os', size: 64 * MiB }], { cacheStoreUrl: `ws://127.0.0.1:${proxy.port}` });
+    await eightWrites(vm.agent.uri('os'), 0x11);
+    const before = await env.drained(vm);
+    expect(await vm.agent.stop()).toBe(0);
+
+    // The crash: the newest segment loses its last three records (about 3 MiB).
+    const journal = path.join(vm.dataDir, 'journal');
+    const newest = path.join(journal, (await fs.readdir(journal)).filter((n) => n.endsWith('.srj')).sort().at(-1)!);
+    await fs.truncate(newest, (await fs.stat(newest)).size - 3 * MiB + 4096);
+
+    // The agent comes back while the cache-store cannot be reached, and the VM writes eight records.
+    proxy.partition();
+    await env.startAgentFor(vm, { cacheStoreUrl: `ws://127.0.0.1:${proxy.port}` });
+    await eightWrites(vm.agent.uri('os'), 0x22);
+    const status = await env.agentStatus(vm);
+    expect(status.lsn).toBeGreaterThan(before.appliedLsn); // past the cache-store's position
+    proxy.heal();
+
+    const failed = await waitUntil(
+      'the shipper to refuse the cache-store position',
+      async () => {
+        const s = await env.agentStatus(vm);
+        return s.replication?.stream.state === 'failed' ? s.replication.stream : undefined;
+      },
+      30_000,
+      100,
+    );
+    expect(failed.lastError).toMatch(new RegExp(`SR_SEQUENCE: cache-store holds LSN ${before.appliedLsn} .* reached only LSN ${before.appliedLsn - 3} .*--resync`));
+    // Nothing of the new writes went on top of the old records.
+    expect((await env.processorVm('torn01'))!.appliedLsn).toBe(before.appliedLsn);
+  });
+});
