@@ -213,6 +213,7 @@ export class Agent {
         },
       });
       this.initialSyncRun = this.initialSync.run().catch((err: unknown) => {
+        if (this.closed) return; // stopped while it waited for journal room; it resumes at the next start
         this.config.log.error({ err: (err as Error).message }, 'initial copy failed; it resumes when the agent restarts');
       });
     }
@@ -295,6 +296,8 @@ export class Agent {
     if (this.closed) return;
     this.closed = true;
     if (this.checkpointTimer !== undefined) clearInterval(this.checkpointTimer);
+    // First: writers stalled at the journal cap would otherwise hold up everything below.
+    this.journal.stopWaiting();
     await this.server.close();
     this.initialSync?.stop();
     await this.initialSyncRun;

@@ -1,3 +1,4 @@
+import { ErrorCode, isSrError } from '@site-recovery/shared';
 import { Errno } from './nbd/constants.js';
 
 /**
@@ -42,6 +43,7 @@ export class BackendError extends Error {
 /** Maps a failure from local storage to the errno a client can act on. */
 export function errnoOf(err: unknown): Errno {
   if (err instanceof BackendError) return err.errno;
+  if (isSrError(err, ErrorCode.SHUTTING_DOWN)) return Errno.ESHUTDOWN;
   const code = typeof err === 'object' && err !== null && 'code' in err ? err.code : undefined;
   if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') return Errno.ENOSPC;
   if (code === 'EROFS' || code === 'EPERM' || code === 'EACCES') return Errno.EPERM;

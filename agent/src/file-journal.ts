@@ -91,7 +91,8 @@ export class FileJournal implements Journal {
   private readonly direct: DirectAppender;
   private readonly tail: JournalTail;
   private totalBytes: number;
-  private roomWaiters: (() => void)[] = [];
+  private roomWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private waitsStopped = false;
   private writtenWaiters: (() => void)[] = [];
 
   private constructor(
@@ -369,13 +370,21 @@ export class FileJournal implements Journal {
     if (this.totalBytes < this.maxBytes && this.roomWaiters.length > 0) {
       const waiters = this.roomWaiters;
       this.roomWaiters = [];
-      for (const w of waiters) w();
+      for (const w of waiters) w.resolve();
     }
   }
 
   room(): Promise<void> | undefined {
     if (this.totalBytes < this.maxBytes) return undefined;
-    return new Promise((resolve) => this.roomWaiters.push(resolve));
+    if (this.waitsStopped) return Promise.reject(stoppedWaiting());
+    return new Promise((resolve, reject) => this.roomWaiters.push({ resolve, reject }));
+  }
+
+  stopWaiting(): void {
+    this.waitsStopped = true;
+    const waiters = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const w of waiters) w.reject(stoppedWaiting());
   }
 
   stats(): JournalStats {
@@ -415,6 +424,10 @@ export class FileJournal implements Journal {
     const code = (f as NodeJS.ErrnoException).code === 'ENOSPC' ? ErrorCode.NO_SPACE : ErrorCode.IO;
     return new SrError(code, `journal in ${this.dir} failed and takes no more writes until the agent restarts: ${f.message}`, { cause: f });
   }
+}
+
+function stoppedWaiting(): SrError {
+  return new SrError(ErrorCode.SHUTTING_DOWN, 'the agent is stopping; a write stalled at the journal cap was not taken');
 }
 
 function newBatch(): Batch {

@@ -27,6 +27,12 @@ export interface Journal {
    * writes stall rather than anything being dropped.
    */
   room(): Promise<void> | undefined;
+  /**
+   * Ends every wait in `room()`, and any later one, with SR_SHUTTING_DOWN: a writer stalled at the cap
+   * must not keep the agent from stopping. The stalled write took no LSN and was not answered, so
+   * nothing is lost; appends still work until `close`.
+   */
+  stopWaiting(): void;
   /** LSN of the last appended record; 0 when empty. */
   readonly lastLsn: number;
   /** LSN of the first retained record; `lastLsn + 1` when empty. */

@@ -148,6 +148,23 @@ describe('FileJournal on disk', () => {
     await again.close();
   });
 
+  it('ends waits for room with SR_SHUTTING_DOWN once told to stop waiting, and keeps its records', async () => {
+    const dir = path.join(root, 'stop-waiting');
+    const j = await FileJournal.open(dir, { segmentBytes: 8192, maxBytes: 32 * 1024 });
+    for (let lsn = 1; j.stats().bytes < 32 * 1024; lsn++) await j.append(write(lsn));
+    const waiting = j.room()!;
+    expect(j.stats().stalled).toBe(true);
+    j.stopWaiting();
+    await expect(waiting).rejects.toMatchObject({ code: 'SR_SHUTTING_DOWN' });
+    await expect(j.room()).rejects.toMatchObject({ code: 'SR_SHUTTING_DOWN' });
+    expect(j.stats().stalled).toBe(false);
+    const last = j.lastLsn;
+    await j.close();
+    const again = await FileJournal.open(dir, { segmentBytes: 8192 });
+    expect(again.lastLsn).toBe(last);
+    await again.close();
+  });
+
   it('ignores files that are not segments', async () => {
     const dir = path.join(root, 'other');
     await filled(dir, 2);

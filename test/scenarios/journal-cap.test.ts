@@ -1,5 +1,6 @@
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ReplicationEnv, requireTools, runOk } from '@site-recovery/test';
+import { ReplicationEnv, ThrottleProxy, makeImage, requireTools, run, runOk, startAgent, waitUntil } from '@site-recovery/test';
 
 const MiB = 1 << 20;
 const SEGMENT = 4 * MiB;
@@ -11,7 +12,7 @@ const CAP = 8 * SEGMENT;
 describe('journal cap with a long checkpoint interval', () => {
   let env: ReplicationEnv;
   beforeAll(async () => {
-    requireTools(['fio']);
+    requireTools(['fio', 'qemu-io']);
     env = await ReplicationEnv.start('cap');
   });
   afterAll(async () => {
@@ -33,5 +34,35 @@ describe('journal cap with a long checkpoint interval', () => {
     expect(peak).toBeLessThanOrEqual(CAP + 32 * MiB); // the cap, plus at most one write past it
     await env.drained(vm, 120_000);
     expect(await env.compare(vm)).toEqual([]);
+  });
+
+  it('stops cleanly while stalled at the cap, failing the waiting write instead of hanging', async () => {
+    // The cache-store cannot be reached, so nothing is acknowledged and nothing can be released: the
+    // initial copy of 64 MiB of data fills the 32 MiB journal and waits, and so does the VM's write.
+    const proxy = new ThrottleProxy('127.0.0.1', 9, { bytesPerSecond: Infinity, delayMs: 0 });
+    await proxy.listen();
+    proxy.partition();
+    try {
+      const image = path.join(env.dir, 'stall-os.img');
+      await makeImage(image, 128 * MiB, [{ offset: 0, length: 64 * MiB }]);
+      const agent = await startAgent({
+        vm: 'stall01',
+        disks: [{ id: 'os', path: image }],
+        dataDir: path.join(env.dir, 'stall-agent'),
+        args: ['--cache-store', `ws://127.0.0.1:${proxy.port}`, '--status', '127.0.0.1:0', '--journal-segment-bytes', String(SEGMENT), '--journal-max-bytes', String(CAP)],
+      });
+      const statusUrl = `http://${String(agent.ready['status'])}/status`;
+      await waitUntil('the journal to stall', async () => ((await (await fetch(statusUrl)).json()) as { journal: { stalled: boolean } }).journal.stalled || undefined, 30_000, 50);
+      const write = run('qemu-io', ['-f', 'raw', agent.uri('os'), '-c', 'write -P 0x5a 100M 1M']);
+      await new Promise((r) => setTimeout(r, 500)); // the write is in and waiting
+      const stopped = await Promise.race([agent.stop(), new Promise((r) => setTimeout(() => r('still running after 30 s'), 30_000))]);
+      if (stopped !== 0) await agent.kill();
+      expect(stopped).toBe(0);
+      const w = await write;
+      expect(w.code !== 0 || /error|failed/i.test(w.stdout + w.stderr), `the stalled write must not be reported as done:\n${w.stdout}${w.stderr}`).toBe(true);
+      expect(agent.stderr()).toContain('agent stopped');
+    } finally {
+      await proxy.close();
+    }
   });
 });
