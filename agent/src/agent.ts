@@ -122,7 +122,10 @@ export class Agent {
         vm: config.vm,
         disks: config.disks.map((d, i) => ({ id: d.id, size: images[i]!.size })),
       });
-      let journal = await FileJournal.open(journalDir(config.dataDir), config.journal);
+      // Everything through the checkpoint was synced before it was written: damage after it can be
+      // the unsynced tail of a crash, which the journal cuts rather than refusing to open.
+      let journal = await FileJournal.open(journalDir(config.dataDir), { ...config.journal, syncedThroughLsn: await readCheckpoint(config.dataDir) });
+      for (const repair of journal.repairs) config.log.warn({ repair }, 'journal: cut what a crash left unsynced');
       let checkpoint = await redo(config, journal, images);
       if (config.replication !== undefined && (state.replication === undefined || config.replication.resync === true)) {
         // A new generation: the stream restarts at LSN 1 with a full copy of the disks, so the old

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
 import {
   ErrorCode,
   SrError,
@@ -16,8 +15,8 @@ import { FileJournalCursor } from './journal-cursor.js';
 import { JournalTail } from './journal-tail.js';
 import { DirectAppender, type DirectAppendOptions } from './journal-direct-append.js';
 import { SEGMENT_HEADER_BYTES, decodeRecord, encodeRecordHeader } from './journal-format.js';
-import { corrupt, createSegment, scanSegment, type Segment } from './journal-segment.js';
-import { parseSegmentFileName } from './names.js';
+import { corrupt, createSegment, type Segment } from './journal-segment.js';
+import { planOpen } from './journal-open-plan.js';
 
 export interface FileJournalOptions {
   /** A segment is closed and a new one started once it reaches this size. Default 64 MiB. */
@@ -46,6 +45,12 @@ export interface FileJournalOptions {
    * Default 32 MiB; 0 reads everything back from the files.
    */
   readonly tailCacheBytes?: number;
+  /**
+   * LSN through which the journal is known to have been synced (the agent's checkpoint). Opening cuts
+   * damage after it, in any segment, as the unsynced tail of a crash; damage at or before it is
+   * refused. Default: only the newest segment's tail may be cut.
+   */
+  readonly syncedThroughLsn?: number;
   /** Options of the direct writer (staging size; a test hook for filesystems without O_DIRECT). */
   readonly direct?: DirectAppendOptions;
 }
@@ -91,6 +96,8 @@ export class FileJournal implements Journal {
   private readonly direct: DirectAppender;
   private readonly tail: JournalTail;
   private totalBytes: number;
+  /** What opening cut or removed, and why (empty after a clean stop). */
+  repairs: readonly string[] = [];
   private roomWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private waitsStopped = false;
   private writtenWaiters: (() => void)[] = [];
@@ -116,33 +123,17 @@ export class FileJournal implements Journal {
   }
 
   /**
-   * Opens (or creates) the journal in `dir`: validates every segment, truncates a torn tail of the
-   * last one, and refuses (SR_JOURNAL_CORRUPT) damage anywhere else, since records after it could
-   * not be trusted to follow on without a gap.
+   * Opens (or creates) the journal in `dir`: validates every segment, cuts the unsynced tail a crash
+   * may have torn, and refuses (SR_JOURNAL_CORRUPT) damage where the journal was known synced
+   * (journal-open-plan.ts). What it cut is listed in `repairs`.
    */
   static async open(dir: string, options: FileJournalOptions = {}): Promise<FileJournal> {
     await fsp.mkdir(dir, { recursive: true });
-    const maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
-    const names = (await fsp.readdir(dir))
-      .map((n) => ({ n, lsn: parseSegmentFileName(n) }))
-      .filter((x): x is { n: string; lsn: number } => x.lsn !== undefined)
-      .sort((a, b) => a.lsn - b.lsn);
-    const segments: Segment[] = [];
-    let lastLsn = 0;
-    for (const [i, { n, lsn }] of names.entries()) {
-      const file = path.join(dir, n);
-      const isLast = i === names.length - 1;
-      const scan = await scanSegment(file, maxRecordBytes, isLast);
-      if (scan === undefined) continue;
-      if (scan.firstLsn !== lsn) throw corrupt(`${file}: header says first LSN ${scan.firstLsn}, name says ${lsn}`);
-      if (lastLsn !== 0 && scan.records > 0 && lsn !== lastLsn + 1) {
-        throw corrupt(`${file}: starts at LSN ${lsn} but the previous segment ended at ${lastLsn}`);
-      }
-      if (scan.truncateTo !== undefined) await fsp.truncate(file, scan.truncateTo);
-      segments.push({ firstLsn: lsn, file, bytes: scan.truncateTo ?? scan.bytes, version: scan.version });
-      if (scan.records > 0) lastLsn = scan.lastLsn;
-      else if (lastLsn === 0) lastLsn = lsn - 1;
-    }
+    const plan = await planOpen(dir, options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES, options.syncedThroughLsn ?? Infinity);
+    for (const t of plan.truncate) await fsp.truncate(t.file, t.to);
+    for (const file of plan.remove) await fsp.unlink(file);
+    const segments = plan.segments;
+    const lastLsn = plan.lastLsn;
     let fd: number;
     if (segments.length === 0) {
       const seg = await createSegment(dir, lastLsn + 1, true);
@@ -153,6 +144,7 @@ export class FileJournal implements Journal {
       fd = fs.openSync(last.file, 'r+');
     }
     const journal = new FileJournal(dir, segments, fd, lastLsn, options);
+    journal.repairs = plan.repairs;
     journal.probeDirect();
     return journal;
   }

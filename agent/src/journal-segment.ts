@@ -43,19 +43,19 @@ export interface SegmentScan {
   version: number;
   lastLsn: number;
   records: number;
+  /** Length of the valid part: the whole file unless `damage` is set. */
   bytes: number;
-  truncateTo: number | undefined;
+  /** What is wrong at `bytes`, where the valid part ends (a torn or bad record); undefined when none. */
+  damage: string | undefined;
 }
 
-/** Validates one segment; `undefined` when it was a half-created newest segment and was removed. */
-export async function scanSegment(file: string, maxRecordBytes: number, isLast: boolean): Promise<SegmentScan | undefined> {
+/**
+ * Reads and checks one segment; it changes nothing. `undefined` when the file has no header yet
+ * (shorter than one, or all zeroes): created, but its header never reached the disk.
+ */
+export async function scanSegment(file: string, maxRecordBytes: number): Promise<SegmentScan | undefined> {
   const buf = await fsp.readFile(file);
-  if (isLast && (buf.length < SEGMENT_HEADER_BYTES || buf.subarray(0, SEGMENT_HEADER_BYTES).every((x) => x === 0))) {
-    // Crashed before the segment's header was synced: nothing in it was ever acknowledged, since a
-    // sync writes the header out before it counts any record in the segment as durable.
-    await fsp.unlink(file);
-    return undefined;
-  }
+  if (buf.length < SEGMENT_HEADER_BYTES || buf.subarray(0, SEGMENT_HEADER_BYTES).every((x) => x === 0)) return undefined;
   const { firstLsn, version } = decodeSegmentHeader(buf, file);
   let at = SEGMENT_HEADER_BYTES;
   let expect = firstLsn;
@@ -63,15 +63,11 @@ export async function scanSegment(file: string, maxRecordBytes: number, isLast: 
   while (at < buf.length) {
     const r = decodeRecord(buf, at, maxRecordBytes);
     const bad = !r.ok ? (r.reason === 'short' ? 'truncated record' : r.detail) : r.record !== undefined && r.record.lsn !== expect ? `LSN ${r.record.lsn} where ${expect} was expected` : undefined;
-    if (bad !== undefined) {
-      // Only the tail of the newest segment may be torn: that is where a crash interrupts a write.
-      if (isLast) return { firstLsn, version, lastLsn: expect - 1, records, bytes: at, truncateTo: at };
-      throw corrupt(`${file} at byte ${at}: ${bad}`);
-    }
+    if (bad !== undefined) return { firstLsn, version, lastLsn: expect - 1, records, bytes: at, damage: bad };
     if (r.ok) at += r.bytes;
     if (r.ok && r.record === undefined) continue; // a pad
     expect++;
     records++;
   }
-  return { firstLsn, version, lastLsn: expect - 1, records, bytes: at, truncateTo: undefined };
+  return { firstLsn, version, lastLsn: expect - 1, records, bytes: at, damage: undefined };
 }

@@ -165,6 +165,89 @@ describe('FileJournal on disk', () => {
     await again.close();
   });
 
+  describe('after a crash, with the journal known synced through some LSN', () => {
+    /** 40 records of 4 KiB in 64 KiB segments: 16 records each, so LSN 17 and 33 start segments 2 and 3. */
+    async function threeSegments(name: string): Promise<{ dir: string; names: string[] }> {
+      const dir = path.join(root, name);
+      await filled(dir, 40, 64 * 1024);
+      const names = (await fs.readdir(dir)).sort();
+      expect(names).toEqual([segmentFileName(1), segmentFileName(17), segmentFileName(33)]);
+      return { dir, names };
+    }
+    const recordAt = (i: number): number => SEGMENT_HEADER_BYTES + i * (RECORD_HEADER_BYTES + 4096);
+    async function flip(file: string, at: number): Promise<void> {
+      const fh = await fs.open(file, 'r+');
+      const b = Buffer.alloc(1);
+      await fh.read(b, 0, 1, at);
+      b[0] = b[0]! ^ 0xff;
+      await fh.write(b, 0, 1, at);
+      await fh.close();
+    }
+    const lsnsOf = async (j: FileJournal): Promise<number[]> => {
+      const out: number[] = [];
+      for await (const r of j.read(1)) out.push(r.lsn);
+      return out;
+    };
+
+    it('cuts a damaged older segment after that LSN, removes the later ones, and says so', async () => {
+      const { dir, names } = await threeSegments('crash-cut');
+      await flip(path.join(dir, names[1]!), recordAt(4) + RECORD_HEADER_BYTES + 100); // LSN 21
+      const j = await FileJournal.open(dir, { syncedThroughLsn: 10, segmentBytes: 64 * 1024 });
+      expect(j.lastLsn).toBe(20);
+      expect(await lsnsOf(j)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(j.repairs).toEqual([
+        expect.stringMatching(new RegExp(`^cut ${names[1]} at byte ${recordAt(4)}, LSN 21 onward`)),
+        expect.stringMatching(new RegExp(`^removed ${names[2]}: they follow the cut`)),
+      ]);
+      expect((await fs.readdir(dir)).sort()).toEqual(names.slice(0, 2));
+      await j.append(write(21));
+      await j.close();
+    });
+
+    it('refuses the same damage at or before that LSN', async () => {
+      const { dir, names } = await threeSegments('crash-refuse');
+      await flip(path.join(dir, names[1]!), recordAt(4) + RECORD_HEADER_BYTES + 100); // LSN 21
+      const err = await FileJournal.open(dir, { syncedThroughLsn: 21 }).catch((e: unknown) => e);
+      expect(isSrError(err, 'SR_JOURNAL_CORRUPT')).toBe(true);
+      expect((err as Error).message).toContain(names[1]);
+      expect((await fs.readdir(dir)).sort()).toEqual(names); // nothing changed
+    });
+
+    it('removes an older segment whose header never reached the disk, and everything after it', async () => {
+      const { dir, names } = await threeSegments('crash-header');
+      const fh = await fs.open(path.join(dir, names[1]!), 'r+');
+      await fh.write(Buffer.alloc(SEGMENT_HEADER_BYTES), 0, SEGMENT_HEADER_BYTES, 0);
+      await fh.close();
+      const j = await FileJournal.open(dir, { syncedThroughLsn: 3 });
+      expect(j.lastLsn).toBe(16);
+      expect(j.repairs).toEqual([expect.stringMatching(new RegExp(`^removed ${names[1]}, ${names[2]}: created in a crash`))]);
+      expect((await fs.readdir(dir)).sort()).toEqual(names.slice(0, 1));
+      await j.close();
+    });
+
+    it('cuts where LSNs go missing between segments (a segment that lost its end)', async () => {
+      const { dir, names } = await threeSegments('crash-gap');
+      await fs.truncate(path.join(dir, names[1]!), recordAt(5)); // keeps LSN 17..21
+      const j = await FileJournal.open(dir, { syncedThroughLsn: 16 });
+      expect(j.lastLsn).toBe(21);
+      expect(j.repairs).toEqual([expect.stringMatching(new RegExp(`^removed ${names[2]}: LSNs 22..32 before them`))]);
+      await j.close();
+      const strict = await FileJournal.open(dir).catch((e: unknown) => e); // nothing left to cut: opens
+      expect(strict).toBeInstanceOf(FileJournal);
+      await (strict as FileJournal).close();
+    });
+
+    it('keeps the LSNs going when the only segment left had no header', async () => {
+      const dir = path.join(root, 'crash-only');
+      await fs.mkdir(dir, { recursive: true });
+      await fs.writeFile(path.join(dir, segmentFileName(500)), Buffer.alloc(64));
+      const j = await FileJournal.open(dir, { syncedThroughLsn: 499 });
+      expect(j.lastLsn).toBe(499);
+      await j.append(write(500));
+      await j.close();
+    });
+  });
+
   it('ignores files that are not segments', async () => {
     const dir = path.join(root, 'other');
     await filled(dir, 2);
