@@ -4,6 +4,15 @@ import type { FileJournal } from './file-journal.js';
 import type { JournalCursor } from './journal.js';
 import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, isPadAt, padLength } from './journal-format.js';
 import { corrupt, type Segment } from './journal-segment.js';
+import { DIRECT_IO_ALIGNMENT, alignUp, allocAligned } from './aligned-buffer.js';
+
+/**
+ * Reads from the files at least this large bypass the page cache (O_DIRECT). A shipper that fell
+ * behind the in-memory tail reads what the journal wrote past the page cache; through it, every read
+ * byte would take a fresh page, which on this VM costs a host fault, and the shipper fell further
+ * behind the more it read (bench:e2e max mode).
+ */
+const DIRECT_READ_MIN_BYTES = 256 * 1024;
 
 /**
  * Reads a {@link FileJournal} from an LSN onward, following it as it grows. Records come out of the
@@ -20,6 +29,11 @@ export class FileJournalCursor implements JournalCursor {
   private wake: (() => void) | undefined;
   /** Grows to the largest read so far; fresh megabyte buffers per read cost full GCs (see PayloadPool). */
   private scratch = Buffer.alloc(0);
+  /** O_DIRECT descriptor of the current segment; undefined once the filesystem refused one. */
+  private directFd: number | undefined;
+  private directRefused = false;
+  /** Page-aligned buffer of the direct reads, grown like `scratch`. */
+  private aligned: Buffer | undefined;
 
   constructor(
     private readonly journal: FileJournal,
@@ -76,15 +90,28 @@ export class FileJournalCursor implements JournalCursor {
   /** Bytes at `pos` of the current segment: from the journal's in-memory tail when it has them. */
   private async readAt(into: Buffer, pos: number): Promise<Buffer> {
     if (this.journal.readCached(this.segment!.file, pos, into)) return into;
+    if (into.length >= DIRECT_READ_MIN_BYTES && this.directFd !== undefined && (await this.readDirect(this.directFd, into, pos))) return into;
     return preadInto(this.fd!, into, pos);
+  }
+
+  /** Fills `into` from `pos` with one aligned O_DIRECT read; false when the file ends first (the caller reads it buffered). */
+  private async readDirect(fd: number, into: Buffer, pos: number): Promise<boolean> {
+    const start = pos - (pos % DIRECT_IO_ALIGNMENT);
+    const length = alignUp(pos + into.length) - start;
+    if (this.aligned === undefined || this.aligned.length < length) this.aligned = allocAligned(length);
+    const buf = this.aligned;
+    const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, 0, length, start, (err, got) => (err ? reject(err) : resolve(got))));
+    if (n < pos - start + into.length) return false;
+    buf.copy(into, 0, pos - start, pos - start + into.length);
+    return true;
   }
 
   close(): void {
     if (!this.closed) this.journal.cursorClosed();
     this.closed = true;
     this.wake?.();
-    if (this.fd !== undefined) void closeFd(this.fd).catch(() => undefined);
-    this.fd = undefined;
+    for (const fd of [this.fd, this.directFd]) if (fd !== undefined) void closeFd(fd).catch(() => undefined);
+    this.fd = this.directFd = undefined;
   }
 
   /** Opens the segment holding `nextLsn` and skips to it, unless already there. */
@@ -109,11 +136,19 @@ export class FileJournalCursor implements JournalCursor {
   }
 
   private async moveTo(target: Segment | undefined): Promise<void> {
-    if (this.fd !== undefined) await closeFd(this.fd);
-    this.fd = undefined;
+    for (const fd of [this.fd, this.directFd]) if (fd !== undefined) await closeFd(fd);
+    this.fd = this.directFd = undefined;
     this.segment = undefined;
     if (target === undefined) return;
     this.fd = fs.openSync(target.file, 'r');
+    if (!this.directRefused) {
+      try {
+        this.directFd = fs.openSync(target.file, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        this.directRefused = true; // a filesystem without O_DIRECT: every read goes through the page cache
+      }
+    }
     this.segment = target;
     this.pos = SEGMENT_HEADER_BYTES;
   }
