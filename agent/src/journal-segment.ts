@@ -21,8 +21,9 @@ export function corrupt(message: string): SrError {
 /**
  * Creates the segment that starts at `firstLsn`. With `durable` its header and name are synced
  * before this returns; without, the caller owes an fdatasync of the file and an fsync of the
- * directory before it counts any record in it as durable (FileJournal does both in `sync`), and a
- * crash before then leaves at most a header-less newest segment, which the opening scan removes.
+ * directory before it counts any record in it as durable (FileJournal does both in `sync`); a crash
+ * before then can leave segments without a header past the last sync, which opening removes
+ * (journal-open-plan.ts).
  */
 export async function createSegment(dir: string, firstLsn: number, durable: boolean): Promise<{ segment: Segment; fd: number }> {
   const file = path.join(dir, segmentFileName(firstLsn));
