@@ -1,3 +1,4 @@
+import fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, SrError, readJsonIfExists, writeFileAtomic } from '@site-recovery/shared';
 import { checkpointFile, stateFile } from './names.js';
@@ -59,5 +60,25 @@ export async function readCheckpoint(dataDir: string): Promise<number> {
 }
 
 export async function writeCheckpoint(dataDir: string, lsn: number): Promise<void> {
-  await writeFileAtomic(checkpointFile(dataDir), JSON.stringify({ lsn, time: new Date().toISOString() }) + '\n');
+  await writeFileAtomic(checkpointFile(dataDir), JSON.stringify({ lsn, time: new Date().toISOString(), bootId: await bootId() }) + '\n');
+}
+
+/**
+ * Whether the machine restarted since the last checkpoint was written (true when that is unknown).
+ * Without a restart the page cache survived the agent's end, so no image write can have outlived the
+ * journal record it follows.
+ */
+export async function restartedSinceCheckpoint(dataDir: string): Promise<boolean> {
+  const c = (await readJsonIfExists(checkpointFile(dataDir))) as { bootId?: unknown } | undefined;
+  const now = await bootId();
+  return now === undefined || c?.bootId !== now;
+}
+
+/** Linux's id of the current boot; undefined where there is none to read. */
+async function bootId(): Promise<string | undefined> {
+  try {
+    return (await fsp.readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+  } catch {
+    return undefined;
+  }
 }

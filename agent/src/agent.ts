@@ -1,7 +1,7 @@
 import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { ErrorCode, SrError, checkId, type Logger } from '@site-recovery/shared';
-import { loadOrCreateState, newGeneration, readCheckpoint, saveState, writeCheckpoint, type AgentState } from './agent-state.js';
+import { loadOrCreateState, newGeneration, readCheckpoint, restartedSinceCheckpoint, saveState, writeCheckpoint, type AgentState } from './agent-state.js';
 import { applyRecord } from './apply-record.js';
 import type { BlockBackend } from './block-backend.js';
 import { CaptureBackend, LsnSequence, type ImageFailure } from './capture-filter.js';
@@ -126,8 +126,19 @@ export class Agent {
       // the unsynced tail of a crash, which the journal cuts rather than refusing to open.
       let journal = await FileJournal.open(journalDir(config.dataDir), { ...config.journal, syncedThroughLsn: await readCheckpoint(config.dataDir) });
       for (const repair of journal.repairs) config.log.warn({ repair }, 'journal: cut what a crash left unsynced');
+      // After the machine crashed, a cut journal cannot prove the stream continuous: the kernel may have
+      // written an image page back before the journal page of its record. (After the agent alone died
+      // the page cache survived, and a cut group never reached the images: they are written after it.)
+      // Asked before redo, which writes a new checkpoint.
+      const lostRecords = journal.repairs.length > 0 && state.replication !== undefined && (await restartedSinceCheckpoint(config.dataDir));
       let checkpoint = await redo(config, journal, images);
-      if (config.replication !== undefined && (state.replication === undefined || config.replication.resync === true)) {
+      if (lostRecords) config.log.warn('the journal lost records in a crash, so the replica may lack writes the images hold: starting a new replication generation');
+      if (lostRecords && config.replication === undefined) {
+        // Not replicating this time: forget the generation, so the next start with a cache-store begins a new one.
+        state = { version: state.version, vm: state.vm, disks: state.disks };
+        await saveState(config.dataDir, state);
+      }
+      if (config.replication !== undefined && (state.replication === undefined || config.replication.resync === true || lostRecords)) {
         // A new generation: the stream restarts at LSN 1 with a full copy of the disks, so the old
         // journal (already redone onto the images above) has nothing left to give.
         await journal.close();

@@ -35,10 +35,11 @@ describe('a journal that lost records the cache-store holds', () => {
     const before = await env.drained(vm);
     expect(await vm.agent.stop()).toBe(0);
 
-    // The crash: the newest segment loses its last three records (about 3 MiB).
-    const journal = path.join(vm.dataDir, 'journal');
-    const newest = path.join(journal, (await fs.readdir(journal)).filter((n) => n.endsWith('.srj')).sort().at(-1)!);
-    await fs.truncate(newest, (await fs.stat(newest)).size - 3 * MiB + 4096);
+    // The crash: the newest segment loses its last three records, cut cleanly where a record starts (the
+    // file's size on disk fell back), so opening sees no damage and nothing says a record went missing.
+    const newest = await newestSegment(vm.dataDir);
+    const starts = await recordStarts(newest);
+    await fs.truncate(newest, starts.at(-3)!);
 
     // The agent comes back while the cache-store cannot be reached, and the VM writes eight records.
     proxy.partition();
@@ -61,4 +62,42 @@ describe('a journal that lost records the cache-store holds', () => {
     // Nothing of the new writes went on top of the old records.
     expect((await env.processorVm('torn01'))!.appliedLsn).toBe(before.appliedLsn);
   });
+
+  it('starts a new generation when opening after a machine crash had to cut a torn record, and the replica ends equal to the source', async () => {
+    const vm = await env.protect('torn02', [{ id: 'os', size: 64 * MiB }]);
+    await eightWrites(vm.agent.uri('os'), 0x33);
+    await env.drained(vm);
+    const generation = (await env.agentStatus(vm)).replication!.generation;
+    expect(await vm.agent.stop()).toBe(0);
+
+    // The machine crashed: the last checkpoint comes from an earlier boot, and the crash tore the last
+    // record in the middle while the image holds its write all the same.
+    const checkpoint = path.join(vm.dataDir, 'checkpoint.json');
+    const c = JSON.parse(await fs.readFile(checkpoint, 'utf8')) as Record<string, unknown>;
+    expect(c['bootId']).toBe((await fs.readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim());
+    await fs.writeFile(checkpoint, JSON.stringify({ ...c, bootId: '00000000-0000-4000-8000-000000000000' }));
+    const newest = await newestSegment(vm.dataDir);
+    await fs.truncate(newest, (await recordStarts(newest)).at(-1)! + 1000);
+
+    await env.startAgentFor(vm);
+    expect(vm.agent.stderr()).toContain('starting a new replication generation');
+    expect((await env.agentStatus(vm)).replication!.generation).not.toBe(generation);
+    await eightWrites(vm.agent.uri('os'), 0x44);
+    await env.drained(vm, 120_000);
+    expect(await env.compare(vm)).toEqual([]);
+  });
 });
+
+async function newestSegment(dataDir: string): Promise<string> {
+  const journal = path.join(dataDir, 'journal');
+  return path.join(journal, (await fs.readdir(journal)).filter((n) => n.endsWith('.srj')).sort().at(-1)!);
+}
+
+/** Offsets of the records written direct in a segment: each starts a 4 KiB block with the record magic. */
+async function recordStarts(file: string): Promise<number[]> {
+  const buf = await fs.readFile(file);
+  const out: number[] = [];
+  for (let at = 4096; at + 4 <= buf.length; at += 4096) if (buf.toString('latin1', at, at + 4) === 'SRJR') out.push(at);
+  expect(out.length).toBeGreaterThanOrEqual(3);
+  return out;
+}

@@ -8,7 +8,7 @@ interface AgentStatusDoc {
   lsn: number;
   checkpointLsn: number;
   journal: { bytes: number; maxBytes: number; stalled: boolean };
-  replication?: { stream: { ackedLsn: number; state: string; lastError?: string }; initialCopy: { state: string; percent: number } };
+  replication?: { generation: string; stream: { ackedLsn: number; state: string; lastError?: string }; initialCopy: { state: string; percent: number } };
 }
 
 interface ProcessorVmDoc {
