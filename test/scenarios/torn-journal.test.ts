@@ -39,7 +39,9 @@ describe('a journal that lost records the cache-store holds', () => {
     // file's size on disk fell back), so opening sees no damage and nothing says a record went missing.
     const newest = await newestSegment(vm.dataDir);
     const starts = await recordStarts(newest);
-    await fs.truncate(newest, starts.at(-3)!);
+    const cut = starts.at(-3) ?? 0;
+    expect(cut).toBeGreaterThan(0);
+    await fs.truncate(newest, cut);
 
     // The agent comes back while the cache-store cannot be reached, and the VM writes eight records.
     proxy.partition();
