@@ -132,9 +132,11 @@ export class Agent {
       // Asked before redo, which writes a new checkpoint.
       const lostRecords = journal.repairs.length > 0 && state.replication !== undefined && (await restartedSinceCheckpoint(config.dataDir));
       let checkpoint = await redo(config, journal, images);
-      if (lostRecords) config.log.warn('the journal lost records in a crash, so the replica may lack writes the images hold: starting a new replication generation');
-      if (lostRecords && config.replication === undefined) {
+      if (lostRecords && config.replication !== undefined) {
+        config.log.warn('the journal lost records in a crash, so the replica may lack writes the images hold: starting a new replication generation');
+      } else if (lostRecords) {
         // Not replicating this time: forget the generation, so the next start with a cache-store begins a new one.
+        config.log.warn('the journal lost records in a crash: the next start with a cache-store begins a new replication generation');
         state = { version: state.version, vm: state.vm, disks: state.disks };
         await saveState(config.dataDir, state);
       }
