@@ -16,7 +16,7 @@ import { JournalTail } from './journal-tail.js';
 import { DirectAppender, type DirectAppendOptions } from './journal-direct-append.js';
 import { SEGMENT_HEADER_BYTES, decodeRecord, encodeRecordHeader } from './journal-format.js';
 import { corrupt, createSegment, type Segment } from './journal-segment.js';
-import { planOpen } from './journal-open-plan.js';
+import { applyOpenPlan, planOpen } from './journal-open-plan.js';
 
 export interface FileJournalOptions {
   /** A segment is closed and a new one started once it reaches this size. Default 64 MiB. */
@@ -96,7 +96,7 @@ export class FileJournal implements Journal {
   private readonly direct: DirectAppender;
   private readonly tail: JournalTail;
   private totalBytes: number;
-  private opened: readonly string[] = [];
+  private openRepairs: readonly string[] = [];
   private roomWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private waitsStopped = false;
   private writtenWaiters: (() => void)[] = [];
@@ -128,9 +128,9 @@ export class FileJournal implements Journal {
    */
   static async open(dir: string, options: FileJournalOptions = {}): Promise<FileJournal> {
     await fsp.mkdir(dir, { recursive: true });
-    const plan = await planOpen(dir, options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES, options.syncedThroughLsn ?? Infinity);
-    for (const t of plan.truncate) await fsp.truncate(t.file, t.to);
-    for (const file of plan.remove) await fsp.unlink(file);
+    const syncedThrough = options.syncedThroughLsn ?? Infinity;
+    const plan = await planOpen(dir, options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES, syncedThrough);
+    await applyOpenPlan(dir, plan, syncedThrough);
     const segments = plan.segments;
     const lastLsn = plan.lastLsn;
     let fd: number;
@@ -143,14 +143,14 @@ export class FileJournal implements Journal {
       fd = fs.openSync(last.file, 'r+');
     }
     const journal = new FileJournal(dir, segments, fd, lastLsn, options);
-    journal.opened = plan.repairs;
+    journal.openRepairs = plan.repairs;
     journal.probeDirect();
     return journal;
   }
 
   /** What opening cut or removed, and why (empty after a clean stop). */
   get repairs(): readonly string[] {
-    return this.opened;
+    return this.openRepairs;
   }
 
   get lastLsn(): number {

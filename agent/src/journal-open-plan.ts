@@ -1,5 +1,7 @@
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { closeFd, fdatasync, fsyncDir } from '@site-recovery/shared';
 import { corrupt, scanSegment, type Segment } from './journal-segment.js';
 import { parseSegmentFileName } from './names.js';
 
@@ -70,4 +72,27 @@ export async function planOpen(dir: string, maxRecordBytes: number, syncedThroug
     }
   }
   return { segments, lastLsn, truncate, remove, repairs };
+}
+
+/**
+ * Applies `plan`: the cuts and removals, then syncs the segments holding records past
+ * `syncedThrough`, and the directory. After the agent alone died those records may still be only in
+ * the page cache, and the caller is about to count them as synced (the agent's redo writes a
+ * checkpoint at the journal's end).
+ */
+export async function applyOpenPlan(dir: string, plan: OpenPlan, syncedThrough: number): Promise<void> {
+  for (const t of plan.truncate) await fsp.truncate(t.file, t.to);
+  for (const file of plan.remove) await fsp.unlink(file);
+  if (plan.lastLsn <= syncedThrough && plan.remove.length === 0) return; // a clean stop: nothing to sync
+  for (const [i, seg] of plan.segments.entries()) {
+    const segLast = (plan.segments[i + 1]?.firstLsn ?? plan.lastLsn + 1) - 1;
+    if (segLast <= syncedThrough) continue;
+    const fd = fs.openSync(seg.file, 'r');
+    try {
+      await fdatasync(fd);
+    } finally {
+      await closeFd(fd);
+    }
+  }
+  await fsyncDir(dir);
 }

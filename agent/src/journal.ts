@@ -29,8 +29,8 @@ export interface Journal {
   room(): Promise<void> | undefined;
   /**
    * Ends every wait in `room()`, and any later one, with SR_SHUTTING_DOWN: a writer stalled at the cap
-   * must not keep the agent from stopping. The stalled write took no LSN and was not answered, so
-   * nothing is lost; appends still work until `close`.
+   * must not keep the agent from stopping. The stalled write took no LSN and was never journaled; its
+   * caller answers it with the error, so nothing acknowledged is lost. Appends still work until `close`.
    */
   stopWaiting(): void;
   /** LSN of the last appended record; 0 when empty. */
