@@ -11,10 +11,22 @@ const WASM_PAGE = 64 * 1024;
 /** Alignment of direct writes in file offset, length and memory: the page size, which covers every sector size. */
 export const DIRECT_IO_ALIGNMENT = 4096;
 
+/** The memory allocAligned handed out: a view into one of these at a page-aligned offset is page-aligned. */
+const alignedMemory = new WeakSet<ArrayBufferLike>();
+
 /** A zero-filled buffer of `bytes` (rounded up to 64 KiB) whose first byte is page-aligned. */
 export function allocAligned(bytes: number): Buffer {
   const memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(bytes / WASM_PAGE)) });
+  alignedMemory.add(memory.buffer);
   return Buffer.from(memory.buffer);
+}
+
+/**
+ * Whether `buf` starts on a page boundary, as O_DIRECT wants. JavaScript cannot see an address, so
+ * only views into memory from allocAligned are known to: anything else answers false.
+ */
+export function isPageAligned(buf: Uint8Array): boolean {
+  return alignedMemory.has(buf.buffer) && buf.byteOffset % DIRECT_IO_ALIGNMENT === 0;
 }
 
 export function alignUp(n: number): number {

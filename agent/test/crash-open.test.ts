@@ -1,6 +1,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RECORD_MAGIC } from '@site-recovery/shared';
 import { AGENT_CLI, JOURNAL_CLI, makeImage, nodeFlagsOf, requireTools, run, runOk, startAgent, tempDir } from '@site-recovery/test';
 import { checkpointFile, journalDir, parseSegmentFileName } from '../src/names.js';
 
@@ -31,10 +32,14 @@ describe('sr-agent opening a journal a crash damaged', () => {
     const names = (await fsp.readdir(journalDir(dataDir))).filter((n) => parseSegmentFileName(n) !== undefined).sort();
     expect(names.length).toBeGreaterThan(3);
     const third = path.join(journalDir(dataDir), names[2]!);
+    const magic = Buffer.alloc(4);
+    magic.writeUInt32BE(RECORD_MAGIC);
+    const recordAt = (await fsp.readFile(third)).indexOf(magic); // the data is bytes 1..12, so this is the record
+    expect(recordAt).toBeGreaterThan(0);
     const fh = await fsp.open(third, 'r+');
     const b = Buffer.alloc(1);
-    await fh.read(b, 0, 1, 4096 + 1000);
-    await fh.write(Buffer.from([b[0]! ^ 0xff]), 0, 1, 4096 + 1000);
+    await fh.read(b, 0, 1, recordAt + 1000);
+    await fh.write(Buffer.from([b[0]! ^ 0xff]), 0, 1, recordAt + 1000);
     await fh.close();
     const cutAt = parseSegmentFileName(names[2]!)!;
 
@@ -49,7 +54,7 @@ describe('sr-agent opening a journal a crash damaged', () => {
     await fsp.writeFile(checkpointFile(dataDir), JSON.stringify({ lsn: 2 }) + '\n');
     const again = await startAgent({ vm: 'crash', disks: [{ id: 'os', path: image }], dataDir, args: ARGS });
     expect(again.ready['lsn']).toBe(cutAt - 1);
-    expect(again.stderr()).toContain(`cut ${names[2]} at byte 4096, LSN ${cutAt} onward`);
+    expect(again.stderr()).toContain(`cut ${names[2]} at byte ${recordAt}, LSN ${cutAt} onward`);
     await runOk('qemu-io', ['-f', 'raw', again.uri('os'), '-c', 'write -P 0x77 40M 512k']);
     expect(await again.stop()).toBe(0);
     const left = await fsp.readdir(journalDir(dataDir));

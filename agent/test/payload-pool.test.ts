@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { isPageAligned } from '../src/aligned-buffer.js';
 import { PayloadPool, type Payload } from '../src/nbd/payload-pool.js';
 
 // A pool bug would hand one request's memory to another while the first is still being written:
@@ -54,6 +55,18 @@ describe('PayloadPool', () => {
     overflow.buf.fill(9);
     for (const h of held) h.buf.fill(1);
     expect(overflow.buf.every((b) => b === 9)).toBe(true);
+    expect(pool.slabCount).toBe(1);
+  });
+
+  it('starts payloads of a page and more on a page boundary, so the journal can write them with O_DIRECT in place', () => {
+    const pool = new PayloadPool({ slabBytes: 1024 * 1024, maxSlabs: 2 });
+    const sizes = [100, 5000, 4096, 3, 70_000, 4095, 8192];
+    const got = sizes.map((n) => pool.alloc(n));
+    expect(got.filter((p) => p.buf.length >= 4096).every((p) => isPageAligned(p.buf))).toBe(true);
+    // Smaller ones still pack right behind the one before.
+    expect(got[3]!.buf.byteOffset).toBe(got[2]!.buf.byteOffset + 4096);
+    expect(got[5]!.buf.byteOffset).toBe(got[4]!.buf.byteOffset + 70_000);
+    expect(isPageAligned(got[5]!.buf)).toBe(false);
     expect(pool.slabCount).toBe(1);
   });
 

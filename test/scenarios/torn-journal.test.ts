@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RECORD_MAGIC } from '@site-recovery/shared';
 import { ReplicationEnv, ThrottleProxy, requireTools, runOk, waitUntil } from '@site-recovery/test';
 
 const MiB = 1 << 20;
@@ -95,11 +96,17 @@ async function newestSegment(dataDir: string): Promise<string> {
   return path.join(journal, (await fs.readdir(journal)).filter((n) => n.endsWith('.srj')).sort().at(-1)!);
 }
 
-/** Offsets of the records written direct in a segment: each starts a 4 KiB block with the record magic. */
+/**
+ * Offsets where the records of a segment start, found by their magic: the writes here fill their
+ * data with one repeated byte, so the magic shows up nowhere else. A large record written direct
+ * starts at a varying place (its header ends on a page), so the offsets are looked for, not assumed.
+ */
 async function recordStarts(file: string): Promise<number[]> {
   const buf = await fs.readFile(file);
+  const magic = Buffer.alloc(4);
+  magic.writeUInt32BE(RECORD_MAGIC);
   const out: number[] = [];
-  for (let at = 4096; at + 4 <= buf.length; at += 4096) if (buf.toString('latin1', at, at + 4) === 'SRJR') out.push(at);
+  for (let at = buf.indexOf(magic); at >= 0; at = buf.indexOf(magic, at + 4)) out.push(at);
   expect(out.length).toBeGreaterThanOrEqual(3);
   return out;
 }

@@ -1,3 +1,5 @@
+import { DIRECT_IO_ALIGNMENT, allocAligned } from '../aligned-buffer.js';
+
 /** Limits of a {@link PayloadPool}. */
 export interface PayloadPoolOptions {
   /** Size of one slab; payloads larger than a quarter of it get a buffer of their own. Default 8 MiB. */
@@ -8,6 +10,11 @@ export interface PayloadPoolOptions {
 
 const DEFAULT_SLAB_BYTES = 8 * 1024 * 1024;
 const DEFAULT_MAX_SLABS = 16;
+const PAGE = DIRECT_IO_ALIGNMENT;
+
+function alignUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
 
 /** A payload buffer and the call that hands its memory back; `release` is idempotent. */
 export interface Payload {
@@ -31,6 +38,10 @@ const OWN: Payload['release'] = () => undefined;
  * of 1 MiB writes). A slab is reused once every payload carved from it has been released, so the
  * steady state allocates nothing.
  *
+ * Slabs are page-aligned memory, and payloads of a page and more start on a page boundary: the
+ * journal writes those with O_DIRECT straight from here instead of copying them into its own
+ * buffer (DirectAppender).
+ *
  * Contract: a payload is released only when nothing will read it again — for a WRITE, once the
  * backend's `write` has settled (backends must not keep `data` past that; see BlockBackend).
  */
@@ -49,6 +60,7 @@ export class PayloadPool {
   alloc(n: number): Payload {
     if (n > this.slabBytes / 4) return { buf: Buffer.allocUnsafe(n), release: OWN };
     let slab = this.current;
+    if (slab !== undefined && n >= PAGE) slab.used = alignUp(slab.used, PAGE); // page payloads on a page
     if (slab === undefined || slab.used + n > this.slabBytes) {
       if (slab !== undefined) this.retire(slab);
       slab = this.free.pop() ?? this.newSlab();
@@ -56,8 +68,7 @@ export class PayloadPool {
       if (slab === undefined) return { buf: Buffer.allocUnsafe(n), release: OWN };
     }
     const at = slab.used;
-    // Keep payloads 8-byte aligned; some copies are faster that way and it costs little.
-    slab.used += (n + 7) & ~7;
+    slab.used = alignUp(at + n, 8); // some copies are faster 8-byte aligned, and it costs little
     slab.live++;
     let released = false;
     const s = slab;
@@ -82,7 +93,7 @@ export class PayloadPool {
   private newSlab(): Slab | undefined {
     if (this.slabs >= this.maxSlabs) return undefined;
     this.slabs++;
-    return { mem: Buffer.allocUnsafeSlow(this.slabBytes), used: 0, live: 0, retired: false };
+    return { mem: allocAligned(this.slabBytes), used: 0, live: 0, retired: false };
   }
 
   private retire(slab: Slab): void {
