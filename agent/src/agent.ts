@@ -16,6 +16,8 @@ import { Shipper, type ShipperLimits, type ShipperStatus } from './shipper.js';
 
 /** See AgentConfig.checkpointIntervalMs. */
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 30_000;
+/** How often an agent without a backlog looks at its journal's size: at 1 GB/s, a small part of the half cap left. */
+const JOURNAL_WATCH_MS = 1000;
 
 export interface DiskConfig {
   readonly id: string;
@@ -43,7 +45,14 @@ export interface AgentConfig {
    * cache-store has acknowledged past the last one.
    */
   readonly checkpointIntervalMs?: number;
-  /** Replicate to a cache-store; without it the agent only captures into its journal. */
+  /**
+   * Replicate to a cache-store; without it the agent only captures into its journal. An agent whose
+   * data dir has never replicated keeps its journal from the starting images (so `sr-journal replay`
+   * can rebuild them) until the journal passes half its cap, and from then on lets go of the oldest
+   * segments the images hold (below a checkpoint): its first replicated start begins a new generation
+   * with a full copy and has no use for them. One that has replicated keeps them as the backlog for
+   * its next replicated start, and stalls at the cap.
+   */
   readonly replication?: ReplicationConfig;
   readonly log: Logger;
 }
@@ -90,6 +99,8 @@ export class Agent {
   private appConsistent: AppConsistentSnapshots | undefined;
   private ackedLsn = 0;
   private state!: AgentState;
+  private journalWatch: NodeJS.Timeout | undefined;
+  private toldReleased = false;
 
   private constructor(
     private readonly config: AgentConfig,
@@ -235,10 +246,30 @@ export class Agent {
     }
   }
 
-  /** Journal segments can go once the cache-store holds them and the images hold their writes. */
+  /** No generation to ship a backlog to: see AgentConfig.replication. */
+  private get keepsNoBacklog(): boolean {
+    return this.config.replication === undefined && this.state.replication === undefined;
+  }
+
+  /** Past half its cap, the journal of an agent without a backlog goes down to its checkpoint. */
+  private overHalfCap(): boolean {
+    const j = this.journal.stats();
+    return j.bytes >= j.maxBytes / 2;
+  }
+
+  /**
+   * Journal segments can go once the images hold their writes and the cache-store holds them, or no
+   * cache-store will ever ask for them.
+   */
   private async release(): Promise<void> {
+    const through = !this.keepsNoBacklog ? Math.min(this.ackedLsn, this.checkpointLsn) : this.overHalfCap() ? this.checkpointLsn : 0;
     try {
-      await this.journal.releaseThrough(Math.min(this.ackedLsn, this.checkpointLsn));
+      await this.journal.releaseThrough(through);
+      const first = this.journal.stats().firstLsn;
+      if (first > 1 && this.keepsNoBacklog && !this.toldReleased) {
+        this.toldReleased = true;
+        this.config.log.info({ firstLsn: first }, `the journal passed half its cap and no longer reaches back to the starting images: sr-journal replay now needs images as of LSN ${first - 1}`);
+      }
     } catch (err) {
       this.config.log.warn({ err: (err as Error).message }, 'releasing journal segments failed');
     }
@@ -277,13 +308,19 @@ export class Agent {
           }
         : {}),
       ...this.imageFailures(),
-      ...(journal.stalled ? { stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until the cache-store acknowledges` } : {}),
+      ...(journal.stalled ? { stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until ${this.keepsNoBacklog ? 'a checkpoint lets the oldest segments go' : 'the cache-store acknowledges'}` } : {}),
     };
   }
 
   private scheduleCheckpoint(): void {
     this.checkpointTimer = setInterval(() => this.requestCheckpoint(), this.config.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS);
     this.checkpointTimer.unref();
+    if (!this.keepsNoBacklog) return;
+    // Nothing acknowledges segments here, so the journal's size itself asks for the early checkpoint.
+    this.journalWatch = setInterval(() => {
+      if (this.overHalfCap()) this.requestCheckpoint();
+    }, JOURNAL_WATCH_MS);
+    this.journalWatch.unref();
   }
 
   /** Starts a checkpoint unless one is running. */
@@ -312,6 +349,7 @@ export class Agent {
     if (this.closed) return;
     this.closed = true;
     if (this.checkpointTimer !== undefined) clearInterval(this.checkpointTimer);
+    if (this.journalWatch !== undefined) clearInterval(this.journalWatch);
     // First: writers stalled at the journal cap would otherwise hold up everything below.
     this.journal.stopWaiting();
     await this.server.close();

@@ -57,12 +57,24 @@ program
 
 program
   .command('replay')
-  .description('apply the journal, in LSN order, to copies of the starting images (one --disk per disk to rebuild)')
+  .description('apply the journal, in LSN order, to copies of the starting images, or of the images as of --from (one --disk per disk to rebuild)')
   .requiredOption('--data-dir <dir>', "the agent's data dir")
   .requiredOption('--disk <id=path>', 'image to apply the records of disk ID to (repeatable)', (v: string, p: string[]) => [...p, v], [] as string[])
+  .option('--from <lsn>', 'the images given already hold every write before this LSN (default 1: copies of the starting images)', '1')
   .option('--to <lsn>', 'stop after this LSN (default: the last record)')
-  .action(async (o: { dataDir: string; disk: string[]; to?: string }) => {
+  .action(async (o: { dataDir: string; disk: string[]; from: string; to?: string }) => {
+    const from = Number(o.from);
+    if (!Number.isSafeInteger(from) || from < 1) throw new SrError(ErrorCode.BAD_OPTION, `--from must be an LSN of 1 or more, not "${o.from}"`);
     const state = await loadState(o.dataDir);
+    const to = o.to === undefined ? Infinity : Number(o.to);
+    const j = await FileJournal.open(journalDir(o.dataDir));
+    if (j.firstLsn > from) {
+      await j.close();
+      throw new SrError(
+        ErrorCode.BAD_OPTION,
+        `the journal starts at LSN ${j.firstLsn}: the records before it were let go once the images held them, so replay needs copies of the images as of LSN ${j.firstLsn - 1} and --from ${j.firstLsn}`,
+      );
+    }
     const targets = new Map<number, FileBackend>();
     for (const spec of o.disk.map(parseDisk)) {
       const idx = state.disks.findIndex((d) => d.id === spec.id);
@@ -73,11 +85,9 @@ program
       }
       targets.set(idx, b);
     }
-    const to = o.to === undefined ? Infinity : Number(o.to);
-    const j = await FileJournal.open(journalDir(o.dataDir));
     let applied = 0;
     let last = 0;
-    for await (const r of j.read(j.firstLsn)) {
+    for await (const r of j.read(from)) {
       if (r.lsn > to) break;
       const t = targets.get(r.disk);
       if (t !== undefined) {

@@ -1,6 +1,7 @@
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ReplicationEnv, ThrottleProxy, makeImage, requireTools, run, runOk, startAgent, waitUntil } from '@site-recovery/test';
+import { JOURNAL_CLI, ReplicationEnv, ThrottleProxy, makeImage, requireTools, run, runOk, startAgent, waitUntil } from '@site-recovery/test';
 
 const MiB = 1 << 20;
 const SEGMENT = 4 * MiB;
@@ -34,6 +35,68 @@ describe('journal cap with a long checkpoint interval', () => {
     expect(peak).toBeLessThanOrEqual(CAP + 32 * MiB); // the cap, plus at most one write past it
     await env.drained(vm, 120_000);
     expect(await env.compare(vm)).toEqual([]);
+  });
+
+  it('lets go of the oldest segments past half the cap when it has never replicated, instead of stalling the VM', async () => {
+    const image = path.join(env.dir, 'solo-os.img');
+    await makeImage(image, 128 * MiB);
+    const dataDir = path.join(env.dir, 'solo-agent');
+    const args = ['--status', '127.0.0.1:0', '--journal-segment-bytes', String(SEGMENT), '--journal-max-bytes', String(CAP), '--checkpoint-interval', '600000'];
+    const agent = await startAgent({ vm: 'solo01', disks: [{ id: 'os', path: image }], dataDir, args });
+    let s: { journal: { firstLsn: number; bytes: number; stalled: boolean } };
+    try {
+      // 96 MiB, three times the cap, read back and checked: before, the writes past 32 MiB waited for good.
+      const uri = agent.uri('os');
+      await runOk('fio', ['--name=fill', '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=1m', '--iodepth=8', '--size=96m', '--verify=crc32c'], { timeoutMs: 60_000 });
+      s = (await (await fetch(`http://${String(agent.ready['status'])}/status`)).json()) as typeof s;
+      expect(s.journal.firstLsn).toBeGreaterThan(1);
+      expect(s.journal.bytes).toBeLessThanOrEqual(CAP);
+      expect(s.journal.stalled).toBe(false);
+      expect(agent.stderr()).toContain('no longer reaches back to the starting images');
+      expect(await agent.stop()).toBe(0);
+    } finally {
+      await agent.kill();
+    }
+
+    // The journal cannot rebuild the starting images any more, and the replay tool says so instead of
+    // producing a wrong image; from the images as of the journal's start it still can.
+    const copy = path.join(env.dir, 'solo-copy.img');
+    await makeImage(copy, 128 * MiB);
+    const refused = await run(process.execPath, [JOURNAL_CLI, 'replay', '--data-dir', dataDir, '--disk', `os=${copy}`]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(new RegExp(`SR_BAD_OPTION: the journal starts at LSN ${s.journal.firstLsn}: .* --from ${s.journal.firstLsn}`));
+    await fs.copyFile(image, copy);
+    const replayed = await run(process.execPath, [JOURNAL_CLI, 'replay', '--data-dir', dataDir, '--disk', `os=${copy}`, '--from', String(s.journal.firstLsn)]);
+    expect(replayed.code, replayed.stderr).toBe(0);
+    expect((await fs.readFile(copy)).equals(await fs.readFile(image))).toBe(true);
+  });
+
+  it('keeps the backlog of a VM that has replicated when it runs without a cache-store, and stalls at the cap', async () => {
+    const args = ['--journal-segment-bytes', String(SEGMENT), '--journal-max-bytes', String(CAP)];
+    const vm = await env.protect('backlog01', [{ id: 'os', size: 128 * MiB }], { args });
+    await env.drained(vm);
+    expect(await vm.agent.stop()).toBe(0);
+    const agent = await startAgent({ vm: vm.name, disks: vm.disks, dataDir: vm.dataDir, args: ['--status', '127.0.0.1:0', ...args] });
+    try {
+      const statusUrl = `http://${String(agent.ready['status'])}/status`;
+      const before = (await (await fetch(statusUrl)).json()) as { journal: { firstLsn: number } };
+      const write = run('qemu-io', ['-f', 'raw', agent.uri('os'), '-c', 'write -P 0x6b 0 48M']);
+      const stalled = await waitUntil(
+        'the journal to stall',
+        async () => {
+          const st = (await (await fetch(statusUrl)).json()) as { journal: { firstLsn: number; stalled: boolean }; stalled?: string };
+          return st.journal.stalled ? st : undefined;
+        },
+        30_000,
+        50,
+      );
+      expect(stalled.stalled).toContain('until the cache-store acknowledges');
+      expect(stalled.journal.firstLsn).toBe(before.journal.firstLsn); // nothing of the backlog went
+      expect(await agent.stop()).toBe(0);
+      await write;
+    } finally {
+      await agent.kill();
+    }
   });
 
   it('stops cleanly while stalled at the cap, failing the waiting write instead of hanging', async () => {
