@@ -17,6 +17,8 @@ import { DirectAppender, type DirectAppendOptions } from './journal-direct-appen
 import { SEGMENT_HEADER_BYTES, decodeRecord, encodeRecordHeader } from './journal-format.js';
 import { corrupt, createSegment, type Segment } from './journal-segment.js';
 import { applyOpenPlan, planOpen } from './journal-open-plan.js';
+import { newBatch, type Batch } from './journal-batch.js';
+import { JournalRoom } from './journal-room.js';
 
 export interface FileJournalOptions {
   /** A segment is closed and a new one started once it reaches this size. Default 64 MiB. */
@@ -62,15 +64,6 @@ export const DEFAULT_JOURNAL_MAX_BYTES = 8 * 1024 * 1024 * 1024;
 export const DEFAULT_DIRECT_WRITE_MIN_BYTES = 256 * 1024;
 const DEFAULT_TAIL_CACHE_BYTES = 32 * 1024 * 1024;
 
-interface Batch {
-  readonly bufs: Buffer[];
-  bytes: number;
-  lastLsn: number;
-  readonly done: Promise<void>;
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
-
 /**
  * Journal in append-only segment files. Appends made in the same tick are written with one
  * vectored write (group commit); `sync` calls that overlap share one fdatasync.
@@ -97,8 +90,7 @@ export class FileJournal implements Journal {
   private readonly tail: JournalTail;
   private totalBytes: number;
   private openRepairs: readonly string[] = [];
-  private roomWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
-  private waitsStopped = false;
+  private readonly roomGate = new JournalRoom();
   private writtenWaiters: (() => void)[] = [];
 
   private constructor(
@@ -363,24 +355,15 @@ export class FileJournal implements Journal {
       });
       this.totalBytes -= seg.bytes;
     }
-    if (this.totalBytes < this.maxBytes && this.roomWaiters.length > 0) {
-      const waiters = this.roomWaiters;
-      this.roomWaiters = [];
-      for (const w of waiters) w.resolve();
-    }
+    this.roomGate.wake(this.totalBytes >= this.maxBytes);
   }
 
   room(): Promise<void> | undefined {
-    if (this.totalBytes < this.maxBytes) return undefined;
-    if (this.waitsStopped) return Promise.reject(stoppedWaiting());
-    return new Promise((resolve, reject) => this.roomWaiters.push({ resolve, reject }));
+    return this.roomGate.wait(this.totalBytes >= this.maxBytes);
   }
 
   stopWaiting(): void {
-    this.waitsStopped = true;
-    const waiters = this.roomWaiters;
-    this.roomWaiters = [];
-    for (const w of waiters) w.reject(stoppedWaiting());
+    this.roomGate.stop();
   }
 
   stats(): JournalStats {
@@ -391,7 +374,7 @@ export class FileJournal implements Journal {
       segments: this.segments.length,
       bytes: this.totalBytes,
       failed: this.failure?.message,
-      stalled: this.roomWaiters.length > 0,
+      stalled: this.roomGate.waiting,
       maxBytes: this.maxBytes,
       directWrites: Number.isFinite(this.directMin) && this.direct.active,
     };
@@ -421,20 +404,3 @@ export class FileJournal implements Journal {
     return new SrError(code, `journal in ${this.dir} failed and takes no more writes until the agent restarts: ${f.message}`, { cause: f });
   }
 }
-
-function stoppedWaiting(): SrError {
-  return new SrError(ErrorCode.SHUTTING_DOWN, 'the agent is stopping; a write stalled at the journal cap was not taken');
-}
-
-function newBatch(): Batch {
-  let resolve!: () => void;
-  let reject!: (err: Error) => void;
-  const done = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  done.catch(() => undefined); // callers that ignore a batch's result must not crash the process
-  return { bufs: [], bytes: 0, lastLsn: 0, done, resolve, reject };
-}
-
-

@@ -4,7 +4,7 @@ import type { FileJournal } from './file-journal.js';
 import type { JournalCursor } from './journal.js';
 import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, isPadAt, padLength } from './journal-format.js';
 import { corrupt, type Segment } from './journal-segment.js';
-import { DIRECT_IO_ALIGNMENT, alignUp, allocAligned } from './aligned-buffer.js';
+import { DIRECT_IO_ALIGNMENT, alignUp, allocAligned, openDirect } from './direct-io.js';
 
 /**
  * Reads from the files at least this large bypass the page cache (O_DIRECT). A shipper that fell
@@ -142,12 +142,8 @@ export class FileJournalCursor implements JournalCursor {
     if (target === undefined) return;
     this.fd = fs.openSync(target.file, 'r');
     if (!this.directRefused) {
-      try {
-        this.directFd = fs.openSync(target.file, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-        this.directRefused = true; // a filesystem without O_DIRECT: every read goes through the page cache
-      }
+      this.directFd = openDirect(target.file, fs.constants.O_RDONLY);
+      this.directRefused = this.directFd === undefined; // then every read goes through the page cache
     }
     this.segment = target;
     this.pos = SEGMENT_HEADER_BYTES;

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { closeFd, pwriteSync, pwritev } from '@site-recovery/shared';
-import { DIRECT_IO_ALIGNMENT, alignUp, allocAligned, isPageAligned } from './aligned-buffer.js';
+import { DIRECT_IO_ALIGNMENT, alignUp, allocAligned, isPageAligned, openDirect } from './direct-io.js';
 import { PAD_HEADER_BYTES, encodePad, writePadHeader } from './journal-format.js';
 
 export interface DirectAppendOptions {
@@ -12,8 +12,8 @@ export interface DirectAppendOptions {
    * about 6% at this size), and below it the copy costs little.
    */
   readonly inPlaceMinBytes?: number;
-  /** Opens a segment for direct writes. Default: `O_WRONLY | O_DIRECT`. Tests inject refusals here. */
-  readonly openDirect?: (file: string) => number;
+  /** Opens a segment (O_DIRECT is in `flags`). Default `fs.openSync`; tests inject refusals here. */
+  readonly open?: (file: string, flags: number) => number;
 }
 
 const DEFAULT_STAGING_BYTES = 32 * 1024 * 1024;
@@ -47,7 +47,7 @@ export interface DirectAppendResult {
 export class DirectAppender {
   private readonly stagingBytes: number;
   private readonly inPlaceMinBytes: number;
-  private readonly openDirect: (file: string) => number;
+  private readonly openFile: (file: string, flags: number) => number;
   private staging: Buffer | undefined;
   private fd: number | undefined;
   private file: string | undefined;
@@ -63,7 +63,7 @@ export class DirectAppender {
   ) {
     this.stagingBytes = alignUp(options.stagingBytes ?? DEFAULT_STAGING_BYTES);
     this.inPlaceMinBytes = options.inPlaceMinBytes ?? DEFAULT_IN_PLACE_MIN_BYTES;
-    this.openDirect = options.openDirect ?? ((file) => fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_DIRECT));
+    this.openFile = options.open ?? fs.openSync;
   }
 
   /** Whether direct writes are in use (false once the filesystem refused them). */
@@ -178,15 +178,10 @@ export class DirectAppender {
     if (this.fd !== undefined) void closeFd(this.fd).catch(() => undefined);
     this.fd = undefined;
     this.file = undefined;
-    try {
-      this.fd = this.openDirect(file);
-      this.file = file;
-      return this.fd;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-      this.refused = true;
-      return undefined;
-    }
+    this.fd = openDirect(file, fs.constants.O_WRONLY, this.openFile);
+    if (this.fd === undefined) this.refused = true;
+    else this.file = file;
+    return this.fd;
   }
 
   /**

@@ -10,7 +10,7 @@ import {
   writeCanonical,
   type ChangeRecord,
 } from '@site-recovery/shared';
-import { DIRECT_IO_ALIGNMENT } from './aligned-buffer.js';
+import { DIRECT_IO_ALIGNMENT } from './direct-io.js';
 
 /**
  * On-disk layout of journal segments. All integers big-endian.

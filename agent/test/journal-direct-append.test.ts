@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ErrorCode, RecordKind, crc32c, isSrError, type ChangeRecord } from '@site-recovery/shared';
 import { afterAll, describe, expect, it } from 'vitest';
-import { allocAligned } from '../src/aligned-buffer.js';
+import { allocAligned } from '../src/direct-io.js';
 import { FileJournal } from '../src/file-journal.js';
 import { PAD_MAGIC, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, encodePad } from '../src/journal-format.js';
 import { segmentFileName } from '../src/names.js';
@@ -141,7 +141,7 @@ describe('direct journal writes', () => {
     const einval = (): never => {
       throw Object.assign(new Error('EINVAL: invalid argument, open'), { code: 'EINVAL' });
     };
-    const j = await FileJournal.open(dir, { direct: { openDirect: einval } });
+    const j = await FileJournal.open(dir, { direct: { open: einval } });
     expect(j.stats().directWrites).toBe(false); // known at open, before any large write
     const recs = [write(1, 4096), write(2, 1 << 20), write(3, 1 << 20), write(4, 4096)];
     for (const r of recs) await j.append(r);

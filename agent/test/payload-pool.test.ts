@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isPageAligned } from '../src/aligned-buffer.js';
+import { isPageAligned } from '../src/direct-io.js';
 import { PayloadPool, type Payload } from '../src/nbd/payload-pool.js';
 
 // A pool bug would hand one request's memory to another while the first is still being written:

@@ -1,4 +1,4 @@
-import { DIRECT_IO_ALIGNMENT, allocAligned } from '../aligned-buffer.js';
+import { DIRECT_IO_ALIGNMENT, allocAligned } from '../direct-io.js';
 
 /** Limits of a {@link PayloadPool}. */
 export interface PayloadPoolOptions {

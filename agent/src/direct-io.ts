@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+
 /**
  * Page-aligned memory for O_DIRECT I/O, which Linux refuses (EINVAL) unless the buffer's address is
  * aligned to the device's DMA alignment (512 bytes on virtio-blk). Node has no aligned allocator:
@@ -31,4 +33,18 @@ export function isPageAligned(buf: Uint8Array): boolean {
 
 export function alignUp(n: number): number {
   return Math.ceil(n / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT;
+}
+
+/**
+ * Opens `file` with O_DIRECT added to `flags` (through `open`, which tests replace); undefined when
+ * the filesystem refuses O_DIRECT (EINVAL, as tmpfs did before Linux 6.6), so the caller can go
+ * through the page cache instead.
+ */
+export function openDirect(file: string, flags: number, open: (file: string, flags: number) => number = fs.openSync): number | undefined {
+  try {
+    return open(file, flags | fs.constants.O_DIRECT);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+    return undefined;
+  }
 }
