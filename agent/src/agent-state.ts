@@ -17,6 +17,14 @@ export interface ReplicationState {
   /** Bytes of the VM's disks (in disk order) already copied into the stream by the initial copy. */
   readonly copiedBytes: number;
   readonly copyComplete: boolean;
+  /**
+   * The journal's last LSN when the agent started, kept until the cache-store's position has been
+   * checked against the journal (Shipper). Until then the cache-store can rightly hold no LSN past it,
+   * save what the running agent shipped itself. Kept across restarts: a journal that lost records in a
+   * crash gives their LSNs to new writes, and a second restart before the cache-store answered would
+   * otherwise take the new end for the old one.
+   */
+  readonly unconfirmedFromLsn?: number;
 }
 
 /** A new generation id: sortable by creation time, unique without coordination. */

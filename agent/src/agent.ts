@@ -2,8 +2,7 @@ import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { ErrorCode, SrError, checkId, type Logger } from '@site-recovery/shared';
 import { loadOrCreateState, newGeneration, readCheckpoint, restartedSinceCheckpoint, saveState, writeCheckpoint, type AgentState } from './agent-state.js';
-import { applyRecord } from './apply-record.js';
-import type { BlockBackend } from './block-backend.js';
+import { redo } from './redo.js';
 import { CaptureBackend, LsnSequence, type ImageFailure } from './capture-filter.js';
 import { FileBackend } from './file-backend.js';
 import { FileJournal, type FileJournalOptions } from './file-journal.js';
@@ -142,7 +141,7 @@ export class Agent {
       // the page cache survived, and a cut group never reached the images: they are written after it.)
       // Asked before redo, which writes a new checkpoint.
       const lostRecords = journal.repairs.length > 0 && state.replication !== undefined && (await restartedSinceCheckpoint(config.dataDir));
-      let checkpoint = await redo(config, journal, images);
+      let checkpoint = await redo(config.dataDir, journal, images, config.log);
       if (lostRecords && config.replication !== undefined) {
         config.log.warn('the journal lost records in a crash, so the replica may lack writes the images hold: starting a new replication generation');
       } else if (lostRecords) {
@@ -162,6 +161,11 @@ export class Agent {
         state = { ...state, replication: { generation: newGeneration(), copiedBytes: 0, copyComplete: false } };
         await saveState(config.dataDir, state);
         config.log.info({ generation: state.replication!.generation }, 'new replication generation: the disks will be copied in full');
+      }
+      if (config.replication !== undefined && state.replication !== undefined && state.replication.unconfirmedFromLsn === undefined) {
+        // Recorded before the VM can write, and kept until the cache-store's position is checked.
+        state = { ...state, replication: { ...state.replication, unconfirmedFromLsn: journal.lastLsn } };
+        await saveState(config.dataDir, state);
       }
       const lsns = new LsnSequence(journal.lastLsn);
       const captures = images.map(
@@ -208,6 +212,8 @@ export class Agent {
       disks: this.state.disks,
       journal: this.journal,
       log: this.config.log,
+      ...(rep.unconfirmedFromLsn !== undefined ? { startLsn: rep.unconfirmedFromLsn } : {}),
+      onPositionConfirmed: () => void this.positionConfirmed(),
       ...(r.credential !== undefined ? { credential: r.credential } : {}),
       ...(r.shipper !== undefined ? { limits: r.shipper } : {}),
       onAcked: (lsn) => {
@@ -235,7 +241,7 @@ export class Agent {
         startAt: rep.copiedBytes,
         log: this.config.log,
         onProgress: async (copiedBytes, complete) => {
-          this.state = { ...this.state, replication: { ...rep, copiedBytes, copyComplete: complete } };
+          this.state = { ...this.state, replication: { ...this.state.replication!, copiedBytes, copyComplete: complete } };
           await saveState(this.config.dataDir, this.state);
         },
       });
@@ -243,6 +249,20 @@ export class Agent {
         if (this.closed) return; // stopped while it waited for journal room; it resumes at the next start
         this.config.log.error({ err: (err as Error).message }, 'initial copy failed; it resumes when the agent restarts');
       });
+    }
+  }
+
+  /** The cache-store's position checked out: a later restart records the journal's end afresh. */
+  private async positionConfirmed(): Promise<void> {
+    const rep = this.state.replication;
+    if (rep?.unconfirmedFromLsn === undefined) return;
+    const confirmed = { ...rep };
+    delete confirmed.unconfirmedFromLsn;
+    this.state = { ...this.state, replication: confirmed };
+    try {
+      await saveState(this.config.dataDir, this.state);
+    } catch (err) {
+      this.config.log.warn({ err: (err as Error).message }, 'saving the agent state failed');
     }
   }
 
@@ -368,26 +388,4 @@ export class Agent {
     await Promise.all(this.images.map((i) => i.close()));
     this.config.log.info({ vm: this.config.vm, lsn: this.journal.lastLsn }, 'agent stopped');
   }
-}
-
-/**
- * Replays journal records after the checkpoint onto the images. After a crash the journal may hold
- * writes the images lost (write-ahead order guarantees the converse never happens); replaying in LSN
- * order is idempotent, so replaying records the images already hold is harmless.
- */
-async function redo(config: AgentConfig, journal: Journal, images: BlockBackend[]): Promise<number> {
-  const from = Math.max(await readCheckpoint(config.dataDir), journal.firstLsn - 1);
-  let n = 0;
-  for await (const r of journal.read(from + 1)) {
-    const image = images[r.disk];
-    if (image === undefined) throw new SrError(ErrorCode.JOURNAL_CORRUPT, `journal record ${r.lsn} names disk ${r.disk}, which this VM does not have`);
-    await applyRecord(image, r);
-    n++;
-  }
-  if (n > 0) {
-    await Promise.all(images.map((i) => i.flush()));
-    config.log.info({ records: n, from: from + 1, to: journal.lastLsn }, 'replayed journal tail onto the images');
-  }
-  await writeCheckpoint(config.dataDir, journal.lastLsn);
-  return journal.lastLsn;
 }

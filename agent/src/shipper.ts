@@ -32,6 +32,13 @@ export interface ShipperOptions {
   readonly credential?: string;
   /** Called with the cumulative LSN the cache-store has made durable. */
   readonly onAcked: (lsn: number) => void;
+  /**
+   * Where the journal ended when the agent started without having had the cache-store's position
+   * checked since (ReplicationState.unconfirmedFromLsn). Default: the journal's last LSN now.
+   */
+  readonly startLsn?: number;
+  /** Told once, when the cache-store's position has been checked and the stream continues from it. */
+  readonly onPositionConfirmed?: () => void;
   /** Called when the processor's policy arrives (relayed by the cache-store). */
   readonly onPolicy?: (appConsistentFrequencyMs: number) => void;
   readonly limits?: Partial<ShipperLimits>;
@@ -97,16 +104,17 @@ export class Shipper {
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly totalBytes: number;
   /**
-   * The journal's last LSN when this shipper was made (the agent makes it before serving the VM), and
-   * the highest LSN shipped since. The cache-store can only rightly hold LSNs up to one of them: more
-   * means it holds records this journal lost in a crash, and the VM's writes since then took those
-   * LSNs again with other data.
+   * The journal's last LSN when the agent started (before serving the VM; see ShipperOptions.startLsn),
+   * and the highest LSN shipped since. The cache-store can only rightly hold LSNs up to one of them:
+   * more means it holds records this journal lost in a crash, and the VM's writes since then took
+   * those LSNs again with other data.
    */
   private readonly startLsn: number;
   private shippedMax = 0;
+  private confirmed = false;
 
   constructor(private readonly o: ShipperOptions) {
-    this.startLsn = o.journal.lastLsn;
+    this.startLsn = Math.min(o.startLsn ?? Infinity, o.journal.lastLsn);
     this.limits = { ...DEFAULTS, ...o.limits };
     this.totalBytes = o.disks.reduce((n, d) => n + d.size, 0);
   }
@@ -216,6 +224,10 @@ export class Shipper {
       return;
     }
     this.state = 'streaming';
+    if (!this.confirmed) {
+      this.confirmed = true;
+      this.o.onPositionConfirmed?.();
+    }
     this.onAck(durable);
     this.sent = durable;
     this.cursor = j.cursor(durable + 1);

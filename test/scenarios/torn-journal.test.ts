@@ -66,6 +66,56 @@ describe('a journal that lost records the cache-store holds', () => {
     expect((await env.processorVm('torn01'))!.appliedLsn).toBe(before.appliedLsn);
   });
 
+  it('streams on across restarts when nothing was lost, the start recorded for the check let go once it passed', async () => {
+    const vm = await env.protect('intact01', [{ id: 'os', size: 64 * MiB }]);
+    const stateFile = path.join(vm.dataDir, 'agent-state.json');
+    for (const pattern of [0x21, 0x22, 0x23]) {
+      await eightWrites(vm.agent.uri('os'), pattern);
+      await env.drained(vm);
+      const rep = (JSON.parse(await fs.readFile(stateFile, 'utf8')) as { replication: Record<string, unknown> }).replication;
+      expect(rep).not.toHaveProperty('unconfirmedFromLsn');
+      expect(await vm.agent.stop()).toBe(0);
+      await env.startAgentFor(vm);
+    }
+    await eightWrites(vm.agent.uri('os'), 0x24);
+    await env.drained(vm);
+    expect((await env.agentStatus(vm)).replication!.stream.state).toBe('streaming');
+    expect(await env.compare(vm)).toEqual([]);
+  });
+
+  it('still stops streaming when the agent restarted a second time before the cache-store answered', async () => {
+    const vm = await env.protect('torn03', [{ id: 'os', size: 64 * MiB }], { cacheStoreUrl: `ws://127.0.0.1:${proxy.port}` });
+    await eightWrites(vm.agent.uri('os'), 0x55);
+    const before = await env.drained(vm);
+    expect(await vm.agent.stop()).toBe(0);
+    const newest = await newestSegment(vm.dataDir);
+    await fs.truncate(newest, (await recordStarts(newest)).at(-3)); // three records lost, cleanly
+
+    // Two starts while the cache-store cannot be reached, the VM writing eight records after each: by
+    // the second start the journal reaches past the cache-store's position again.
+    proxy.partition();
+    const cacheStoreUrl = `ws://127.0.0.1:${proxy.port}`;
+    await env.startAgentFor(vm, { cacheStoreUrl });
+    await eightWrites(vm.agent.uri('os'), 0x66);
+    expect(await vm.agent.stop()).toBe(0);
+    await env.startAgentFor(vm, { cacheStoreUrl });
+    await eightWrites(vm.agent.uri('os'), 0x77);
+    expect((await env.agentStatus(vm)).lsn).toBeGreaterThan(before.appliedLsn + 8);
+    proxy.heal();
+
+    const failed = await waitUntil(
+      'the shipper to refuse the cache-store position',
+      async () => {
+        const s = await env.agentStatus(vm);
+        return s.replication?.stream.state === 'failed' ? s.replication.stream : undefined;
+      },
+      30_000,
+      100,
+    );
+    expect(failed.lastError).toMatch(new RegExp(`SR_SEQUENCE: cache-store holds LSN ${before.appliedLsn} .* reached only LSN ${before.appliedLsn - 3} .*--resync`));
+    expect((await env.processorVm('torn03'))!.appliedLsn).toBe(before.appliedLsn);
+  });
+
   it('starts a new generation when opening after a machine crash had to cut a torn record, and the replica ends equal to the source', async () => {
     const vm = await env.protect('torn02', [{ id: 'os', size: 64 * MiB }]);
     await eightWrites(vm.agent.uri('os'), 0x33);
