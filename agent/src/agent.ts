@@ -242,7 +242,7 @@ export class Agent {
         log: this.config.log,
         onProgress: async (copiedBytes, complete) => {
           this.state = { ...this.state, replication: { ...this.state.replication!, copiedBytes, copyComplete: complete } };
-          await saveState(this.config.dataDir, this.state);
+          await this.persistState();
         },
       });
       this.initialSyncRun = this.initialSync.run().catch((err: unknown) => {
@@ -252,6 +252,18 @@ export class Agent {
     }
   }
 
+  /**
+   * Saves the state as it is when this save's turn comes. The initial copy and the shipper both
+   * change it, and one after the other keeps an older state from landing over a newer one.
+   */
+  private persistState(): Promise<void> {
+    const next = this.stateSaved.catch(() => undefined).then(() => saveState(this.config.dataDir, this.state));
+    this.stateSaved = next;
+    return next;
+  }
+
+  private stateSaved: Promise<void> = Promise.resolve();
+
   /** The cache-store's position checked out: a later restart records the journal's end afresh. */
   private async positionConfirmed(): Promise<void> {
     const rep = this.state.replication;
@@ -260,7 +272,7 @@ export class Agent {
     delete confirmed.unconfirmedFromLsn;
     this.state = { ...this.state, replication: confirmed };
     try {
-      await saveState(this.config.dataDir, this.state);
+      await this.persistState();
     } catch (err) {
       this.config.log.warn({ err: (err as Error).message }, 'saving the agent state failed');
     }

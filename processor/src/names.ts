@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { ID_PATTERN, checkId } from '@site-recovery/shared';
+import { ID_PATTERN, checkId, isWriteTempName } from '@site-recovery/shared';
 
 /**
  * Every name the processor gives a file in its data directory is built and parsed here, and nowhere
@@ -29,8 +29,6 @@ export const REPLICAS_DIR = 'replicas';
 export const STATE_FILE = 'state.json';
 export const DISKS_DIR = 'disks';
 const IMAGE_SUFFIX = '.img';
-/** writeFileAtomic's temporary sibling: `<target>.tmp-<pid>`. */
-const TEMP_RE = /\.tmp-\d+$/;
 
 export function replicasDir(dataDir: string): string {
   return path.join(dataDir, REPLICAS_DIR);
@@ -156,5 +154,5 @@ export function replicaEntry(replicaDir: string, name: string): string {
 
 /** True for a temporary file a crash during writeFileAtomic left behind. */
 export function isTempFileName(name: string): boolean {
-  return TEMP_RE.test(name);
+  return isWriteTempName(name);
 }

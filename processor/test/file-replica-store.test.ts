@@ -109,7 +109,8 @@ describe('FileReplicaStore on disk', () => {
     const store = new FileReplicaStore(dataDir);
     await (await store.create('vm1', 'g1', DISKS)).close();
     const dir = path.join(dataDir, 'replicas', 'vm1');
-    await fsp.writeFile(path.join(dir, 'state.json.tmp-4242'), 'partial');
+    await fsp.writeFile(path.join(dir, 'state.json.tmp-4242-7'), 'partial');
+    await fsp.writeFile(path.join(dir, 'state.json.tmp-4243'), 'partial (as older versions named it)');
     await fsp.writeFile(path.join(dir, 'disks', 'old.img'), 'x');
     await fsp.writeFile(path.join(dir, 'disks', 'notes.txt'), 'kept: not an image name');
     const r = (await store.open('vm1'))!;

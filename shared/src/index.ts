@@ -6,7 +6,7 @@ export { createLogger } from './logger.js';
 export type { Logger } from './logger.js';
 export { crc32c } from './checksum.js';
 export { pwrite, pwritev, pwriteSync, pwritevSync, pread, preadInto, fdatasync, fsyncFd, closeFd } from './fs-io.js';
-export { writeFileAtomic, fsyncDir, readJsonIfExists } from './atomic-file.js';
+export { writeFileAtomic, fsyncDir, isWriteTempName, readJsonIfExists } from './atomic-file.js';
 export { RECORD_MAGIC, RECORD_CANONICAL_BYTES, recordChecksum, writeCanonical } from './record-checksum.js';
 export type { RecordFields } from './record-checksum.js';
 export * from './wire/index.js';

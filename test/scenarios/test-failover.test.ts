@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isWriteTempName } from '@site-recovery/shared';
 import {
   ReplicationEnv,
   listTree,
@@ -17,8 +18,8 @@ import {
 } from '@site-recovery/test';
 
 const BLOCKS = 4096;
-/** Files being replaced atomically (`<file>.tmp-<pid>`) come and go with replication itself. */
-const transient = (name: string): boolean => /\.tmp-\d+$/.test(name);
+/** Files being replaced atomically come and go with replication itself. */
+const transient = (name: string): boolean => isWriteTempName(name);
 
 // A test failover is a drill: the test VM's disks are its point, replication of the protected VM goes on
 // undisturbed while the test VM exists, and the cleanup leaves nothing behind.
