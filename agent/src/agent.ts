@@ -219,8 +219,7 @@ export class Agent {
       onAcked: (lsn) => {
         this.ackedLsn = lsn;
         void this.release();
-        const j = this.journal.stats();
-        if (j.bytes >= j.maxBytes / 2 && lsn > this.checkpointLsn) this.requestCheckpoint();
+        if (this.overHalfCap() && lsn > this.checkpointLsn) this.requestCheckpoint();
       },
       // The processor's replication policy sets the frequency; the commands stay local to the agent.
       onPolicy: (ms) => {

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RECORD_MAGIC } from '@site-recovery/shared';
-import { ReplicationEnv, ThrottleProxy, requireTools, runOk, waitUntil } from '@site-recovery/test';
+import { ReplicationEnv, ThrottleProxy, requireTools, runOk, waitUntil, type ProtectedVm } from '@site-recovery/test';
 
 const MiB = 1 << 20;
 
@@ -30,6 +30,21 @@ describe('a journal that lost records the cache-store holds', () => {
     await env?.close();
   });
 
+  /** The shipper refuses the cache-store's position (three records past the journal), and nothing new went on top. */
+  async function expectStreamRefused(vm: ProtectedVm, cacheStoreLsn: number): Promise<void> {
+    const failed = await waitUntil(
+      'the shipper to refuse the cache-store position',
+      async () => {
+        const s = await env.agentStatus(vm);
+        return s.replication?.stream.state === 'failed' ? s.replication.stream : undefined;
+      },
+      30_000,
+      100,
+    );
+    expect(failed.lastError).toMatch(new RegExp(`SR_SEQUENCE: cache-store holds LSN ${cacheStoreLsn} .* reached only LSN ${cacheStoreLsn - 3} .*--resync`));
+    expect((await env.processorVm(vm.name))!.appliedLsn).toBe(cacheStoreLsn);
+  }
+
   it('stops streaming and says to resync, even when the VM wrote past the cut before the cache-store answered', async () => {
     const vm = await env.protect('torn01', [{ id: 'os', size: 64 * MiB }], { cacheStoreUrl: `ws://127.0.0.1:${proxy.port}` });
     await eightWrites(vm.agent.uri('os'), 0x11);
@@ -52,18 +67,7 @@ describe('a journal that lost records the cache-store holds', () => {
     expect(status.lsn).toBeGreaterThan(before.appliedLsn); // past the cache-store's position
     proxy.heal();
 
-    const failed = await waitUntil(
-      'the shipper to refuse the cache-store position',
-      async () => {
-        const s = await env.agentStatus(vm);
-        return s.replication?.stream.state === 'failed' ? s.replication.stream : undefined;
-      },
-      30_000,
-      100,
-    );
-    expect(failed.lastError).toMatch(new RegExp(`SR_SEQUENCE: cache-store holds LSN ${before.appliedLsn} .* reached only LSN ${before.appliedLsn - 3} .*--resync`));
-    // Nothing of the new writes went on top of the old records.
-    expect((await env.processorVm('torn01'))!.appliedLsn).toBe(before.appliedLsn);
+    await expectStreamRefused(vm, before.appliedLsn);
   });
 
   it('streams on across restarts when nothing was lost, the start recorded for the check let go once it passed', async () => {
@@ -103,17 +107,7 @@ describe('a journal that lost records the cache-store holds', () => {
     expect((await env.agentStatus(vm)).lsn).toBeGreaterThan(before.appliedLsn + 8);
     proxy.heal();
 
-    const failed = await waitUntil(
-      'the shipper to refuse the cache-store position',
-      async () => {
-        const s = await env.agentStatus(vm);
-        return s.replication?.stream.state === 'failed' ? s.replication.stream : undefined;
-      },
-      30_000,
-      100,
-    );
-    expect(failed.lastError).toMatch(new RegExp(`SR_SEQUENCE: cache-store holds LSN ${before.appliedLsn} .* reached only LSN ${before.appliedLsn - 3} .*--resync`));
-    expect((await env.processorVm('torn03'))!.appliedLsn).toBe(before.appliedLsn);
+    await expectStreamRefused(vm, before.appliedLsn);
   });
 
   it('starts a new generation when opening after a machine crash had to cut a torn record, and the replica ends equal to the source', async () => {
