@@ -37,6 +37,11 @@ export interface Journal {
   readonly lastLsn: number;
   /** LSN of the first retained record; `lastLsn + 1` when empty. */
   readonly firstLsn: number;
+  /**
+   * Appends `record` under its LSN (the next one). Resolves once it is written, not synced. Its
+   * `data` is written from where it lies, possibly straight to the disk (O_DIRECT), so the caller
+   * must leave it unchanged until the promise settles.
+   */
   append(record: ChangeRecord): Promise<void>;
   sync(): Promise<void>;
   read(from: number): AsyncIterable<ChangeRecord>;

@@ -1,4 +1,4 @@
-import { DIRECT_IO_ALIGNMENT, allocAligned } from '../direct-io.js';
+import { DIRECT_IO_ALIGNMENT, alignUp, allocAligned } from '../direct-io.js';
 
 /** Limits of a {@link PayloadPool}. */
 export interface PayloadPoolOptions {
@@ -10,11 +10,6 @@ export interface PayloadPoolOptions {
 
 const DEFAULT_SLAB_BYTES = 8 * 1024 * 1024;
 const DEFAULT_MAX_SLABS = 16;
-const PAGE = DIRECT_IO_ALIGNMENT;
-
-function alignUp(n: number, to: number): number {
-  return Math.ceil(n / to) * to;
-}
 
 /** A payload buffer and the call that hands its memory back; `release` is idempotent. */
 export interface Payload {
@@ -60,7 +55,7 @@ export class PayloadPool {
   alloc(n: number): Payload {
     if (n > this.slabBytes / 4) return { buf: Buffer.allocUnsafe(n), release: OWN };
     let slab = this.current;
-    if (slab !== undefined && n >= PAGE) slab.used = alignUp(slab.used, PAGE); // page payloads on a page
+    if (slab !== undefined && n >= DIRECT_IO_ALIGNMENT) slab.used = alignUp(slab.used); // page payloads on a page
     if (slab === undefined || slab.used + n > this.slabBytes) {
       if (slab !== undefined) this.retire(slab);
       slab = this.free.pop() ?? this.newSlab();
@@ -68,7 +63,7 @@ export class PayloadPool {
       if (slab === undefined) return { buf: Buffer.allocUnsafe(n), release: OWN };
     }
     const at = slab.used;
-    slab.used = alignUp(at + n, 8); // some copies are faster 8-byte aligned, and it costs little
+    slab.used += (n + 7) & ~7; // some copies are faster 8-byte aligned, and it costs little
     slab.live++;
     let released = false;
     const s = slab;
