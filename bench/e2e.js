@@ -47,9 +47,9 @@ async function runOnce(kind, mode) {
   const img = path.join(dir, 'os.img');
   fs.writeFileSync(img, '');
   fs.truncateSync(img, DISK);
-  const cs = await start(path.join(ROOT, 'cache-store/dist/cli.js'), ['--listen', '127.0.0.1:0', '--data-dir', path.join(dir, 'cs')]);
-  const pr = await start(path.join(ROOT, 'processor/dist/cli.js'), ['--listen', '127.0.0.1:0', '--cache-store', `ws://${cs.ready.listen}`, '--data-dir', path.join(dir, 'pr')]);
-  const ag = await start(path.join(ROOT, 'agent/dist/cli.js'), ['--vm', 'bench', '--disk', `os=${img}`, '--nbd', '127.0.0.1:0', '--data-dir', path.join(dir, 'ag'), '--cache-store', `ws://${cs.ready.listen}`, '--status', '127.0.0.1:0']);
+  const cs = await start(path.join(ROOT, 'cache-store/dist/cli/sr-cache-store.js'), ['--listen', '127.0.0.1:0', '--data-dir', path.join(dir, 'cs')]);
+  const pr = await start(path.join(ROOT, 'processor/dist/cli/sr-processor.js'), ['--listen', '127.0.0.1:0', '--cache-store', `ws://${cs.ready.listen}`, '--data-dir', path.join(dir, 'pr')]);
+  const ag = await start(path.join(ROOT, 'agent/dist/cli/sr-agent.js'), ['--vm', 'bench', '--disk', `os=${img}`, '--nbd', '127.0.0.1:0', '--data-dir', path.join(dir, 'ag'), '--cache-store', `ws://${cs.ready.listen}`, '--status', '127.0.0.1:0']);
   const agentStatus = () => get(`http://${ag.ready.status}/status`);
   const vmStatus = async () => (await get(`http://${pr.ready.listen}/status`)).vms.find((v) => v.vm === 'bench');
   try {

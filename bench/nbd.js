@@ -19,7 +19,7 @@ const qemuImg = path.join(dir, 'qemu.img');
 async function withAgent(fn) {
   fs.rmSync(path.join(dir, 'agent-data'), { recursive: true, force: true });
   const port = await freePort();
-  const cli = path.join(ROOT, 'agent/dist/cli.js');
+  const cli = path.join(ROOT, 'agent/dist/cli/sr-agent.js');
   const s = await startServer(process.execPath, [...nodeFlagsOf(cli), cli, '--vm', 'bench', '--disk', `d0=${agentImg}`, '--nbd', `127.0.0.1:${port}`, '--data-dir', path.join(dir, 'agent-data')], port, { SR_LOG_LEVEL: 'warn' });
   try {
     return fn(`nbd://127.0.0.1:${port}/d0`);

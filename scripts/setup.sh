@@ -31,4 +31,4 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 npx tsc -b
-chmod +x agent/dist/*cli.js cache-store/dist/cli.js processor/dist/cli.js processor/dist/sr.js 2>/dev/null || true
+chmod +x agent/dist/cli/*.js cache-store/dist/cli/*.js processor/dist/cli/*.js 2>/dev/null || true

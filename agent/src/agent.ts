@@ -2,16 +2,16 @@ import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { ErrorCode, SrError, checkId, type Logger } from '@site-recovery/shared';
 import { loadOrCreateState, newGeneration, readCheckpoint, restartedSinceCheckpoint, saveState, writeCheckpoint, type AgentState } from './agent-state.js';
-import { redo } from './redo.js';
-import { CaptureBackend, LsnSequence, type ImageFailure } from './capture-filter.js';
-import { FileBackend } from './file-backend.js';
-import { FileJournal, type FileJournalOptions } from './file-journal.js';
-import type { Journal, JournalStats } from './journal.js';
-import { AppConsistentSnapshots, type AppConsistentStatus } from './app-consistent.js';
-import { InitialSync } from './initial-sync.js';
+import { redo } from './journal/redo.js';
+import { CaptureBackend, LsnSequence, type ImageFailure } from './backend/capture-filter.js';
+import { FileBackend } from './backend/file-backend.js';
+import { FileJournal, type FileJournalOptions } from './journal/file-journal.js';
+import type { Journal, JournalStats } from './journal/journal.js';
+import { AppConsistentSnapshots, type AppConsistentStatus } from './replication/app-consistent.js';
+import { InitialSync } from './replication/initial-copy.js';
 import { journalDir } from './names.js';
-import { NbdServer, StaticExports, type NbdServerLimits } from './nbd/index.js';
-import { Shipper, type ShipperLimits, type ShipperStatus } from './shipper.js';
+import { NbdServer, StaticExports, type NbdServerLimits } from '@site-recovery/shared/nbd';
+import { Shipper, type ShipperLimits, type ShipperStatus } from './replication/shipper.js';
 
 /** See AgentConfig.checkpointIntervalMs. */
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 30_000;

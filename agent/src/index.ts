@@ -1,11 +1,8 @@
 export { Agent } from './agent.js';
 export type { AgentConfig, AgentStatus, DiskConfig } from './agent.js';
-export { BackendError, errnoOf } from './block-backend.js';
-export type { BackendFilter, BlockBackend } from './block-backend.js';
-export { FileBackend } from './file-backend.js';
-export { CaptureBackend, LsnSequence, captureFilter } from './capture-filter.js';
-export { FileJournal } from './file-journal.js';
-export type { FileJournalOptions } from './file-journal.js';
-export type { Journal, JournalStats } from './journal.js';
-export { applyRecord } from './apply-record.js';
-export * from './nbd/index.js';
+export { FileBackend } from './backend/file-backend.js';
+export { CaptureBackend, LsnSequence, captureFilter } from './backend/capture-filter.js';
+export { FileJournal } from './journal/file-journal.js';
+export type { FileJournalOptions } from './journal/file-journal.js';
+export type { Journal, JournalStats } from './journal/journal.js';
+export { applyRecord } from './backend/apply-record.js';

@@ -1,15 +1,15 @@
 import type https from 'node:https';
 import { ErrorCode, SrError, checkId, type Logger, type WireLimits } from '@site-recovery/shared';
-import type { BackoffOptions } from './backoff.js';
-import { ControlServer, type ControlServerLimits, type Route } from './control-server.js';
-import { PointError, PointErrorCode } from './error-codes.js';
-import { FailoverService, type FailoverOptions, type TargetPlanner } from './failover.js';
-import { FileReplicaStore } from './file-replica-store.js';
-import { PointScheduler, type PointSchedulerOptions } from './point-scheduler.js';
+import type { BackoffOptions } from '@site-recovery/shared';
+import { ControlServer, type ControlServerLimits, type Route } from './api/control-server.js';
+import { PointError, PointErrorCode } from './api/error-codes.js';
+import { FailoverService, type FailoverOptions, type TargetPlanner } from './failover/failover.js';
+import { FileReplicaStore } from './replica/file-replica-store.js';
+import { PointScheduler, type PointSchedulerOptions } from './points/scheduler.js';
 import { DEFAULT_VM_CONFIG, applyPatch, parseConfigPatch, readVmConfig, writeVmConfig, type VmConfig } from './vm-config.js';
-import { DEFAULT_PULLER, Puller, type PullerOptions, type PullerStatus, type VmDirectory } from './puller.js';
-import type { ReplicaStore } from './replica-store.js';
-import { VmReplication, asStorageError, type VmReplicationHooks, type VmReplicationOptions, type VmStatus } from './vm-replication.js';
+import { DEFAULT_PULLER, Puller, type PullerOptions, type PullerStatus, type VmDirectory } from './stream/puller.js';
+import type { ReplicaStore } from './replica/replica-store.js';
+import { VmReplication, asStorageError, type VmReplicationHooks, type VmReplicationOptions, type VmStatus } from './stream/vm-replication.js';
 
 export interface ProcessorOptions
   extends VmReplicationOptions,

@@ -5,9 +5,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '@site-recovery/shared';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
-import { FileReplicaStore } from '../src/file-replica-store.js';
+import { FileReplicaStore } from '../src/replica/file-replica-store.js';
 import { Processor, type ProcessorOptions, type ProcessorStatus } from '../src/processor.js';
-import type { VmStatus } from '../src/vm-replication.js';
+import type { VmStatus } from '../src/stream/vm-replication.js';
 import type { FakeCacheStore, FakeSession, Workload } from './fake-cache-store.js';
 
 export const MiB = 1 << 20;
@@ -100,7 +100,7 @@ export function firstDiff(a: Buffer, b: Buffer): number {
 }
 
 /** The built CLI (tests run after `tsc -b`). */
-export const PROCESSOR_CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+export const PROCESSOR_CLI = fileURLToPath(new URL('../dist/cli/sr-processor.js', import.meta.url));
 
 export interface CliProcess {
   readonly child: ChildProcess;

@@ -12,3 +12,6 @@ export type { RecordFields } from './record-checksum.js';
 export * from './wire/index.js';
 export { parseDuration, formatDuration } from './duration.js';
 export { parseHostPort, runCli, stopOnSignals } from './cli-runtime.js';
+export { Backoff, DEFAULT_BACKOFF } from './backoff.js';
+export type { BackoffOptions } from './backoff.js';
+export { DIRECT_IO_ALIGNMENT, allocAligned, isPageAligned, alignUp, openDirect } from './direct-io.js';

@@ -5,8 +5,8 @@ import { SYSTEM_PATH, nodeFlagsOf, waitForEvent } from './process.js';
 
 const require = createRequire(import.meta.url);
 /** The built CLI of the agent workspace. */
-export const AGENT_CLI = path.join(path.dirname(require.resolve('@site-recovery/agent')), 'cli.js');
-export const JOURNAL_CLI = path.join(path.dirname(require.resolve('@site-recovery/agent')), 'journal-cli.js');
+export const AGENT_CLI = path.join(path.dirname(require.resolve('@site-recovery/agent')), 'cli', 'sr-agent.js');
+export const JOURNAL_CLI = path.join(path.dirname(require.resolve('@site-recovery/agent')), 'cli', 'sr-journal.js');
 
 export interface AgentProcess {
   readonly child: ChildProcess;

@@ -6,8 +6,8 @@ import { SYSTEM_PATH, nodeFlagsOf, waitForEvent } from './process.js';
 const require = createRequire(import.meta.url);
 const distOf = (pkg: string): string => path.dirname(require.resolve(pkg));
 
-export const CACHE_STORE_CLI = path.join(distOf('@site-recovery/cache-store'), 'cli.js');
-export const PROCESSOR_CLI = path.join(distOf('@site-recovery/processor'), 'cli.js');
+export const CACHE_STORE_CLI = path.join(distOf('@site-recovery/cache-store'), 'cli', 'sr-cache-store.js');
+export const PROCESSOR_CLI = path.join(distOf('@site-recovery/processor'), 'cli', 'sr-processor.js');
 
 export interface ServiceProcess {
   readonly child: ChildProcess;

@@ -4,7 +4,7 @@ import { run, type RunResult } from './process.js';
 
 const require = createRequire(import.meta.url);
 /** The built `sr` CLI of the processor workspace. */
-export const SR_CLI = path.join(path.dirname(require.resolve('@site-recovery/processor')), 'sr.js');
+export const SR_CLI = path.join(path.dirname(require.resolve('@site-recovery/processor')), 'cli', 'sr.js');
 
 /** Runs `sr --processor http://LISTEN ARGS...`; never throws on a non-zero exit. */
 export function runSr(processorListen: string, args: readonly string[], timeoutMs = 120_000): Promise<RunResult> {

@@ -1,0 +1,65 @@
+import fs from 'node:fs';
+import { ErrorCode, SrError } from '@site-recovery/shared';
+import type { DiskConfig } from '../agent.js';
+
+/** Parses ID=PATH. */
+export function parseDisk(value: string): DiskConfig {
+  const eq = value.indexOf('=');
+  if (eq <= 0 || eq === value.length - 1) {
+    throw new SrError(ErrorCode.BAD_OPTION, `--disk "${value}" is not ID=PATH (for example --disk os=/var/lib/vm/os.img)`);
+  }
+  return { id: value.slice(0, eq), path: value.slice(eq + 1) };
+}
+
+/** Keys a config file may hold; the same as the long options. */
+export interface AgentFileConfig {
+  vm?: string;
+  disk?: string[];
+  nbd?: string;
+  dataDir?: string;
+  journalSegmentBytes?: number;
+  cacheStore?: string;
+}
+
+const FILE_KEYS = new Set(['vm', 'disk', 'nbd', 'dataDir', 'journalSegmentBytes', 'cacheStore']);
+
+export function readConfigFile(file: string): AgentFileConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new SrError(ErrorCode.BAD_OPTION, `cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new SrError(ErrorCode.BAD_OPTION, `config file ${file} must hold a JSON object`);
+  }
+  for (const k of Object.keys(raw)) {
+    if (!FILE_KEYS.has(k)) throw new SrError(ErrorCode.BAD_OPTION, `config file ${file}: unknown key "${k}" (known: ${[...FILE_KEYS].join(', ')})`);
+  }
+  const c = raw as Record<string, unknown>;
+  const str = (k: string): string | undefined => {
+    if (c[k] === undefined) return undefined;
+    if (typeof c[k] !== 'string') throw new SrError(ErrorCode.BAD_OPTION, `config file ${file}: "${k}" must be a string`);
+    return c[k];
+  };
+  const disk = c['disk'];
+  if (disk !== undefined && (!Array.isArray(disk) || !disk.every((d) => typeof d === 'string'))) {
+    throw new SrError(ErrorCode.BAD_OPTION, `config file ${file}: "disk" must be an array of "ID=PATH" strings`);
+  }
+  const seg = c['journalSegmentBytes'];
+  if (seg !== undefined && (typeof seg !== 'number' || !Number.isSafeInteger(seg) || seg < 1 << 20)) {
+    throw new SrError(ErrorCode.BAD_OPTION, `config file ${file}: "journalSegmentBytes" must be an integer of at least 1048576`);
+  }
+  const out: AgentFileConfig = {};
+  const vm = str('vm');
+  const nbd = str('nbd');
+  const dataDir = str('dataDir');
+  const cacheStore = str('cacheStore');
+  if (cacheStore !== undefined) out.cacheStore = cacheStore;
+  if (vm !== undefined) out.vm = vm;
+  if (nbd !== undefined) out.nbd = nbd;
+  if (dataDir !== undefined) out.dataDir = dataDir;
+  if (disk !== undefined) out.disk = disk;
+  if (seg !== undefined) out.journalSegmentBytes = seg;
+  return out;
+}

@@ -1,0 +1,51 @@
+import type { Server as HttpServer } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import { DEFAULT_WIRE_LIMITS, type Logger, type WireLimits } from '@site-recovery/shared';
+import type { StreamStore } from '../log/stream-log.js';
+
+/** Limits of the cache-store's connections, each with its default. */
+export interface CacheStoreLimits extends WireLimits {
+  /**
+   * A processor connection stops taking batches from the store while more than this many bytes
+   * wait in its send buffer, and goes on as it drains. Default 64 MiB.
+   */
+  readonly maxBufferedBytes: number;
+  /**
+   * An agent connection stops being read while its VM has more than this many bytes appended but
+   * not yet durable, and is read again once half of that is left. Default 256 MiB.
+   */
+  readonly maxUnsyncedBytes: number;
+  /** A connection that has not sent its hello within this time is closed. Default 30 s. */
+  readonly helloTimeoutMs: number;
+  /** Every connection is pinged this often and dropped when a ping goes unanswered; 0: never. Default 30 s. */
+  readonly pingIntervalMs: number;
+  /**
+   * Open WebSocket connections at most (agents and processors together); one more is closed at once
+   * with 1013 (try again later), which agents and processors meet with their reconnect backoff.
+   * Default 4096.
+   */
+  readonly maxConnections: number;
+}
+
+export const DEFAULT_CACHE_STORE_LIMITS: CacheStoreLimits = {
+  ...DEFAULT_WIRE_LIMITS,
+  maxBufferedBytes: 64 * 1024 * 1024,
+  maxUnsyncedBytes: 256 * 1024 * 1024,
+  helloTimeoutMs: 30_000,
+  pingIntervalMs: 30_000,
+  maxConnections: 4096,
+};
+
+export interface CacheStoreServerOptions {
+  readonly store: StreamStore;
+  readonly log: Logger;
+  readonly limits?: Partial<CacheStoreLimits>;
+  /** Address to listen on; port 0 picks a free one. */
+  readonly host: string;
+  readonly port: number;
+  /**
+   * The server to attach to, not yet listening: an `https.Server` carries the TLS options.
+   * Default: a plain `http.Server`.
+   */
+  readonly server?: HttpServer | HttpsServer;
+}

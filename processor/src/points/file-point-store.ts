@@ -1,0 +1,377 @@
+import fsp from 'node:fs/promises';
+import { ErrorCode, RecordKind, SrError, fsyncDir, type ChangeRecord, type DiskInfo, type Logger } from '@site-recovery/shared';
+import { catalogFile, isTempFileName, pointId, pointsDir, undoLogFile, undoLogName } from '../names.js';
+import { readCatalog, writeCatalog, type PointCatalog } from './catalog.js';
+import { materializePoint, type MaterializeLog } from './materializer.js';
+import type { PointKind, RecoveryPoint } from './recovery-point.js';
+import type { MaterializePlan, NewPoint, ReplicaPoints } from '../replica/replica-store.js';
+import { UndoLog, type UndoEntry } from './undo-log.js';
+
+export interface PointStoreOptions {
+  /** Copy-on-write granularity: the unit an undo entry saves. Used when a replica has no points yet. Default 64 KiB. */
+  readonly undoBlockSize?: number;
+  /** Pruned point ids remembered (so failover can say "pruned by retention"). Default 10 000. */
+  readonly maxPrunedIds?: number;
+  /** Test hook: called after each durable undo append, before the records it protects are applied. */
+  readonly onUndoDurable?: () => void;
+}
+
+export const DEFAULT_UNDO_BLOCK_SIZE = 64 * 1024;
+export const DEFAULT_MAX_PRUNED_IDS = 10_000;
+/** Reads of old block contents coalesce adjacent blocks up to this many bytes. */
+const READ_RUN_BYTES = 4 << 20;
+/** Merges and whole-disk saves append in groups of about this many bytes (one fdatasync each). */
+const APPEND_GROUP_BYTES = 8 << 20;
+
+/** What the point store needs of the replica it protects. */
+export interface DiskSource {
+  disks(): readonly DiskInfo[];
+  /** Where disk `index` lives (the materialiser copies it). */
+  file(index: number): string;
+  read(disk: number, offset: number, length: number): Promise<Buffer>;
+}
+
+/**
+ * Recovery points of one local replica (DESIGN.md "Recovery points"): the replica holds the newest
+ * state; each point has an undo log of the blocks first overwritten after it. The newest point's log
+ * is the open one; older logs are closed and change only when a point between them is removed.
+ */
+export class FilePointStore implements ReplicaPoints {
+  private catalog: PointCatalog;
+  /** Undo logs by point id, loaded (index rebuilt) at open. */
+  private readonly logs = new Map<string, UndoLog>();
+  private serial: Promise<unknown> = Promise.resolve();
+  private pins = 0;
+  private readonly maxPruned: number;
+
+  private constructor(
+    private readonly dir: string,
+    private readonly source: DiskSource,
+    private readonly log: Logger | undefined,
+    private readonly o: PointStoreOptions,
+    catalog: PointCatalog,
+  ) {
+    this.catalog = catalog;
+    this.maxPruned = o.maxPrunedIds ?? DEFAULT_MAX_PRUNED_IDS;
+  }
+
+  /** Opens (or starts) the points of the replica in `replicaDir`; removes logs no point owns. */
+  static async open(replicaDir: string, source: DiskSource, o: PointStoreOptions = {}, log?: Logger): Promise<FilePointStore> {
+    const dir = pointsDir(replicaDir);
+    await fsp.mkdir(dir, { recursive: true });
+    const catalog = (await readCatalog(catalogFile(replicaDir))) ?? { blockSize: o.undoBlockSize ?? DEFAULT_UNDO_BLOCK_SIZE, points: [], pruned: [] };
+    const store = new FilePointStore(replicaDir, source, log, o, catalog);
+    const owned = new Set(catalog.points.map((p) => p.undoLog));
+    for (const name of await fsp.readdir(dir)) {
+      // Leftovers of a crash: a log made for a cut that never reached the catalog, or one removed from it.
+      if (!owned.has(name) && (isTempFileName(name) || name.startsWith('undo-'))) await fsp.rm(undoLogFile(replicaDir, name), { force: true });
+    }
+    const newest = catalog.points.at(-1);
+    for (const p of catalog.points) {
+      const l = await UndoLog.open(undoLogFile(replicaDir, p.undoLog), catalog.blockSize);
+      if (p !== newest) await l.close();
+      store.logs.set(p.id, l);
+    }
+    return store;
+  }
+
+  get blockSize(): number {
+    return this.catalog.blockSize;
+  }
+
+  list(): RecoveryPoint[] {
+    return this.catalog.points.map((p) => ({ ...p, undoBytes: this.logs.get(p.id)?.bytes ?? p.undoBytes }));
+  }
+
+  newest(): RecoveryPoint | undefined {
+    const p = this.catalog.points.at(-1);
+    return p && { ...p, undoBytes: this.logs.get(p.id)?.bytes ?? p.undoBytes };
+  }
+
+  isPruned(id: string): boolean {
+    return this.catalog.pruned.includes(id);
+  }
+
+  /**
+   * Write-ahead for one batch: saves, durably and with one fdatasync, the old contents of every block
+   * the records will overwrite that the newest point's log does not hold yet. The caller applies the
+   * records only after this resolves. Records at or below the newest point's LSN (replayed after a
+   * restart) belong before the point and are not saved.
+   */
+  protect(records: readonly ChangeRecord[], generation: string): Promise<void> | undefined {
+    const wanted = this.unprotected(records, generation);
+    if (wanted === undefined) return undefined;
+    return this.exclusive(async () => {
+      const again = this.unprotected(records, generation);
+      if (again !== undefined) await this.save(again);
+    });
+  }
+
+  /** Throws unless every block `r` overwrites is protected: the last line of defence in the write path. */
+  checkProtected(r: ChangeRecord, generation: string): void {
+    if (this.unprotected([r], generation) !== undefined) {
+      throw new SrError(ErrorCode.INTERNAL, `record ${r.lsn} would overwrite blocks not saved in the undo log of point ${this.catalog.points.at(-1)?.id ?? '?'}`);
+    }
+  }
+
+  /**
+   * Saves every block holding data into the newest point's log: the whole-disk overwrite a new
+   * generation's wipe is. Blocks that read as zeroes need nothing: they still do after the wipe,
+   * so the ordinary copy-on-write saves them when the new generation writes them.
+   */
+  protectAll(): Promise<void> {
+    return this.exclusive(async () => {
+      const open = this.openLog();
+      if (open === undefined) return;
+      const bs = this.blockSize;
+      const disks = this.source.disks();
+      let group: UndoEntry[] = [];
+      let groupBytes = 0;
+      for (let d = 0; d < disks.length; d++) {
+        const size = disks[d]!.size;
+        for (let at = 0; at < size; at += READ_RUN_BYTES) {
+          const buf = await this.source.read(d, at, Math.min(READ_RUN_BYTES, size - at));
+          for (let o = 0; o < buf.length; o += bs) {
+            const block = (at + o) / bs;
+            const data = buf.subarray(o, Math.min(o + bs, buf.length));
+            if (open.has(d, block) || isZero(data)) continue;
+            group.push({ disk: d, offset: at + o, length: data.length, data: Buffer.from(data) });
+            groupBytes += data.length;
+          }
+          if (groupBytes >= APPEND_GROUP_BYTES) {
+            await open.append(group);
+            group = [];
+            groupBytes = 0;
+          }
+        }
+      }
+      await open.append(group);
+    });
+  }
+
+  /**
+   * Cuts a point at `lsn`: O(1) in the size of the disks (a new empty log, the catalog rewritten).
+   * The caller guarantees the replica holds exactly the records up to `lsn` and nothing after it.
+   * A point at the newest point's LSN is that point (an 'app' cut upgrades its kind).
+   */
+  cut(p: NewPoint): Promise<RecoveryPoint> {
+    return this.exclusive(async () => {
+      const points = this.catalog.points;
+      const newest = points.at(-1);
+      if (newest !== undefined && newest.generation === p.generation) {
+        if (p.lsn < newest.lsn) throw new SrError(ErrorCode.SEQUENCE, `cannot cut a point at LSN ${p.lsn} before the newest point ${newest.id}`);
+        if (p.lsn === newest.lsn) {
+          if (rank(p.kind) <= rank(newest.kind)) return { ...newest, undoBytes: this.logs.get(newest.id)?.bytes ?? 0 };
+          const upgraded: RecoveryPoint = { ...newest, kind: p.kind };
+          await this.writeCatalog({ ...this.catalog, points: [...points.slice(0, -1), upgraded] });
+          return upgraded;
+        }
+      }
+      const ms = p.time.getTime();
+      let id = pointId(p.lsn, ms);
+      for (let n = 1; points.some((q) => q.id === id) || this.catalog.pruned.includes(id); n++) id = pointId(p.lsn, ms, n);
+      const name = undoLogName(id);
+      const log = await UndoLog.create(undoLogFile(this.dir, name), this.blockSize);
+      await fsyncDir(pointsDir(this.dir));
+      const point: RecoveryPoint = { id, time: p.time.toISOString(), lsn: p.lsn, kind: p.kind, generation: p.generation, undoLog: name, undoBytes: log.bytes };
+      try {
+        await this.writeCatalog({ ...this.catalog, points: [...points, point] });
+      } catch (err) {
+        await log.close();
+        await fsp.rm(log.file, { force: true });
+        throw err;
+      }
+      const previous = newest !== undefined ? this.logs.get(newest.id) : undefined;
+      this.logs.set(id, log);
+      await previous?.close();
+      this.log?.debug({ point: id, lsn: p.lsn, kind: p.kind }, 'recovery point cut');
+      return point;
+    });
+  }
+
+  /**
+   * Removes points, oldest first. The oldest point's log is simply deleted (O(1)); any other point's
+   * log is merged into the next older one first — for each block the older log lacks, the removed
+   * log's entry — so the older point still restores (cost proportional to the removed log). Refused
+   * (`false`) while a materialisation is reading the logs.
+   */
+  remove(ids: readonly string[], pruned: boolean): Promise<boolean> {
+    return this.exclusive(async () => {
+      if (this.pins > 0) return false;
+      const doomed = new Set(ids);
+      for (const p of [...this.catalog.points]) {
+        if (!doomed.has(p.id)) continue;
+        const points = this.catalog.points;
+        const i = points.findIndex((q) => q.id === p.id);
+        const removed = this.logs.get(p.id)!;
+        const older = i > 0 ? this.logs.get(points[i - 1]!.id) : undefined;
+        if (older !== undefined) await this.merge(removed, older, i === points.length - 1);
+        const keptPruned = pruned ? [...this.catalog.pruned, p.id].slice(-this.maxPruned) : this.catalog.pruned;
+        await this.writeCatalog({ ...this.catalog, points: points.filter((q) => q.id !== p.id), pruned: keptPruned });
+        this.logs.delete(p.id);
+        await removed.close();
+        await fsp.rm(removed.file, { force: true });
+        this.log?.debug({ point: p.id, merged: older !== undefined, pruned }, 'recovery point removed');
+      }
+      await fsyncDir(pointsDir(this.dir));
+      return true;
+    });
+  }
+
+  /** Which logs restore `id` (newest first); `undefined` for an unknown point. */
+  plan(id: string): MaterializePlan | undefined {
+    const points = this.catalog.points;
+    const i = points.findIndex((p) => p.id === id);
+    if (i < 0) return undefined;
+    const logs = points.slice(i).reverse().map((p) => ({ pointId: p.id, bytes: this.logs.get(p.id)?.bytes ?? 0 }));
+    return { point: { ...points[i]!, undoBytes: logs.at(-1)?.bytes ?? 0 }, disks: [...this.source.disks()], logs, undoBytes: logs.reduce((s, l) => s + l.bytes, 0) };
+  }
+
+  /**
+   * Writes point `plan.point` into `targets` (one file per disk). Retention waits until it is done,
+   * so the logs it reads stay as planned; points cut meanwhile are added to the plan (see the
+   * materialiser for why that is correct).
+   */
+  async materialize(plan: MaterializePlan, targets: readonly string[]): Promise<void> {
+    this.pins++;
+    try {
+      await materializePoint({
+        disks: plan.disks,
+        sources: plan.disks.map((_, i) => this.source.file(i)),
+        targets,
+        snapshotLogs: () =>
+          this.exclusive(() => {
+            const points = this.catalog.points;
+            const i = points.findIndex((p) => p.id === plan.point.id);
+            if (i < 0) return Promise.reject(new SrError(ErrorCode.INTERNAL, `point ${plan.point.id} vanished while it was being materialised`));
+            const logs = points
+              .slice(i)
+              .reverse()
+              .map((p): MaterializeLog => {
+                const l = this.logs.get(p.id)!;
+                return { file: l.file, upTo: l.bytes };
+              });
+            return Promise.resolve(logs);
+          }),
+      });
+    } finally {
+      this.pins--;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.exclusive(async () => {
+      for (const l of this.logs.values()) await l.close();
+    });
+  }
+
+  /** Drops every point (their logs cannot describe another disk layout). */
+  discardAll(): Promise<void> {
+    return this.exclusive(async () => {
+      const ids = this.catalog.points.map((p) => p.id);
+      await this.writeCatalog({ ...this.catalog, points: [], pruned: [...this.catalog.pruned, ...ids].slice(-this.maxPruned) });
+      for (const l of this.logs.values()) {
+        await l.close();
+        await fsp.rm(l.file, { force: true });
+      }
+      this.logs.clear();
+    });
+  }
+
+  private openLog(): UndoLog | undefined {
+    const newest = this.catalog.points.at(-1);
+    return newest !== undefined ? this.logs.get(newest.id) : undefined;
+  }
+
+  /** Blocks the records overwrite that need saving, by disk; `undefined` when none do. */
+  private unprotected(records: readonly ChangeRecord[], generation: string): Map<number, Set<number>> | undefined {
+    const newest = this.catalog.points.at(-1);
+    if (newest === undefined) return undefined;
+    const open = this.logs.get(newest.id)!;
+    const bs = this.blockSize;
+    let wanted: Map<number, Set<number>> | undefined;
+    for (const r of records) {
+      if (r.kind === RecordKind.SYNC || r.kind === RecordKind.APP || r.length === 0) continue;
+      if (newest.generation === generation && r.lsn <= newest.lsn) continue;
+      const last = Math.floor((r.offset + r.length - 1) / bs);
+      for (let b = Math.floor(r.offset / bs); b <= last; b++) {
+        if (open.has(r.disk, b)) continue;
+        wanted ??= new Map();
+        let s = wanted.get(r.disk);
+        if (s === undefined) wanted.set(r.disk, (s = new Set()));
+        s.add(b);
+      }
+    }
+    return wanted;
+  }
+
+  /** Reads the blocks' current contents (coalesced into runs) and appends them with one fdatasync. */
+  private async save(wanted: Map<number, Set<number>>): Promise<void> {
+    const open = this.openLog()!;
+    const bs = this.blockSize;
+    const entries: UndoEntry[] = [];
+    for (const [disk, set] of wanted) {
+      const size = this.source.disks()[disk]!.size;
+      const blocks = [...set].sort((a, b) => a - b);
+      for (let i = 0; i < blocks.length; ) {
+        let j = i + 1;
+        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && (j - i + 1) * bs <= READ_RUN_BYTES) j++;
+        const start = blocks[i]! * bs;
+        const end = Math.min(size, (blocks[j - 1]! + 1) * bs);
+        const buf = await this.source.read(disk, start, end - start);
+        for (let o = 0; o < buf.length; o += bs) {
+          const data = buf.subarray(o, Math.min(o + bs, buf.length));
+          entries.push({ disk, offset: start + o, length: data.length, data: isZero(data) ? undefined : data });
+        }
+        i = j;
+      }
+    }
+    await open.append(entries);
+    this.o.onUndoDurable?.();
+  }
+
+  /** Appends to `older` the entries of `removed` for blocks `older` lacks. */
+  private async merge(removed: UndoLog, older: UndoLog, removedIsOpen: boolean): Promise<void> {
+    let group: UndoEntry[] = [];
+    let groupBytes = 0;
+    await removed.forEach(async (e) => {
+      if (older.has(e.disk, e.offset / this.blockSize)) return;
+      group.push(e);
+      groupBytes += e.length;
+      if (groupBytes >= APPEND_GROUP_BYTES) {
+        await older.append(group);
+        group = [];
+        groupBytes = 0;
+      }
+    });
+    await older.append(group);
+    // The older point becomes the newest: its log takes the appends from now on.
+    if (!removedIsOpen) await older.close();
+  }
+
+  private async writeCatalog(next: PointCatalog): Promise<void> {
+    await writeCatalog(catalogFile(this.dir), { ...next, points: next.points.map((p) => ({ ...p, undoBytes: this.logs.get(p.id)?.bytes ?? p.undoBytes })) });
+    this.catalog = next;
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.serial.then(fn, fn);
+    this.serial = p.catch(() => undefined);
+    return p;
+  }
+}
+
+/** App-consistent beats crash-consistent when two cuts land on one LSN. */
+function rank(k: PointKind): number {
+  return k === 'crash' ? 0 : 1;
+}
+
+const ZERO_BLOCK = Buffer.alloc(64 * 1024);
+
+function isZero(b: Buffer): boolean {
+  for (let o = 0; o < b.length; o += ZERO_BLOCK.length) {
+    const n = Math.min(ZERO_BLOCK.length, b.length - o);
+    if (b.compare(ZERO_BLOCK, 0, n, o, o + n) !== 0) return false;
+  }
+  return true;
+}

@@ -1,0 +1,141 @@
+import type { ChangeRecord, DiskInfo } from '@site-recovery/shared';
+import type { PointKind, RecoveryPoint } from '../points/recovery-point.js';
+
+/**
+ * Where the initial copy of a generation stands. `copying` from the moment a generation starts until a
+ * batch with `progress.done === progress.total` is applied; `done` after that. `none`: the VM has no
+ * replica yet. Recovery points must never be cut while a replica is `copying` (DESIGN.md invariant 5),
+ * so the state is persisted with the applied position it belongs to.
+ */
+export type InitialSyncState = 'copying' | 'done' | 'none';
+
+export interface InitialSync {
+  readonly state: InitialSyncState;
+  /** Bytes copied so far, as reported by the source. */
+  readonly done: number;
+  /** Bytes to copy; 0 until the source has reported it. */
+  readonly total: number;
+}
+
+/** What a replica records about itself, so that a restart resumes exactly where it left off. */
+export interface ReplicaPosition {
+  /**
+   * Highest LSN of the generation such that it and every record before it are durable in the
+   * replica disks. Records after it may or may not have reached the disks; re-applying them in order
+   * is harmless.
+   */
+  readonly appliedLsn: number;
+  readonly initialSync: InitialSync;
+}
+
+export interface ReplicaInfo extends ReplicaPosition {
+  readonly vm: string;
+  readonly generation: string;
+  /** The VM's disks in stream order: records name disks by index into this list. */
+  readonly disks: readonly DiskInfo[];
+}
+
+/**
+ * The processor's storage boundary: one replica per VM, each a set of disks the size of the source
+ * disks plus the position they hold. The local-file implementation is the embedded default; the same
+ * contract can be met by a blob store, so nothing here names a file.
+ *
+ * Contract (checked by `test/replica-store-contract.ts` for every implementation):
+ * - `list` names every VM with a replica that `open` would return.
+ * - `open` returns the replica exactly as last persisted by `create`, `reset` or `savePosition`
+ *   (generation, disks, position); `undefined` when the VM has none. Storage that cannot be trusted
+ *   (unreadable state, a missing or wrongly sized disk holding applied data) is refused with an
+ *   SrError rather than repaired silently.
+ * - `create` makes a replica whose disks read as zeroes, positioned at 0 with the initial copy
+ *   `copying`; it refuses a VM that already has one (use `Replica.reset`).
+ * - VM names and disk ids are checked against the id pattern (SR_BAD_ID) before use.
+ * - Only one processor opens a store at a time.
+ */
+export interface ReplicaStore {
+  list(): Promise<string[]>;
+  open(vm: string): Promise<Replica | undefined>;
+  create(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<Replica>;
+}
+
+/**
+ * One VM's replica, open for applying.
+ *
+ * - `apply` is the one write path into the replica (copy-on-write for recovery points hooks in there).
+ *   It applies a record's effect: WRITE stores `data`; ZERO and TRIM make the range read as zeroes,
+ *   leaving never-written space unallocated; SYNC (a progress marker) changes nothing. It returns
+ *   `undefined` when the change is already visible to `read` (done synchronously), or a promise that
+ *   resolves once it is. Calls whose ranges overlap must not be in flight at the same time: the
+ *   caller orders them. A record outside the disks throws SR_BOUNDS and changes nothing.
+ * - `flush` resolves once every change whose `apply` completed before the call is on stable storage.
+ * - `savePosition` persists a position atomically (all or nothing, on stable storage when it
+ *   resolves); call it after the `flush` that made the data behind it durable. Calls take effect in
+ *   call order.
+ * - `reset` starts a new generation: position 0, initial copy `copying`, and every disk reads as zeroes
+ *   at the new layout's sizes (the agent's initial copy skips all-zero chunks, so data of the old
+ *   generation must not survive under the new one). It is crash-safe: after a crash at any point,
+ *   `open` returns either the old generation untouched or the new one with zeroed disks.
+ *   Copy-on-write for recovery points treats it as one more write path: every block holding data is
+ *   saved in the newest point's undo log first, so older points survive a resync.
+ * - After `close` no other method may be called.
+ */
+export interface Replica {
+  readonly vm: string;
+  /** The replica's recovery points: undo logs and their catalog live with the disks they protect. */
+  readonly points: ReplicaPoints;
+  /** The persisted state: what `open` would return now. */
+  info(): ReplicaInfo;
+  /** Where disk `index` lives, for operators (a file path, a blob URL). */
+  locate(index: number): string;
+  apply(record: ChangeRecord): Promise<void> | undefined;
+  read(disk: number, offset: number, length: number): Promise<Buffer>;
+  flush(): Promise<void>;
+  savePosition(position: ReplicaPosition): Promise<void>;
+  reset(generation: string, disks: readonly DiskInfo[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Same disks, same order, same sizes. */
+export function sameDisks(a: readonly DiskInfo[], b: readonly DiskInfo[]): boolean {
+  return a.length === b.length && a.every((d, i) => d.id === b[i]?.id && d.size === b[i]?.size);
+}
+
+/** A point to cut: the replica holds exactly the records of `generation` up to `lsn`. */
+export interface NewPoint {
+  readonly lsn: number;
+  readonly generation: string;
+  readonly kind: PointKind;
+  readonly time: Date;
+}
+
+/** Step one of recovering a point: which undo logs are applied, newest first. */
+export interface MaterializePlan {
+  readonly point: RecoveryPoint;
+  readonly disks: readonly DiskInfo[];
+  readonly logs: readonly { readonly pointId: string; readonly bytes: number }[];
+  /** Bytes of undo data to apply: the cost of recovering the point beyond the copy. */
+  readonly undoBytes: number;
+}
+
+/**
+ * Recovery points of one replica (copy-on-write undo logs, DESIGN.md "Recovery points").
+ *
+ * - `protect` is the write-ahead step: before records are applied, the old contents of every block
+ *   they overwrite for the first time since the newest point are durable in that point's undo log.
+ *   `undefined` when nothing needed saving. `Replica.apply` refuses a record whose blocks are not protected.
+ * - `cut` records a point at the replica's current position; the caller guarantees no record past
+ *   `lsn` has landed. O(1) in the size of the disks.
+ * - `remove` drops points (the oldest in O(1); others merge their log into the next older point's).
+ *   It returns false, changing nothing, while a materialisation is running.
+ * - `plan` / `materialize`: recover a point into new disk files while replication continues.
+ */
+export interface ReplicaPoints {
+  readonly blockSize: number;
+  list(): RecoveryPoint[];
+  newest(): RecoveryPoint | undefined;
+  isPruned(id: string): boolean;
+  protect(records: readonly ChangeRecord[], generation: string): Promise<void> | undefined;
+  cut(point: NewPoint): Promise<RecoveryPoint>;
+  remove(ids: readonly string[], pruned: boolean): Promise<boolean>;
+  plan(id: string): MaterializePlan | undefined;
+  materialize(plan: MaterializePlan, targets: readonly string[]): Promise<void>;
+}

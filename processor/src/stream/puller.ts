@@ -1,0 +1,332 @@
+import WebSocket from 'ws';
+import {
+  DEFAULT_WIRE_LIMITS,
+  ErrorCode,
+  MessageSchema,
+  PROTOCOL_VERSION,
+  SrError,
+  decodeBatch,
+  decodeMessage,
+  encodeMessage,
+  type Applied,
+  type Batch,
+  type DiskInfo,
+  type ErrorMessage,
+  type Logger,
+  type ProcessorHello,
+  type Stream,
+  type Policy,
+  type Subscribe,
+  type VmInfo,
+  type WireLimits,
+} from '@site-recovery/shared';
+import { Backoff, type BackoffOptions } from '@site-recovery/shared';
+import { asStorageError, type ErrorInfo, type VmReplication } from './vm-replication.js';
+
+export interface PullerOptions {
+  /** `ws://` or `wss://` address of the cache-store. */
+  readonly url: string;
+  /** Sent in HELLO; the cache-store decides what it accepts. */
+  readonly credential?: string;
+  readonly limits?: WireLimits;
+  readonly backoff?: BackoffOptions;
+  /** Time allowed for the WebSocket handshake. Default 10 s. */
+  readonly connectTimeoutMs?: number;
+  /** A ping goes out this often; a connection that has not answered the previous one is dropped. Default 15 s. */
+  readonly heartbeatMs?: number;
+  /**
+   * Received bytes waiting to be applied beyond which the socket stops reading, so a fast
+   * cache-store cannot fill memory faster than the replicas take it. Default 96 MiB (two of the
+   * largest frames).
+   */
+  readonly maxQueuedBytes?: number;
+  /** Most VMs taken from one cache-store's list (each becomes a replica directory). Default 1024. */
+  readonly maxVms?: number;
+}
+
+export const DEFAULT_PULLER = { connectTimeoutMs: 10_000, heartbeatMs: 15_000, maxQueuedBytes: 96 * 1024 * 1024, maxVms: 1024 } as const;
+
+/** The VMs the puller feeds. */
+export interface VmDirectory {
+  get(vm: string): VmReplication | undefined;
+  /** Adds a VM the cache-store lists; `undefined` when no more are allowed. */
+  add(vm: string): VmReplication | undefined;
+  /** The VM's app-consistent frequency to relay to its agent (0: off). */
+  appConsistentFrequencyMs(vm: string): Promise<number>;
+}
+
+export interface PullerStatus {
+  readonly url: string;
+  readonly connected: boolean;
+  readonly reconnects: number;
+  readonly lastError?: ErrorInfo;
+}
+
+/** Codes that say the cache-store sent something wrong (it is told); others are local faults. */
+const PEER_FAULTS = new Set<string>([
+  ErrorCode.PROTOCOL,
+  ErrorCode.LIMIT,
+  ErrorCode.CHECKSUM,
+  ErrorCode.SEQUENCE,
+  ErrorCode.BOUNDS,
+  ErrorCode.GENERATION,
+  ErrorCode.BAD_ID,
+  ErrorCode.STATE_MISMATCH,
+]);
+
+/** How long a closing connection may take before it is cut. */
+const CLOSE_GRACE_MS = 2000;
+
+class Connection {
+  /** VM → the cache-store generation it was subscribed at. */
+  readonly subscribed = new Map<string, string>();
+  /** VM → the stream the cache-store announced (batches are checked against it). */
+  readonly streams = new Map<string, { generation: string; disks: readonly DiskInfo[] }>();
+  listed = false;
+  closed = false;
+  faulted = false;
+  alive = true;
+  queuedBytes = 0;
+  heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(readonly ws: WebSocket) {}
+}
+
+/**
+ * The processor's side of the replication protocol: one WebSocket to the cache-store, redialled with
+ * backoff. Messages are handled one at a time in arrival order; a batch is decoded and verified
+ * completely before any of it is applied, and anything wrong drops the connection, after which every
+ * VM is subscribed again from the position its replica holds.
+ */
+export class Puller {
+  private conn: Connection | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private reconnects = 0;
+  private lastError: ErrorInfo | undefined;
+  private readonly backoff: Backoff;
+  private readonly limits: WireLimits;
+  private readonly maxQueued: number;
+
+  constructor(
+    private readonly o: PullerOptions,
+    private readonly vms: VmDirectory,
+    private readonly log: Logger,
+  ) {
+    this.backoff = new Backoff(o.backoff);
+    this.limits = o.limits ?? DEFAULT_WIRE_LIMITS;
+    this.maxQueued = o.maxQueuedBytes ?? DEFAULT_PULLER.maxQueuedBytes;
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  status(): PullerStatus {
+    const c = this.conn;
+    return {
+      url: this.o.url,
+      connected: c !== undefined && !c.closed && c.ws.readyState === WebSocket.OPEN,
+      reconnects: this.reconnects,
+      ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+    };
+  }
+
+  /** Sends `applied` if `vm` is streaming `generation` on the current connection. */
+  confirm(vm: string, generation: string, lsn: number): boolean {
+    const c = this.conn;
+    if (c === undefined || c.closed || c.streams.get(vm)?.generation !== generation) return false;
+    return this.send(c, { t: 'applied', vm, generation, lsn } satisfies Applied);
+  }
+
+  /** Relays a VM's policy to its agent through the cache-store; false when not connected. */
+  sendPolicy(vm: string, appConsistentFrequencyMs: number): boolean {
+    const c = this.conn;
+    return c !== undefined && this.send(c, { t: 'policy', vm, appConsistentFrequencyMs } satisfies Policy);
+  }
+
+  /** Drops the current connection (a local fault); the next one resubscribes everything. */
+  restart(reason: SrError): void {
+    const c = this.conn;
+    if (c !== undefined && !c.closed) this.drop(c, 1011, reason.code);
+  }
+
+  /** Stops taking messages: the one being handled finishes, the rest are dropped. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    await this.chain;
+  }
+
+  /** Closes the connection (after `stop`). */
+  async close(): Promise<void> {
+    await this.stop();
+    const c = this.conn;
+    if (c === undefined || c.ws.readyState === WebSocket.CLOSED) return;
+    const closed = new Promise<void>((resolve) => c.ws.once('close', () => resolve()));
+    this.drop(c, 1001, 'shutting down');
+    await closed;
+  }
+
+  private connect(): void {
+    this.timer = undefined;
+    if (this.stopped) return;
+    const ws = new WebSocket(this.o.url, {
+      perMessageDeflate: false,
+      maxPayload: this.limits.maxFrameBytes,
+      handshakeTimeout: this.o.connectTimeoutMs ?? DEFAULT_PULLER.connectTimeoutMs,
+    });
+    const c = new Connection(ws);
+    this.conn = c;
+    ws.on('open', () => {
+      this.log.info({ url: this.o.url }, 'connected to cache-store');
+      const hello: ProcessorHello = { t: 'hello', v: PROTOCOL_VERSION, role: 'processor', ...(this.o.credential !== undefined ? { credential: this.o.credential } : {}) };
+      this.send(c, hello);
+      c.heartbeat = setInterval(() => {
+        if (!c.alive) {
+          this.log.warn({ url: this.o.url }, 'cache-store stopped answering pings; reconnecting');
+          ws.terminate();
+          return;
+        }
+        c.alive = false;
+        ws.ping();
+      }, this.o.heartbeatMs ?? DEFAULT_PULLER.heartbeatMs);
+    });
+    ws.on('pong', () => (c.alive = true));
+    ws.on('message', (data, isBinary) => this.receive(c, data, isBinary));
+    ws.on('error', (err) => {
+      this.log.warn({ url: this.o.url, err: err.message }, 'cache-store connection error');
+      this.lastError = { code: ErrorCode.IO, message: `cache-store connection: ${err.message}`, at: new Date().toISOString() };
+    });
+    ws.once('close', (code, reason) => this.onClose(c, code, reason.toString()));
+  }
+
+  private receive(c: Connection, data: WebSocket.RawData, isBinary: boolean): void {
+    if (c.closed) return;
+    if (!isBinary) {
+      this.fail(c, new SrError(ErrorCode.PROTOCOL, 'text frame from the cache-store; the protocol is binary msgpack'), undefined);
+      return;
+    }
+    const frame = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+    c.queuedBytes += frame.length;
+    if (c.queuedBytes > this.maxQueued && !c.ws.isPaused) c.ws.pause();
+    this.chain = this.chain.then(() => this.process(c, frame));
+  }
+
+  private async process(c: Connection, frame: Buffer): Promise<void> {
+    let vm: string | undefined;
+    try {
+      if (c.closed || this.stopped) return;
+      const m = decodeMessage(frame, MessageSchema);
+      switch (m.t) {
+        case 'vms':
+          return await this.onVms(c, m.vms);
+        case 'stream':
+          vm = m.vm;
+          return await this.onStream(c, m);
+        case 'batch':
+          vm = m.vm;
+          return await this.onBatch(c, m);
+        case 'error':
+          return this.onPeerError(c, m);
+        default:
+          throw new SrError(ErrorCode.PROTOCOL, `unexpected "${m.t}" message from the cache-store`);
+      }
+    } catch (err) {
+      this.fail(c, err, vm);
+    } finally {
+      c.queuedBytes -= frame.length;
+      if (c.ws.isPaused && c.queuedBytes <= this.maxQueued / 2) c.ws.resume();
+    }
+  }
+
+  private async onVms(c: Connection, list: readonly VmInfo[]): Promise<void> {
+    c.listed = true;
+    for (const info of list) {
+      const vm = this.vms.get(info.vm) ?? this.vms.add(info.vm);
+      if (vm === undefined) {
+        this.log.warn({ vm: info.vm, maxVms: this.o.maxVms ?? DEFAULT_PULLER.maxVms }, 'cache-store lists more VMs than allowed; ignoring');
+        continue;
+      }
+      vm.noteCacheStore(info);
+      if (!vm.usable || c.subscribed.get(info.vm) === info.generation) continue;
+      const { generation, from } = await vm.subscription();
+      if (c.closed) return;
+      this.send(c, { t: 'subscribe', vm: info.vm, generation, from } satisfies Subscribe);
+      this.send(c, { t: 'policy', vm: info.vm, appConsistentFrequencyMs: await this.vms.appConsistentFrequencyMs(info.vm) } satisfies Policy);
+      c.subscribed.set(info.vm, info.generation);
+      this.log.info({ vm: info.vm, generation, from }, 'subscribed');
+    }
+  }
+
+  private async onStream(c: Connection, m: Stream): Promise<void> {
+    const vm = this.vms.get(m.vm);
+    if (!c.subscribed.has(m.vm) || vm === undefined) throw new SrError(ErrorCode.PROTOCOL, `stream for VM "${m.vm}", which this processor did not subscribe`);
+    if (m.disks.length > this.limits.maxDisks) throw new SrError(ErrorCode.LIMIT, `stream of ${m.vm} declares ${m.disks.length} disks, more than maxDisks ${this.limits.maxDisks}`);
+    await vm.beginStream(m.generation, m.disks);
+    c.streams.set(m.vm, { generation: m.generation, disks: m.disks });
+    this.log.info({ vm: m.vm, generation: m.generation, from: m.from }, 'stream started');
+  }
+
+  private async onBatch(c: Connection, b: Batch): Promise<void> {
+    const stream = c.streams.get(b.vm);
+    const vm = this.vms.get(b.vm);
+    if (stream === undefined || vm === undefined) throw new SrError(ErrorCode.PROTOCOL, `batch for VM "${b.vm}" before its stream began`);
+    if (b.generation !== stream.generation) {
+      throw new SrError(ErrorCode.GENERATION, `batch of ${b.vm} belongs to generation ${b.generation}, the stream is ${stream.generation}`);
+    }
+    // Verifies every record (kinds, bounds, sizes, checksums) before any of them is applied.
+    const records = decodeBatch(b, stream.disks, this.limits);
+    await vm.applyBatch(b.generation, records, b.progress);
+  }
+
+  private onPeerError(c: Connection, m: ErrorMessage): void {
+    this.log.error({ code: m.code, err: m.message }, 'cache-store reported an error');
+    this.lastError = { code: m.code, message: m.message, at: new Date().toISOString() };
+    this.drop(c, 1000, 'peer error');
+    c.faulted = true;
+  }
+
+  private fail(c: Connection, err: unknown, vmName: string | undefined): void {
+    const e = asStorageError(err, 'applying the stream failed');
+    const info: ErrorInfo = { code: e.code, message: e.message, at: new Date().toISOString() };
+    this.lastError = info;
+    const vm = vmName !== undefined ? this.vms.get(vmName) : undefined;
+    vm?.recordError(e);
+    const peerFault = PEER_FAULTS.has(e.code);
+    this.log.error({ vm: vmName, code: e.code, err: e.message }, peerFault ? 'refused what the cache-store sent; reconnecting' : 'local failure; reconnecting');
+    if (peerFault) this.send(c, { t: 'error', code: e.code, message: e.message.slice(0, 4096) } satisfies ErrorMessage);
+    this.drop(c, peerFault ? 1008 : 1011, e.code);
+  }
+
+  private drop(c: Connection, code: number, reason: string): void {
+    c.closed = true;
+    if (code !== 1001 && code !== 1000) c.faulted = true;
+    if (c.ws.readyState === WebSocket.CONNECTING) {
+      c.ws.terminate();
+      return;
+    }
+    c.ws.close(code, reason);
+    setTimeout(() => c.ws.terminate(), CLOSE_GRACE_MS).unref();
+  }
+
+  private onClose(c: Connection, code: number, reason: string): void {
+    c.closed = true;
+    if (c.heartbeat !== undefined) clearInterval(c.heartbeat);
+    if (this.conn === c) this.conn = undefined;
+    // A connection that got as far as the VM list and was not refused counts as a success.
+    if (c.listed && !c.faulted) this.backoff.reset();
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    this.reconnects++;
+    this.log.info({ code, reason, delayMs: delay }, 'cache-store connection closed; reconnecting');
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  private send(c: Connection, message: object): boolean {
+    if (c.ws.readyState !== WebSocket.OPEN) return false;
+    c.ws.send(encodeMessage(message));
+    return true;
+  }
+}

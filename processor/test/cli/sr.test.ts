@@ -1,0 +1,153 @@
+import { execFile } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatConfig, humanBytes, table } from '../../src/cli/sr-format.js';
+
+// The `sr` CLI against a stub of the control API: what it sends, what it prints, how it exits.
+const SR = path.join(import.meta.dirname, '..', '..', 'dist', 'cli', 'sr.js');
+
+interface Seen {
+  method: string;
+  url: string;
+  body: unknown;
+}
+
+const POINTS = [
+  { id: 'p-10-1700000000000', time: '2023-11-14T22:13:20.000Z', lsn: 10, kind: 'crash', undoBytes: 0 },
+  { id: 'p-42-1700000060000', time: '2023-11-14T22:14:20.000Z', lsn: 42, kind: 'app', undoBytes: 3 * 1024 * 1024 },
+];
+const MANIFEST = {
+  vm: 'web01',
+  kind: 'failover',
+  point: { id: 'p-42-1700000060000', time: '2023-11-14T22:14:20.000Z', lsn: 42, kind: 'app' },
+  createdAt: '2023-11-14T22:20:00.000Z',
+  target: { resourceGroup: 'web01-asr', network: 'prod-asr', subnet: 'web', ip: '10.0.1.7', availabilitySet: null },
+  disks: [{ id: 'os', size: 64 << 20, path: '/dr/failover/web01/web01-asr/os.img' }],
+};
+
+let server: http.Server;
+let url: string;
+const seen: Seen[] = [];
+
+beforeAll(async () => {
+  server = http.createServer((req, res) => {
+    let text = '';
+    req.on('data', (d: Buffer) => (text += d.toString()));
+    req.on('end', () => {
+      const body = text === '' ? undefined : (JSON.parse(text) as unknown);
+      seen.push({ method: req.method!, url: req.url!, body });
+      const send = (status: number, doc: unknown): void => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(doc));
+      };
+      const route = `${req.method} ${req.url}`;
+      if (route === 'GET /vms/web01/points') return send(200, POINTS);
+      if (route === 'PUT /vms/web01/config') return send(200, { crashConsistentFrequencyMs: 1000, retentionMs: 86_400_000, target: { network: 'x' } });
+      if (route === 'POST /vms/web01/failover') return send(200, MANIFEST);
+      if (route === 'POST /vms/gone/failover') return send(410, { code: 'SR_POINT_PRUNED', message: 'point p-1-1 of gone was pruned by retention' });
+      if (route === 'GET /status') return send(200, { cacheStore: { url: 'ws://x/', connected: false }, vms: [{ vm: 'web01', state: 'replicating', appliedLsn: 42 }] });
+      if (route === 'GET /vms/odd/points') return send(404, { error: 'no such path' });
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end('not json{');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+function sr(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [SR, ...args], { env: { ...process.env, SR_PROCESSOR_URL: url, ...env } }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
+    });
+  });
+}
+
+describe('sr', () => {
+  it('lists points as a table with human sizes, and as JSON', async () => {
+    const t = await sr(['points', 'web01']);
+    expect(t.code).toBe(0);
+    expect(t.stdout.split('\n')[0]).toMatch(/^ID\s+TIME\s+LSN\s+KIND\s+UNDO$/);
+    expect(t.stdout).toContain('p-42-1700000060000  2023-11-14T22:14:20.000Z  42   app    3.0 MiB');
+    const j = await sr(['points', 'web01', '--json']);
+    expect(JSON.parse(j.stdout)).toEqual(POINTS);
+  });
+
+  it('sends durations in ms and the placement, found through --processor over SR_PROCESSOR_URL', async () => {
+    seen.length = 0;
+    const r = await sr(
+      ['--processor', url.replace('http://', ''), 'configure', 'web01', '--crash-consistent-frequency', '1s', '--app-consistent-frequency', '1h', '--retention', '1d',
+        '--thinning', '2h:1h', '--source-network', 'prod', '--source-subnet', 'web', '--source-ip', 'dhcp', '--target-network', 'x', '--target-ip', '10.1.1.9'],
+      { SR_PROCESSOR_URL: 'http://127.0.0.1:1' },
+    );
+    expect(r.code).toBe(0);
+    expect(seen).toEqual([
+      {
+        method: 'PUT',
+        url: '/vms/web01/config',
+        body: {
+          crashConsistentFrequencyMs: 1000,
+          appConsistentFrequencyMs: 3_600_000,
+          retentionMs: 86_400_000,
+          thinning: [{ olderThanMs: 7_200_000, keepOneEveryMs: 3_600_000 }],
+          source: { network: 'prod', subnet: 'web', ip: 'dhcp' },
+          target: { network: 'x', ip: '10.1.1.9' },
+        },
+      },
+    ]);
+    expect(r.stdout).toBe('crashConsistentFrequency: 1s\nretention: 1d\ntarget:\n  network: x\n');
+  });
+
+  it('prints the manifest as JSON for failover --json and sends the deadline in ms', async () => {
+    seen.length = 0;
+    const r = await sr(['failover', 'web01', '--point', 'latest', '--deadline', '30s', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual(MANIFEST);
+    expect(seen[0]?.body).toEqual({ point: 'latest', deadlineMs: 30_000 });
+  });
+
+  it.each([
+    [['failover', 'gone', '--point', 'p-1-1'], 2, /^sr: SR_POINT_PRUNED: point p-1-1 of gone was pruned by retention; retention has removed that point; pick a newer one/],
+    [['configure', 'web01', '--retention', '30'], 2, /^sr: SR_BAD_OPTION: --retention "30" has no unit/],
+    [['configure', 'web01', '--source-network', 'prod'], 2, /^sr: SR_BAD_OPTION: --source-network, --source-subnet and --source-ip go together/],
+    [['configure', 'web01', '--target-ip', '10.1.1'], 2, /^sr: SR_BAD_OPTION: --target-ip "10.1.1" is not an IPv4 address/],
+    [['failover', 'web01'], 2, /^sr: SR_BAD_OPTION: required option '--point <point>' not specified/],
+    [['frobnicate'], 2, /^sr: SR_BAD_OPTION: unknown command 'frobnicate'/],
+    [['status', 'nope'], 2, /^sr: SR_VM_NOT_FOUND: the processor does not replicate a VM named nope \(it has: web01\)/],
+    [['points', 'odd'], 1, /^sr: SR_UNREACHABLE: GET \/vms\/odd\/points: the processor answered 404 without an error code; it may be older than this sr/],
+    [['commit', 'web01'], 1, /^sr: SR_UNREACHABLE: POST \/vms\/web01\/commit: the processor answered 500 with a body that is not JSON/],
+    [['--processor', 'http://127.0.0.1:1', 'points', 'web01'], 1, /^sr: SR_UNREACHABLE: cannot reach the processor at http:\/\/127.0.0.1:1 \(ECONNREFUSED\)/],
+  ])('%j exits %d with one line on stderr', async (args, code, message) => {
+    const r = await sr(args);
+    expect(r.code).toBe(code);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(r.stdout).toBe('');
+  });
+});
+
+describe('sr-format', () => {
+  it.each([
+    [0, '0 B'],
+    [1023, '1023 B'],
+    [1536, '1.5 KiB'],
+    [10 * 1024 * 1024, '10 MiB'],
+    [5.5 * 1024 ** 3, '5.5 GiB'],
+  ])('humanBytes(%d) = %s', (n, text) => {
+    expect(humanBytes(n)).toBe(text);
+  });
+
+  it('shows a configuration in the spelling sr configure takes', () => {
+    expect(formatConfig({ crashConsistentFrequencyMs: 300_000, retentionMs: 86_400_000, thinning: [{ olderThanMs: 7_200_000, keepOneEveryMs: 3_600_000 }], source: {}, target: { ip: 'dhcp' } })).toBe(
+      'crashConsistentFrequency: 5m\nretention: 1d\nthinning: 2h:1h\nsource: -\ntarget:\n  ip: dhcp\n',
+    );
+    expect(formatConfig({ thinning: [] })).toBe('thinning: none\n');
+  });
+
+  it('aligns columns and leaves no trailing spaces', () => {
+    expect(table(['A', 'BB'], [['xxx', 'y'], ['z', '']])).toBe('A    BB\nxxx  y\nz\n');
+  });
+});

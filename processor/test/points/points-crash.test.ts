@@ -1,0 +1,107 @@
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { DiskInfo } from '@site-recovery/shared';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FakeCacheStore, Workload, chunks, type FakeSession } from '../fake-cache-store.js';
+import { MiB, api, expectImages, startCli, tempDir, until, vmStatus, type CliProcess } from '../helpers.js';
+
+const VM = 'db02';
+const G = 'g1';
+const DISKS: DiskInfo[] = [
+  { id: 'os', size: 8 * MiB },
+  { id: 'data', size: 4 * MiB },
+];
+
+let root: { dir: string; cleanup: () => Promise<void> };
+beforeAll(async () => {
+  root = await tempDir('points-crash');
+});
+afterAll(async () => {
+  await root.cleanup();
+});
+
+/** Serves `w` to every connection from where the processor asks, in small paced batches. */
+function serve(fake: FakeCacheStore, w: Workload): void {
+  fake.onSession = (s: FakeSession) => {
+    void (async () => {
+      try {
+        await s.waitFor((m) => m.t === 'hello');
+        s.vms([{ vm: VM, generation: G, disks: w.disks, firstLsn: 1, lastLsn: w.lastLsn }]);
+        const sub = await s.subscribeOf(VM);
+        const from = sub['generation'] === G ? (sub['from'] as number) : 1;
+        s.stream(VM, G, w.disks, from);
+        for (const c of chunks(w.range(from, w.lastLsn), 7)) {
+          await s.batch(VM, G, c, c.some((r) => r.kind === 4) ? { done: 1, total: 1 } : undefined);
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      } catch {
+        // the processor was killed
+      }
+    })();
+  };
+}
+
+interface Point {
+  id: string;
+  lsn: number;
+  kind: string;
+}
+
+describe('recovery points across kill -9', () => {
+  it('killed right after an undo append, before the records it protects land: every point still materialises exactly', async () => {
+    const dataDir = path.join(root.dir, 'data');
+    const w = new Workload(DISKS, 99);
+    w.random(15, 256 * 1024);
+    w.sync(1);
+    for (let i = 0; i < 12; i++) {
+      w.random(25, 128 * 1024);
+      w.app(i);
+    }
+    w.random(20, 128 * 1024);
+    const fake = await FakeCacheStore.start();
+    serve(fake, w);
+    const args = ['--listen', '127.0.0.1:0', '--cache-store', fake.url, '--data-dir', dataDir, '--confirm-interval-ms', '50', '--reconnect-initial-ms', '20', '--reconnect-max-ms', '200', '--undo-block-size', '16384'];
+    let cli: CliProcess | undefined;
+    try {
+      // Several kills, each after a different number of durable undo appends.
+      for (const appends of [4, 9, 14]) {
+        process.env['SR_TEST_KILL_AFTER_UNDO_APPENDS'] = String(appends);
+        try {
+          cli = await startCli(args);
+        } finally {
+          delete process.env['SR_TEST_KILL_AFTER_UNDO_APPENDS'];
+        }
+        const c = cli;
+        const exit = await Promise.race([
+          c.exited,
+          new Promise<never>((_, reject) =>
+            setTimeout(() => {
+              void vmStatus(c.listen, VM).then(
+                (st) => reject(new Error(`not killed after ${appends} undo appends; status ${JSON.stringify(st)}; stderr ${c.stderr().slice(-3000)}`)),
+                (err: unknown) => reject(err as Error),
+              );
+            }, 20_000),
+          ),
+        ]);
+        expect(exit.signal).toBe('SIGKILL');
+      }
+      cli = await startCli(args);
+      const listen = cli.listen;
+      await until('everything applied', async () => ((await vmStatus(listen, VM)).appliedLsn === w.lastLsn ? true : undefined), 30_000);
+      const points = (await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body;
+      const markers = w.records.filter((r) => r.kind === 5).map((r) => r.lsn);
+      expect(points.filter((p) => p.kind === 'app').map((p) => p.lsn)).toEqual(markers);
+      for (const p of points) {
+        const r = await api<{ disks: { path: string }[] }>(listen, 'POST', `/vms/${VM}/test-failover`, { point: p.id, network: 'iso' });
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        expectImages(await Promise.all(r.body.disks.map((d) => fsp.readFile(d.path))), w.imagesAt(p.lsn));
+        expect((await api(listen, 'POST', `/vms/${VM}/test-failover-cleanup`)).status).toBe(200);
+      }
+      cli.child.kill('SIGTERM');
+      expect((await cli.exited).code).toBe(0);
+    } finally {
+      cli?.child.kill('SIGKILL');
+      await fake.close();
+    }
+  });
+});
