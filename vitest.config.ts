@@ -8,8 +8,9 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 180_000,
     hookTimeout: 60_000,
-    // A skipped test is a gap: report it loudly.
+    // A skipped test is a gap: `.only` is refused, and any skipped or todo test fails the run.
     allowOnly: false,
+    reporters: ['default', './scripts/no-skipped-tests.ts'],
     passWithNoTests: false,
   },
 });

@@ -24,7 +24,10 @@ const DATA = {
 };
 
 function start(cli, args, env = {}) {
-  const child = spawn(process.execPath, [...nodeFlagsOf(cli), cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SR_LOG_LEVEL: 'warn', ...env } });
+  const child = spawn(process.execPath, [...nodeFlagsOf(cli), cli, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, SR_LOG_LEVEL: 'warn', ...env },
+  });
   let err = '';
   child.stderr.on('data', (d) => (err += d));
   const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -47,9 +50,34 @@ async function runOnce(kind, mode) {
   const img = path.join(dir, 'os.img');
   fs.writeFileSync(img, '');
   fs.truncateSync(img, DISK);
-  const cs = await start(path.join(ROOT, 'cache-store/dist/cli/sr-cache-store.js'), ['--listen', '127.0.0.1:0', '--data-dir', path.join(dir, 'cs')]);
-  const pr = await start(path.join(ROOT, 'processor/dist/cli/sr-processor.js'), ['--listen', '127.0.0.1:0', '--cache-store', `ws://${cs.ready.listen}`, '--data-dir', path.join(dir, 'pr')]);
-  const ag = await start(path.join(ROOT, 'agent/dist/cli/sr-agent.js'), ['--vm', 'bench', '--disk', `os=${img}`, '--nbd', '127.0.0.1:0', '--data-dir', path.join(dir, 'ag'), '--cache-store', `ws://${cs.ready.listen}`, '--status', '127.0.0.1:0']);
+  const cs = await start(path.join(ROOT, 'cache-store/dist/cli/sr-cache-store.js'), [
+    '--listen',
+    '127.0.0.1:0',
+    '--data-dir',
+    path.join(dir, 'cs'),
+  ]);
+  const pr = await start(path.join(ROOT, 'processor/dist/cli/sr-processor.js'), [
+    '--listen',
+    '127.0.0.1:0',
+    '--cache-store',
+    `ws://${cs.ready.listen}`,
+    '--data-dir',
+    path.join(dir, 'pr'),
+  ]);
+  const ag = await start(path.join(ROOT, 'agent/dist/cli/sr-agent.js'), [
+    '--vm',
+    'bench',
+    '--disk',
+    `os=${img}`,
+    '--nbd',
+    '127.0.0.1:0',
+    '--data-dir',
+    path.join(dir, 'ag'),
+    '--cache-store',
+    `ws://${cs.ready.listen}`,
+    '--status',
+    '127.0.0.1:0',
+  ]);
   const agentStatus = () => get(`http://${ag.ready.status}/status`);
   const vmStatus = async () => (await get(`http://${pr.ready.listen}/status`)).vms.find((v) => v.vm === 'bench');
   try {
@@ -60,7 +88,24 @@ async function runOnce(kind, mode) {
       await sleep(100);
     }
     const t0 = Date.now();
-    const out = execFileSync('fio', ['--output-format=json', '--name=churn', '--ioengine=nbd', `--uri=nbd://${ag.ready.nbd}/os`, '--rw=randwrite', '--bsrange=4k-1m', '--iodepth=16', `--size=${DISK}`, '--time_based', `--runtime=${SECONDS}`, ...DATA[kind], ...MODES[mode]], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    const out = execFileSync(
+      'fio',
+      [
+        '--output-format=json',
+        '--name=churn',
+        '--ioengine=nbd',
+        `--uri=nbd://${ag.ready.nbd}/os`,
+        '--rw=randwrite',
+        '--bsrange=4k-1m',
+        '--iodepth=16',
+        `--size=${DISK}`,
+        '--time_based',
+        `--runtime=${SECONDS}`,
+        ...DATA[kind],
+        ...MODES[mode],
+      ],
+      { encoding: 'utf8', maxBuffer: 64 << 20 },
+    );
     const written = JSON.parse(out.slice(out.indexOf('{'))).jobs[0].write.io_bytes;
     const fioEnd = Date.now();
     let a, v;
@@ -91,17 +136,32 @@ async function runOnce(kind, mode) {
 }
 
 const rows = [];
-for (const mode of Object.keys(MODES).filter((m) => (process.env.MODE ?? m) === m)) for (const kind of Object.keys(DATA)) {
-  const runs = [];
-  for (let i = 0; i < RUNS; i++) {
-    const r = await runOnce(kind, mode);
-    process.stderr.write(`${mode} ${kind} run ${i + 1}/${RUNS}: ${JSON.stringify(r)}\n`);
-    runs.push(r);
+for (const mode of Object.keys(MODES).filter((m) => (process.env.MODE ?? m) === m))
+  for (const kind of Object.keys(DATA)) {
+    const runs = [];
+    for (let i = 0; i < RUNS; i++) {
+      const r = await runOnce(kind, mode);
+      process.stderr.write(`${mode} ${kind} run ${i + 1}/${RUNS}: ${JSON.stringify(r)}\n`);
+      runs.push(r);
+    }
+    const m = (k) => +median(runs.map((r) => r[k])).toFixed(2);
+    rows.push({
+      mode: mode === 'sustained' ? `sustained ${RATE}` : mode,
+      data: kind,
+      replicatedMBps: m('replicatedMBps'),
+      fioMBps: m('fioMBps'),
+      drainSeconds: m('drainSeconds'),
+      wirePerByte: m('wirePerByte'),
+      lagP50ms: m('lagP50ms'),
+      lagP99ms: m('lagP99ms'),
+    });
   }
-  const m = (k) => +median(runs.map((r) => r[k])).toFixed(2);
-  rows.push({ mode: mode === 'sustained' ? `sustained ${RATE}` : mode, data: kind, replicatedMBps: m('replicatedMBps'), fioMBps: m('fioMBps'), drainSeconds: m('drainSeconds'), wirePerByte: m('wirePerByte'), lagP50ms: m('lagP50ms'), lagP99ms: m('lagP99ms') });
-}
-console.log(`\nbench:e2e — median of ${RUNS} runs x ${SECONDS}s of fio randwrite 4k-1M QD16 on a ${DISK / 2 ** 30} GiB disk (fio rates are MiB/s)`);
+console.log(
+  `\nbench:e2e — median of ${RUNS} runs x ${SECONDS}s of fio randwrite 4k-1M QD16 on a ${DISK / 2 ** 30} GiB disk (fio rates are MiB/s)`,
+);
 console.table(rows);
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
-fs.writeFileSync(path.join(ROOT, 'bench/results', `e2e-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ rows }, null, 2));
+fs.writeFileSync(
+  path.join(ROOT, 'bench/results', `e2e-${new Date().toISOString().replace(/[:.]/g, '-')}.json`),
+  JSON.stringify({ rows }, null, 2),
+);

@@ -43,7 +43,16 @@ export async function startServer(cmd, args, port, env = {}) {
 
 /** Runs one fio job against an NBD URI; returns { iops, mbps }. */
 export function fio(uri, job) {
-  const args = ['--output-format=json', '--name=bench', '--ioengine=nbd', `--uri=${uri}`, '--time_based', '--group_reporting', '--end_fsync=1', ...job];
+  const args = [
+    '--output-format=json',
+    '--name=bench',
+    '--ioengine=nbd',
+    `--uri=${uri}`,
+    '--time_based',
+    '--group_reporting',
+    '--end_fsync=1',
+    ...job,
+  ];
   const out = execFileSync('fio', args, { encoding: 'utf8', maxBuffer: 64 << 20 });
   const w = JSON.parse(out.slice(out.indexOf('{'))).jobs[0].write;
   return { iops: w.iops, mbps: w.bw_bytes / 1e6 };
@@ -52,10 +61,12 @@ export function fio(uri, job) {
 /** A loopback port that was free a moment ago (the OS picks it). */
 export function freePort() {
   const server = net.createServer().listen(0, '127.0.0.1');
-  return new Promise((resolve) => server.once('listening', () => {
-    const { port } = server.address();
-    server.close(() => resolve(port));
-  }));
+  return new Promise((resolve) =>
+    server.once('listening', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    }),
+  );
 }
 
 /**

@@ -24,7 +24,14 @@ async function benchDisk(size) {
   const hot = Math.min(HOT_SET, size) / BLOCK;
   const churn = async (n) => {
     for (let i = 0; i < n; i++) {
-      const rec = { lsn: ++lsn, kind: 1, disk: 0, offset: Math.floor(Math.random() * hot) * BLOCK, length: BLOCK, data: payload };
+      const rec = {
+        lsn: ++lsn,
+        kind: 1,
+        disk: 0,
+        offset: Math.floor(Math.random() * hot) * BLOCK,
+        length: BLOCK,
+        data: payload,
+      };
       await r.points.protect([rec], 'g1');
       await r.apply(rec);
     }
@@ -70,7 +77,12 @@ async function benchDisk(size) {
 
 const rows = [];
 for (const size of [1 * GiB, 32 * GiB]) rows.push(await benchDisk(size));
-console.log(`\nbench:points — ${POINTS} points, ${WRITES_PER_POINT} random 64 KiB writes between points (hot set ${HOT_SET / GiB} GiB); medians of ${POINTS} cuts and 20 prunes`);
+console.log(
+  `\nbench:points — ${POINTS} points, ${WRITES_PER_POINT} random 64 KiB writes between points (hot set ${HOT_SET / GiB} GiB); medians of ${POINTS} cuts and 20 prunes`,
+);
 console.table(rows);
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
-fs.writeFileSync(path.join(ROOT, 'bench/results', `points-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ rows }, null, 2));
+fs.writeFileSync(
+  path.join(ROOT, 'bench/results', `points-${new Date().toISOString().replace(/[:.]/g, '-')}.json`),
+  JSON.stringify({ rows }, null, 2),
+);

@@ -68,7 +68,10 @@ export async function readCheckpoint(dataDir: string): Promise<number> {
 }
 
 export async function writeCheckpoint(dataDir: string, lsn: number): Promise<void> {
-  await writeFileAtomic(checkpointFile(dataDir), JSON.stringify({ lsn, time: new Date().toISOString(), bootId: await bootId() }) + '\n');
+  await writeFileAtomic(
+    checkpointFile(dataDir),
+    JSON.stringify({ lsn, time: new Date().toISOString(), bootId: await bootId() }) + '\n',
+  );
 }
 
 /**

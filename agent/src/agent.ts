@@ -1,7 +1,15 @@
 import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { ErrorCode, SrError, checkId, type Logger } from '@site-recovery/shared';
-import { loadOrCreateState, newGeneration, readCheckpoint, restartedSinceCheckpoint, saveState, writeCheckpoint, type AgentState } from './agent-state.js';
+import {
+  loadOrCreateState,
+  newGeneration,
+  readCheckpoint,
+  restartedSinceCheckpoint,
+  saveState,
+  writeCheckpoint,
+  type AgentState,
+} from './agent-state.js';
 import { redo } from './journal/redo.js';
 import { CaptureBackend, LsnSequence, type ImageFailure } from './backend/capture-filter.js';
 import { FileBackend } from './backend/file-backend.js';
@@ -64,7 +72,11 @@ export interface ReplicationConfig {
   readonly resync?: boolean;
   readonly shipper?: Partial<ShipperLimits>;
   /** App-consistent points: commands run around an APP marker every `frequencyMs`. */
-  readonly appConsistent?: { readonly frequencyMs: number; readonly preSnapshot?: string; readonly postSnapshot?: string };
+  readonly appConsistent?: {
+    readonly frequencyMs: number;
+    readonly preSnapshot?: string;
+    readonly postSnapshot?: string;
+  };
 }
 
 export interface AgentStatus {
@@ -77,7 +89,12 @@ export interface AgentStatus {
   readonly replication?: {
     readonly generation: string;
     readonly stream: ShipperStatus;
-    readonly initialCopy: { readonly state: 'copying' | 'done'; readonly copiedBytes: number; readonly totalBytes: number; readonly percent: number };
+    readonly initialCopy: {
+      readonly state: 'copying' | 'done';
+      readonly copiedBytes: number;
+      readonly totalBytes: number;
+      readonly percent: number;
+    };
     readonly appConsistent?: AppConsistentStatus;
   };
   /** Why writes are waiting, when they are. */
@@ -134,23 +151,36 @@ export class Agent {
       });
       // Everything through the checkpoint was synced before it was written: damage after it can be
       // the unsynced tail of a crash, which the journal cuts rather than refusing to open.
-      let journal = await FileJournal.open(journalDir(config.dataDir), { ...config.journal, syncedThroughLsn: await readCheckpoint(config.dataDir) });
+      let journal = await FileJournal.open(journalDir(config.dataDir), {
+        ...config.journal,
+        syncedThroughLsn: await readCheckpoint(config.dataDir),
+      });
       for (const repair of journal.repairs) config.log.warn({ repair }, 'journal: cut what a crash left unsynced');
       // After the machine crashed, a cut journal cannot prove the stream continuous: the kernel may have
       // written an image page back before the journal page of its record. (After the agent alone died
       // the page cache survived, and a cut group never reached the images: they are written after it.)
       // Asked before redo, which writes a new checkpoint.
-      const lostRecords = journal.repairs.length > 0 && state.replication !== undefined && (await restartedSinceCheckpoint(config.dataDir));
+      const lostRecords =
+        journal.repairs.length > 0 &&
+        state.replication !== undefined &&
+        (await restartedSinceCheckpoint(config.dataDir));
       let checkpoint = await redo(config.dataDir, journal, images, config.log);
       if (lostRecords && config.replication !== undefined) {
-        config.log.warn('the journal lost records in a crash, so the replica may lack writes the images hold: starting a new replication generation');
+        config.log.warn(
+          'the journal lost records in a crash, so the replica may lack writes the images hold: starting a new replication generation',
+        );
       } else if (lostRecords) {
         // Not replicating this time: forget the generation, so the next start with a cache-store begins a new one.
-        config.log.warn('the journal lost records in a crash: the next start with a cache-store begins a new replication generation');
+        config.log.warn(
+          'the journal lost records in a crash: the next start with a cache-store begins a new replication generation',
+        );
         state = { version: state.version, vm: state.vm, disks: state.disks };
         await saveState(config.dataDir, state);
       }
-      if (config.replication !== undefined && (state.replication === undefined || config.replication.resync === true || lostRecords)) {
+      if (
+        config.replication !== undefined &&
+        (state.replication === undefined || config.replication.resync === true || lostRecords)
+      ) {
         // A new generation: the stream restarts at LSN 1 with a full copy of the disks, so the old
         // journal (already redone onto the images above) has nothing left to give.
         await journal.close();
@@ -160,9 +190,16 @@ export class Agent {
         checkpoint = 0;
         state = { ...state, replication: { generation: newGeneration(), copiedBytes: 0, copyComplete: false } };
         await saveState(config.dataDir, state);
-        config.log.info({ generation: state.replication!.generation }, 'new replication generation: the disks will be copied in full');
+        config.log.info(
+          { generation: state.replication!.generation },
+          'new replication generation: the disks will be copied in full',
+        );
       }
-      if (config.replication !== undefined && state.replication !== undefined && state.replication.unconfirmedFromLsn === undefined) {
+      if (
+        config.replication !== undefined &&
+        state.replication !== undefined &&
+        state.replication.unconfirmedFromLsn === undefined
+      ) {
         // Recorded before the VM can write, and kept until the cache-store's position is checked.
         state = { ...state, replication: { ...state.replication, unconfirmedFromLsn: journal.lastLsn } };
         await saveState(config.dataDir, state);
@@ -187,13 +224,20 @@ export class Agent {
         readOnly: false,
         backend: captures[i]!,
       }));
-      const server = new NbdServer({ exports: new StaticExports(exports), log: config.log, limits: config.nbdLimits ?? {} });
+      const server = new NbdServer({
+        exports: new StaticExports(exports),
+        log: config.log,
+        limits: config.nbdLimits ?? {},
+      });
       const address = await server.listen(config.nbdHost, config.nbdPort);
       const agent = new Agent(config, images, captures, journal, lsns, server, address, checkpoint);
       agent.state = state;
       agent.scheduleCheckpoint();
       agent.startReplication();
-      config.log.info({ vm: config.vm, nbd: `${address.address}:${address.port}`, lsn: journal.lastLsn }, 'agent started');
+      config.log.info(
+        { vm: config.vm, nbd: `${address.address}:${address.port}`, lsn: journal.lastLsn },
+        'agent started',
+      );
       return agent;
     } catch (err) {
       await Promise.all(images.map((i) => i.close().catch(() => undefined)));
@@ -223,13 +267,24 @@ export class Agent {
       },
       // The processor's replication policy sets the frequency; the commands stay local to the agent.
       onPolicy: (ms) => {
-        this.appConsistent ??= new AppConsistentSnapshots({ frequencyMs: 0, ...r.appConsistent, lsns: this.lsns, journal: this.journal, log: this.config.log });
+        this.appConsistent ??= new AppConsistentSnapshots({
+          frequencyMs: 0,
+          ...r.appConsistent,
+          lsns: this.lsns,
+          journal: this.journal,
+          log: this.config.log,
+        });
         this.appConsistent.setFrequency(ms);
       },
     });
     this.shipper.start();
     if (r.appConsistent !== undefined) {
-      this.appConsistent = new AppConsistentSnapshots({ ...r.appConsistent, lsns: this.lsns, journal: this.journal, log: this.config.log });
+      this.appConsistent = new AppConsistentSnapshots({
+        ...r.appConsistent,
+        lsns: this.lsns,
+        journal: this.journal,
+        log: this.config.log,
+      });
       this.appConsistent.start();
     }
     if (!rep.copyComplete) {
@@ -240,13 +295,19 @@ export class Agent {
         startAt: rep.copiedBytes,
         log: this.config.log,
         onProgress: async (copiedBytes, complete) => {
-          this.state = { ...this.state, replication: { ...this.state.replication!, copiedBytes, copyComplete: complete } };
+          this.state = {
+            ...this.state,
+            replication: { ...this.state.replication!, copiedBytes, copyComplete: complete },
+          };
           await this.persistState();
         },
       });
       this.initialSyncRun = this.initialSync.run().catch((err: unknown) => {
         if (this.closed) return; // stopped while it waited for journal room; it resumes at the next start
-        this.config.log.error({ err: (err as Error).message }, 'initial copy failed; it resumes when the agent restarts');
+        this.config.log.error(
+          { err: (err as Error).message },
+          'initial copy failed; it resumes when the agent restarts',
+        );
       });
     }
   }
@@ -293,13 +354,20 @@ export class Agent {
    * cache-store will ever ask for them.
    */
   private async release(): Promise<void> {
-    const through = !this.keepsNoBacklog ? Math.min(this.ackedLsn, this.checkpointLsn) : this.overHalfCap() ? this.checkpointLsn : 0;
+    const through = !this.keepsNoBacklog
+      ? Math.min(this.ackedLsn, this.checkpointLsn)
+      : this.overHalfCap()
+        ? this.checkpointLsn
+        : 0;
     try {
       await this.journal.releaseThrough(through);
       const first = this.journal.stats().firstLsn;
       if (first > 1 && this.keepsNoBacklog && !this.toldReleased) {
         this.toldReleased = true;
-        this.config.log.info({ firstLsn: first }, `the journal passed half its cap and no longer reaches back to the starting images: sr-journal replay now needs images as of LSN ${first - 1}`);
+        this.config.log.info(
+          { firstLsn: first },
+          `the journal passed half its cap and no longer reaches back to the starting images: sr-journal replay now needs images as of LSN ${first - 1}`,
+        );
       }
     } catch (err) {
       this.config.log.warn({ err: (err as Error).message }, 'releasing journal segments failed');
@@ -332,19 +400,31 @@ export class Agent {
               stream: this.shipper.status(),
               initialCopy:
                 copy !== undefined && !rep.copyComplete
-                  ? { state: 'copying' as const, copiedBytes: copy.copiedBytes, totalBytes: copy.totalBytes, percent: copy.percent }
+                  ? {
+                      state: 'copying' as const,
+                      copiedBytes: copy.copiedBytes,
+                      totalBytes: copy.totalBytes,
+                      percent: copy.percent,
+                    }
                   : { state: 'done' as const, copiedBytes: rep.copiedBytes, totalBytes: rep.copiedBytes, percent: 100 },
               ...(this.appConsistent !== undefined ? { appConsistent: this.appConsistent.status() } : {}),
             },
           }
         : {}),
       ...this.imageFailures(),
-      ...(journal.stalled ? { stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until ${this.keepsNoBacklog ? 'a checkpoint lets the oldest segments go' : 'the cache-store acknowledges'}` } : {}),
+      ...(journal.stalled
+        ? {
+            stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until ${this.keepsNoBacklog ? 'a checkpoint lets the oldest segments go' : 'the cache-store acknowledges'}`,
+          }
+        : {}),
     };
   }
 
   private scheduleCheckpoint(): void {
-    this.checkpointTimer = setInterval(() => this.requestCheckpoint(), this.config.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS);
+    this.checkpointTimer = setInterval(
+      () => this.requestCheckpoint(),
+      this.config.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS,
+    );
     this.checkpointTimer.unref();
     if (!this.keepsNoBacklog) return;
     // Nothing acknowledges segments here, so the journal's size itself asks for the early checkpoint.

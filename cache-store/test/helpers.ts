@@ -1,5 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { MessageSchema, RecordKind, decodeMessage, encodeBatch, encodeMessage, type ChangeRecord } from '@site-recovery/shared';
+import {
+  MessageSchema,
+  RecordKind,
+  decodeMessage,
+  encodeBatch,
+  encodeMessage,
+  type ChangeRecord,
+} from '@site-recovery/shared';
 import { WebSocket } from 'ws';
 
 export type Message = ReturnType<typeof decodeMessage<typeof MessageSchema>>;
@@ -10,17 +17,38 @@ export const DISKS = [
 ];
 
 /** A batch frame of `count` WRITE records starting at `first`, each `size` random (incompressible) bytes. */
-export async function batchFrame(vm: string, generation: string, first: number, count: number, size = 4096): Promise<Buffer> {
+export async function batchFrame(
+  vm: string,
+  generation: string,
+  first: number,
+  count: number,
+  size = 4096,
+): Promise<Buffer> {
   const records: ChangeRecord[] = [];
   for (let i = 0; i < count; i++) {
     const lsn = first + i;
-    records.push({ lsn, kind: RecordKind.WRITE, disk: lsn % 2, offset: (lsn * size) % (8 * 1024 * 1024), length: size, data: randomBytes(size), time: Date.now() });
+    records.push({
+      lsn,
+      kind: RecordKind.WRITE,
+      disk: lsn % 2,
+      offset: (lsn * size) % (8 * 1024 * 1024),
+      length: size,
+      data: randomBytes(size),
+      time: Date.now(),
+    });
   }
   return (await encodeBatch(records, { vm, generation })).frame;
 }
 
 /** `n` batches of `per` records each, from LSN `first`, as [first, frame] pairs. */
-export async function batches(vm: string, generation: string, first: number, n: number, per = 4, size = 4096): Promise<{ first: number; last: number; frame: Buffer }[]> {
+export async function batches(
+  vm: string,
+  generation: string,
+  first: number,
+  n: number,
+  per = 4,
+  size = 4096,
+): Promise<{ first: number; last: number; frame: Buffer }[]> {
   const out: { first: number; last: number; frame: Buffer }[] = [];
   for (let i = 0; i < n; i++) {
     const f = first + i * per;
@@ -52,7 +80,11 @@ export class Peer {
   }
 
   static open(url: string, o: { autoPong?: boolean } = {}): Promise<Peer> {
-    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 256 * 1024 * 1024, autoPong: o.autoPong ?? true });
+    const ws = new WebSocket(url, {
+      perMessageDeflate: false,
+      maxPayload: 256 * 1024 * 1024,
+      autoPong: o.autoPong ?? true,
+    });
     return new Promise((resolve, reject) => {
       ws.once('open', () => resolve(new Peer(ws)));
       ws.once('error', reject);
@@ -73,7 +105,8 @@ export class Peer {
     for (;;) {
       const f = this.frames.shift();
       if (f !== undefined) return f;
-      if (this.closeInfo !== undefined) throw new Error(`connection closed (${this.closeInfo.code} ${this.closeInfo.reason}) with no more messages`);
+      if (this.closeInfo !== undefined)
+        throw new Error(`connection closed (${this.closeInfo.code} ${this.closeInfo.reason}) with no more messages`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`no message within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
@@ -94,7 +127,10 @@ export class Peer {
   /** The next message, which must be of type `t`. */
   async expect<T extends Message['t']>(t: T, timeoutMs?: number): Promise<Extract<Message, { t: T }>> {
     const m = await this.recv(timeoutMs);
-    if (m.t !== t) throw new Error(`expected "${t}", got ${JSON.stringify(m, (_k, v: unknown) => (v instanceof Uint8Array ? `<${v.length} bytes>` : v))}`);
+    if (m.t !== t)
+      throw new Error(
+        `expected "${t}", got ${JSON.stringify(m, (_k, v: unknown) => (v instanceof Uint8Array ? `<${v.length} bytes>` : v))}`,
+      );
     return m as Extract<Message, { t: T }>;
   }
 
@@ -117,7 +153,11 @@ export function agentHello(vm: string, generation: string, disks = DISKS): objec
 export const PROCESSOR_HELLO = { t: 'hello', v: 1, role: 'processor' };
 
 /** Polls `check` until it returns true. */
-export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);

@@ -3,7 +3,14 @@ export type { ProcessorConfig, ProcessorOptions, ProcessorStatus } from './proce
 export { FileReplicaStore, DEFAULT_INLINE_WRITE_MAX_BYTES } from './replica/file-replica-store.js';
 export type { FileReplicaStoreOptions } from './replica/file-replica-store.js';
 export { sameDisks } from './replica/replica-store.js';
-export type { InitialSync, InitialSyncState, Replica, ReplicaInfo, ReplicaPosition, ReplicaStore } from './replica/replica-store.js';
+export type {
+  InitialSync,
+  InitialSyncState,
+  Replica,
+  ReplicaInfo,
+  ReplicaPosition,
+  ReplicaStore,
+} from './replica/replica-store.js';
 export { RecordApplier } from './stream/record-applier.js';
 export type { ApplyTarget, RecordApplierOptions } from './stream/record-applier.js';
 export { Puller } from './stream/puller.js';
@@ -15,8 +22,27 @@ export type { ControlServerOptions } from './api/control-server.js';
 export { InitialSyncTracker, syncPercent } from './stream/initial-copy-tracker.js';
 export { LagStats } from './stream/lag-stats.js';
 export * as names from './names.js';
-export { planTarget, createTargetPlanner, parseCidr, parseIpv4, formatIpv4, DHCP, UNKNOWN_SOURCE } from './failover/target-resources.js';
-export type { ConfiguredPlacement, NetworkSpec, PlacementReasons, TargetPlannerOptions, PlanTargetInput, RegionDefaults, SourcePlacement, SubnetSpec, TargetOverrides, TargetPlacement } from './failover/target-resources.js';
+export {
+  planTarget,
+  createTargetPlanner,
+  parseCidr,
+  parseIpv4,
+  formatIpv4,
+  DHCP,
+  UNKNOWN_SOURCE,
+} from './failover/target-resources.js';
+export type {
+  ConfiguredPlacement,
+  NetworkSpec,
+  PlacementReasons,
+  TargetPlannerOptions,
+  PlanTargetInput,
+  RegionDefaults,
+  SourcePlacement,
+  SubnetSpec,
+  TargetOverrides,
+  TargetPlacement,
+} from './failover/target-resources.js';
 export { parseDuration, formatDuration } from '@site-recovery/shared';
 export { ControlClient, ControlApiError } from './api/control-client.js';
 export type { Manifest, RecoveryPoint, VmConfigUpdate } from './api/control-client.js';

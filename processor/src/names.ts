@@ -92,7 +92,11 @@ export function undoLogFile(replicaDir: string, name: string): string {
 
 /** True for a file under `points/` that is an undo log. */
 export function isUndoLogName(name: string): boolean {
-  return name.startsWith(UNDO_PREFIX) && name.endsWith(UNDO_SUFFIX) && isPointId(name.slice(UNDO_PREFIX.length, -UNDO_SUFFIX.length));
+  return (
+    name.startsWith(UNDO_PREFIX) &&
+    name.endsWith(UNDO_SUFFIX) &&
+    isPointId(name.slice(UNDO_PREFIX.length, -UNDO_SUFFIX.length))
+  );
 }
 
 export function vmStateDir(dataDir: string, vm: string): string {

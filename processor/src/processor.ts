@@ -6,13 +6,27 @@ import { PointError, PointErrorCode } from './api/error-codes.js';
 import { FailoverService, type FailoverOptions, type TargetPlanner } from './failover/failover.js';
 import { FileReplicaStore } from './replica/file-replica-store.js';
 import { PointScheduler, type PointSchedulerOptions } from './points/scheduler.js';
-import { DEFAULT_VM_CONFIG, applyPatch, parseConfigPatch, readVmConfig, writeVmConfig, type VmConfig } from './vm-config.js';
+import {
+  DEFAULT_VM_CONFIG,
+  applyPatch,
+  parseConfigPatch,
+  readVmConfig,
+  writeVmConfig,
+  type VmConfig,
+} from './vm-config.js';
 import { DEFAULT_PULLER, Puller, type PullerOptions, type PullerStatus, type VmDirectory } from './stream/puller.js';
 import type { ReplicaStore } from './replica/replica-store.js';
-import { VmReplication, asStorageError, type VmReplicationHooks, type VmReplicationOptions, type VmStatus } from './stream/vm-replication.js';
+import {
+  VmReplication,
+  asStorageError,
+  type VmReplicationHooks,
+  type VmReplicationOptions,
+  type VmStatus,
+} from './stream/vm-replication.js';
 
 export interface ProcessorOptions
-  extends VmReplicationOptions,
+  extends
+    VmReplicationOptions,
     Omit<PullerOptions, 'url' | 'credential' | 'limits' | 'backoff'>,
     PointSchedulerOptions,
     FailoverOptions,
@@ -98,12 +112,18 @@ export class Processor implements VmDirectory {
         vm: (name) => this.vms.get(checkId('VM name', name)),
         config: (vm) => this.vmConfig(vm),
         cacheStoreConnected: () => this.puller.status().connected,
-        resubscribe: () => this.puller.restart(new SrError(ErrorCode.SHUTTING_DOWN, 'failover abandoned; resubscribing')),
+        resubscribe: () =>
+          this.puller.restart(new SrError(ErrorCode.SHUTTING_DOWN, 'failover abandoned; resubscribing')),
       },
       config.targetPlanner,
       o,
     );
-    this.scheduler = new PointScheduler(() => this.vms.values(), (vm) => this.vmConfig(vm), config.log, o);
+    this.scheduler = new PointScheduler(
+      () => this.vms.values(),
+      (vm) => this.vmConfig(vm),
+      config.log,
+      o,
+    );
   }
 
   static async start(config: ProcessorConfig): Promise<Processor> {
@@ -155,7 +175,12 @@ export class Processor implements VmDirectory {
 
   health(): { ok: true; cacheStore: { connected: boolean }; vms: number; vmsInError: number } {
     const vms = [...this.vms.values()].map((v) => v.status());
-    return { ok: true, cacheStore: { connected: this.puller.status().connected }, vms: vms.length, vmsInError: vms.filter((v) => v.state === 'error').length };
+    return {
+      ok: true,
+      cacheStore: { connected: this.puller.status().connected },
+      vms: vms.length,
+      vmsInError: vms.filter((v) => v.state === 'error').length,
+    };
   }
 
   /**
@@ -190,13 +215,35 @@ export class Processor implements VmDirectory {
         method: 'GET',
         path: '/vms/:vm/points',
         handler: ({ params }) =>
-          (this.known(params['vm']!).current?.points.list() ?? []).map((p) => ({ id: p.id, time: p.time, lsn: p.lsn, kind: p.kind, undoBytes: p.undoBytes })),
+          (this.known(params['vm']!).current?.points.list() ?? []).map((p) => ({
+            id: p.id,
+            time: p.time,
+            lsn: p.lsn,
+            kind: p.kind,
+            undoBytes: p.undoBytes,
+          })),
       },
       { method: 'GET', path: '/vms/:vm/config', handler: ({ params }) => this.vmConfig(this.known(params['vm']!).vm) },
-      { method: 'PUT', path: '/vms/:vm/config', handler: ({ params, body }) => this.putConfig(this.known(params['vm']!).vm, body) },
-      { method: 'POST', path: '/vms/:vm/failover', handler: ({ params, body }) => f.failover(this.withDataDir(params['vm']!), body) },
-      { method: 'POST', path: '/vms/:vm/test-failover', handler: ({ params, body }) => f.testFailover(this.withDataDir(params['vm']!), body) },
-      { method: 'POST', path: '/vms/:vm/test-failover-cleanup', handler: ({ params }) => f.cleanupTestFailover(this.withDataDir(params['vm']!)) },
+      {
+        method: 'PUT',
+        path: '/vms/:vm/config',
+        handler: ({ params, body }) => this.putConfig(this.known(params['vm']!).vm, body),
+      },
+      {
+        method: 'POST',
+        path: '/vms/:vm/failover',
+        handler: ({ params, body }) => f.failover(this.withDataDir(params['vm']!), body),
+      },
+      {
+        method: 'POST',
+        path: '/vms/:vm/test-failover',
+        handler: ({ params, body }) => f.testFailover(this.withDataDir(params['vm']!), body),
+      },
+      {
+        method: 'POST',
+        path: '/vms/:vm/test-failover-cleanup',
+        handler: ({ params }) => f.cleanupTestFailover(this.withDataDir(params['vm']!)),
+      },
       { method: 'POST', path: '/vms/:vm/commit', handler: ({ params }) => f.commit(this.withDataDir(params['vm']!)) },
     ];
   }
@@ -208,7 +255,8 @@ export class Processor implements VmDirectory {
   }
 
   private withDataDir(vm: string): string {
-    if (this.dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, 'this processor has no data directory for recovered disks');
+    if (this.dataDir === undefined)
+      throw new SrError(ErrorCode.BAD_OPTION, 'this processor has no data directory for recovered disks');
     return this.known(vm).vm;
   }
 
@@ -244,11 +292,17 @@ export class Processor implements VmDirectory {
         const replica = await store.open(vm);
         if (replica === undefined) continue;
         const info = replica.info();
-        log.info({ vm, generation: info.generation, appliedLsn: info.appliedLsn, initialSync: info.initialSync.state }, 'replica opened');
+        log.info(
+          { vm, generation: info.generation, appliedLsn: info.appliedLsn, initialSync: info.initialSync.state },
+          'replica opened',
+        );
         this.vms.set(vm, new VmReplication(vm, store, replica, this.hooks, log, options));
       } catch (err) {
         const e = asStorageError(err, `replica of ${vm} cannot be opened`);
-        log.error({ vm, code: e.code, err: e.message }, 'replica cannot be opened; the VM is not replicated until it is repaired');
+        log.error(
+          { vm, code: e.code, err: e.message },
+          'replica cannot be opened; the VM is not replicated until it is repaired',
+        );
         this.vms.set(vm, new VmReplication(vm, store, undefined, this.hooks, log, options, e));
       }
     }

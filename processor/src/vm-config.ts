@@ -49,21 +49,41 @@ export const DEFAULT_VM_CONFIG: VmConfig = {
 };
 
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$/, 'letters, digits, ".", "_", "-", "/"; up to 128');
-const ip = z.string().regex(/^(?:\d{1,3}\.){3}\d{1,3}$|^[0-9a-fA-F:]{2,39}$|^dhcp$/, 'an IPv4 or IPv6 address, or "dhcp"');
+const ip = z
+  .string()
+  .regex(/^(?:\d{1,3}\.){3}\d{1,3}$|^[0-9a-fA-F:]{2,39}$|^dhcp$/, 'an IPv4 or IPv6 address, or "dhcp"');
 const frequency = z.number().int().min(MIN_FREQUENCY_MS, `at least ${MIN_FREQUENCY_MS} ms`);
 
 const PatchSchema = z
   .object({
     crashConsistentFrequencyMs: frequency.optional(),
     appConsistentFrequencyMs: frequency.optional(),
-    retentionMs: z.number().int().min(MIN_FREQUENCY_MS).max(MAX_RETENTION_MS, `at most 15 days (${MAX_RETENTION_MS} ms)`).optional(),
+    retentionMs: z
+      .number()
+      .int()
+      .min(MIN_FREQUENCY_MS)
+      .max(MAX_RETENTION_MS, `at most 15 days (${MAX_RETENTION_MS} ms)`)
+      .optional(),
     thinning: z
-      .array(z.object({ olderThanMs: z.number().int().min(0), keepOneEveryMs: z.number().int().min(MIN_FREQUENCY_MS) }).strict())
+      .array(
+        z
+          .object({ olderThanMs: z.number().int().min(0), keepOneEveryMs: z.number().int().min(MIN_FREQUENCY_MS) })
+          .strict(),
+      )
       .max(16)
       .optional(),
     source: z.object({ network: name.optional(), subnet: name.optional(), ip: ip.optional() }).strict().optional(),
     target: z
-      .object({ resourceGroup: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/).optional(), network: name.optional(), subnet: name.optional(), ip: ip.optional(), availabilitySet: name.optional() })
+      .object({
+        resourceGroup: z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/)
+          .optional(),
+        network: name.optional(),
+        subnet: name.optional(),
+        ip: ip.optional(),
+        availabilitySet: name.optional(),
+      })
       .strict()
       .optional(),
   })
@@ -76,7 +96,10 @@ export function parseConfigPatch(body: unknown): VmConfigPatch {
   const parsed = PatchSchema.safeParse(body);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new SrError(ErrorCode.BAD_OPTION, `config ${issue?.path.join('.') || '(body)'}: ${issue?.message ?? 'invalid'}`);
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `config ${issue?.path.join('.') || '(body)'}: ${issue?.message ?? 'invalid'}`,
+    );
   }
   return parsed.data;
 }
@@ -94,14 +117,20 @@ export function applyPatch(base: VmConfig, patch: VmConfigPatch): VmConfig {
 }
 
 /** The VM's persisted config over `defaults`; a file that no longer parses is refused. */
-export async function readVmConfig(dataDir: string, vm: string, defaults: VmConfig = DEFAULT_VM_CONFIG): Promise<VmConfig> {
+export async function readVmConfig(
+  dataDir: string,
+  vm: string,
+  defaults: VmConfig = DEFAULT_VM_CONFIG,
+): Promise<VmConfig> {
   const file = vmConfigFile(dataDir, vm);
   const raw = await readJsonIfExists(file);
   if (raw === undefined) return defaults;
   try {
     return applyPatch(defaults, parseConfigPatch(raw));
   } catch (err) {
-    throw new SrError(ErrorCode.STATE_MISMATCH, `VM config ${file} is invalid: ${(err as Error).message}`, { cause: err });
+    throw new SrError(ErrorCode.STATE_MISMATCH, `VM config ${file} is invalid: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 

@@ -35,7 +35,9 @@ export class FakeSession {
       this.waiters = [];
       for (const f of w) f();
     });
-    this.closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.closed = new Promise((resolve) =>
+      ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
   }
 
   /** The first message (already received or still to come) that matches. */
@@ -45,7 +47,10 @@ export class FakeSession {
       const found = this.received.find(match);
       if (found !== undefined) return found;
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no matching message within ${timeoutMs} ms; received: ${JSON.stringify(this.received.map((m) => m.t))}`);
+      if (left <= 0)
+        throw new Error(
+          `no matching message within ${timeoutMs} ms; received: ${JSON.stringify(this.received.map((m) => m.t))}`,
+        );
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         this.waiters.push(() => {
@@ -79,7 +84,14 @@ export class FakeSession {
 
   /** Waits until the processor has confirmed `lsn` (or more) of `vm` (of `generation`, if given). */
   appliedAtLeast(vm: string, lsn: number, generation?: string, timeoutMs = 10_000): Promise<Sent> {
-    return this.waitFor((m) => m.t === 'applied' && m['vm'] === vm && (m['lsn'] as number) >= lsn && (generation === undefined || m['generation'] === generation), timeoutMs);
+    return this.waitFor(
+      (m) =>
+        m.t === 'applied' &&
+        m['vm'] === vm &&
+        (m['lsn'] as number) >= lsn &&
+        (generation === undefined || m['generation'] === generation),
+      timeoutMs,
+    );
   }
 
   subscribeOf(vm: string, timeoutMs = 10_000): Promise<Sent> {
@@ -117,7 +129,9 @@ export class FakeCacheStore {
 
   /** Every `applied` message of every session, in order. */
   applied(vm?: string): Sent[] {
-    return this.sessions.flatMap((s) => s.received.filter((m) => m.t === 'applied' && (vm === undefined || m['vm'] === vm)));
+    return this.sessions.flatMap((s) =>
+      s.received.filter((m) => m.t === 'applied' && (vm === undefined || m['vm'] === vm)),
+    );
   }
 
   /** The `index`-th connection (0-based), waiting for it if needed. */
@@ -175,7 +189,15 @@ export class Workload {
 
   /** A write of a repeated byte: compresses, so batches travel lz4. */
   fill(disk: number, offset: number, length: number, byte: number): ChangeRecord {
-    return this.push({ lsn: 0, kind: RecordKind.WRITE, disk, offset, length, data: Buffer.alloc(length, byte), time: Date.now() });
+    return this.push({
+      lsn: 0,
+      kind: RecordKind.WRITE,
+      disk,
+      offset,
+      length,
+      data: Buffer.alloc(length, byte),
+      time: Date.now(),
+    });
   }
 
   zero(disk: number, offset: number, length: number): ChangeRecord {
@@ -201,7 +223,8 @@ export class Workload {
     const imgs = this.disks.map((d) => Buffer.alloc(d.size));
     for (const r of this.records.slice(0, lsn)) {
       if (r.kind === RecordKind.WRITE) r.data!.copy(imgs[r.disk]!, r.offset);
-      else if (r.kind === RecordKind.ZERO || r.kind === RecordKind.TRIM) imgs[r.disk]!.fill(0, r.offset, r.offset + r.length);
+      else if (r.kind === RecordKind.ZERO || r.kind === RecordKind.TRIM)
+        imgs[r.disk]!.fill(0, r.offset, r.offset + r.length);
     }
     return imgs;
   }

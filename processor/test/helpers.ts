@@ -35,7 +35,11 @@ export function useCaseDirs(name: string, closeCase: () => Promise<void>): () =>
   return () => path.join(root!.dir, `case-${++n}`);
 }
 
-export function startProcessor(dataDir: string, cacheStoreUrl: string, options: ProcessorOptions = {}): Promise<Processor> {
+export function startProcessor(
+  dataDir: string,
+  cacheStoreUrl: string,
+  options: ProcessorOptions = {},
+): Promise<Processor> {
   return Processor.start({
     store: new FileReplicaStore(dataDir),
     cacheStoreUrl,
@@ -64,7 +68,11 @@ export async function vmStatus(listen: string, vm: string): Promise<VmStatus> {
 }
 
 /** Polls `probe` until it returns a value (not undefined) or time runs out. */
-export async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
+export async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -74,7 +82,8 @@ export async function until<T>(what: string, probe: () => Promise<T | undefined>
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }
@@ -87,7 +96,15 @@ export function stateFile(dataDir: string, vm: string): string {
   return path.join(dataDir, 'replicas', vm, 'state.json');
 }
 
-export async function readState(dataDir: string, vm: string): Promise<{ generation: string; appliedLsn: number; initialSync: { state: string; done: number; total: number }; disks: { id: string; size: number }[] }> {
+export async function readState(
+  dataDir: string,
+  vm: string,
+): Promise<{
+  generation: string;
+  appliedLsn: number;
+  initialSync: { state: string; done: number; total: number };
+  disks: { id: string; size: number }[];
+}> {
   return JSON.parse(await fsp.readFile(stateFile(dataDir, vm), 'utf8')) as never;
 }
 
@@ -115,9 +132,14 @@ export async function startCli(args: readonly string[], timeoutMs = 20_000): Pro
   let stderr = '';
   let stdout = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ready line within ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`no ready line within ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`)),
+      timeoutMs,
+    );
     child.stdout.on('data', (d: Buffer) => {
       stdout += d.toString();
       const line = stdout.split('\n').find((l) => l.includes('"event":"ready"'));
@@ -160,7 +182,13 @@ export function expectImages(actual: Buffer[], expected: Buffer[]): void {
  * Connection `index` of the fake: hello answered with the VM list, the subscription received, the
  * stream announced where a cache-store would start it. Returns the session and the `from` asked for.
  */
-export async function streaming(f: FakeCacheStore, index: number, vm: string, generation: string, w: Workload): Promise<{ s: FakeSession; from: number }> {
+export async function streaming(
+  f: FakeCacheStore,
+  index: number,
+  vm: string,
+  generation: string,
+  w: Workload,
+): Promise<{ s: FakeSession; from: number }> {
   const s = await f.listed(index, [{ vm, generation, disks: w.disks, firstLsn: 1, lastLsn: w.lastLsn }]);
   const sub = await s.subscribeOf(vm);
   s.stream(vm, generation, w.disks, sub['generation'] === generation ? (sub['from'] as number) : 1);
@@ -168,7 +196,12 @@ export async function streaming(f: FakeCacheStore, index: number, vm: string, ge
 }
 
 /** One control API call: status and parsed JSON body (errors are `{code, message}`). */
-export async function api<T = unknown>(listen: string, method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: T }> {
+export async function api<T = unknown>(
+  listen: string,
+  method: string,
+  urlPath: string,
+  body?: unknown,
+): Promise<{ status: number; body: T }> {
   const res = await fetch(`http://${listen}${urlPath}`, {
     method,
     ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),

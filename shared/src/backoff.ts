@@ -20,7 +20,10 @@ export class Backoff {
   private readonly max: number;
   private readonly jitter: number;
 
-  constructor(o: BackoffOptions = {}, private readonly random: () => number = Math.random) {
+  constructor(
+    o: BackoffOptions = {},
+    private readonly random: () => number = Math.random,
+  ) {
     this.initial = o.initialDelayMs ?? DEFAULT_BACKOFF.initialDelayMs;
     this.max = Math.max(this.initial, o.maxDelayMs ?? DEFAULT_BACKOFF.maxDelayMs);
     this.jitter = Math.min(1, Math.max(0, o.jitter ?? DEFAULT_BACKOFF.jitter));

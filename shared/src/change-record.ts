@@ -43,7 +43,13 @@ export interface ChangeRecord {
 
 /** The kinds a record may have; anything else is refused when decoding. */
 export function isRecordKind(kind: number): kind is RecordKind {
-  return kind === RecordKind.WRITE || kind === RecordKind.ZERO || kind === RecordKind.TRIM || kind === RecordKind.SYNC || kind === RecordKind.APP;
+  return (
+    kind === RecordKind.WRITE ||
+    kind === RecordKind.ZERO ||
+    kind === RecordKind.TRIM ||
+    kind === RecordKind.SYNC ||
+    kind === RecordKind.APP
+  );
 }
 
 export function recordKindName(kind: number): string {

@@ -40,7 +40,11 @@ export function alignUp(n: number): number {
  * the filesystem refuses O_DIRECT (EINVAL, as tmpfs did before Linux 6.6), so the caller can go
  * through the page cache instead.
  */
-export function openDirect(file: string, flags: number, open: (file: string, flags: number) => number = fs.openSync): number | undefined {
+export function openDirect(
+  file: string,
+  flags: number,
+  open: (file: string, flags: number) => number = fs.openSync,
+): number | undefined {
   try {
     return open(file, flags | fs.constants.O_DIRECT);
   } catch (err) {

@@ -29,7 +29,10 @@ const PART = /(\d+)(ms|w|d|h|m|s)/y;
  */
 export function parseDuration(value: string, what = 'duration'): number {
   const bad = (why: string): SrError =>
-    new SrError(ErrorCode.BAD_OPTION, `${what} "${value}" ${why}; write a number and a unit (ms, s, m, h, d, w), e.g. 30s, 15m, 24h, 1h30m`);
+    new SrError(
+      ErrorCode.BAD_OPTION,
+      `${what} "${value}" ${why}; write a number and a unit (ms, s, m, h, d, w), e.g. 30s, 15m, 24h, 1h30m`,
+    );
   if (value.length === 0) throw bad('is empty');
   if (value.length > 64) throw bad('is too long');
   let at = 0;
@@ -52,7 +55,8 @@ export function parseDuration(value: string, what = 'duration'): number {
 
 /** The shortest exact spelling of `ms` in the grammar {@link parseDuration} reads (`90000` → `1m30s`). */
 export function formatDuration(ms: number): string {
-  if (!Number.isSafeInteger(ms) || ms < 0) throw new SrError(ErrorCode.BAD_OPTION, `duration ${ms} ms is not a whole non-negative number of milliseconds`);
+  if (!Number.isSafeInteger(ms) || ms < 0)
+    throw new SrError(ErrorCode.BAD_OPTION, `duration ${ms} ms is not a whole non-negative number of milliseconds`);
   if (ms === 0) return '0s';
   let rest = ms;
   let out = '';

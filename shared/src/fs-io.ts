@@ -75,5 +75,5 @@ export function pwritevSync(fd: number, bufs: Buffer[], position: number): void 
 }
 
 export function pwriteSync(fd: number, buf: Buffer, position: number): void {
-  for (let done = 0; done < buf.length; ) done += fs.writeSync(fd, buf, done, buf.length - done, position + done);
+  for (let done = 0; done < buf.length;) done += fs.writeSync(fd, buf, done, buf.length - done, position + done);
 }

@@ -20,7 +20,14 @@ describe('app-consistent points driven by the replication policy', () => {
       args: ['--pre-snapshot', `echo freeze >> ${log}`, '--post-snapshot', `echo thaw >> ${log}`],
     });
     await env.drained(vm);
-    await srOk(env.processor.listen, ['configure', 'appvm01', '--app-consistent-frequency', '1s', '--crash-consistent-frequency', '1h']);
+    await srOk(env.processor.listen, [
+      'configure',
+      'appvm01',
+      '--app-consistent-frequency',
+      '1s',
+      '--crash-consistent-frequency',
+      '1h',
+    ]);
     await runOk('qemu-io', ['-f', 'raw', vm.agent.uri('os'), '-c', 'write -P 0x61 0 1M']);
     const points = await waitUntil(
       'two app-consistent points',
@@ -36,10 +43,14 @@ describe('app-consistent points driven by the replication policy', () => {
     expect(await fsp.readFile(log, 'utf8')).toMatch(/^(freeze\nthaw\n)+(freeze\n)?$/);
     // Turning the frequency up again stops the points at the agent.
     await srOk(env.processor.listen, ['configure', 'appvm01', '--app-consistent-frequency', '24h']);
-    const status = await waitUntil('the agent to take the new frequency', async () => {
-      const s = (await env.agentStatus(vm)) as { replication?: { appConsistent?: { frequencyMs: number } } };
-      return s.replication?.appConsistent?.frequencyMs === 86_400_000 ? s : undefined;
-    }, 10_000);
+    const status = await waitUntil(
+      'the agent to take the new frequency',
+      async () => {
+        const s = (await env.agentStatus(vm)) as { replication?: { appConsistent?: { frequencyMs: number } } };
+        return s.replication?.appConsistent?.frequencyMs === 86_400_000 ? s : undefined;
+      },
+      10_000,
+    );
     expect(status).toBeDefined();
   });
 });

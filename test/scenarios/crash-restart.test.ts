@@ -13,8 +13,20 @@ describe('crash and restart of the services mid-workload', () => {
   afterAll(() => env?.close());
 
   it('survives kill -9 of the cache-store and of the processor', async () => {
-    const vm = await env.protect('crash01', [{ id: 'os', size: 256 << 20, extents: [{ offset: 0, length: 16 << 20 }] }]);
-    const workload = run('fio', ['--name=w', '--ioengine=nbd', `--uri=${vm.agent.uri('os')}`, '--rw=randwrite', '--bsrange=4k-128k', '--iodepth=16', '--size=256m', '--runtime=14', '--time_based']);
+    const vm = await env.protect('crash01', [
+      { id: 'os', size: 256 << 20, extents: [{ offset: 0, length: 16 << 20 }] },
+    ]);
+    const workload = run('fio', [
+      '--name=w',
+      '--ioengine=nbd',
+      `--uri=${vm.agent.uri('os')}`,
+      '--rw=randwrite',
+      '--bsrange=4k-128k',
+      '--iodepth=16',
+      '--size=256m',
+      '--runtime=14',
+      '--time_based',
+    ]);
     await new Promise((r) => setTimeout(r, 3000));
     const csListen = env.cacheStore.listen;
     await env.cacheStore.kill();

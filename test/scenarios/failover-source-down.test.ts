@@ -22,7 +22,9 @@ describe('failover with the source region down', () => {
   beforeAll(async () => {
     requireTools(['fio', 'qemu-io']);
     // The target network exists in the region, so failover picks addresses inside its subnet.
-    env = await ReplicationEnv.start('source-down', { region: { networks: [{ name: 'prod-asr', subnets: [{ name: 'web', cidr: '10.0.1.0/24' }] }] } });
+    env = await ReplicationEnv.start('source-down', {
+      region: { networks: [{ name: 'prod-asr', subnets: [{ name: 'web', cidr: '10.0.1.0/24' }] }] },
+    });
   });
   afterAll(() => env?.close());
 
@@ -33,8 +35,28 @@ describe('failover with the source region down', () => {
     ]);
     await srOk(env.processor.listen, ['configure', name, '--crash-consistent-frequency', '1s']);
     await Promise.all([
-      runOk('fio', ['--name=w', '--ioengine=nbd', `--uri=${vm.agent.uri('os')}`, '--rw=randwrite', '--bsrange=4k-64k', '--iodepth=8', '--size=64m', '--runtime=3', '--time_based']),
-      runOk('qemu-io', ['-f', 'raw', vm.agent.uri('data'), '-c', 'write -P 0x5a 1M 3M', '-c', 'write -z 2M 64k', '-c', 'flush']),
+      runOk('fio', [
+        '--name=w',
+        '--ioengine=nbd',
+        `--uri=${vm.agent.uri('os')}`,
+        '--rw=randwrite',
+        '--bsrange=4k-64k',
+        '--iodepth=8',
+        '--size=64m',
+        '--runtime=3',
+        '--time_based',
+      ]),
+      runOk('qemu-io', [
+        '-f',
+        'raw',
+        vm.agent.uri('data'),
+        '-c',
+        'write -P 0x5a 1M 3M',
+        '-c',
+        'write -z 2M 64k',
+        '-c',
+        'flush',
+      ]),
     ]);
     return vm;
   }
@@ -44,7 +66,10 @@ describe('failover with the source region down', () => {
     for (const d of vm.disks) {
       const got = m.disks.find((x) => x.id === d.id)!;
       expect((await fsp.stat(got.path)).size).toBe((await fsp.stat(d.path)).size);
-      expect({ disk: d.id, firstDifference: await firstDifference(d.path, got.path) }).toEqual({ disk: d.id, firstDifference: -1 });
+      expect({ disk: d.id, firstDifference: await firstDifference(d.path, got.path) }).toEqual({
+        disk: d.id,
+        firstDifference: -1,
+      });
     }
   }
 
@@ -53,24 +78,34 @@ describe('failover with the source region down', () => {
     const a = await replicate('down01');
     const b = await replicate('down02');
     // Both claim one source address (say, one was rebuilt from the other): only one may keep it.
-    for (const vm of ['down01', 'down02']) await srOk(p, ['configure', vm, '--source-network', 'prod', '--source-subnet', 'web', '--source-ip', '10.0.1.7']);
+    for (const vm of ['down01', 'down02'])
+      await srOk(p, ['configure', vm, '--source-network', 'prod', '--source-subnet', 'web', '--source-ip', '10.0.1.7']);
     const last = new Map<string, number>();
     for (const vm of [a, b]) {
       const applied = (await env.drained(vm)).appliedLsn;
       last.set(vm.name, applied);
       // latest-processed is the newest point; wait for one cut after the last write landed.
-      await waitUntil(`a point of ${vm.name} at LSN ${applied}`, async () => {
-        const pts = await srJson<SrPoint[]>(p, ['points', vm.name]);
-        return pts.at(-1)?.lsn === applied ? true : undefined;
-      }, 30_000, 250);
+      await waitUntil(
+        `a point of ${vm.name} at LSN ${applied}`,
+        async () => {
+          const pts = await srJson<SrPoint[]>(p, ['points', vm.name]);
+          return pts.at(-1)?.lsn === applied ? true : undefined;
+        },
+        30_000,
+        250,
+      );
     }
 
     // The source region goes away: no clean shutdown of anything there.
     await Promise.all([a.agent.kill(), b.agent.kill(), env.cacheStore.kill()]);
-    await waitUntil('the processor to notice the cache-store is gone', async () => {
-      const h = (await getJson(`http://${p}/health`)) as { cacheStore: { connected: boolean } };
-      return h.cacheStore.connected ? undefined : true;
-    }, 30_000);
+    await waitUntil(
+      'the processor to notice the cache-store is gone',
+      async () => {
+        const h = (await getJson(`http://${p}/health`)) as { cacheStore: { connected: boolean } };
+        return h.cacheStore.connected ? undefined : true;
+      },
+      30_000,
+    );
 
     const ma = await srJson<SrManifest>(p, ['failover', 'down01', '--point', 'latest-processed']);
     expect(ma).toMatchObject({ vm: 'down01', kind: 'failover', point: { lsn: last.get('down01') } });
@@ -86,7 +121,17 @@ describe('failover with the source region down', () => {
     // Placement by the default rules (no mapping): <vm>-asr resource group, the source network's name
     // + -asr, the subnet of the source subnet's name, the static address kept — and the second VM on
     // that address gets the next free one.
-    expect(ma.target).toMatchObject({ resourceGroup: 'down01-asr', network: 'prod-asr', subnet: 'web', ip: '10.0.1.7' });
-    expect(mb.target).toMatchObject({ resourceGroup: 'down02-asr', network: 'prod-asr', subnet: 'web', ip: '10.0.1.8' });
+    expect(ma.target).toMatchObject({
+      resourceGroup: 'down01-asr',
+      network: 'prod-asr',
+      subnet: 'web',
+      ip: '10.0.1.7',
+    });
+    expect(mb.target).toMatchObject({
+      resourceGroup: 'down02-asr',
+      network: 'prod-asr',
+      subnet: 'web',
+      ip: '10.0.1.8',
+    });
   });
 });

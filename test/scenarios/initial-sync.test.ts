@@ -21,7 +21,9 @@ describe('initial replication', () => {
 
   it('copies a pre-filled sparse image while fio writes to it; the replica ends identical', async () => {
     const extents = [0, 64, 130, 200, 300, 420].map((mb) => ({ offset: mb << 20, length: 24 << 20 }));
-    const vm = await env.protect('filled01', [{ id: 'os', size: 512 << 20, extents }], { cacheStoreUrl: `ws://127.0.0.1:${proxy.port}` });
+    const vm = await env.protect('filled01', [{ id: 'os', size: 512 << 20, extents }], {
+      cacheStoreUrl: `ws://127.0.0.1:${proxy.port}`,
+    });
     const seen: number[] = [];
     const watch = waitUntil(
       'the initial copy to finish',
@@ -34,7 +36,18 @@ describe('initial replication', () => {
       100,
     );
     // Rate-bound, so the data to drain through the 40 MiB/s link does not grow with the agent's speed.
-    await runOk('fio', ['--name=race', '--ioengine=nbd', `--uri=${vm.agent.uri('os')}`, '--rw=randwrite', '--bs=64k', '--iodepth=8', '--size=512m', '--runtime=5', '--time_based', '--rate=16m']);
+    await runOk('fio', [
+      '--name=race',
+      '--ioengine=nbd',
+      `--uri=${vm.agent.uri('os')}`,
+      '--rw=randwrite',
+      '--bs=64k',
+      '--iodepth=8',
+      '--size=512m',
+      '--runtime=5',
+      '--time_based',
+      '--rate=16m',
+    ]);
     await watch;
     // Progress was visible while the copy ran, and ended at 100.
     expect(seen.some((p) => p > 0 && p < 100)).toBe(true);

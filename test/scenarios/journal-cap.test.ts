@@ -1,7 +1,17 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JOURNAL_CLI, ReplicationEnv, ThrottleProxy, makeImage, requireTools, run, runOk, startAgent, waitUntil } from '@site-recovery/test';
+import {
+  JOURNAL_CLI,
+  ReplicationEnv,
+  ThrottleProxy,
+  makeImage,
+  requireTools,
+  run,
+  runOk,
+  startAgent,
+  waitUntil,
+} from '@site-recovery/test';
 
 const MiB = 1 << 20;
 const SEGMENT = 4 * MiB;
@@ -21,14 +31,37 @@ describe('journal cap with a long checkpoint interval', () => {
   });
 
   it('checkpoints early as the journal fills, so writes many times the cap go through and replicate', async () => {
-    const args = ['--journal-segment-bytes', String(SEGMENT), '--journal-max-bytes', String(CAP), '--checkpoint-interval', '600000'];
+    const args = [
+      '--journal-segment-bytes',
+      String(SEGMENT),
+      '--journal-max-bytes',
+      String(CAP),
+      '--checkpoint-interval',
+      '600000',
+    ];
     const vm = await env.protect('cap01', [{ id: 'os', size: 256 * MiB }], { args });
     let peak = 0;
     const sampler = setInterval(() => {
-      void env.agentStatus(vm).then((s) => (peak = Math.max(peak, s.journal.bytes)), () => undefined);
+      void env.agentStatus(vm).then(
+        (s) => (peak = Math.max(peak, s.journal.bytes)),
+        () => undefined,
+      );
     }, 50);
     // 192 MiB: six times the cap.
-    await runOk('fio', ['--name=fill', '--ioengine=nbd', `--uri=${vm.agent.uri('os')}`, '--rw=write', '--bs=1m', '--iodepth=8', '--size=192m', '--refill_buffers'], { timeoutMs: 60_000 });
+    await runOk(
+      'fio',
+      [
+        '--name=fill',
+        '--ioengine=nbd',
+        `--uri=${vm.agent.uri('os')}`,
+        '--rw=write',
+        '--bs=1m',
+        '--iodepth=8',
+        '--size=192m',
+        '--refill_buffers',
+      ],
+      { timeoutMs: 60_000 },
+    );
     clearInterval(sampler);
     const s = await env.agentStatus(vm);
     expect(s.checkpointLsn).toBeGreaterThan(0); // only the early checkpoints can have moved it
@@ -41,13 +74,35 @@ describe('journal cap with a long checkpoint interval', () => {
     const image = path.join(env.dir, 'solo-os.img');
     await makeImage(image, 128 * MiB);
     const dataDir = path.join(env.dir, 'solo-agent');
-    const args = ['--status', '127.0.0.1:0', '--journal-segment-bytes', String(SEGMENT), '--journal-max-bytes', String(CAP), '--checkpoint-interval', '600000'];
+    const args = [
+      '--status',
+      '127.0.0.1:0',
+      '--journal-segment-bytes',
+      String(SEGMENT),
+      '--journal-max-bytes',
+      String(CAP),
+      '--checkpoint-interval',
+      '600000',
+    ];
     const agent = await startAgent({ vm: 'solo01', disks: [{ id: 'os', path: image }], dataDir, args });
     let s: { journal: { firstLsn: number; bytes: number; stalled: boolean } };
     try {
       // 96 MiB, three times the cap, read back and checked: before, the writes past 32 MiB waited for good.
       const uri = agent.uri('os');
-      await runOk('fio', ['--name=fill', '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=1m', '--iodepth=8', '--size=96m', '--verify=crc32c'], { timeoutMs: 60_000 });
+      await runOk(
+        'fio',
+        [
+          '--name=fill',
+          '--ioengine=nbd',
+          `--uri=${uri}`,
+          '--rw=write',
+          '--bs=1m',
+          '--iodepth=8',
+          '--size=96m',
+          '--verify=crc32c',
+        ],
+        { timeoutMs: 60_000 },
+      );
       s = (await (await fetch(`http://${String(agent.ready['status'])}/status`)).json()) as typeof s;
       expect(s.journal.firstLsn).toBeGreaterThan(1);
       expect(s.journal.bytes).toBeLessThanOrEqual(CAP);
@@ -64,9 +119,20 @@ describe('journal cap with a long checkpoint interval', () => {
     await makeImage(copy, 128 * MiB);
     const refused = await run(process.execPath, [JOURNAL_CLI, 'replay', '--data-dir', dataDir, '--disk', `os=${copy}`]);
     expect(refused.code).toBe(2);
-    expect(refused.stderr).toMatch(new RegExp(`SR_BAD_OPTION: the journal starts at LSN ${s.journal.firstLsn}: .* --from ${s.journal.firstLsn}`));
+    expect(refused.stderr).toMatch(
+      new RegExp(`SR_BAD_OPTION: the journal starts at LSN ${s.journal.firstLsn}: .* --from ${s.journal.firstLsn}`),
+    );
     await fs.copyFile(image, copy);
-    const replayed = await run(process.execPath, [JOURNAL_CLI, 'replay', '--data-dir', dataDir, '--disk', `os=${copy}`, '--from', String(s.journal.firstLsn)]);
+    const replayed = await run(process.execPath, [
+      JOURNAL_CLI,
+      'replay',
+      '--data-dir',
+      dataDir,
+      '--disk',
+      `os=${copy}`,
+      '--from',
+      String(s.journal.firstLsn),
+    ]);
     expect(replayed.code, replayed.stderr).toBe(0);
     expect((await fs.readFile(copy)).equals(await fs.readFile(image))).toBe(true);
   });
@@ -76,7 +142,12 @@ describe('journal cap with a long checkpoint interval', () => {
     const vm = await env.protect('backlog01', [{ id: 'os', size: 128 * MiB }], { args });
     await env.drained(vm);
     expect(await vm.agent.stop()).toBe(0);
-    const agent = await startAgent({ vm: vm.name, disks: vm.disks, dataDir: vm.dataDir, args: ['--status', '127.0.0.1:0', ...args] });
+    const agent = await startAgent({
+      vm: vm.name,
+      disks: vm.disks,
+      dataDir: vm.dataDir,
+      args: ['--status', '127.0.0.1:0', ...args],
+    });
     try {
       const statusUrl = `http://${String(agent.ready['status'])}/status`;
       const before = (await (await fetch(statusUrl)).json()) as { journal: { firstLsn: number } };
@@ -84,7 +155,10 @@ describe('journal cap with a long checkpoint interval', () => {
       const stalled = await waitUntil(
         'the journal to stall',
         async () => {
-          const st = (await (await fetch(statusUrl)).json()) as { journal: { firstLsn: number; stalled: boolean }; stalled?: string };
+          const st = (await (await fetch(statusUrl)).json()) as {
+            journal: { firstLsn: number; stalled: boolean };
+            stalled?: string;
+          };
           return st.journal.stalled ? st : undefined;
         },
         30_000,
@@ -112,17 +186,38 @@ describe('journal cap with a long checkpoint interval', () => {
         vm: 'stall01',
         disks: [{ id: 'os', path: image }],
         dataDir: path.join(env.dir, 'stall-agent'),
-        args: ['--cache-store', `ws://127.0.0.1:${proxy.port}`, '--status', '127.0.0.1:0', '--journal-segment-bytes', String(SEGMENT), '--journal-max-bytes', String(CAP)],
+        args: [
+          '--cache-store',
+          `ws://127.0.0.1:${proxy.port}`,
+          '--status',
+          '127.0.0.1:0',
+          '--journal-segment-bytes',
+          String(SEGMENT),
+          '--journal-max-bytes',
+          String(CAP),
+        ],
       });
       const statusUrl = `http://${String(agent.ready['status'])}/status`;
-      await waitUntil('the journal to stall', async () => ((await (await fetch(statusUrl)).json()) as { journal: { stalled: boolean } }).journal.stalled || undefined, 30_000, 50);
+      await waitUntil(
+        'the journal to stall',
+        async () =>
+          ((await (await fetch(statusUrl)).json()) as { journal: { stalled: boolean } }).journal.stalled || undefined,
+        30_000,
+        50,
+      );
       const write = run('qemu-io', ['-f', 'raw', agent.uri('os'), '-c', 'write -P 0x5a 100M 1M']);
       await new Promise((r) => setTimeout(r, 500)); // the write is in and waiting
-      const stopped = await Promise.race([agent.stop(), new Promise((r) => setTimeout(() => r('still running after 30 s'), 30_000))]);
+      const stopped = await Promise.race([
+        agent.stop(),
+        new Promise((r) => setTimeout(() => r('still running after 30 s'), 30_000)),
+      ]);
       if (stopped !== 0) await agent.kill();
       expect(stopped).toBe(0);
       const w = await write;
-      expect(w.code !== 0 || /error|failed/i.test(w.stdout + w.stderr), `the stalled write must not be reported as done:\n${w.stdout}${w.stderr}`).toBe(true);
+      expect(
+        w.code !== 0 || /error|failed/i.test(w.stdout + w.stderr),
+        `the stalled write must not be reported as done:\n${w.stdout}${w.stderr}`,
+      ).toBe(true);
       expect(agent.stderr()).toContain('agent stopped');
     } finally {
       await proxy.close();

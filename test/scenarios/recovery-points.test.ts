@@ -32,24 +32,52 @@ describe('recovery points', () => {
     await env.drained(vm);
     // Records before the writer (initial-copy markers) take LSNs; from here on only its writes do.
     const baseLsn = (await env.agentStatus(vm)).lsn;
-    await srOk(p, ['configure', 'pts01', '--crash-consistent-frequency', '1s', '--retention', '8s', '--thinning', '5s:2s']);
+    await srOk(p, [
+      'configure',
+      'pts01',
+      '--crash-consistent-frequency',
+      '1s',
+      '--retention',
+      '8s',
+      '--thinning',
+      '5s:2s',
+    ]);
 
     const writer = await startBlockWriter({ uri: vm.agent.uri('os'), dir: env.dir, blocks: BLOCKS, rate: 400 });
-    const early = await waitUntil('two points', async () => {
-      const pts = await srJson<SrPoint[]>(p, ['points', 'pts01']);
-      return pts.length >= 2 ? pts : undefined;
-    }, 30_000, 250);
+    const early = await waitUntil(
+      'two points',
+      async () => {
+        const pts = await srJson<SrPoint[]>(p, ['points', 'pts01']);
+        return pts.length >= 2 ? pts : undefined;
+      },
+      30_000,
+      250,
+    );
     await new Promise((r) => setTimeout(r, 14_000));
     const log = await writer.stop();
     await env.drained(vm);
     const lastLsn = baseLsn + log.ended!;
     expect((await env.agentStatus(vm)).lsn).toBe(lastLsn); // only the writer wrote
-    await waitUntil('a point at the last LSN', async () => {
-      const pts = await srJson<SrPoint[]>(p, ['points', 'pts01']);
-      return pts.at(-1)?.lsn === lastLsn ? true : undefined;
-    }, 30_000, 250);
+    await waitUntil(
+      'a point at the last LSN',
+      async () => {
+        const pts = await srJson<SrPoint[]>(p, ['points', 'pts01']);
+        return pts.at(-1)?.lsn === lastLsn ? true : undefined;
+      },
+      30_000,
+      250,
+    );
     // Freeze the catalog: no more points, no more pruning, so every listed point can be checked.
-    await srOk(p, ['configure', 'pts01', '--crash-consistent-frequency', '1h', '--retention', '1h', '--thinning', 'none']);
+    await srOk(p, [
+      'configure',
+      'pts01',
+      '--crash-consistent-frequency',
+      '1h',
+      '--retention',
+      '1h',
+      '--thinning',
+      'none',
+    ]);
     await new Promise((r) => setTimeout(r, 1500));
     const points = await srJson<SrPoint[]>(p, ['points', 'pts01']);
 

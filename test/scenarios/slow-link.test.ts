@@ -25,14 +25,28 @@ describe('slow link between agent and cache-store', () => {
   });
 
   it('keeps agent memory bounded and writes flowing, then drains to an identical replica', async () => {
-    const vm = await env.protect('slow01', [{ id: 'os', size: 512 << 20 }], { cacheStoreUrl: `ws://127.0.0.1:${proxy.port}` });
+    const vm = await env.protect('slow01', [{ id: 'os', size: 512 << 20 }], {
+      cacheStoreUrl: `ws://127.0.0.1:${proxy.port}`,
+    });
     const pid = vm.agent.child.pid!;
     let peak = 0;
     const sampler = setInterval(() => {
-      void rssBytes(pid).then((r) => (peak = Math.max(peak, r)), () => undefined);
+      void rssBytes(pid).then(
+        (r) => (peak = Math.max(peak, r)),
+        () => undefined,
+      );
     }, 100);
     // ~400 MB of random writes against a 4 MB/s link: 100x more than the link carries meanwhile.
-    await runOk('fio', ['--name=burst', '--ioengine=nbd', `--uri=${vm.agent.uri('os')}`, '--rw=write', '--bs=1m', '--iodepth=8', '--size=400m', '--refill_buffers']);
+    await runOk('fio', [
+      '--name=burst',
+      '--ioengine=nbd',
+      `--uri=${vm.agent.uri('os')}`,
+      '--rw=write',
+      '--bs=1m',
+      '--iodepth=8',
+      '--size=400m',
+      '--refill_buffers',
+    ]);
     const during = await env.agentStatus(vm);
     clearInterval(sampler);
     expect(during.replication!.stream.ackedLsn).toBeLessThan(during.lsn); // the link really was the bottleneck

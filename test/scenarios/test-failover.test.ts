@@ -43,10 +43,15 @@ describe('test failover', () => {
     const baseLsn = (await env.agentStatus(vm)).lsn;
     await srOk(p, ['configure', 'drill01', '--crash-consistent-frequency', '1s']);
     writer = await startBlockWriter({ uri: vm.agent.uri('os'), dir: env.dir, blocks: BLOCKS, rate: 400 });
-    await waitUntil('points with writes in them', async () => {
-      const pts = await srJson<SrPoint[]>(p, ['points', 'drill01']);
-      return pts.filter((x) => x.lsn > baseLsn + 100).length >= 2 ? pts : undefined;
-    }, 30_000, 250);
+    await waitUntil(
+      'points with writes in them',
+      async () => {
+        const pts = await srJson<SrPoint[]>(p, ['points', 'drill01']);
+        return pts.filter((x) => x.lsn > baseLsn + 100).length >= 2 ? pts : undefined;
+      },
+      30_000,
+      250,
+    );
     // Stop cutting points so that the data dir's file set only changes by what the test failover does.
     await srOk(p, ['configure', 'drill01', '--crash-consistent-frequency', '1h']);
     await new Promise((r) => setTimeout(r, 1500));
@@ -55,7 +60,14 @@ describe('test failover', () => {
     const before = await listTree(dataDir, transient);
 
     const appliedBefore = (await env.processorVm('drill01'))!.appliedLsn;
-    const m = await srJson<SrManifest>(p, ['test-failover', 'drill01', '--point', 'latest-processed', '--network', 'iso-net']);
+    const m = await srJson<SrManifest>(p, [
+      'test-failover',
+      'drill01',
+      '--point',
+      'latest-processed',
+      '--network',
+      'iso-net',
+    ]);
     const appliedAtStart = (await env.processorVm('drill01'))!.appliedLsn;
     // The newest point there is, or one cut at the applied position: never older, never unapplied.
     expect(m).toMatchObject({ vm: 'drill01', kind: 'test-failover' });
@@ -70,7 +82,15 @@ describe('test failover', () => {
     }
 
     // While the test VM exists: a second one is refused, and so is an unknown point.
-    const again = await runSr(p, ['test-failover', 'drill01', '--point', 'latest-processed', '--network', 'iso-net', '--json']);
+    const again = await runSr(p, [
+      'test-failover',
+      'drill01',
+      '--point',
+      'latest-processed',
+      '--network',
+      'iso-net',
+      '--json',
+    ]);
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/^sr: SR_FAILOVER_IN_PROGRESS: .+/);
 
@@ -80,7 +100,11 @@ describe('test failover', () => {
     for (let i = 0; i < 6; i++) {
       await new Promise((r) => setTimeout(r, 500));
       const captured = (await env.agentStatus(vm)).lsn;
-      const s = (await env.processorVm('drill01')) as unknown as { appliedLsn: number; state: string; lagMs: { p50: number } };
+      const s = (await env.processorVm('drill01')) as unknown as {
+        appliedLsn: number;
+        state: string;
+        lagMs: { p50: number };
+      };
       expect(s.state).toBe('replicating');
       expect(s.appliedLsn).toBeGreaterThan(applied);
       expect(captured - s.appliedLsn).toBeLessThan(400);
@@ -100,7 +124,12 @@ describe('test failover', () => {
     const after = await listTree(dataDir, transient);
     expect(before.filter((f) => !after.includes(f))).toEqual([]);
     const listedNow = new Set((await srJson<SrPoint[]>(p, ['points', 'drill01'])).map((x) => x.id));
-    expect(after.filter((f) => !before.includes(f) && !(f === `replicas/drill01/points/undo-${m.point.id}.log` && listedNow.has(m.point.id)))).toEqual([]);
+    expect(
+      after.filter(
+        (f) =>
+          !before.includes(f) && !(f === `replicas/drill01/points/undo-${m.point.id}.log` && listedNow.has(m.point.id)),
+      ),
+    ).toEqual([]);
 
     // Still replicating, and the replica still converges on the source.
     await writer.stop();
@@ -122,7 +151,14 @@ describe('test failover', () => {
       expect(f.stderr).toMatch(/^sr: SR_POINT_NOT_FOUND: /);
     }
     // Nothing was created by the refusals: a test failover of a real point still works.
-    const m = await srJson<SrManifest>(p, ['test-failover', 'drill01', '--point', 'latest-processed', '--network', 'iso-net']);
+    const m = await srJson<SrManifest>(p, [
+      'test-failover',
+      'drill01',
+      '--point',
+      'latest-processed',
+      '--network',
+      'iso-net',
+    ]);
     expect(m.kind).toBe('test-failover');
     await srOk(p, ['test-failover-cleanup', 'drill01']);
   });

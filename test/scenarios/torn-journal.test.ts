@@ -41,12 +41,18 @@ describe('a journal that lost records the cache-store holds', () => {
       30_000,
       100,
     );
-    expect(failed.lastError).toMatch(new RegExp(`SR_SEQUENCE: cache-store holds LSN ${cacheStoreLsn} .* reached only LSN ${cacheStoreLsn - 3} .*--resync`));
+    expect(failed.lastError).toMatch(
+      new RegExp(
+        `SR_SEQUENCE: cache-store holds LSN ${cacheStoreLsn} .* reached only LSN ${cacheStoreLsn - 3} .*--resync`,
+      ),
+    );
     expect((await env.processorVm(vm.name))!.appliedLsn).toBe(cacheStoreLsn);
   }
 
   it('stops streaming and says to resync, even when the VM wrote past the cut before the cache-store answered', async () => {
-    const vm = await env.protect('torn01', [{ id: 'os', size: 64 * MiB }], { cacheStoreUrl: `ws://127.0.0.1:${proxy.port}` });
+    const vm = await env.protect('torn01', [{ id: 'os', size: 64 * MiB }], {
+      cacheStoreUrl: `ws://127.0.0.1:${proxy.port}`,
+    });
     await eightWrites(vm.agent.uri('os'), 0x11);
     const before = await env.drained(vm);
     expect(await vm.agent.stop()).toBe(0);
@@ -76,7 +82,8 @@ describe('a journal that lost records the cache-store holds', () => {
     for (const pattern of [0x21, 0x22, 0x23]) {
       await eightWrites(vm.agent.uri('os'), pattern);
       await env.drained(vm);
-      const rep = (JSON.parse(await fs.readFile(stateFile, 'utf8')) as { replication: Record<string, unknown> }).replication;
+      const rep = (JSON.parse(await fs.readFile(stateFile, 'utf8')) as { replication: Record<string, unknown> })
+        .replication;
       expect(rep).not.toHaveProperty('unconfirmedFromLsn');
       expect(await vm.agent.stop()).toBe(0);
       await env.startAgentFor(vm);
@@ -88,7 +95,9 @@ describe('a journal that lost records the cache-store holds', () => {
   });
 
   it('still stops streaming when the agent restarted a second time before the cache-store answered', async () => {
-    const vm = await env.protect('torn03', [{ id: 'os', size: 64 * MiB }], { cacheStoreUrl: `ws://127.0.0.1:${proxy.port}` });
+    const vm = await env.protect('torn03', [{ id: 'os', size: 64 * MiB }], {
+      cacheStoreUrl: `ws://127.0.0.1:${proxy.port}`,
+    });
     await eightWrites(vm.agent.uri('os'), 0x55);
     const before = await env.drained(vm);
     expect(await vm.agent.stop()).toBe(0);
@@ -137,7 +146,13 @@ describe('a journal that lost records the cache-store holds', () => {
 
 async function newestSegment(dataDir: string): Promise<string> {
   const journal = path.join(dataDir, 'journal');
-  return path.join(journal, (await fs.readdir(journal)).filter((n) => n.endsWith('.srj')).sort().at(-1)!);
+  return path.join(
+    journal,
+    (await fs.readdir(journal))
+      .filter((n) => n.endsWith('.srj'))
+      .sort()
+      .at(-1)!,
+  );
 }
 
 /**

@@ -46,7 +46,10 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
     o.dataDir,
     ...(o.args ?? []),
   ];
-  const child = spawn(process.execPath, args, { env: { ...process.env, PATH: SYSTEM_PATH, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    env: { ...process.env, PATH: SYSTEM_PATH, ...o.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

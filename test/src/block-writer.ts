@@ -143,10 +143,13 @@ export async function writerPrefixOf(image: string, log: WriterLog, blocks: numb
     const d = data.subarray(b * BLOCK, (b + 1) * BLOCK);
     const seq = Number(d.readBigUInt64BE(0));
     for (let i = 8; i < BLOCK; i += 8) {
-      if (d.compare(d, 0, 8, i, i + 8) !== 0) throw new Error(`${image}: block ${b} is torn (not one whole 8-byte pattern)`);
+      if (d.compare(d, 0, 8, i, i + 8) !== 0)
+        throw new Error(`${image}: block ${b} is torn (not one whole 8-byte pattern)`);
     }
     if (seq !== 0 && log.blockOf[seq - 1] !== b) {
-      throw new Error(`${image}: block ${b} holds write ${seq}, which the writer ${seq > log.blockOf.length ? 'never logged' : `sent to block ${log.blockOf[seq - 1]}`}`);
+      throw new Error(
+        `${image}: block ${b} holds write ${seq}, which the writer ${seq > log.blockOf.length ? 'never logged' : `sent to block ${log.blockOf[seq - 1]}`}`,
+      );
     }
     got[b] = seq;
     prefix = Math.max(prefix, seq);
@@ -155,7 +158,9 @@ export async function writerPrefixOf(image: string, log: WriterLog, blocks: numb
   for (let s = 1; s <= prefix; s++) expected[log.blockOf[s - 1]!] = s;
   for (let b = 0; b < blocks; b++) {
     if (got[b] !== expected[b]) {
-      throw new Error(`${image}: not the state after writes 1..${prefix}: block ${b} holds write ${got[b]}, expected ${expected[b]}`);
+      throw new Error(
+        `${image}: not the state after writes 1..${prefix}: block ${b} holds write ${got[b]}, expected ${expected[b]}`,
+      );
     }
   }
   const tail = data.subarray(blocks * BLOCK);

@@ -11,7 +11,11 @@ export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: (
 }
 
 /** A sparse image of `size` bytes, optionally with random data at the given extents. */
-export async function makeImage(file: string, size: number, extents: readonly { offset: number; length: number }[] = []): Promise<void> {
+export async function makeImage(
+  file: string,
+  size: number,
+  extents: readonly { offset: number; length: number }[] = [],
+): Promise<void> {
   const fh = await fsp.open(file, 'w');
   try {
     await fh.truncate(size);

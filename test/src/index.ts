@@ -6,7 +6,15 @@ export type { AgentProcess, StartAgentOptions } from './agent-process.js';
 export { REQUIRED_TOOLS, missingTools, requireTools } from './tools.js';
 export { ThrottleProxy } from './throttle-proxy.js';
 export type { ThrottleOptions } from './throttle-proxy.js';
-export { startService, startCacheStore, startProcessor, getJson, waitUntil, CACHE_STORE_CLI, PROCESSOR_CLI } from './services.js';
+export {
+  startService,
+  startCacheStore,
+  startProcessor,
+  getJson,
+  waitUntil,
+  CACHE_STORE_CLI,
+  PROCESSOR_CLI,
+} from './services.js';
 export type { ServiceProcess } from './services.js';
 export { ReplicationEnv } from './replication-env.js';
 export type { ProtectedVm } from './replication-env.js';

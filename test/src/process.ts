@@ -24,7 +24,12 @@ export interface RunOptions {
 export function nodeFlagsOf(script: string): string[] {
   const first = fs.readFileSync(script, 'utf8').split('\n', 1)[0] ?? '';
   const m = /^#!\S*env -S node(.*)$/.exec(first);
-  return m === null ? [] : m[1]!.trim().split(/\s+/).filter((x) => x.length > 0);
+  return m === null
+    ? []
+    : m[1]!
+        .trim()
+        .split(/\s+/)
+        .filter((x) => x.length > 0);
 }
 
 export const SYSTEM_PATH = `/usr/sbin:/usr/bin:/sbin:/bin:${process.env['PATH'] ?? ''}`;
@@ -32,7 +37,11 @@ export const SYSTEM_PATH = `/usr/sbin:/usr/bin:/sbin:/bin:${process.env['PATH'] 
 /** Runs a command to completion and collects its output; never throws on a non-zero exit. */
 export function run(cmd: string, args: readonly string[], o: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, PATH: SYSTEM_PATH, ...o.env }, cwd: o.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      env: { ...process.env, PATH: SYSTEM_PATH, ...o.env },
+      cwd: o.cwd,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -54,7 +63,9 @@ export function run(cmd: string, args: readonly string[], o: RunOptions = {}): P
 export async function runOk(cmd: string, args: readonly string[], o: RunOptions = {}): Promise<RunResult> {
   const r = await run(cmd, args, o);
   if (r.code !== 0) {
-    throw new Error(`${cmd} ${args.join(' ')} exited ${r.code ?? r.signal}\nstdout: ${r.stdout.slice(-4000)}\nstderr: ${r.stderr.slice(-4000)}`);
+    throw new Error(
+      `${cmd} ${args.join(' ')} exited ${r.code ?? r.signal}\nstdout: ${r.stdout.slice(-4000)}\nstderr: ${r.stderr.slice(-4000)}`,
+    );
   }
   return r;
 }
@@ -64,7 +75,10 @@ export function waitForEvent(child: ChildProcess, event: string, timeoutMs = 30_
   return new Promise((resolve, reject) => {
     let buf = '';
     let stderr = '';
-    const timer = setTimeout(() => fail(new Error(`no "${event}" line within ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`)), timeoutMs);
+    const timer = setTimeout(
+      () => fail(new Error(`no "${event}" line within ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`)),
+      timeoutMs,
+    );
     const onErr = (d: Buffer): void => {
       stderr += d.toString();
     };
@@ -86,7 +100,8 @@ export function waitForEvent(child: ChildProcess, event: string, timeoutMs = 30_
         }
       }
     };
-    const onExit = (code: number | null): void => fail(new Error(`process exited (${code}) before "${event}"; stderr: ${stderr.slice(-2000)}`));
+    const onExit = (code: number | null): void =>
+      fail(new Error(`process exited (${code}) before "${event}"; stderr: ${stderr.slice(-2000)}`));
     function cleanup(): void {
       clearTimeout(timer);
       child.stdout?.off('data', onData);

@@ -8,7 +8,11 @@ interface AgentStatusDoc {
   lsn: number;
   checkpointLsn: number;
   journal: { bytes: number; maxBytes: number; stalled: boolean };
-  replication?: { generation: string; stream: { ackedLsn: number; state: string; lastError?: string }; initialCopy: { state: string; percent: number } };
+  replication?: {
+    generation: string;
+    stream: { ackedLsn: number; state: string; lastError?: string };
+    initialCopy: { state: string; percent: number };
+  };
 }
 
 interface ProcessorVmDoc {
@@ -37,7 +41,10 @@ export class ReplicationEnv {
   processor!: ServiceProcess;
   readonly vms = new Map<string, ProtectedVm>();
 
-  private constructor(readonly dir: string, private readonly cleanupDir: () => Promise<void>) {}
+  private constructor(
+    readonly dir: string,
+    private readonly cleanupDir: () => Promise<void>,
+  ) {}
 
   /** `region`: target-region defaults for the processor (`--region`), written to a file in the env's dir. */
   static async start(name: string, options: { region?: object } = {}): Promise<ReplicationEnv> {
@@ -70,12 +77,23 @@ export class ReplicationEnv {
       await makeImage(file, d.size, d.extents ?? []);
       files.push({ id: d.id, path: file });
     }
-    const vm: ProtectedVm = { name, disks: files, dataDir: path.join(this.dir, `${name}-agent`), agent: undefined as unknown as AgentProcess, statusUrl: '' };
+    const vm: ProtectedVm = {
+      name,
+      disks: files,
+      dataDir: path.join(this.dir, `${name}-agent`),
+      agent: undefined as unknown as AgentProcess,
+      statusUrl: '',
+    };
     await this.startAgentFor(vm, options);
     this.vms.set(name, vm);
     // The agent is ready before its HELLO has reached the processor through the cache-store; an
     // operator's "sr configure" right after protecting would race that, so wait as they would.
-    await waitUntil(`the processor to know ${name}`, async () => ((await this.processorVm(name)) === undefined ? undefined : true), 30_000, 100);
+    await waitUntil(
+      `the processor to know ${name}`,
+      async () => ((await this.processorVm(name)) === undefined ? undefined : true),
+      30_000,
+      100,
+    );
     return vm;
   }
 
@@ -84,7 +102,13 @@ export class ReplicationEnv {
       vm: vm.name,
       disks: vm.disks,
       dataDir: vm.dataDir,
-      args: ['--cache-store', options.cacheStoreUrl ?? this.cacheStoreUrl, '--status', '127.0.0.1:0', ...(options.args ?? [])],
+      args: [
+        '--cache-store',
+        options.cacheStoreUrl ?? this.cacheStoreUrl,
+        '--status',
+        '127.0.0.1:0',
+        ...(options.args ?? []),
+      ],
     });
     vm.statusUrl = `http://${String(vm.agent.ready['status'])}/status`;
   }
@@ -109,7 +133,11 @@ export class ReplicationEnv {
         const a = await this.agentStatus(vm);
         const p = await this.processorVm(vm.name);
         if (p === undefined || a.replication === undefined) return undefined;
-        return a.replication.stream.ackedLsn === a.lsn && p.appliedLsn === a.lsn && a.replication.initialCopy.state === 'done' ? p : undefined;
+        return a.replication.stream.ackedLsn === a.lsn &&
+          p.appliedLsn === a.lsn &&
+          a.replication.initialCopy.state === 'done'
+          ? p
+          : undefined;
       },
       timeoutMs,
     );

@@ -22,8 +22,15 @@ export interface ServiceProcess {
 }
 
 /** Spawns a node CLI and waits for its `{"event":"ready"}` line. */
-export async function startService(cli: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [...nodeFlagsOf(cli), cli, ...args], { env: { ...process.env, PATH: SYSTEM_PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startService(
+  cli: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, [...nodeFlagsOf(cli), cli, ...args], {
+    env: { ...process.env, PATH: SYSTEM_PATH, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => {
     stderr += d.toString();
@@ -51,8 +58,21 @@ export function startCacheStore(dataDir: string, listen = '127.0.0.1:0'): Promis
   return startService(CACHE_STORE_CLI, ['--listen', listen, '--data-dir', dataDir]);
 }
 
-export function startProcessor(dataDir: string, cacheStoreUrl: string, listen = '127.0.0.1:0', args: readonly string[] = []): Promise<ServiceProcess> {
-  return startService(PROCESSOR_CLI, ['--listen', listen, '--cache-store', cacheStoreUrl, '--data-dir', dataDir, ...args]);
+export function startProcessor(
+  dataDir: string,
+  cacheStoreUrl: string,
+  listen = '127.0.0.1:0',
+  args: readonly string[] = [],
+): Promise<ServiceProcess> {
+  return startService(PROCESSOR_CLI, [
+    '--listen',
+    listen,
+    '--cache-store',
+    cacheStoreUrl,
+    '--data-dir',
+    dataDir,
+    ...args,
+  ]);
 }
 
 /** GET a JSON document over HTTP. */
@@ -63,7 +83,12 @@ export async function getJson(url: string): Promise<unknown> {
 }
 
 /** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
-export async function waitUntil<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+export async function waitUntil<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 60_000,
+  everyMs = 200,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastErr: unknown;
   for (;;) {
@@ -73,7 +98,10 @@ export async function waitUntil<T>(what: string, check: () => Promise<T | undefi
     } catch (err) {
       lastErr = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

@@ -75,16 +75,21 @@ export class ThrottleProxy {
     let nextFree = Date.now();
     from.on('data', (chunk: Buffer) => {
       const now = Date.now();
-      const sendMs = Number.isFinite(this.options.bytesPerSecond) ? (chunk.length / this.options.bytesPerSecond) * 1000 : 0;
+      const sendMs = Number.isFinite(this.options.bytesPerSecond)
+        ? (chunk.length / this.options.bytesPerSecond) * 1000
+        : 0;
       nextFree = Math.max(nextFree, now) + sendMs;
       const at = nextFree + this.options.delayMs;
       if (count) this.forwarded += chunk.length;
       // Hold reading while this chunk waits, so the sender sees the slow link as TCP backpressure.
       from.pause();
-      setTimeout(() => {
-        if (!to.destroyed) to.write(chunk);
-        if (!from.destroyed) from.resume();
-      }, Math.max(0, at - now));
+      setTimeout(
+        () => {
+          if (!to.destroyed) to.write(chunk);
+          if (!from.destroyed) from.resume();
+        },
+        Math.max(0, at - now),
+      );
     });
   }
 }

@@ -19,6 +19,8 @@ export function missingTools(tools: readonly string[] = REQUIRED_TOOLS): string[
 export function requireTools(tools: readonly string[] = REQUIRED_TOOLS): void {
   const missing = missingTools(tools);
   if (missing.length > 0) {
-    throw new Error(`missing tools: ${missing.join(', ')}; run "npm test" (it installs qemu-utils, libnbd-bin, python3-libnbd, fio) or apt-get install them`);
+    throw new Error(
+      `missing tools: ${missing.join(', ')}; run "npm test" (it installs qemu-utils, libnbd-bin, python3-libnbd, fio) or apt-get install them`,
+    );
   }
 }

@@ -16,6 +16,5 @@ export async function applyRecord(target: BlockBackend, r: ChangeRecord): Promis
     case RecordKind.SYNC:
     case RecordKind.APP:
       return; // markers; no data
-
   }
 }

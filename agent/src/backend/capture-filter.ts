@@ -94,11 +94,15 @@ export class CaptureBackend implements BlockBackend {
   }
 
   write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    return this.capture({ kind: RecordKind.WRITE, offset, length: data.length, data }, fua, () => this.next.write(offset, data, false));
+    return this.capture({ kind: RecordKind.WRITE, offset, length: data.length, data }, fua, () =>
+      this.next.write(offset, data, false),
+    );
   }
 
   zero(offset: number, length: number, fua: boolean, mayTrim: boolean): Promise<void> {
-    return this.capture({ kind: RecordKind.ZERO, offset, length }, fua, () => this.next.zero(offset, length, false, mayTrim));
+    return this.capture({ kind: RecordKind.ZERO, offset, length }, fua, () =>
+      this.next.zero(offset, length, false, mayTrim),
+    );
   }
 
   trim(offset: number, length: number, fua: boolean): Promise<void> {
@@ -162,7 +166,10 @@ export class CaptureBackend implements BlockBackend {
   private refuseIfFailed(): void {
     const f = this.imageFailure;
     if (f === undefined) return;
-    throw new BackendError(Errno.EIO, `the image lacks journaled LSN ${f.lsn} (${f.error}); writes are refused until the agent restarts and replays it`);
+    throw new BackendError(
+      Errno.EIO,
+      `the image lacks journaled LSN ${f.lsn} (${f.error}); writes are refused until the agent restarts and replays it`,
+    );
   }
 
   /** The image write that failed for good, if one did; the disk takes no more writes. */
@@ -201,7 +208,15 @@ export class CaptureBackend implements BlockBackend {
       this.refuseIfFailed();
       const lsn = this.o.lsns.next();
       this.lastWrite[chunk] = lsn;
-      await this.o.journal.append({ lsn, kind: RecordKind.WRITE, disk: this.o.disk, offset, length, data, time: Date.now() });
+      await this.o.journal.append({
+        lsn,
+        kind: RecordKind.WRITE,
+        disk: this.o.disk,
+        offset,
+        length,
+        data,
+        time: Date.now(),
+      });
       return true;
     }
   }

@@ -42,7 +42,10 @@ export class FileBackend implements BlockBackend {
     const size = fs.fstatSync(fd).size;
     if (size === 0) {
       fs.closeSync(fd);
-      throw new SrError(ErrorCode.BAD_DISK, `disk image ${path} is empty; create it with a size first (truncate -s 1G ${path})`);
+      throw new SrError(
+        ErrorCode.BAD_DISK,
+        `disk image ${path} is empty; create it with a size first (truncate -s 1G ${path})`,
+      );
     }
     return new FileBackend(path, fd, size, options.inlineWriteMaxBytes ?? DEFAULT_INLINE_WRITE_MAX_BYTES);
   }

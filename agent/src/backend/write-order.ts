@@ -23,7 +23,9 @@ export class WriteOrder {
     const handle: InFlight = { lsn, start, end, waiters: undefined };
     this.inFlight.push(handle);
     if (before === undefined) return { handle, ready: undefined };
-    const ready = Promise.all(before.map((w) => new Promise<void>((resolve) => (w.waiters ??= []).push(resolve)))).then(() => undefined);
+    const ready = Promise.all(before.map((w) => new Promise<void>((resolve) => (w.waiters ??= []).push(resolve)))).then(
+      () => undefined,
+    );
     return { handle, ready };
   }
 

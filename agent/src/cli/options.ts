@@ -6,7 +6,10 @@ import type { DiskConfig } from '../agent.js';
 export function parseDisk(value: string): DiskConfig {
   const eq = value.indexOf('=');
   if (eq <= 0 || eq === value.length - 1) {
-    throw new SrError(ErrorCode.BAD_OPTION, `--disk "${value}" is not ID=PATH (for example --disk os=/var/lib/vm/os.img)`);
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `--disk "${value}" is not ID=PATH (for example --disk os=/var/lib/vm/os.img)`,
+    );
   }
   return { id: value.slice(0, eq), path: value.slice(eq + 1) };
 }
@@ -34,12 +37,17 @@ export function readConfigFile(file: string): AgentFileConfig {
     throw new SrError(ErrorCode.BAD_OPTION, `config file ${file} must hold a JSON object`);
   }
   for (const k of Object.keys(raw)) {
-    if (!FILE_KEYS.has(k)) throw new SrError(ErrorCode.BAD_OPTION, `config file ${file}: unknown key "${k}" (known: ${[...FILE_KEYS].join(', ')})`);
+    if (!FILE_KEYS.has(k))
+      throw new SrError(
+        ErrorCode.BAD_OPTION,
+        `config file ${file}: unknown key "${k}" (known: ${[...FILE_KEYS].join(', ')})`,
+      );
   }
   const c = raw as Record<string, unknown>;
   const str = (k: string): string | undefined => {
     if (c[k] === undefined) return undefined;
-    if (typeof c[k] !== 'string') throw new SrError(ErrorCode.BAD_OPTION, `config file ${file}: "${k}" must be a string`);
+    if (typeof c[k] !== 'string')
+      throw new SrError(ErrorCode.BAD_OPTION, `config file ${file}: "${k}" must be a string`);
     return c[k];
   };
   const disk = c['disk'];
@@ -48,7 +56,10 @@ export function readConfigFile(file: string): AgentFileConfig {
   }
   const seg = c['journalSegmentBytes'];
   if (seg !== undefined && (typeof seg !== 'number' || !Number.isSafeInteger(seg) || seg < 1 << 20)) {
-    throw new SrError(ErrorCode.BAD_OPTION, `config file ${file}: "journalSegmentBytes" must be an integer of at least 1048576`);
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `config file ${file}: "journalSegmentBytes" must be an integer of at least 1048576`,
+    );
   }
   const out: AgentFileConfig = {};
   const vm = str('vm');

@@ -5,7 +5,15 @@
 // (npx, node_modules/.bin, or the file itself); tools read the flags from here.
 import '@site-recovery/shared/io-threads';
 import { Command, Option } from 'commander';
-import { ErrorCode, SrError, createLogger, parseDuration, parseHostPort, runCli, stopOnSignals } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  SrError,
+  createLogger,
+  parseDuration,
+  parseHostPort,
+  runCli,
+  stopOnSignals,
+} from '@site-recovery/shared';
 import { Agent, DEFAULT_CHECKPOINT_INTERVAL_MS } from '../agent.js';
 import { parseDisk, readConfigFile } from './options.js';
 import { DEFAULT_DIRECT_WRITE_MIN_BYTES, DEFAULT_JOURNAL_MAX_BYTES } from '../journal/file-journal.js';
@@ -17,17 +25,32 @@ const program = new Command('sr-agent')
       'checksummed journal in the data dir. Point the VM at nbd://HOST:PORT/DISK-ID instead of the image file.',
   )
   .option('--vm <name>', 'name of the VM (letters, digits, . - _); names the replication stream')
-  .option('--disk <id=path>', 'a disk of the VM: export name ID serving the raw image at PATH (repeat per disk)', collect, [])
+  .option(
+    '--disk <id=path>',
+    'a disk of the VM: export name ID serving the raw image at PATH (repeat per disk)',
+    collect,
+    [],
+  )
   .option('--nbd <host:port>', 'address the NBD listener binds to; port 0 picks a free port', '127.0.0.1:10809')
   .option('--data-dir <dir>', 'where the agent keeps its journal and state (one directory per VM)')
   .addOption(
-    new Option('--journal-segment-bytes <n>', 'size at which a journal segment file is closed and a new one begun').default(64 * 1024 * 1024).argParser(intArg),
+    new Option('--journal-segment-bytes <n>', 'size at which a journal segment file is closed and a new one begun')
+      .default(64 * 1024 * 1024)
+      .argParser(intArg),
   )
   .addOption(
-    new Option('--journal-max-bytes <n>', 'cap on the journal\'s disk space; past it the VM\'s writes wait until the cache-store acknowledges (nothing is dropped). At least 4 segments').default(DEFAULT_JOURNAL_MAX_BYTES).argParser(intArg),
+    new Option(
+      '--journal-max-bytes <n>',
+      "cap on the journal's disk space; past it the VM's writes wait until the cache-store acknowledges (nothing is dropped). At least 4 segments",
+    )
+      .default(DEFAULT_JOURNAL_MAX_BYTES)
+      .argParser(intArg),
   )
   .addOption(
-    new Option('--journal-direct-writes <min-bytes|off>', 'journal group writes of at least this size bypass the page cache (O_DIRECT, where the filesystem allows it); off keeps them all buffered')
+    new Option(
+      '--journal-direct-writes <min-bytes|off>',
+      'journal group writes of at least this size bypass the page cache (O_DIRECT, where the filesystem allows it); off keeps them all buffered',
+    )
       .default(DEFAULT_DIRECT_WRITE_MIN_BYTES)
       .argParser(directArg),
   )
@@ -35,13 +58,30 @@ const program = new Command('sr-agent')
   .option('--credential <token>', 'credential presented to the cache-store in HELLO')
   .option('--resync', 'start a new replication generation: copy the disks in full again')
   .option('--status <host:port>', 'serve GET /status (JSON) on this address')
-  .option('--app-consistent-frequency <duration>', 'take an app-consistent point this often (e.g. 60m); off unless given or a pre-snapshot command is set (then 60m)')
-  .option('--pre-snapshot <command>', 'shell command that quiesces the applications before an app-consistent point (e.g. "fsfreeze -f /data")')
-  .option('--post-snapshot <command>', 'shell command that resumes them afterwards (e.g. "fsfreeze -u /data"); runs even if the pre command failed')
-  .addOption(
-    new Option('--checkpoint-interval <ms>', 'how often the images are fsynced; after a crash the journal is replayed from the last such point, and shipped journal segments are released only below it (also taken early when the journal passes half its cap)').default(DEFAULT_CHECKPOINT_INTERVAL_MS).argParser(msArg),
+  .option(
+    '--app-consistent-frequency <duration>',
+    'take an app-consistent point this often (e.g. 60m); off unless given or a pre-snapshot command is set (then 60m)',
   )
-  .option('--config <file>', 'JSON file with the same keys (vm, disk, nbd, dataDir, journalSegmentBytes); options given here win')
+  .option(
+    '--pre-snapshot <command>',
+    'shell command that quiesces the applications before an app-consistent point (e.g. "fsfreeze -f /data")',
+  )
+  .option(
+    '--post-snapshot <command>',
+    'shell command that resumes them afterwards (e.g. "fsfreeze -u /data"); runs even if the pre command failed',
+  )
+  .addOption(
+    new Option(
+      '--checkpoint-interval <ms>',
+      'how often the images are fsynced; after a crash the journal is replayed from the last such point, and shipped journal segments are released only below it (also taken early when the journal passes half its cap)',
+    )
+      .default(DEFAULT_CHECKPOINT_INTERVAL_MS)
+      .argParser(msArg),
+  )
+  .option(
+    '--config <file>',
+    'JSON file with the same keys (vm, disk, nbd, dataDir, journalSegmentBytes); options given here win',
+  )
   .addHelpText(
     'after',
     '\nOn start it prints one JSON line {"event":"ready",...} on stdout with the bound NBD address.\n' +
@@ -54,20 +94,26 @@ function collect(value: string, previous: string[]): string[] {
 
 function msArg(value: string): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 100) throw new SrError(ErrorCode.BAD_OPTION, `"${value}" must be a whole number of milliseconds, at least 100`);
+  if (!Number.isSafeInteger(n) || n < 100)
+    throw new SrError(ErrorCode.BAD_OPTION, `"${value}" must be a whole number of milliseconds, at least 100`);
   return n;
 }
 
 function intArg(value: string): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1 << 20) throw new SrError(ErrorCode.BAD_OPTION, `"${value}" must be an integer of at least 1048576`);
+  if (!Number.isSafeInteger(n) || n < 1 << 20)
+    throw new SrError(ErrorCode.BAD_OPTION, `"${value}" must be an integer of at least 1048576`);
   return n;
 }
 
 function directArg(value: string): number {
   if (value === 'off') return Infinity;
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 4096) throw new SrError(ErrorCode.BAD_OPTION, `--journal-direct-writes "${value}" must be "off" or a number of bytes, at least 4096`);
+  if (!Number.isSafeInteger(n) || n < 4096)
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `--journal-direct-writes "${value}" must be "off" or a number of bytes, at least 4096`,
+    );
   return n;
 }
 
@@ -97,9 +143,15 @@ async function main(): Promise<void> {
   const dataDir = o.dataDir ?? file.dataDir;
   const disks = (o.disk.length > 0 ? o.disk : (file.disk ?? [])).map(parseDisk);
   const nbd = parseHostPort(fromCli('nbd') || file.nbd === undefined ? o.nbd : file.nbd, '--nbd');
-  const segmentBytes = fromCli('journalSegmentBytes') || file.journalSegmentBytes === undefined ? o.journalSegmentBytes : file.journalSegmentBytes;
+  const segmentBytes =
+    fromCli('journalSegmentBytes') || file.journalSegmentBytes === undefined
+      ? o.journalSegmentBytes
+      : file.journalSegmentBytes;
   if (o.journalMaxBytes < 4 * segmentBytes) {
-    throw new SrError(ErrorCode.BAD_OPTION, `--journal-max-bytes ${o.journalMaxBytes} must be at least 4 journal segments (4 x ${segmentBytes}): only whole segments are released`);
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `--journal-max-bytes ${o.journalMaxBytes} must be at least 4 journal segments (4 x ${segmentBytes}): only whole segments are released`,
+    );
   }
   if (vm === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--vm NAME is required');
   if (dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
@@ -107,7 +159,10 @@ async function main(): Promise<void> {
 
   const cacheStore = o.cacheStore ?? file.cacheStore;
   if (cacheStore !== undefined && !/^wss?:\/\/[^\s]+$/.test(cacheStore)) {
-    throw new SrError(ErrorCode.BAD_OPTION, `--cache-store "${cacheStore}" is not a ws:// or wss:// URL (for example ws://10.0.0.5:8780)`);
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `--cache-store "${cacheStore}" is not a ws:// or wss:// URL (for example ws://10.0.0.5:8780)`,
+    );
   }
   const appFrequency =
     o.appConsistentFrequency !== undefined
@@ -115,8 +170,10 @@ async function main(): Promise<void> {
       : o.preSnapshot !== undefined || o.postSnapshot !== undefined
         ? 60 * 60_000
         : undefined;
-  if (appFrequency !== undefined && appFrequency < 1000) throw new SrError(ErrorCode.BAD_OPTION, '--app-consistent-frequency must be at least 1s');
-  if (appFrequency !== undefined && cacheStore === undefined) throw new SrError(ErrorCode.BAD_OPTION, 'app-consistent points need replication: add --cache-store URL');
+  if (appFrequency !== undefined && appFrequency < 1000)
+    throw new SrError(ErrorCode.BAD_OPTION, '--app-consistent-frequency must be at least 1s');
+  if (appFrequency !== undefined && cacheStore === undefined)
+    throw new SrError(ErrorCode.BAD_OPTION, 'app-consistent points need replication: add --cache-store URL');
   const appConsistent =
     appFrequency !== undefined
       ? {
@@ -147,10 +204,13 @@ async function main(): Promise<void> {
         }
       : {}),
   });
-  const status = statusAddr !== undefined ? await serveStatus(statusAddr.host, statusAddr.port, () => agent.status()) : undefined;
+  const status =
+    statusAddr !== undefined ? await serveStatus(statusAddr.host, statusAddr.port, () => agent.status()) : undefined;
   // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
   stopOnSignals(log, () => Promise.all([agent.close(), status?.close()]));
-  process.stdout.write(JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status.address } : {}) }) + '\n');
+  process.stdout.write(
+    JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status.address } : {}) }) + '\n',
+  );
 }
 
 runCli('sr-agent', main);

@@ -13,11 +13,17 @@ import { journalDir, stateFile } from '../names.js';
  * Operator tools for an agent's journal. They open the journal the same way the agent does, so a
  * torn tail is truncated here too; run them only while the agent is stopped.
  */
-const program = new Command('sr-journal').description("Inspect, verify and replay an sr-agent journal (stop the agent first)");
+const program = new Command('sr-journal').description(
+  'Inspect, verify and replay an sr-agent journal (stop the agent first)',
+);
 
 async function loadState(dataDir: string): Promise<AgentState> {
   const s = (await readJsonIfExists(stateFile(dataDir))) as AgentState | undefined;
-  if (s === undefined) throw new SrError(ErrorCode.BAD_OPTION, `${dataDir} is not an agent data dir (no ${path.basename(stateFile(dataDir))})`);
+  if (s === undefined)
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `${dataDir} is not an agent data dir (no ${path.basename(stateFile(dataDir))})`,
+    );
   return s;
 }
 
@@ -33,7 +39,11 @@ program
     for await (const r of j.read(j.firstLsn)) {
       records++;
       const d = perDisk[r.disk];
-      if (d === undefined) throw new SrError(ErrorCode.JOURNAL_CORRUPT, `record ${r.lsn} names disk ${r.disk}; the VM has ${perDisk.length}`);
+      if (d === undefined)
+        throw new SrError(
+          ErrorCode.JOURNAL_CORRUPT,
+          `record ${r.lsn} names disk ${r.disk}; the VM has ${perDisk.length}`,
+        );
       d.records++;
       d.bytes += r.length;
     }
@@ -50,21 +60,35 @@ program
     const state = await loadState(o.dataDir);
     const j = await FileJournal.open(journalDir(o.dataDir));
     for await (const r of j.read(Number(o.from))) {
-      process.stdout.write(`${r.lsn} ${recordKindName(r.kind)} ${state.disks[r.disk]?.id ?? r.disk} ${r.offset} ${r.length}\n`);
+      process.stdout.write(
+        `${r.lsn} ${recordKindName(r.kind)} ${state.disks[r.disk]?.id ?? r.disk} ${r.offset} ${r.length}\n`,
+      );
     }
     await j.close();
   });
 
 program
   .command('replay')
-  .description('apply the journal, in LSN order, to copies of the starting images, or of the images as of --from (one --disk per disk to rebuild)')
+  .description(
+    'apply the journal, in LSN order, to copies of the starting images, or of the images as of --from (one --disk per disk to rebuild)',
+  )
   .requiredOption('--data-dir <dir>', "the agent's data dir")
-  .requiredOption('--disk <id=path>', 'image to apply the records of disk ID to (repeatable)', (v: string, p: string[]) => [...p, v], [] as string[])
-  .option('--from <lsn>', 'the images given already hold every write before this LSN (default 1: copies of the starting images)', '1')
+  .requiredOption(
+    '--disk <id=path>',
+    'image to apply the records of disk ID to (repeatable)',
+    (v: string, p: string[]) => [...p, v],
+    [] as string[],
+  )
+  .option(
+    '--from <lsn>',
+    'the images given already hold every write before this LSN (default 1: copies of the starting images)',
+    '1',
+  )
   .option('--to <lsn>', 'stop after this LSN (default: the last record)')
   .action(async (o: { dataDir: string; disk: string[]; from: string; to?: string }) => {
     const from = Number(o.from);
-    if (!Number.isSafeInteger(from) || from < 1) throw new SrError(ErrorCode.BAD_OPTION, `--from must be an LSN of 1 or more, not "${o.from}"`);
+    if (!Number.isSafeInteger(from) || from < 1)
+      throw new SrError(ErrorCode.BAD_OPTION, `--from must be an LSN of 1 or more, not "${o.from}"`);
     const state = await loadState(o.dataDir);
     const to = o.to === undefined ? Infinity : Number(o.to);
     const j = await FileJournal.open(journalDir(o.dataDir));
@@ -78,10 +102,17 @@ program
     const targets = new Map<number, FileBackend>();
     for (const spec of o.disk.map(parseDisk)) {
       const idx = state.disks.findIndex((d) => d.id === spec.id);
-      if (idx < 0) throw new SrError(ErrorCode.BAD_OPTION, `disk "${spec.id}" is not one of ${state.disks.map((d) => d.id).join(', ')}`);
+      if (idx < 0)
+        throw new SrError(
+          ErrorCode.BAD_OPTION,
+          `disk "${spec.id}" is not one of ${state.disks.map((d) => d.id).join(', ')}`,
+        );
       const b = FileBackend.open(spec.path);
       if (b.size !== state.disks[idx]!.size) {
-        throw new SrError(ErrorCode.BAD_DISK, `${spec.path} is ${b.size} bytes; disk "${spec.id}" is ${state.disks[idx]!.size}`);
+        throw new SrError(
+          ErrorCode.BAD_DISK,
+          `${spec.path} is ${b.size} bytes; disk "${spec.id}" is ${state.disks[idx]!.size}`,
+        );
       }
       targets.set(idx, b);
     }

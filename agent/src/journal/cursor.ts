@@ -73,11 +73,14 @@ export class FileJournalCursor implements JournalCursor {
         const r = decodeRecord(buf, at, this.maxRecordBytes);
         if (!r.ok) {
           if (r.reason === 'short' && at > 0) break; // the rest comes with the next read
-          throw corrupt(`${seg.file} at byte ${this.pos + at}: ${r.reason === 'short' ? 'truncated record' : r.detail}`);
+          throw corrupt(
+            `${seg.file} at byte ${this.pos + at}: ${r.reason === 'short' ? 'truncated record' : r.detail}`,
+          );
         }
         at += r.bytes;
         if (r.record === undefined) continue; // a pad
-        if (r.record.lsn !== this.nextLsn) throw corrupt(`${seg.file}: LSN ${r.record.lsn} where ${this.nextLsn} was expected`);
+        if (r.record.lsn !== this.nextLsn)
+          throw corrupt(`${seg.file}: LSN ${r.record.lsn} where ${this.nextLsn} was expected`);
         out.push(r.record);
         this.nextLsn++;
       }
@@ -90,7 +93,12 @@ export class FileJournalCursor implements JournalCursor {
   /** Bytes at `pos` of the current segment: from the journal's in-memory tail when it has them. */
   private async readAt(into: Buffer, pos: number): Promise<Buffer> {
     if (this.journal.readCached(this.segment!.file, pos, into)) return into;
-    if (into.length >= DIRECT_READ_MIN_BYTES && this.directFd !== undefined && (await this.readDirect(this.directFd, into, pos))) return into;
+    if (
+      into.length >= DIRECT_READ_MIN_BYTES &&
+      this.directFd !== undefined &&
+      (await this.readDirect(this.directFd, into, pos))
+    )
+      return into;
     return preadInto(this.fd!, into, pos);
   }
 
@@ -100,7 +108,9 @@ export class FileJournalCursor implements JournalCursor {
     const length = alignUp(pos + into.length) - start;
     if (this.aligned === undefined || this.aligned.length < length) this.aligned = allocAligned(length);
     const buf = this.aligned;
-    const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, 0, length, start, (err, got) => (err ? reject(err) : resolve(got))));
+    const n = await new Promise<number>((resolve, reject) =>
+      fs.read(fd, buf, 0, length, start, (err, got) => (err ? reject(err) : resolve(got))),
+    );
     if (n < pos - start + into.length) return false;
     buf.copy(into, 0, pos - start, pos - start + into.length);
     return true;
@@ -119,7 +129,8 @@ export class FileJournalCursor implements JournalCursor {
     const segs = this.journal.segmentList();
     let target: Segment | undefined;
     for (const s of segs) if (s.firstLsn <= this.nextLsn) target = s;
-    if (target === undefined) throw corrupt(`LSN ${this.nextLsn} is no longer in the journal (first is ${segs[0]?.firstLsn ?? 'none'})`);
+    if (target === undefined)
+      throw corrupt(`LSN ${this.nextLsn} is no longer in the journal (first is ${segs[0]?.firstLsn ?? 'none'})`);
     if (target === this.segment) return;
     await this.moveTo(target);
     // Skip records before nextLsn (only when starting mid-segment).

@@ -207,4 +207,3 @@ function padToBoundary(at: number): number {
   const gap = alignUp(at) - at;
   return gap === 0 || gap >= PAD_HEADER_BYTES ? gap : gap + DIRECT_IO_ALIGNMENT;
 }
-

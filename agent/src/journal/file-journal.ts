@@ -401,6 +401,10 @@ export class FileJournal implements Journal {
     const f = this.failure!;
     if (f instanceof SrError) return f;
     const code = (f as NodeJS.ErrnoException).code === 'ENOSPC' ? ErrorCode.NO_SPACE : ErrorCode.IO;
-    return new SrError(code, `journal in ${this.dir} failed and takes no more writes until the agent restarts: ${f.message}`, { cause: f });
+    return new SrError(
+      code,
+      `journal in ${this.dir} failed and takes no more writes until the agent restarts: ${f.message}`,
+      { cause: f },
+    );
   }
 }

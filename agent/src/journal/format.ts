@@ -73,7 +73,10 @@ export function decodeSegmentHeader(b: Buffer, file: string): { firstLsn: number
   }
   const version = b.readUInt32BE(8);
   if (!READABLE_VERSIONS.has(version)) {
-    throw new SrError(ErrorCode.JOURNAL_CORRUPT, `${file}: unsupported segment version ${version} (this agent reads ${[...READABLE_VERSIONS].join(' and ')}; was it written by a newer one?)`);
+    throw new SrError(
+      ErrorCode.JOURNAL_CORRUPT,
+      `${file}: unsupported segment version ${version} (this agent reads ${[...READABLE_VERSIONS].join(' and ')}; was it written by a newer one?)`,
+    );
   }
   return { firstLsn: readU64(b, 16), version };
 }
@@ -130,14 +133,17 @@ export function decodeRecord(b: Buffer, at: number, maxRecordBytes: number): Dec
     return { ok: false, reason: 'invalid', detail: `unknown record kind ${kind}` };
   }
   const expectPayload = kind === RecordKind.WRITE ? length : 0;
-  if (payloadLength !== expectPayload) return { ok: false, reason: 'invalid', detail: 'payload length does not match kind' };
-  if (payloadLength > maxRecordBytes) return { ok: false, reason: 'invalid', detail: `payload of ${payloadLength} bytes exceeds the limit` };
+  if (payloadLength !== expectPayload)
+    return { ok: false, reason: 'invalid', detail: 'payload length does not match kind' };
+  if (payloadLength > maxRecordBytes)
+    return { ok: false, reason: 'invalid', detail: `payload of ${payloadLength} bytes exceeds the limit` };
   const end = at + RECORD_HEADER_BYTES + payloadLength;
   if (b.length < end) return { ok: false, reason: 'short' };
   const payload = b.subarray(at + RECORD_HEADER_BYTES, end);
   let crc = crc32c(b.subarray(at, at + RECORD_CANONICAL_BYTES));
   if (payloadLength > 0) crc = crc32c(payload, crc);
-  if (crc !== b.readUInt32BE(at + RECORD_CANONICAL_BYTES)) return { ok: false, reason: 'invalid', detail: 'record checksum mismatch' };
+  if (crc !== b.readUInt32BE(at + RECORD_CANONICAL_BYTES))
+    return { ok: false, reason: 'invalid', detail: 'record checksum mismatch' };
   const record: ChangeRecord = {
     lsn: readU64(b, at + 8),
     kind,

@@ -55,7 +55,8 @@ export async function planOpen(dir: string, maxRecordBytes: number, syncedThroug
     }
     if (scan.firstLsn !== lsn) throw corrupt(`${file}: header says first LSN ${scan.firstLsn}, name says ${lsn}`);
     if (lastLsn !== 0 && scan.records > 0 && lsn !== lastLsn + 1) {
-      if (!mayCut(lastLsn + 1)) throw corrupt(`${file}: starts at LSN ${lsn} but the previous segment ended at ${lastLsn}`);
+      if (!mayCut(lastLsn + 1))
+        throw corrupt(`${file}: starts at LSN ${lsn} but the previous segment ended at ${lastLsn}`);
       dropFrom(i, `LSNs ${lastLsn + 1}..${lsn - 1} before them never reached the disk`);
       break;
     }
@@ -66,7 +67,9 @@ export async function planOpen(dir: string, maxRecordBytes: number, syncedThroug
     else if (lastLsn === 0) lastLsn = lsn - 1;
     if (damaged) {
       truncate.push({ file, to: scan.bytes });
-      repairs.push(`cut ${n} at byte ${scan.bytes}, LSN ${scan.lastLsn + 1} onward (${scan.damage}): a write the crash interrupted`);
+      repairs.push(
+        `cut ${n} at byte ${scan.bytes}, LSN ${scan.lastLsn + 1} onward (${scan.damage}): a write the crash interrupted`,
+      );
       if (i < names.length - 1) dropFrom(i + 1, `they follow the cut in ${n}`);
       break;
     }

@@ -9,12 +9,21 @@ import type { Journal } from './journal.js';
  * writes the images lost (write-ahead order guarantees the converse never happens); replaying in LSN
  * order is idempotent, so replaying records the images already hold is harmless.
  */
-export async function redo(dataDir: string, journal: Journal, images: readonly BlockBackend[], log: Logger): Promise<number> {
+export async function redo(
+  dataDir: string,
+  journal: Journal,
+  images: readonly BlockBackend[],
+  log: Logger,
+): Promise<number> {
   const from = Math.max(await readCheckpoint(dataDir), journal.firstLsn - 1);
   let n = 0;
   for await (const r of journal.read(from + 1)) {
     const image = images[r.disk];
-    if (image === undefined) throw new SrError(ErrorCode.JOURNAL_CORRUPT, `journal record ${r.lsn} names disk ${r.disk}, which this VM does not have`);
+    if (image === undefined)
+      throw new SrError(
+        ErrorCode.JOURNAL_CORRUPT,
+        `journal record ${r.lsn} names disk ${r.disk}, which this VM does not have`,
+      );
     await applyRecord(image, r);
     n++;
   }

@@ -39,5 +39,8 @@ export class JournalRoom {
 }
 
 function stoppedWaiting(): SrError {
-  return new SrError(ErrorCode.SHUTTING_DOWN, 'the agent is stopping; a write stalled at the journal cap was not taken');
+  return new SrError(
+    ErrorCode.SHUTTING_DOWN,
+    'the agent is stopping; a write stalled at the journal cap was not taken',
+  );
 }

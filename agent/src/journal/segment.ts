@@ -2,7 +2,13 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { ErrorCode, SrError, fdatasync, fsyncDir, pwriteSync, pwritev } from '@site-recovery/shared';
-import { SEGMENT_HEADER_BYTES, SEGMENT_VERSION, decodeRecord, decodeSegmentHeader, encodeSegmentHeader } from './format.js';
+import {
+  SEGMENT_HEADER_BYTES,
+  SEGMENT_VERSION,
+  decodeRecord,
+  decodeSegmentHeader,
+  encodeSegmentHeader,
+} from './format.js';
 import { segmentFileName } from '../names.js';
 
 /** One segment file of the journal; `bytes` counts what is written (and readable) so far. */
@@ -25,7 +31,11 @@ export function corrupt(message: string): SrError {
  * before then can leave segments without a header past the last sync, which opening removes
  * (journal-open-plan.ts).
  */
-export async function createSegment(dir: string, firstLsn: number, durable: boolean): Promise<{ segment: Segment; fd: number }> {
+export async function createSegment(
+  dir: string,
+  firstLsn: number,
+  durable: boolean,
+): Promise<{ segment: Segment; fd: number }> {
   const file = path.join(dir, segmentFileName(firstLsn));
   const fd = fs.openSync(file, 'wx+');
   const header = encodeSegmentHeader(firstLsn);
@@ -56,14 +66,21 @@ export interface SegmentScan {
  */
 export async function scanSegment(file: string, maxRecordBytes: number): Promise<SegmentScan | undefined> {
   const buf = await fsp.readFile(file);
-  if (buf.length < SEGMENT_HEADER_BYTES || buf.subarray(0, SEGMENT_HEADER_BYTES).every((x) => x === 0)) return undefined;
+  if (buf.length < SEGMENT_HEADER_BYTES || buf.subarray(0, SEGMENT_HEADER_BYTES).every((x) => x === 0))
+    return undefined;
   const { firstLsn, version } = decodeSegmentHeader(buf, file);
   let at = SEGMENT_HEADER_BYTES;
   let expect = firstLsn;
   let records = 0;
   while (at < buf.length) {
     const r = decodeRecord(buf, at, maxRecordBytes);
-    const bad = !r.ok ? (r.reason === 'short' ? 'truncated record' : r.detail) : r.record !== undefined && r.record.lsn !== expect ? `LSN ${r.record.lsn} where ${expect} was expected` : undefined;
+    const bad = !r.ok
+      ? r.reason === 'short'
+        ? 'truncated record'
+        : r.detail
+      : r.record !== undefined && r.record.lsn !== expect
+        ? `LSN ${r.record.lsn} where ${expect} was expected`
+        : undefined;
     if (bad !== undefined) return { firstLsn, version, lastLsn: expect - 1, records, bytes: at, damage: bad };
     if (r.ok) at += r.bytes;
     if (r.ok && r.record === undefined) continue; // a pad

@@ -89,7 +89,10 @@ export class AppConsistentSnapshots {
       if (pre !== undefined) {
         this.failed++;
         this.lastFailure = { seq, at: new Date().toISOString(), error: `pre-snapshot command failed: ${pre}` };
-        this.o.log.warn({ seq, err: pre }, 'app-consistent point skipped: the pre-snapshot command failed; points stay crash-consistent');
+        this.o.log.warn(
+          { seq, err: pre },
+          'app-consistent point skipped: the pre-snapshot command failed; points stay crash-consistent',
+        );
         return;
       }
       const room = this.o.journal.room();
@@ -102,7 +105,8 @@ export class AppConsistentSnapshots {
     } finally {
       if (this.o.postSnapshot !== undefined) {
         const post = await this.run(this.o.postSnapshot);
-        if (post !== undefined) this.o.log.error({ seq, err: post }, 'post-snapshot command failed: the applications may still be frozen');
+        if (post !== undefined)
+          this.o.log.error({ seq, err: post }, 'post-snapshot command failed: the applications may still be frozen');
       }
     }
   }
@@ -112,7 +116,10 @@ export class AppConsistentSnapshots {
     return new Promise((resolve) => {
       execFile('/bin/sh', ['-c', command], { timeout: this.o.commandTimeoutMs ?? 60_000 }, (err, _stdout, stderr) => {
         if (err === null) resolve(undefined);
-        else resolve(`${err.killed ? 'timed out' : `exit ${String(err.code)}`}${stderr ? `: ${stderr.trim().slice(0, 500)}` : ''}`);
+        else
+          resolve(
+            `${err.killed ? 'timed out' : `exit ${String(err.code)}`}${stderr ? `: ${stderr.trim().slice(0, 500)}` : ''}`,
+          );
       });
     });
   }

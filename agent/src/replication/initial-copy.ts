@@ -36,7 +36,12 @@ export class InitialSync {
   }
 
   progress(): { copiedBytes: number; totalBytes: number; sentBytes: number; percent: number } {
-    return { copiedBytes: this.copied, totalBytes: this.total, sentBytes: this.sentBytes, percent: this.total === 0 ? 100 : Math.floor((this.copied / this.total) * 1000) / 10 };
+    return {
+      copiedBytes: this.copied,
+      totalBytes: this.total,
+      sentBytes: this.sentBytes,
+      percent: this.total === 0 ? 100 : Math.floor((this.copied / this.total) * 1000) / 10,
+    };
   }
 
   stop(): void {
@@ -58,7 +63,8 @@ export class InitialSync {
         for (let c = firstChunk; c < chunks && !this.stopped; c += parallel) {
           while (this.o.journal.stats().bytes > maxJournal && !this.stopped) await sleep(20);
           const batch = [];
-          for (let k = c; k < Math.min(chunks, c + parallel); k++) batch.push(capture.copyChunk(k).then((sent) => sent && (this.sentBytes += capture.chunkBytes)));
+          for (let k = c; k < Math.min(chunks, c + parallel); k++)
+            batch.push(capture.copyChunk(k).then((sent) => sent && (this.sentBytes += capture.chunkBytes)));
           await Promise.all(batch);
           this.copied = Math.min(diskEnd, base + (c + parallel) * capture.chunkBytes);
           if (this.copied >= nextMark && this.copied < this.total) {
@@ -79,7 +85,14 @@ export class InitialSync {
     const room = this.o.journal.room();
     if (room !== undefined) await room;
     const lsn = this.o.lsns.next();
-    await this.o.journal.append({ lsn, kind: RecordKind.SYNC, disk: 0, offset: this.copied, length: 0, time: Date.now() });
+    await this.o.journal.append({
+      lsn,
+      kind: RecordKind.SYNC,
+      disk: 0,
+      offset: this.copied,
+      length: 0,
+      time: Date.now(),
+    });
     await this.o.journal.sync(); // the resume point must never run ahead of durable records
     await this.o.onProgress(this.copied, complete);
   }

@@ -167,7 +167,17 @@ export class Shipper {
     let welcomed = false;
     const welcomeTimer = setTimeout(() => ws.terminate(), this.limits.connectTimeoutMs);
     ws.on('open', () => {
-      ws.send(encodeMessage({ t: 'hello', v: PROTOCOL_VERSION, role: 'agent', vm: this.o.vm, generation: this.o.generation, disks: this.o.disks, ...(this.o.credential ? { credential: this.o.credential } : {}) }));
+      ws.send(
+        encodeMessage({
+          t: 'hello',
+          v: PROTOCOL_VERSION,
+          role: 'agent',
+          vm: this.o.vm,
+          generation: this.o.generation,
+          disks: this.o.disks,
+          ...(this.o.credential ? { credential: this.o.credential } : {}),
+        }),
+      );
     });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       try {
@@ -206,7 +216,8 @@ export class Shipper {
       if (this.stopped || this.state === 'failed') return;
       this.state = 'waiting';
       this.reconnects++;
-      const delay = Math.min(this.limits.reconnectMaxMs, this.limits.reconnectMinMs * 2 ** failures) * (0.5 + Math.random() / 2);
+      const delay =
+        Math.min(this.limits.reconnectMaxMs, this.limits.reconnectMinMs * 2 ** failures) * (0.5 + Math.random() / 2);
       this.retryTimer = setTimeout(() => this.connect(failures + 1), delay);
     });
   }
@@ -217,7 +228,10 @@ export class Shipper {
       // The cache-store's position is not one our journal continues from: continuity is lost.
       this.state = 'failed';
       const held = Math.max(this.startLsn, this.shippedMax);
-      const why = durable > held ? `but this journal reached only LSN ${held} (a crash cut its unsynced tail)` : `but this journal starts at LSN ${j.firstLsn}`;
+      const why =
+        durable > held
+          ? `but this journal reached only LSN ${held} (a crash cut its unsynced tail)`
+          : `but this journal starts at LSN ${j.firstLsn}`;
       this.lastError = `${ErrorCode.SEQUENCE}: cache-store holds LSN ${durable} of generation ${this.o.generation}, ${why}; restart the agent with --resync to start a new generation`;
       this.o.log.error(this.lastError);
       ws.close(1011, 'continuity lost');
@@ -264,9 +278,14 @@ export class Shipper {
       }
       const records = await cursor.next(this.limits.batchBytes);
       for (let i = 0; i < records.length && ws.readyState === WebSocket.OPEN; i += this.limits.batchRecords) {
-        const part = records.length <= this.limits.batchRecords ? records : records.slice(i, i + this.limits.batchRecords);
+        const part =
+          records.length <= this.limits.batchRecords ? records : records.slice(i, i + this.limits.batchRecords);
         const tryCompress = gate.shouldTry();
-        const { frame, raw, compressed } = await encodeBatch(part, { vm: this.o.vm, generation: this.o.generation, tryCompress, ...this.progressOf(part) }, scratch);
+        const { frame, raw, compressed } = await encodeBatch(
+          part,
+          { vm: this.o.vm, generation: this.o.generation, tryCompress, ...this.progressOf(part) },
+          scratch,
+        );
         if (tryCompress) gate.record(compressed);
         if (ws.readyState !== WebSocket.OPEN || this.cursor !== cursor) return;
         ws.send(frame);

@@ -42,12 +42,15 @@ describe('an image write that fails after its record was journaled', () => {
 
   it('is retried, and a transient failure costs the VM nothing', async () => {
     let failures = 2;
-    const capture = new CaptureBackend(faultFilter((op) => (op === 'write' && failures-- > 0 ? ioError('EIO') : undefined))(file), {
-      disk: 0,
-      lsns: new LsnSequence(0),
-      journal,
-      imageRetryDelaysMs: [1, 1, 1],
-    });
+    const capture = new CaptureBackend(
+      faultFilter((op) => (op === 'write' && failures-- > 0 ? ioError('EIO') : undefined))(file),
+      {
+        disk: 0,
+        lsns: new LsnSequence(0),
+        journal,
+        imageRetryDelaysMs: [1, 1, 1],
+      },
+    );
     await capture.write(65536, block(0xa1), false);
     expect(capture.failure()).toBeUndefined();
     expect((await file.read(65536, 65536)).equals(block(0xa1))).toBe(true);
@@ -58,13 +61,16 @@ describe('an image write that fails after its record was journaled', () => {
     const lsns = new LsnSequence(0);
     const failed: ImageFailure[] = [];
     const badRange = (offset: number): boolean => offset >= 1 << 20 && offset < 2 << 20;
-    const capture = new CaptureBackend(faultFilter((op, offset) => (op === 'write' && badRange(offset) ? ioError('EIO') : undefined))(file), {
-      disk: 0,
-      lsns,
-      journal,
-      imageRetryDelaysMs: [1, 1],
-      onImageFailure: (f) => failed.push(f),
-    });
+    const capture = new CaptureBackend(
+      faultFilter((op, offset) => (op === 'write' && badRange(offset) ? ioError('EIO') : undefined))(file),
+      {
+        disk: 0,
+        lsns,
+        journal,
+        imageRetryDelaysMs: [1, 1],
+        onImageFailure: (f) => failed.push(f),
+      },
+    );
     await capture.write(0, block(0x11), false); // LSN 1 lands
     await expect(capture.write(1 << 20, block(0x22), false)).rejects.toMatchObject({ code: 'EIO' }); // LSN 2 journaled only
     expect(capture.failure()).toMatchObject({ lsn: 2 });

@@ -1,7 +1,16 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JOURNAL_CLI, makeImage, requireTools, run, runOk, startAgent, tempDir, type AgentProcess } from '@site-recovery/test';
+import {
+  JOURNAL_CLI,
+  makeImage,
+  requireTools,
+  run,
+  runOk,
+  startAgent,
+  tempDir,
+  type AgentProcess,
+} from '@site-recovery/test';
 
 const KiB = 1024;
 const MiB = 1 << 20;
@@ -75,7 +84,10 @@ describe('overlapping concurrent writes land whole, in LSN order, on the image a
    * highest-LSN covering record wrote. Returns the first range as it was one LSN earlier, which
    * shows that record, and not an earlier one, decided the range.
    */
-  async function expectImageFollowsLsnOrder(s: { image: string; dataDir: string; dir: string }, ranges: readonly { offset: number; length: number; writes: number }[]): Promise<Buffer> {
+  async function expectImageFollowsLsnOrder(
+    s: { image: string; dataDir: string; dir: string },
+    ranges: readonly { offset: number; length: number; writes: number }[],
+  ): Promise<Buffer> {
     const records = await dump(s.dataDir);
     const image = await fsp.readFile(s.image);
     const lasts = ranges.map((r) => {
@@ -86,17 +98,31 @@ describe('overlapping concurrent writes land whole, in LSN order, on the image a
     const replay = async (to?: number): Promise<Buffer> => {
       const target = path.join(s.dir, `replay-${to ?? 'all'}.img`);
       await makeImage(target, SIZE);
-      await runOk('node', [JOURNAL_CLI, 'replay', '--data-dir', s.dataDir, '--disk', `disk=${target}`, ...(to === undefined ? [] : ['--to', String(to)])]);
+      await runOk('node', [
+        JOURNAL_CLI,
+        'replay',
+        '--data-dir',
+        s.dataDir,
+        '--disk',
+        `disk=${target}`,
+        ...(to === undefined ? [] : ['--to', String(to)]),
+      ]);
       return fsp.readFile(target);
     };
     const full = await replay();
     for (const r of ranges) {
-      expect(full.subarray(r.offset, r.offset + r.length).equals(image.subarray(r.offset, r.offset + r.length)), `range ${r.offset}+${r.length}: image = replay`).toBe(true);
+      expect(
+        full.subarray(r.offset, r.offset + r.length).equals(image.subarray(r.offset, r.offset + r.length)),
+        `range ${r.offset}+${r.length}: image = replay`,
+      ).toBe(true);
     }
     expect(full.equals(image), 'the whole image equals the whole journal replayed').toBe(true);
     const first = ranges[0]!;
     const earlier = (await replay(lasts[0]! - 1)).subarray(first.offset, first.offset + first.length);
-    expect(earlier.equals(image.subarray(first.offset, first.offset + first.length)), `LSN ${lasts[0]} decided range ${first.offset}`).toBe(false);
+    expect(
+      earlier.equals(image.subarray(first.offset, first.offset + first.length)),
+      `LSN ${lasts[0]} decided range ${first.offset}`,
+    ).toBe(false);
     return earlier;
   }
 
@@ -115,7 +141,10 @@ print(json.dumps(winners(h, ${JSON.stringify(offsets)})))
     // applies overlapping ones in that order, so pattern 16 wins every block.
     expect(JSON.parse(r.stdout)).toEqual(offsets.map(() => 16));
     expect(await s.agent.stop()).toBe(0);
-    const before = await expectImageFollowsLsnOrder(s, offsets.map((offset) => ({ offset, length: BLOCK, writes: 16 })));
+    const before = await expectImageFollowsLsnOrder(
+      s,
+      offsets.map((offset) => ({ offset, length: BLOCK, writes: 16 })),
+    );
     expect(before.equals(Buffer.alloc(BLOCK, 15)), 'one LSN earlier the block held the 15th write').toBe(true);
   });
 
@@ -143,28 +172,65 @@ print(json.dumps([t0, time.time()]))
     expect([a.code, b.code], a.stderr + b.stderr).toEqual([0, 0]);
     const [[a0, a1], [b0, b1]] = [JSON.parse(a.stdout) as number[], JSON.parse(b.stdout) as number[]];
     expect(Math.max(a0!, b0!), 'the two writers ran at the same time').toBeLessThan(Math.min(a1!, b1!));
-    const r = await runOk('nbdsh', ['-u', s.agent.uri('disk'), '-c', `${PY_WINNERS}\nimport json\nprint(json.dumps(winners(h, ${JSON.stringify(offsets)})))`]);
+    const r = await runOk('nbdsh', [
+      '-u',
+      s.agent.uri('disk'),
+      '-c',
+      `${PY_WINNERS}\nimport json\nprint(json.dumps(winners(h, ${JSON.stringify(offsets)})))`,
+    ]);
     const winners = JSON.parse(r.stdout) as number[];
-    for (const w of winners) expect(w, `winners ${JSON.stringify(winners)} (-1 = torn block)`).toBeGreaterThanOrEqual(1);
+    for (const w of winners)
+      expect(w, `winners ${JSON.stringify(winners)} (-1 = torn block)`).toBeGreaterThanOrEqual(1);
     for (const w of winners) expect(w).toBeLessThanOrEqual(16);
     expect(await s.agent.stop()).toBe(0);
     // Each block got (rounds / blocks) rounds of 8 writes from each process.
-    const before = await expectImageFollowsLsnOrder(s, offsets.map((offset) => ({ offset, length: BLOCK, writes: 2 * 8 * (rounds / offsets.length) })));
-    expect(before.equals(Buffer.alloc(BLOCK, before[0])), 'one LSN earlier the block held another whole pattern').toBe(true);
+    const before = await expectImageFollowsLsnOrder(
+      s,
+      offsets.map((offset) => ({ offset, length: BLOCK, writes: 2 * 8 * (rounds / offsets.length) })),
+    );
+    expect(before.equals(Buffer.alloc(BLOCK, before[0])), 'one LSN earlier the block held another whole pattern').toBe(
+      true,
+    );
   });
 
   it('qemu-io aio_write sequences with partial overlaps read back as the last write of each range', async () => {
     const s = await scenario('qemu-aio');
     const same = Array.from({ length: 8 }, (_, i) => ['-c', `aio_write -P 0x${(0x10 + i).toString(16)} 1M 64k`]).flat();
     const r = await run('qemu-io', [
-      '-f', 'raw', s.agent.uri('disk'),
-      '-c', 'aio_write -P 0x01 0 64k', '-c', 'aio_write -P 0x02 32k 64k', '-c', 'aio_write -P 0x03 16k 16k',
+      '-f',
+      'raw',
+      s.agent.uri('disk'),
+      '-c',
+      'aio_write -P 0x01 0 64k',
+      '-c',
+      'aio_write -P 0x02 32k 64k',
+      '-c',
+      'aio_write -P 0x03 16k 16k',
       ...same,
-      '-c', 'aio_write -P 0x21 2M 128k', '-c', 'aio_write -z 2M 32k', '-c', 'aio_write -P 0x22 2M 16k',
-      '-c', 'aio_flush',
-      '-c', 'read -P 0x01 0 16k', '-c', 'read -P 0x03 16k 16k', '-c', 'read -P 0x02 32k 64k', '-c', 'read -P 0 96k 32k',
-      '-c', 'read -P 0x17 1M 64k',
-      '-c', 'read -P 0x22 2M 16k', '-c', 'read -P 0 2064k 16k', '-c', 'read -P 0x21 2080k 96k',
+      '-c',
+      'aio_write -P 0x21 2M 128k',
+      '-c',
+      'aio_write -z 2M 32k',
+      '-c',
+      'aio_write -P 0x22 2M 16k',
+      '-c',
+      'aio_flush',
+      '-c',
+      'read -P 0x01 0 16k',
+      '-c',
+      'read -P 0x03 16k 16k',
+      '-c',
+      'read -P 0x02 32k 64k',
+      '-c',
+      'read -P 0 96k 32k',
+      '-c',
+      'read -P 0x17 1M 64k',
+      '-c',
+      'read -P 0x22 2M 16k',
+      '-c',
+      'read -P 0 2064k 16k',
+      '-c',
+      'read -P 0x21 2080k 96k',
     ]);
     expect(r.stdout + r.stderr).not.toMatch(/Pattern verification failed|failed/);
     expect(r.code, r.stdout + r.stderr).toBe(0);

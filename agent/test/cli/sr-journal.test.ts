@@ -2,7 +2,18 @@ import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JOURNAL_CLI, SYSTEM_PATH, firstDifference, makeImage, requireTools, run, runOk, startAgent, tempDir, type AgentProcess } from '@site-recovery/test';
+import {
+  JOURNAL_CLI,
+  SYSTEM_PATH,
+  firstDifference,
+  makeImage,
+  requireTools,
+  run,
+  runOk,
+  startAgent,
+  tempDir,
+  type AgentProcess,
+} from '@site-recovery/test';
 
 const MiB = 1 << 20;
 const OS_SIZE = 256 * MiB;
@@ -77,12 +88,36 @@ function workload(agent: AgentProcess, timeBased: boolean): [string, string[]][]
     'fio',
     // --thread: jobs as threads, not forked processes (which start sessions of their own), so
     // killing the client kills all of it and its stderr closes.
-    [`--name=${name}`, '--ioengine=nbd', `--uri=${uri}`, '--thread', '--refill_buffers', '--randrepeat=0', ...args, ...(timeBased ? ['--time_based', '--runtime=30', '--rate=24m'] : [])],
+    [
+      `--name=${name}`,
+      '--ioengine=nbd',
+      `--uri=${uri}`,
+      '--thread',
+      '--refill_buffers',
+      '--randrepeat=0',
+      ...args,
+      ...(timeBased ? ['--time_based', '--runtime=30', '--rate=24m'] : []),
+    ],
   ];
   return [
-    fio('writes', agent.uri('os'), ['--rw=randwrite', '--bsrange=4k-256k', '--iodepth=16', '--size=256m', '--io_size=64m', '--fsync=64']),
+    fio('writes', agent.uri('os'), [
+      '--rw=randwrite',
+      '--bsrange=4k-256k',
+      '--iodepth=16',
+      '--size=256m',
+      '--io_size=64m',
+      '--fsync=64',
+    ]),
     fio('trims', agent.uri('os'), ['--rw=randtrim', '--bs=64k', '--iodepth=8', '--size=256m', '--io_size=24m']),
-    fio('mixed', agent.uri('data'), ['--rw=randrw', '--rwmixwrite=70', '--bsrange=512-64k', '--iodepth=8', '--numjobs=2', '--size=64m', '--io_size=16m']),
+    fio('mixed', agent.uri('data'), [
+      '--rw=randrw',
+      '--rwmixwrite=70',
+      '--bsrange=512-64k',
+      '--iodepth=8',
+      '--numjobs=2',
+      '--size=64m',
+      '--io_size=16m',
+    ]),
     ['qemu-io', ['-f', 'raw', agent.uri('os'), ...qemuIoMix(OS_SIZE, 60)]],
     ['qemu-io', ['-f', 'raw', agent.uri('data'), ...qemuIoMix(DATA_SIZE, 60)]],
   ];
@@ -101,7 +136,9 @@ function client(cmd: string, args: readonly string[]): Client {
   const child = spawn(cmd, args, { env: { ...process.env, PATH: SYSTEM_PATH }, stdio: ['ignore', 'ignore', 'pipe'] });
   let tail = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (tail = (tail + d).slice(-4000)));
-  const done = new Promise<{ code: number | null; tail: string }>((resolve) => child.once('close', (code) => resolve({ code, tail })));
+  const done = new Promise<{ code: number | null; tail: string }>((resolve) =>
+    child.once('close', (code) => resolve({ code, tail })),
+  );
   return { done, kill: () => void child.kill('SIGKILL') };
 }
 
@@ -172,7 +209,17 @@ describe('journal replay rebuilds the images', () => {
 
     // The restart replays the journal tail onto the images, then serves again with LSNs continuing.
     const second = await start(l);
-    const more = await run('qemu-io', ['-f', 'raw', second.uri('os'), '-c', 'write -P 0xe1 0 1M', '-c', 'write -z 2M 1M', '-c', 'read -P 0xe1 0 1M']);
+    const more = await run('qemu-io', [
+      '-f',
+      'raw',
+      second.uri('os'),
+      '-c',
+      'write -P 0xe1 0 1M',
+      '-c',
+      'write -z 2M 1M',
+      '-c',
+      'read -P 0xe1 0 1M',
+    ]);
     expect(more.code, more.stdout + more.stderr).toBe(0);
     expect(await second.stop()).toBe(0);
 

@@ -2,7 +2,17 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RECORD_MAGIC } from '@site-recovery/shared';
-import { AGENT_CLI, JOURNAL_CLI, makeImage, nodeFlagsOf, requireTools, run, runOk, startAgent, tempDir } from '@site-recovery/test';
+import {
+  AGENT_CLI,
+  JOURNAL_CLI,
+  makeImage,
+  nodeFlagsOf,
+  requireTools,
+  run,
+  runOk,
+  startAgent,
+  tempDir,
+} from '@site-recovery/test';
 import { checkpointFile, journalDir, parseSegmentFileName } from '../../src/names.js';
 
 const MiB = 1 << 20;
@@ -44,7 +54,19 @@ describe('sr-agent opening a journal a crash damaged', () => {
     const cutAt = parseSegmentFileName(names[2]!)!;
 
     // Its checkpoint says the journal was synced through the damage: refused, nothing changed.
-    const refused = await run(process.execPath, [...nodeFlagsOf(AGENT_CLI), AGENT_CLI, '--vm', 'crash', '--disk', `os=${image}`, '--nbd', '127.0.0.1:0', '--data-dir', dataDir, ...ARGS]);
+    const refused = await run(process.execPath, [
+      ...nodeFlagsOf(AGENT_CLI),
+      AGENT_CLI,
+      '--vm',
+      'crash',
+      '--disk',
+      `os=${image}`,
+      '--nbd',
+      '127.0.0.1:0',
+      '--data-dir',
+      dataDir,
+      ...ARGS,
+    ]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('SR_JOURNAL_CORRUPT');
     expect(refused.stderr).toContain(names[2]);

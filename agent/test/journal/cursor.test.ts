@@ -9,11 +9,23 @@ const root = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cursor-'));
 afterAll(() => fs.rm(root, { recursive: true, force: true }));
 
 /** A write whose payload says which LSN it belongs to, in every byte. */
-const write = (lsn: number, size: number): ChangeRecord => ({ lsn, kind: RecordKind.WRITE, disk: 0, offset: lsn * 4096, length: size, data: Buffer.alloc(size, lsn & 0xff) });
+const write = (lsn: number, size: number): ChangeRecord => ({
+  lsn,
+  kind: RecordKind.WRITE,
+  disk: 0,
+  offset: lsn * 4096,
+  length: size,
+  data: Buffer.alloc(size, lsn & 0xff),
+});
 const sizeOf = (lsn: number): number => 512 + ((lsn * 7919) % 9000);
 
 /** Reads `count` records from the cursor, copying each payload before the next call (the cursor reuses its memory). */
-async function readAll(j: FileJournal, from: number, count: number, maxBytes: number): Promise<{ lsn: number; offset: number; data: Buffer }[]> {
+async function readAll(
+  j: FileJournal,
+  from: number,
+  count: number,
+  maxBytes: number,
+): Promise<{ lsn: number; offset: number; data: Buffer }[]> {
   const cursor = j.cursor(from);
   const out: { lsn: number; offset: number; data: Buffer }[] = [];
   while (out.length < count) {
@@ -28,29 +40,39 @@ describe('FileJournalCursor', () => {
   it.each([
     ['through the page cache', Infinity],
     ['with records of 5000 bytes and more written direct, between pads', 5000],
-  ])('reads every record once, in order, from any LSN and across segment rolls, with its own payload, %s', async (_, directWriteMinBytes) => {
-    const j = await FileJournal.open(path.join(root, `order-${directWriteMinBytes}`), { segmentBytes: 16 * 1024, directWriteMinBytes });
-    for (let lsn = 1; lsn <= 120; lsn++) await j.append(write(lsn, sizeOf(lsn)));
-    expect(j.segmentList().length).toBeGreaterThan(10);
-    for (const [from, maxBytes] of [
-      [1, 64 * 1024],
-      [37, 5000],
-      [100, 1],
-    ] as const) {
-      const got = await readAll(j, from, 121 - from, maxBytes);
-      expect(got.map((r) => r.lsn)).toEqual(Array.from({ length: 121 - from }, (_, i) => from + i));
-      for (const r of got) {
-        expect(r.offset).toBe(r.lsn * 4096);
-        expect(r.data.equals(Buffer.alloc(sizeOf(r.lsn), r.lsn & 0xff)), `payload of LSN ${r.lsn}`).toBe(true);
+  ])(
+    'reads every record once, in order, from any LSN and across segment rolls, with its own payload, %s',
+    async (_, directWriteMinBytes) => {
+      const j = await FileJournal.open(path.join(root, `order-${directWriteMinBytes}`), {
+        segmentBytes: 16 * 1024,
+        directWriteMinBytes,
+      });
+      for (let lsn = 1; lsn <= 120; lsn++) await j.append(write(lsn, sizeOf(lsn)));
+      expect(j.segmentList().length).toBeGreaterThan(10);
+      for (const [from, maxBytes] of [
+        [1, 64 * 1024],
+        [37, 5000],
+        [100, 1],
+      ] as const) {
+        const got = await readAll(j, from, 121 - from, maxBytes);
+        expect(got.map((r) => r.lsn)).toEqual(Array.from({ length: 121 - from }, (_, i) => from + i));
+        for (const r of got) {
+          expect(r.offset).toBe(r.lsn * 4096);
+          expect(r.data.equals(Buffer.alloc(sizeOf(r.lsn), r.lsn & 0xff)), `payload of LSN ${r.lsn}`).toBe(true);
+        }
       }
-    }
-    await j.close();
-  });
+      await j.close();
+    },
+  );
 
   it('reads large batches from the files past the page cache, with exact bytes at unaligned offsets', async () => {
     // The in-memory tail is off, so every read goes to the files; batches of 1 MiB take the O_DIRECT path.
     const big = (lsn: number): number => 4096 + ((lsn * 104729) % (300 * 1024)) + (lsn % 7);
-    const j = await FileJournal.open(path.join(root, 'direct-reads'), { segmentBytes: 4 << 20, tailCacheBytes: 0, directWriteMinBytes: 200 * 1024 });
+    const j = await FileJournal.open(path.join(root, 'direct-reads'), {
+      segmentBytes: 4 << 20,
+      tailCacheBytes: 0,
+      directWriteMinBytes: 200 * 1024,
+    });
     for (let lsn = 1; lsn <= 60; lsn++) await j.append(write(lsn, big(lsn)));
     expect(j.segmentList().length).toBeGreaterThan(2);
     for (const from of [1, 2, 29]) {

@@ -5,13 +5,26 @@ import { ErrorCode, RecordKind, crc32c, isSrError, type ChangeRecord } from '@si
 import { afterAll, describe, expect, it } from 'vitest';
 import { allocAligned } from '@site-recovery/shared';
 import { FileJournal } from '../../src/journal/file-journal.js';
-import { PAD_MAGIC, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, encodePad } from '../../src/journal/format.js';
+import {
+  PAD_MAGIC,
+  RECORD_HEADER_BYTES,
+  SEGMENT_HEADER_BYTES,
+  decodeRecord,
+  encodePad,
+} from '../../src/journal/format.js';
 import { segmentFileName } from '../../src/names.js';
 
 const root = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-direct-'));
 afterAll(() => fs.rm(root, { recursive: true, force: true }));
 
-const write = (lsn: number, size: number): ChangeRecord => ({ lsn, kind: RecordKind.WRITE, disk: 0, offset: lsn * 4096, length: size, data: Buffer.alloc(size, lsn & 0xff) });
+const write = (lsn: number, size: number): ChangeRecord => ({
+  lsn,
+  kind: RecordKind.WRITE,
+  disk: 0,
+  offset: lsn * 4096,
+  length: size,
+  data: Buffer.alloc(size, lsn & 0xff),
+});
 
 /** A write whose payload lies in page-aligned memory, as the NBD server's payload pool hands them out. */
 function alignedWrite(lsn: number, size: number): ChangeRecord {
@@ -72,14 +85,22 @@ describe('direct journal writes', () => {
     const cursor = j.cursor(1); // an open cursor makes the journal keep its tail in memory: it must get the same bytes
     // In place: 1 MiB, one with a partial last page, and the smallest that qualifies. Copied: small
     // records, and a large one outside page-aligned memory.
-    const recs = [write(1, 4096), alignedWrite(2, 1 << 20), alignedWrite(3, (1 << 20) + 700), write(4, 512), alignedWrite(5, 64 * 1024), write(6, 200 * 1024), alignedWrite(7, 3 * 4096)];
+    const recs = [
+      write(1, 4096),
+      alignedWrite(2, 1 << 20),
+      alignedWrite(3, (1 << 20) + 700),
+      write(4, 512),
+      alignedWrite(5, 64 * 1024),
+      write(6, 200 * 1024),
+      alignedWrite(7, 3 * 4096),
+    ];
     await Promise.all(recs.map((r) => j.append(r))); // one group
     await j.sync();
     expect(j.stats().directWrites).toBe(true);
 
     const seg = await fs.readFile(path.join(dir, segmentFileName(1)));
     const starts = new Map<number, number>();
-    for (let at = SEGMENT_HEADER_BYTES; at < seg.length; ) {
+    for (let at = SEGMENT_HEADER_BYTES; at < seg.length;) {
       const r = decodeRecord(seg, at, 1 << 25);
       if (!r.ok) throw new Error(`damage at ${at}`);
       if (r.record !== undefined) starts.set(r.record.lsn, at + RECORD_HEADER_BYTES);
@@ -90,7 +111,8 @@ describe('direct journal writes', () => {
 
     expectRecords(await readAll(j), recs);
     const viaCursor: ChangeRecord[] = [];
-    while (viaCursor.length < recs.length) for (const r of await cursor.next(8 << 20)) viaCursor.push({ ...r, data: r.data && Buffer.from(r.data) });
+    while (viaCursor.length < recs.length)
+      for (const r of await cursor.next(8 << 20)) viaCursor.push({ ...r, data: r.data && Buffer.from(r.data) });
     cursor.close();
     expectRecords(viaCursor, recs);
     await j.close();
@@ -187,7 +209,11 @@ describe('direct journal writes', () => {
     expect(decodeRecord(pad, 0, 1 << 20)).toEqual({ ok: true, record: undefined, bytes: 100 });
     const badCrc = Buffer.from(pad);
     badCrc[9]! ^= 1;
-    expect(decodeRecord(badCrc, 0, 1 << 20)).toMatchObject({ ok: false, reason: 'invalid', detail: 'pad checksum mismatch' });
+    expect(decodeRecord(badCrc, 0, 1 << 20)).toMatchObject({
+      ok: false,
+      reason: 'invalid',
+      detail: 'pad checksum mismatch',
+    });
     expect(decodeRecord(pad.subarray(0, 50), 0, 1 << 20)).toEqual({ ok: false, reason: 'short' });
     expect(() => encodePad(8)).toThrow(RangeError);
   });

@@ -12,11 +12,24 @@ const root = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-journal-'));
 afterAll(() => fs.rm(root, { recursive: true, force: true }));
 
 journalContract('FileJournal', (key) => FileJournal.open(path.join(root, 'contract', key)));
-journalContract('FileJournal with tiny segments', (key) => FileJournal.open(path.join(root, 'tiny', key), { segmentBytes: 8192 }));
-journalContract('FileJournal writing every group direct', (key) => FileJournal.open(path.join(root, 'direct', key), { directWriteMinBytes: 1 }));
-journalContract('FileJournal writing direct into tiny segments', (key) => FileJournal.open(path.join(root, 'direct-tiny', key), { segmentBytes: 8192, directWriteMinBytes: 1 }));
+journalContract('FileJournal with tiny segments', (key) =>
+  FileJournal.open(path.join(root, 'tiny', key), { segmentBytes: 8192 }),
+);
+journalContract('FileJournal writing every group direct', (key) =>
+  FileJournal.open(path.join(root, 'direct', key), { directWriteMinBytes: 1 }),
+);
+journalContract('FileJournal writing direct into tiny segments', (key) =>
+  FileJournal.open(path.join(root, 'direct-tiny', key), { segmentBytes: 8192, directWriteMinBytes: 1 }),
+);
 
-const write = (lsn: number, size = 4096): ChangeRecord => ({ lsn, kind: RecordKind.WRITE, disk: 0, offset: 0, length: size, data: Buffer.alloc(size, lsn & 0xff) });
+const write = (lsn: number, size = 4096): ChangeRecord => ({
+  lsn,
+  kind: RecordKind.WRITE,
+  disk: 0,
+  offset: 0,
+  length: size,
+  data: Buffer.alloc(size, lsn & 0xff),
+});
 
 async function filled(dir: string, n: number, segmentBytes?: number): Promise<void> {
   const j = await FileJournal.open(dir, segmentBytes === undefined ? {} : { segmentBytes });
@@ -220,7 +233,9 @@ describe('FileJournal on disk', () => {
       await fh.close();
       const j = await FileJournal.open(dir, { syncedThroughLsn: 3 });
       expect(j.lastLsn).toBe(16);
-      expect(j.repairs).toEqual([expect.stringMatching(new RegExp(`^removed ${names[1]}, ${names[2]}: created in a crash`))]);
+      expect(j.repairs).toEqual([
+        expect.stringMatching(new RegExp(`^removed ${names[1]}, ${names[2]}: created in a crash`)),
+      ]);
       expect((await fs.readdir(dir)).sort()).toEqual(names.slice(0, 1));
       await j.close();
     });

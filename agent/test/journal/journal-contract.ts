@@ -25,10 +25,22 @@ export function journalContract(name: string, open: (key: string) => Promise<Jou
   describe(`${name}: journal contract`, () => {
     it('reads back what was appended, in LSN order, byte for byte', async () => {
       const j = await open('roundtrip');
-      const recs = [rec(1), { lsn: 2, kind: RecordKind.ZERO, disk: 1, offset: 0, length: 1 << 20 }, rec(3), { lsn: 4, kind: RecordKind.TRIM, disk: 0, offset: 512, length: 512 }] as ChangeRecord[];
+      const recs = [
+        rec(1),
+        { lsn: 2, kind: RecordKind.ZERO, disk: 1, offset: 0, length: 1 << 20 },
+        rec(3),
+        { lsn: 4, kind: RecordKind.TRIM, disk: 0, offset: 512, length: 512 },
+      ] as ChangeRecord[];
       await Promise.all(recs.map((r) => j.append(r)));
       const back = await readAll(j);
-      const fields = (r: ChangeRecord): object => ({ lsn: r.lsn, kind: r.kind, disk: r.disk, offset: r.offset, length: r.length, data: r.data && Buffer.from(r.data) });
+      const fields = (r: ChangeRecord): object => ({
+        lsn: r.lsn,
+        kind: r.kind,
+        disk: r.disk,
+        offset: r.offset,
+        length: r.length,
+        data: r.data && Buffer.from(r.data),
+      });
       expect(back.map(fields)).toEqual(recs.map(fields));
       await j.close();
     });

@@ -55,7 +55,14 @@ describe('JournalTail', () => {
 describe('FileJournal cursor reading from the tail', () => {
   const root = fs.mkdtemp(path.join(os.tmpdir(), 'sr-tail-'));
   afterAll(async () => fs.rm(await root, { recursive: true, force: true }));
-  const write = (lsn: number, size: number): ChangeRecord => ({ lsn, kind: RecordKind.WRITE, disk: 0, offset: 0, length: size, data: Buffer.alloc(size, lsn) });
+  const write = (lsn: number, size: number): ChangeRecord => ({
+    lsn,
+    kind: RecordKind.WRITE,
+    disk: 0,
+    offset: 0,
+    length: size,
+    data: Buffer.alloc(size, lsn),
+  });
 
   it('serves the newest records from memory and older ones from the file', async () => {
     const dir = path.join(await root, 'j');

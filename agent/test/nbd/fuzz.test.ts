@@ -1,8 +1,49 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JOURNAL_CLI, firstDifference, makeImage, requireTools, runOk, startAgent, tempDir, type AgentProcess } from '@site-recovery/test';
-import { newCookie, IHAVEOPT, OPT_REPLY_MAGIC, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, OPT, REP, CMD, FUA, NO_HOLE, DF, EINVAL, MAX_PAYLOAD, SIZE, SIZE_N, WRITABLE, WAIT_MS, u16, u32, u64, option, request, goPayload, prng, type Raw, greeted, optReply, openExport, tx, acceptable, rss } from './raw-nbd.js';
+import {
+  JOURNAL_CLI,
+  firstDifference,
+  makeImage,
+  requireTools,
+  runOk,
+  startAgent,
+  tempDir,
+  type AgentProcess,
+} from '@site-recovery/test';
+import {
+  newCookie,
+  IHAVEOPT,
+  OPT_REPLY_MAGIC,
+  REQUEST_MAGIC,
+  SIMPLE_REPLY_MAGIC,
+  OPT,
+  REP,
+  CMD,
+  FUA,
+  NO_HOLE,
+  DF,
+  EINVAL,
+  MAX_PAYLOAD,
+  SIZE,
+  SIZE_N,
+  WRITABLE,
+  WAIT_MS,
+  u16,
+  u32,
+  u64,
+  option,
+  request,
+  goPayload,
+  prng,
+  type Raw,
+  greeted,
+  optReply,
+  openExport,
+  tx,
+  acceptable,
+  rss,
+} from './raw-nbd.js';
 
 describe('NBD listener under malformed and hostile input (raw sockets)', () => {
   let [dir, chaos, modelImage] = ['', '', ''];
@@ -19,7 +60,14 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
     // only requests this test tracks.
     [chaos, modelImage] = [path.join(dir, 'chaos.img'), path.join(dir, 'model.img')];
     for (const f of [chaos, modelImage]) await makeImage(f, SIZE);
-    agent = await startAgent({ vm: 'fuzz', disks: [{ id: 'chaos', path: chaos }, { id: 'model', path: modelImage }], dataDir: path.join(dir, 'data') });
+    agent = await startAgent({
+      vm: 'fuzz',
+      disks: [
+        { id: 'chaos', path: chaos },
+        { id: 'model', path: modelImage },
+      ],
+      dataDir: path.join(dir, 'data'),
+    });
   });
 
   afterAll(async () => {
@@ -66,7 +114,11 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
       ['LIST with data', OPT.LIST, Buffer.from('x')],
       ['STARTTLS without TLS', OPT.STARTTLS, Buffer.alloc(0)],
       ['withdrawn PEEK_EXPORT', OPT.PEEK_EXPORT, Buffer.alloc(0)],
-      ...[0, 13, 99, 0x7fffffff, 0xffffffff].map((o): [string, number, Buffer] => [`unknown option ${o}`, o, Buffer.from('payload')]),
+      ...[0, 13, 99, 0x7fffffff, 0xffffffff].map((o): [string, number, Buffer] => [
+        `unknown option ${o}`,
+        o,
+        Buffer.from('payload'),
+      ]),
     ];
     for (const [name, opt, payload] of bad) {
       c.write(option(opt, payload));
@@ -110,7 +162,13 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
       if (i % 4 === 1) return Buffer.concat([u32(3), rnd.bytes(rnd.int(100))]);
       if (i % 4 === 2) {
         const [len, opt] = [rnd.int(64), rnd.pick([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, rnd.int(2 ** 32)])];
-        return Buffer.concat([u32(3), u64(IHAVEOPT), u32(opt), u32(len), rnd.bytes(Math.max(0, len + rnd.int(16) - 8))]);
+        return Buffer.concat([
+          u32(3),
+          u64(IHAVEOPT),
+          u32(opt),
+          u32(len),
+          rnd.bytes(Math.max(0, len + rnd.int(16) - 8)),
+        ]);
       }
       const b = Buffer.from(valid); // a good handshake with 1-4 bytes replaced
       for (let k = 1 + rnd.int(4); k > 0; k--) b[rnd.int(b.length)] = rnd.int(256);
@@ -127,10 +185,12 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
       if (received.length > 0) outcome.replied++;
       // Every reply must be framed with the option reply magic until the handshake ends (ACK of GO,
       // or the EXPORT_NAME answer, which starts with the export size).
-      for (let at = 0; at < received.length; ) {
+      for (let at = 0; at < received.length;) {
         if (received.length - at >= 8 && received.readBigUInt64BE(at) === SIZE_N) break;
         if (received.length - at < 20 || received.readBigUInt64BE(at) !== OPT_REPLY_MAGIC) {
-          violations.push(`stream ${i} ${streams[i]!.toString('hex')}: bad reply at byte ${at}: ${received.subarray(at, at + 20).toString('hex')}`);
+          violations.push(
+            `stream ${i} ${streams[i]!.toString('hex')}: bad reply at byte ${at}: ${received.subarray(at, at + 20).toString('hex')}`,
+          );
           break;
         }
         const done = received.readUInt32BE(at + 8) === OPT.GO && received.readUInt32BE(at + 12) === REP.ACK;
@@ -147,11 +207,22 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
   });
 
   /** Sends a request, judges the reply against the spec, and applies valid write-type requests to the model. */
-  async function judge(c: Raw, name: string, type: number, flags: number, offset: bigint, length: number, payload?: Buffer): Promise<void> {
+  async function judge(
+    c: Raw,
+    name: string,
+    type: number,
+    flags: number,
+    offset: bigint,
+    length: number,
+    payload?: Buffer,
+  ): Promise<void> {
     const want = acceptable(type, flags, offset, length);
     const r = await tx(c, type, flags, offset, length, payload);
     if (want.size > 0) {
-      expect([...want], `${name} (type ${type} flags ${flags} offset ${offset} length ${length}): errno ${r.errno}`).toContain(r.errno);
+      expect(
+        [...want],
+        `${name} (type ${type} flags ${flags} offset ${offset} length ${length}): errno ${r.errno}`,
+      ).toContain(r.errno);
       return;
     }
     expect(r.errno, name).toBe(0);
@@ -178,7 +249,8 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
     await judge(c, 'WRITE with NO_HOLE', CMD.WRITE, NO_HOLE, 0n, evil.length, evil);
     await judge(c, 'WRITE with flag 0x8000', CMD.WRITE, 0x8000, 0n, evil.length, evil);
     for (const off of [SIZE_N, SIZE_N - 1n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 1n, 2n ** 64n - 2048n]) {
-      for (const type of [CMD.READ, CMD.WRITE_ZEROES, CMD.TRIM, CMD.CACHE]) await judge(c, `type ${type} at ${off}`, type, 0, off, 4096);
+      for (const type of [CMD.READ, CMD.WRITE_ZEROES, CMD.TRIM, CMD.CACHE])
+        await judge(c, `type ${type} at ${off}`, type, 0, off, 4096);
       await judge(c, `WRITE at ${off}`, CMD.WRITE, 0, off, evil.length, evil);
     }
     await judge(c, 'READ of 4 GiB - 1', CMD.READ, 0, 0n, 0xffffffff);
@@ -198,9 +270,26 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
     const d = h === 'hangup' ? await openExport(agent.port, 'model') : c;
     const rnd = prng(7);
     const outOfRange = (len: number): bigint =>
-      rnd.pick([SIZE_N - BigInt(len) + 1n + BigInt(rnd.int(512)), SIZE_N + BigInt(rnd.int(1 << 20)), 2n ** 63n, 2n ** 64n - 1n, 2n ** 64n - BigInt(rnd.int(1 << 16))]);
+      rnd.pick([
+        SIZE_N - BigInt(len) + 1n + BigInt(rnd.int(512)),
+        SIZE_N + BigInt(rnd.int(1 << 20)),
+        2n ** 63n,
+        2n ** 64n - 1n,
+        2n ** 64n - BigInt(rnd.int(1 << 16)),
+      ]);
     for (let i = 0; i < 300; i++) {
-      const type = rnd.pick([CMD.READ, CMD.READ, CMD.WRITE, CMD.WRITE, CMD.WRITE_ZEROES, CMD.TRIM, CMD.FLUSH, CMD.CACHE, CMD.BLOCK_STATUS, rnd.int(0x10000)]);
+      const type = rnd.pick([
+        CMD.READ,
+        CMD.READ,
+        CMD.WRITE,
+        CMD.WRITE,
+        CMD.WRITE_ZEROES,
+        CMD.TRIM,
+        CMD.FLUSH,
+        CMD.CACHE,
+        CMD.BLOCK_STATUS,
+        rnd.int(0x10000),
+      ]);
       if (type === CMD.DISC) continue;
       const len = type === CMD.FLUSH ? 0 : rnd.pick([1 + rnd.int(512), 512 * (1 + rnd.int(128)), 1 + rnd.int(1 << 16)]);
       const flags = type === CMD.FLUSH ? 0 : rnd.int(10) < 7 ? rnd.pick([0, 0, FUA, NO_HOLE]) : rnd.int(0x10000);
@@ -208,7 +297,13 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
       await judge(d, `random request ${i}`, type, flags, offset, len, type === CMD.WRITE ? rnd.bytes(len) : undefined);
     }
     // DISC: the server finishes and closes; nothing sent after it is executed.
-    d.write(Buffer.concat([request(CMD.DISC, 0, 0n, 0, newCookie()), request(CMD.WRITE, 0, 0n, 4096, newCookie()), Buffer.alloc(4096, 0xdd)]));
+    d.write(
+      Buffer.concat([
+        request(CMD.DISC, 0, 0n, 0, newCookie()),
+        request(CMD.WRITE, 0, 0n, 4096, newCookie()),
+        Buffer.alloc(4096, 0xdd),
+      ]),
+    );
     expect((await d.settle(WAIT_MS)).hungUp).toBe(true);
     d.close();
     expect(modelWrites).toBeGreaterThan(30);
@@ -221,17 +316,28 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
     bad.close();
     const truncated: [string, Buffer][] = [
       ['header only', request(CMD.WRITE, 0, 1n << 20n, 65536, 1n)],
-      ['1000 of 65536 payload bytes', Buffer.concat([request(CMD.WRITE, 0, 1n << 20n, 65536, 2n), Buffer.alloc(1000, 0xcc)])],
+      [
+        '1000 of 65536 payload bytes',
+        Buffer.concat([request(CMD.WRITE, 0, 1n << 20n, 65536, 2n), Buffer.alloc(1000, 0xcc)]),
+      ],
       ['half a header', request(CMD.WRITE, 0, 1n << 20n, 65536, 3n).subarray(0, 14)],
       // Beyond the maximum: may be answered with EINVAL at once while the server drains the rest.
-      ['4 GiB WRITE with 1 MiB of payload', Buffer.concat([request(CMD.WRITE, 0, 0n, 0xffffffff, 4n), Buffer.alloc(1 << 20, 0xcc)])],
+      [
+        '4 GiB WRITE with 1 MiB of payload',
+        Buffer.concat([request(CMD.WRITE, 0, 0n, 0xffffffff, 4n), Buffer.alloc(1 << 20, 0xcc)]),
+      ],
     ];
     for (const [name, bytes] of truncated) {
       const c = await openExport(agent.port, 'model');
       c.write(bytes);
       // Waiting for the rest is right; answering a request that has not fully arrived is not.
       const { received } = await c.settle(300);
-      if (received.length === 16) expect([received.readUInt32BE(0), received.readUInt32BE(4), received.readBigUInt64BE(8)], name).toEqual([SIMPLE_REPLY_MAGIC, EINVAL, 4n]);
+      if (received.length === 16)
+        expect([received.readUInt32BE(0), received.readUInt32BE(4), received.readBigUInt64BE(8)], name).toEqual([
+          SIMPLE_REPLY_MAGIC,
+          EINVAL,
+          4n,
+        ]);
       else expect(received.length, name).toBe(0);
       c.close();
     }
@@ -282,16 +388,35 @@ describe('NBD listener under malformed and hostile input (raw sockets)', () => {
     expect(await agent.stop()).toBe(0);
 
     const onDisk = await fsp.readFile(modelImage);
-    expect(onDisk.equals(model) ? -1 : onDisk.findIndex((b, i) => b !== model[i]), 'first byte of the model image no valid request explains').toBe(-1);
+    expect(
+      onDisk.equals(model) ? -1 : onDisk.findIndex((b, i) => b !== model[i]),
+      'first byte of the model image no valid request explains',
+    ).toBe(-1);
     const dataDir = path.join(dir, 'data');
-    const v = JSON.parse((await runOk('node', [JOURNAL_CLI, 'verify', '--data-dir', dataDir])).stdout) as { records: number; lastLsn: number; disks: { id: string; records: number }[] };
+    const v = JSON.parse((await runOk('node', [JOURNAL_CLI, 'verify', '--data-dir', dataDir])).stdout) as {
+      records: number;
+      lastLsn: number;
+      disks: { id: string; records: number }[];
+    };
     expect(v.records).toBe(v.lastLsn);
-    expect(v.disks.find((x) => x.id === 'model')?.records, 'journal records of the model disk = valid non-empty writes').toBe(modelWrites);
+    expect(
+      v.disks.find((x) => x.id === 'model')?.records,
+      'journal records of the model disk = valid non-empty writes',
+    ).toBe(modelWrites);
 
     // Under all of it the journal still rebuilds both images exactly.
     const [rc, rm] = [path.join(dir, 'replay-chaos.img'), path.join(dir, 'replay-model.img')];
     for (const f of [rc, rm]) await makeImage(f, SIZE);
-    await runOk('node', [JOURNAL_CLI, 'replay', '--data-dir', dataDir, '--disk', `chaos=${rc}`, '--disk', `model=${rm}`]);
+    await runOk('node', [
+      JOURNAL_CLI,
+      'replay',
+      '--data-dir',
+      dataDir,
+      '--disk',
+      `chaos=${rc}`,
+      '--disk',
+      `model=${rm}`,
+    ]);
     expect(await firstDifference(rc, chaos)).toBe(-1);
     expect(await firstDifference(rm, modelImage)).toBe(-1);
   });

@@ -1,6 +1,16 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { firstDifference, makeImage, requireTools, run, runOk, startAgent, tempDir, type AgentProcess, type RunResult } from '@site-recovery/test';
+import {
+  firstDifference,
+  makeImage,
+  requireTools,
+  run,
+  runOk,
+  startAgent,
+  tempDir,
+  type AgentProcess,
+  type RunResult,
+} from '@site-recovery/test';
 
 const GiB = 1 << 30;
 const MiB = 1 << 20;
@@ -54,7 +64,14 @@ describe('real NBD clients against one agent (1 GiB + 64 MiB disks)', () => {
     dataImage = file('data.img');
     await makeImage(osImage, GiB);
     await makeImage(dataImage, DATA_SIZE);
-    agent = await startAgent({ vm: 'clients', disks: [{ id: 'os', path: osImage }, { id: 'data', path: dataImage }], dataDir: file('agent') });
+    agent = await startAgent({
+      vm: 'clients',
+      disks: [
+        { id: 'os', path: osImage },
+        { id: 'data', path: dataImage },
+      ],
+      dataDir: file('agent'),
+    });
     os = agent.uri('os');
   });
 
@@ -80,7 +97,9 @@ describe('real NBD clients against one agent (1 GiB + 64 MiB disks)', () => {
       block_size_maximum: 32 * MiB,
     });
 
-    const list = JSON.parse((await runOk('nbdinfo', ['--list', '--json', `nbd://${agent.host}:${agent.port}`])).stdout) as { exports: Record<string, unknown>[] };
+    const list = JSON.parse(
+      (await runOk('nbdinfo', ['--list', '--json', `nbd://${agent.host}:${agent.port}`])).stdout,
+    ) as { exports: Record<string, unknown>[] };
     expect(list.exports.map((e) => [e['export-name'], e['export-size']]).sort()).toEqual([
       ['data', DATA_SIZE],
       ['os', GiB],
@@ -96,15 +115,53 @@ describe('real NBD clients against one agent (1 GiB + 64 MiB disks)', () => {
 
   it('qemu-io writes, zeroes, discards and reads back every pattern, unaligned, 32 MiB and at the last MiB', async () => {
     const r = await run('qemu-io', [
-      '-f', 'raw', os,
-      '-c', 'write -P 0xa5 0 4M', '-c', 'read -P 0xa5 0 4M',
-      '-c', 'write -f -P 0x5a 4M 64k', '-c', 'read -P 0x5a 4M 64k',
-      '-c', 'write -P 0x77 8M 3M', '-c', 'write -z 8M 1M', '-c', 'read -P 0 8M 1M',
-      '-c', 'write -z -u 9M 1M', '-c', 'read -P 0 9M 1M',
-      '-c', 'discard 10M 1M', '-c', 'flush', '-c', 'read -P 0 10M 1M',
-      '-c', 'write -P 0x33 1 3', '-c', 'read -P 0x33 1 3', '-c', 'read -P 0xa5 0 1', '-c', 'read -P 0xa5 4 4092',
-      '-c', 'write -P 0x22 40M 32M', '-c', 'read -P 0x22 40M 32M', '-c', 'read -P 0 72M 1M',
-      '-c', 'write -P 0x11 1023M 1M', '-c', 'read -P 0x11 1023M 1M', '-c', 'read -P 0x5a 4M 64k',
+      '-f',
+      'raw',
+      os,
+      '-c',
+      'write -P 0xa5 0 4M',
+      '-c',
+      'read -P 0xa5 0 4M',
+      '-c',
+      'write -f -P 0x5a 4M 64k',
+      '-c',
+      'read -P 0x5a 4M 64k',
+      '-c',
+      'write -P 0x77 8M 3M',
+      '-c',
+      'write -z 8M 1M',
+      '-c',
+      'read -P 0 8M 1M',
+      '-c',
+      'write -z -u 9M 1M',
+      '-c',
+      'read -P 0 9M 1M',
+      '-c',
+      'discard 10M 1M',
+      '-c',
+      'flush',
+      '-c',
+      'read -P 0 10M 1M',
+      '-c',
+      'write -P 0x33 1 3',
+      '-c',
+      'read -P 0x33 1 3',
+      '-c',
+      'read -P 0xa5 0 1',
+      '-c',
+      'read -P 0xa5 4 4092',
+      '-c',
+      'write -P 0x22 40M 32M',
+      '-c',
+      'read -P 0x22 40M 32M',
+      '-c',
+      'read -P 0 72M 1M',
+      '-c',
+      'write -P 0x11 1023M 1M',
+      '-c',
+      'read -P 0x11 1023M 1M',
+      '-c',
+      'read -P 0x5a 4M 64k',
     ]);
     expectQemuIoClean(r);
     // A wrong pattern must be caught, or the checks above prove nothing.
@@ -185,14 +242,29 @@ describe('real NBD clients against one agent (1 GiB + 64 MiB disks)', () => {
   it('fio verifies its own random writes (crc32c) and writes 512 MiB in 32 MiB requests', async () => {
     const nbd = ['--ioengine=nbd', `--uri=${os}`];
     const verified = await fio(dir, [
-      '--name=verify', ...nbd, '--rw=randwrite', '--bs=64k', '--iodepth=32', '--size=256m',
-      '--verify=crc32c', '--do_verify=1', '--verify_fatal=1',
+      '--name=verify',
+      ...nbd,
+      '--rw=randwrite',
+      '--bs=64k',
+      '--iodepth=32',
+      '--size=256m',
+      '--verify=crc32c',
+      '--do_verify=1',
+      '--verify_fatal=1',
     ]);
     expect(verified.error).toBe(0);
     expect(verified.write.io_bytes).toBe(256 * MiB);
     expect(verified.read.io_bytes, 'fio read everything back to verify it').toBe(256 * MiB);
 
-    const big = await fio(dir, ['--name=big', ...nbd, '--rw=write', '--bs=32m', '--iodepth=4', '--size=512m', '--offset=256m']);
+    const big = await fio(dir, [
+      '--name=big',
+      ...nbd,
+      '--rw=write',
+      '--bs=32m',
+      '--iodepth=4',
+      '--size=512m',
+      '--offset=256m',
+    ]);
     expect(big.error).toBe(0);
     expect(big.write.io_bytes).toBe(512 * MiB);
   });

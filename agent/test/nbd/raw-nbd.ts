@@ -9,7 +9,16 @@ export const [NBDMAGIC, IHAVEOPT, OPT_REPLY_MAGIC] = [0x4e42444d41474943n, 0x494
 export const [REQUEST_MAGIC, SIMPLE_REPLY_MAGIC] = [0x25609513, 0x67446698];
 export const OPT = { EXPORT_NAME: 1, ABORT: 2, LIST: 3, PEEK_EXPORT: 4, STARTTLS: 5, INFO: 6, GO: 7 } as const;
 export const REP = { ACK: 1, SERVER: 2, INFO: 3, ERR_UNKNOWN: 0x80000006 } as const;
-export const CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, CACHE: 5, WRITE_ZEROES: 6, BLOCK_STATUS: 7 } as const;
+export const CMD = {
+  READ: 0,
+  WRITE: 1,
+  DISC: 2,
+  FLUSH: 3,
+  TRIM: 4,
+  CACHE: 5,
+  WRITE_ZEROES: 6,
+  BLOCK_STATUS: 7,
+} as const;
 export const [FUA, NO_HOLE, DF] = [1, 2, 4];
 export const [EINVAL, ENOSPC, EOVERFLOW] = [22, 28, 75];
 export const MAX_PAYLOAD = 32 << 20; // the maximum block size the agent advertises
@@ -20,8 +29,10 @@ export const WAIT_MS = 2000;
 
 export const u16 = (n: number): Buffer => Buffer.from([n >> 8, n & 0xff]);
 export const u32 = (n: number): Buffer => Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
-export const u64 = (n: bigint): Buffer => Buffer.concat([u32(Number(BigInt.asUintN(64, n) >> 32n)), u32(Number(n & 0xffffffffn))]);
-export const option = (opt: number, payload: Buffer = Buffer.alloc(0)): Buffer => Buffer.concat([u64(IHAVEOPT), u32(opt), u32(payload.length), payload]);
+export const u64 = (n: bigint): Buffer =>
+  Buffer.concat([u32(Number(BigInt.asUintN(64, n) >> 32n)), u32(Number(n & 0xffffffffn))]);
+export const option = (opt: number, payload: Buffer = Buffer.alloc(0)): Buffer =>
+  Buffer.concat([u64(IHAVEOPT), u32(opt), u32(payload.length), payload]);
 export const request = (type: number, flags: number, offset: bigint, length: number, cookie: bigint): Buffer =>
   Buffer.concat([u32(REQUEST_MAGIC), u16(flags), u16(type), u64(cookie), u64(offset), u32(length)]);
 export function goPayload(name: string | Buffer, infos: readonly number[] = []): Buffer {
@@ -38,7 +49,11 @@ export function prng(seed: number): { int(n: number): number; bytes(n: number): 
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
   };
-  return { int, bytes: (n) => Buffer.from(Array.from({ length: n }, () => int(256))), pick: (xs) => xs[int(xs.length)]! };
+  return {
+    int,
+    bytes: (n) => Buffer.from(Array.from({ length: n }, () => int(256))),
+    pick: (xs) => xs[int(xs.length)]!,
+  };
 }
 
 /** A raw client socket that keeps what the server sent and notices when the server hangs up. */
@@ -84,12 +99,16 @@ export class Raw {
 
   async must(n: number, what: string): Promise<Buffer> {
     const r = await this.read(n);
-    return Buffer.isBuffer(r) ? r : Promise.reject(new Error(`${what}: expected ${n} bytes, the server ${r === 'hangup' ? 'hung up' : 'stayed silent'}`));
+    return Buffer.isBuffer(r)
+      ? r
+      : Promise.reject(
+          new Error(`${what}: expected ${n} bytes, the server ${r === 'hangup' ? 'hung up' : 'stayed silent'}`),
+        );
   }
 
   /** Everything received until the server hangs up, or is quiet for `quietMs` (it waits for more). */
   async settle(quietMs: number): Promise<{ hungUp: boolean; received: Buffer }> {
-    for (const cap = Date.now() + WAIT_MS; !this.hungUp && Date.now() < cap; ) {
+    for (const cap = Date.now() + WAIT_MS; !this.hungUp && Date.now() < cap;) {
       const had = this.buf.length;
       await this.tick(Math.min(quietMs, cap - Date.now()));
       if (this.buf.length === had && !this.hungUp) break;
@@ -135,12 +154,22 @@ let nextCookie = 0x5eed0000n;
 export const newCookie = (): bigint => nextCookie++;
 
 /** Sends one request (and payload) and reads its simple reply, checking magic and cookie. */
-export async function tx(c: Raw, type: number, flags: number, offset: bigint, length: number, payload?: Buffer): Promise<{ errno: number; data: Buffer }> {
+export async function tx(
+  c: Raw,
+  type: number,
+  flags: number,
+  offset: bigint,
+  length: number,
+  payload?: Buffer,
+): Promise<{ errno: number; data: Buffer }> {
   const cookie = nextCookie++;
   c.write(Buffer.concat([request(type, flags, offset, length, cookie), payload ?? Buffer.alloc(0)]));
   const what = `request type ${type} flags ${flags} offset ${offset} length ${length}`;
   const h = await c.must(16, what);
-  expect([h.readUInt32BE(0), h.readBigUInt64BE(8)], `${what}: reply magic and cookie`).toEqual([SIMPLE_REPLY_MAGIC, cookie]);
+  expect([h.readUInt32BE(0), h.readBigUInt64BE(8)], `${what}: reply magic and cookie`).toEqual([
+    SIMPLE_REPLY_MAGIC,
+    cookie,
+  ]);
   const errno = h.readUInt32BE(4);
   return { errno, data: errno === 0 && type === CMD.READ ? await c.must(length, `${what}: data`) : Buffer.alloc(0) };
 }
@@ -152,9 +181,11 @@ export function acceptable(type: number, flags: number, offset: bigint, length: 
   const errs = new Set<number>();
   if ((flags & ~allowed) !== 0) errs.add(EINVAL);
   if (type === CMD.FLUSH) return errs;
-  if ((type === CMD.READ || type === CMD.WRITE) && length > MAX_PAYLOAD) errs.add(EINVAL).add(type === CMD.READ ? EOVERFLOW : EINVAL);
+  if ((type === CMD.READ || type === CMD.WRITE) && length > MAX_PAYLOAD)
+    errs.add(EINVAL).add(type === CMD.READ ? EOVERFLOW : EINVAL);
   if (offset + BigInt(length) > SIZE_N) errs.add(type === CMD.WRITE || type === CMD.WRITE_ZEROES ? ENOSPC : EINVAL);
   return errs;
 }
 
-export const rss = async (pid: number): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+export const rss = async (pid: number): Promise<number> =>
+  Number(/VmRSS:\s+(\d+)/.exec(await fsp.readFile(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;

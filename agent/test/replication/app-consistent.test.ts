@@ -1,11 +1,28 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JOURNAL_CLI, getJson, makeImage, runOk, startAgent, startCacheStore, tempDir, waitUntil, type ServiceProcess } from '@site-recovery/test';
+import {
+  JOURNAL_CLI,
+  getJson,
+  makeImage,
+  runOk,
+  startAgent,
+  startCacheStore,
+  tempDir,
+  waitUntil,
+  type ServiceProcess,
+} from '@site-recovery/test';
 
 interface Status {
   lsn: number;
-  replication: { appConsistent: { taken: number; failed: number; last?: { seq: number; lsn: number }; lastFailure?: { error: string } } };
+  replication: {
+    appConsistent: {
+      taken: number;
+      failed: number;
+      last?: { seq: number; lsn: number };
+      lastFailure?: { error: string };
+    };
+  };
 }
 
 // App-consistent points: the agent runs the pre-snapshot command, marks the point in the ordered
@@ -23,7 +40,11 @@ describe('app-consistent points', () => {
     await cleanup?.();
   });
 
-  async function runAgent(name: string, pre: string, post: string): Promise<{ status: Status; journal: string[]; log: string }> {
+  async function runAgent(
+    name: string,
+    pre: string,
+    post: string,
+  ): Promise<{ status: Status; journal: string[]; log: string }> {
     const image = path.join(dir, `${name}.img`);
     await makeImage(image, 16 << 20);
     const log = path.join(dir, `${name}.log`);
@@ -32,14 +53,29 @@ describe('app-consistent points', () => {
       vm: name,
       disks: [{ id: 'os', path: image }],
       dataDir,
-      args: ['--cache-store', `ws://${cs.listen}`, '--status', '127.0.0.1:0', '--app-consistent-frequency', '1s', '--pre-snapshot', `${pre} && echo pre >> ${log}`, '--post-snapshot', `${post} && echo post >> ${log}`],
+      args: [
+        '--cache-store',
+        `ws://${cs.listen}`,
+        '--status',
+        '127.0.0.1:0',
+        '--app-consistent-frequency',
+        '1s',
+        '--pre-snapshot',
+        `${pre} && echo pre >> ${log}`,
+        '--post-snapshot',
+        `${post} && echo post >> ${log}`,
+      ],
     });
     const statusUrl = `http://${String(agent.ready['status'])}/status`;
     await runOk('qemu-io', ['-f', 'raw', agent.uri('os'), '-c', 'write -P 0x42 0 64k']);
-    const status = await waitUntil('two attempts', async () => {
-      const s = (await getJson(statusUrl)) as Status;
-      return s.replication.appConsistent.taken + s.replication.appConsistent.failed >= 2 ? s : undefined;
-    }, 20_000);
+    const status = await waitUntil(
+      'two attempts',
+      async () => {
+        const s = (await getJson(statusUrl)) as Status;
+        return s.replication.appConsistent.taken + s.replication.appConsistent.failed >= 2 ? s : undefined;
+      },
+      20_000,
+    );
     expect(await agent.stop()).toBe(0);
     const journal = (await runOk('node', [JOURNAL_CLI, 'dump', '--data-dir', dataDir])).stdout.trim().split('\n');
     return { status, journal, log: await fsp.readFile(log, 'utf8').catch(() => '') };

@@ -4,7 +4,8 @@ import { ErrorCode, SrError } from '@site-recovery/shared';
 export function intOption(name: string, min: number): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min) throw new SrError(ErrorCode.BAD_OPTION, `${name} "${value}" must be an integer of at least ${min}`);
+    if (!Number.isSafeInteger(n) || n < min)
+      throw new SrError(ErrorCode.BAD_OPTION, `${name} "${value}" must be an integer of at least ${min}`);
     return n;
   };
 }

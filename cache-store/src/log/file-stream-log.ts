@@ -88,7 +88,12 @@ export class FileStreamLog implements StreamLog {
    * for what opening checks and repairs).
    */
   static async open(dir: string, meta: VmMeta, options: FileStreamLogOptions = {}): Promise<FileStreamLog> {
-    const { segments, fd } = await loadSegments(dir, meta, options.maxFrameBytes ?? DEFAULT_WIRE_LIMITS.maxFrameBytes, options.log);
+    const { segments, fd } = await loadSegments(
+      dir,
+      meta,
+      options.maxFrameBytes ?? DEFAULT_WIRE_LIMITS.maxFrameBytes,
+      options.log,
+    );
     const log = new FileStreamLog(dir, meta, segments, fd, options);
     try {
       await log.dropSegments(meta.appliedLsn); // a crash between recording a release and deleting
@@ -135,10 +140,15 @@ export class FileStreamLog implements StreamLog {
     if (this.closed) throw new SrError(ErrorCode.SHUTTING_DOWN, `stream log of ${this.vm} is closed`);
     if (this.failure !== undefined) throw this.failure;
     if (f.first !== this.appended + 1) {
-      throw new SrError(ErrorCode.SEQUENCE, `${this.vm}: frame starts at LSN ${f.first}, the next one expected is ${this.appended + 1}`);
+      throw new SrError(
+        ErrorCode.SEQUENCE,
+        `${this.vm}: frame starts at LSN ${f.first}, the next one expected is ${this.appended + 1}`,
+      );
     }
-    if (f.last < f.first || f.last - f.first >= 0xffff_ffff) throw new SrError(ErrorCode.PROTOCOL, `${this.vm}: frame LSNs ${f.first}..${f.last} are not a valid range`);
-    if (f.frame.length > this.maxFrameBytes) throw new SrError(ErrorCode.LIMIT, `${this.vm}: frame of ${f.frame.length} bytes exceeds ${this.maxFrameBytes}`);
+    if (f.last < f.first || f.last - f.first >= 0xffff_ffff)
+      throw new SrError(ErrorCode.PROTOCOL, `${this.vm}: frame LSNs ${f.first}..${f.last} are not a valid range`);
+    if (f.frame.length > this.maxFrameBytes)
+      throw new SrError(ErrorCode.LIMIT, `${this.vm}: frame of ${f.frame.length} bytes exceeds ${this.maxFrameBytes}`);
     this.queue.push(f);
     this.appended = f.last;
     this.pending += f.frame.length;
@@ -227,7 +237,10 @@ export class FileStreamLog implements StreamLog {
 
   private fail(err: unknown): void {
     if (this.failure !== undefined) return;
-    this.failure = storageError(err, `stream log of ${this.vm} in ${this.dir} failed; it takes appends again once resumed`);
+    this.failure = storageError(
+      err,
+      `stream log of ${this.vm} in ${this.dir} failed; it takes appends again once resumed`,
+    );
     this.queue = [];
     const failure = this.failure;
     for (const w of this.watchers) this.tell(() => w.failed(failure));
@@ -277,14 +290,20 @@ export class FileStreamLog implements StreamLog {
 
   async *read(from: number): AsyncGenerator<StoredFrame> {
     if (from < this.firstLsn) {
-      throw new SrError(ErrorCode.SEQUENCE, `${this.vm}: LSN ${from} is not held (released up to ${this.applied}; first held is ${this.firstLsn})`);
+      throw new SrError(
+        ErrorCode.SEQUENCE,
+        `${this.vm}: LSN ${from} is not held (released up to ${this.applied}; first held is ${this.firstLsn})`,
+      );
     }
     let next = from;
     while (next <= this.durable) {
       if (this.closed) throw new SrError(ErrorCode.SHUTTING_DOWN, `stream log of ${this.vm} is closed`);
       const seg = this.segmentHolding(next);
       if (seg === undefined) {
-        throw new SrError(ErrorCode.SEQUENCE, `${this.vm}: LSN ${next} is no longer held (released up to ${this.applied}; first held is ${this.firstLsn})`);
+        throw new SrError(
+          ErrorCode.SEQUENCE,
+          `${this.vm}: LSN ${next} is no longer held (released up to ${this.applied}; first held is ${this.firstLsn})`,
+        );
       }
       let got = false;
       for await (const f of readSegmentFrames(seg, next, () => this.durable, this.readChunkBytes, this.maxFrameBytes)) {
@@ -310,7 +329,13 @@ export class FileStreamLog implements StreamLog {
   }
 
   release(lsn: number): Promise<void> {
-    if (lsn > this.durable) return Promise.reject(new SrError(ErrorCode.SEQUENCE, `${this.vm}: cannot release up to LSN ${lsn}, durable only up to ${this.durable}`));
+    if (lsn > this.durable)
+      return Promise.reject(
+        new SrError(
+          ErrorCode.SEQUENCE,
+          `${this.vm}: cannot release up to LSN ${lsn}, durable only up to ${this.durable}`,
+        ),
+      );
     if (lsn <= this.applied) return this.releaseQueued ?? this.releaseChain;
     this.applied = lsn;
     // Releases that arrive while one is being written fold into the next: one meta write each.
@@ -371,7 +396,8 @@ export class FileStreamLog implements StreamLog {
     this.watchers.clear();
     const waiters = this.syncWaiters;
     this.syncWaiters = [];
-    for (const s of waiters) s.reject(this.failure ?? new SrError(ErrorCode.SHUTTING_DOWN, `stream log of ${this.vm} is closed`));
+    for (const s of waiters)
+      s.reject(this.failure ?? new SrError(ErrorCode.SHUTTING_DOWN, `stream log of ${this.vm} is closed`));
     await closeFd(this.fd);
   }
 }

@@ -51,8 +51,15 @@ export class FileStreamStore implements StreamStore {
           store.byVm.set(vm, await FileStreamLog.open(dir, meta, options));
         } catch (err) {
           if (!isSrError(err) || err.code !== ErrorCode.JOURNAL_CORRUPT) throw err;
-          store.damagedVms.set(vm, { vm, ...(meta !== undefined ? { generation: meta.generation } : {}), error: err.message });
-          options.log?.error({ vm, err: err.message }, 'stored stream damaged: VM set aside until its agent starts a new generation (sr-agent --resync)');
+          store.damagedVms.set(vm, {
+            vm,
+            ...(meta !== undefined ? { generation: meta.generation } : {}),
+            error: err.message,
+          });
+          options.log?.error(
+            { vm, err: err.message },
+            'stored stream damaged: VM set aside until its agent starts a new generation (sr-agent --resync)',
+          );
         }
       }
     } catch (err) {
@@ -79,9 +86,11 @@ export class FileStreamStore implements StreamStore {
     const prev = this.locks.get(vm) ?? Promise.resolve();
     const run = prev.catch(() => undefined).then(() => this.switchGeneration(vm, generation, disks));
     this.locks.set(vm, run);
-    void run.catch(() => undefined).then(() => {
-      if (this.locks.get(vm) === run) this.locks.delete(vm);
-    });
+    void run
+      .catch(() => undefined)
+      .then(() => {
+        if (this.locks.get(vm) === run) this.locks.delete(vm);
+      });
     return run;
   }
 
@@ -92,16 +101,29 @@ export class FileStreamStore implements StreamStore {
         damage.generation === undefined
           ? `its meta file is unreadable, so this cache-store cannot tell generations apart: move ${vmDir(this.dataDir, vm)} aside, restart the cache-store, then restart the agent with --resync`
           : 'restart the agent with --resync to start a new generation, which replaces it';
-      throw new SrError(ErrorCode.JOURNAL_CORRUPT, `the stored stream of ${vm} generation ${generation} is damaged (${damage.error}); ${how}`);
+      throw new SrError(
+        ErrorCode.JOURNAL_CORRUPT,
+        `the stored stream of ${vm} generation ${generation} is damaged (${damage.error}); ${how}`,
+      );
     }
     const current = this.byVm.get(vm);
     if (current !== undefined && current.generation === generation) return current;
     if (this.closed) throw new SrError(ErrorCode.SHUTTING_DOWN, 'the stream store is closed');
     const dir = vmDir(this.dataDir, vm);
-    const meta: VmMeta = { version: 1, vm, generation, disks: disks.map((d) => ({ id: d.id, size: d.size })), appliedLsn: 0 };
+    const meta: VmMeta = {
+      version: 1,
+      vm,
+      generation,
+      disks: disks.map((d) => ({ id: d.id, size: d.size })),
+      appliedLsn: 0,
+    };
     if (current !== undefined) {
       this.byVm.delete(vm);
-      await current.close().catch((err: unknown) => this.options.log?.warn({ vm, err: (err as Error).message }, 'closing the replaced log failed'));
+      await current
+        .close()
+        .catch((err: unknown) =>
+          this.options.log?.warn({ vm, err: (err as Error).message }, 'closing the replaced log failed'),
+        );
     }
     try {
       await fsp.mkdir(dir, { recursive: true });

@@ -39,7 +39,8 @@ function readU64(b: Buffer, at: number): number {
 
 export function encodeSegmentHeader(firstLsn: number, generation: string): Buffer {
   const gen = Buffer.from(generation, 'latin1');
-  if (gen.length < 1 || gen.length > MAX_GENERATION_BYTES) throw new SrError(ErrorCode.PROTOCOL, `generation "${generation}" does not fit a segment header`);
+  if (gen.length < 1 || gen.length > MAX_GENERATION_BYTES)
+    throw new SrError(ErrorCode.PROTOCOL, `generation "${generation}" does not fit a segment header`);
   const b = Buffer.alloc(SEGMENT_HEADER_BYTES);
   SEGMENT_MAGIC.copy(b, 0);
   b.writeUInt32BE(SEGMENT_VERSION, 8);
@@ -63,7 +64,8 @@ export function decodeSegmentHeader(b: Buffer): SegmentHeader | { readonly reaso
   const version = b.readUInt32BE(8);
   if (version !== SEGMENT_VERSION) return { reason: `unsupported segment version ${version}` };
   const genLength = b.readUInt32BE(12);
-  if (genLength < 1 || genLength > MAX_GENERATION_BYTES) return { reason: `generation length ${genLength} out of range` };
+  if (genLength < 1 || genLength > MAX_GENERATION_BYTES)
+    return { reason: `generation length ${genLength} out of range` };
   return { firstLsn: readU64(b, 16), generation: b.toString('latin1', 24, 24 + genLength) };
 }
 
@@ -79,7 +81,13 @@ export function encodeFrameHeader(first: number, count: number, frame: Buffer): 
 }
 
 export type FrameDecode =
-  | { readonly ok: true; readonly first: number; readonly count: number; readonly frame: Buffer; readonly bytes: number }
+  | {
+      readonly ok: true;
+      readonly first: number;
+      readonly count: number;
+      readonly frame: Buffer;
+      readonly bytes: number;
+    }
   /** Not enough bytes for the whole frame: a torn tail if this is the end of the newest segment. */
   | { readonly ok: false; readonly reason: 'short' }
   | { readonly ok: false; readonly reason: 'invalid'; readonly detail: string };
@@ -92,11 +100,13 @@ export function decodeFrame(b: Buffer, at: number, maxFrameBytes: number): Frame
   if (b.length - at < FRAME_HEADER_BYTES) return { ok: false, reason: 'short' };
   const length = b.readUInt32BE(at);
   const count = b.readUInt32BE(at + 4);
-  if (length > maxFrameBytes) return { ok: false, reason: 'invalid', detail: `frame of ${length} bytes exceeds the limit of ${maxFrameBytes}` };
+  if (length > maxFrameBytes)
+    return { ok: false, reason: 'invalid', detail: `frame of ${length} bytes exceeds the limit of ${maxFrameBytes}` };
   if (count < 1) return { ok: false, reason: 'invalid', detail: 'frame holds no records' };
   const end = at + FRAME_HEADER_BYTES + length;
   if (b.length < end) return { ok: false, reason: 'short' };
   const frame = b.subarray(at + FRAME_HEADER_BYTES, end);
-  if (crc32c(frame, crc32c(b.subarray(at, at + 20))) !== b.readUInt32BE(at + 20)) return { ok: false, reason: 'invalid', detail: 'frame checksum mismatch' };
+  if (crc32c(frame, crc32c(b.subarray(at, at + 20))) !== b.readUInt32BE(at + 20))
+    return { ok: false, reason: 'invalid', detail: 'frame checksum mismatch' };
   return { ok: true, first: readU64(b, at + 8), count, frame, bytes: FRAME_HEADER_BYTES + length };
 }

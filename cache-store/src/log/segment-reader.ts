@@ -23,7 +23,8 @@ export async function* readSegmentFrames(
   try {
     fd = await openFd(seg.file, 'r');
   } catch (err) {
-    if (systemErrorCode(err) === 'ENOENT') throw new SrError(ErrorCode.SEQUENCE, `records from LSN ${from} were released while being read`);
+    if (systemErrorCode(err) === 'ENOENT')
+      throw new SrError(ErrorCode.SEQUENCE, `records from LSN ${from} were released while being read`);
     throw storageError(err, `cannot open ${seg.file}`);
   }
   try {
@@ -48,7 +49,9 @@ export async function* readSegmentFrames(
         const loc = seg.frame(k);
         const f = decodeFrame(buf, at, maxFrameBytes);
         if (!f.ok || f.first !== loc.first || f.first + f.count - 1 !== loc.last) {
-          throw corrupt(`${seg.file} at byte ${loc.offset}: ${!f.ok ? (f.reason === 'short' ? 'truncated frame' : f.detail) : 'frame does not match the index'}`);
+          throw corrupt(
+            `${seg.file} at byte ${loc.offset}: ${!f.ok ? (f.reason === 'short' ? 'truncated frame' : f.detail) : 'frame does not match the index'}`,
+          );
         }
         yield { first: loc.first, last: loc.last, frame: f.frame };
         at += f.bytes;

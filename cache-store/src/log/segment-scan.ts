@@ -24,7 +24,13 @@ export type SegmentScan =
  * it is cut off (the file is truncated) since nothing after the last fsync was ever acknowledged.
  * Anywhere else damage refuses with SR_JOURNAL_CORRUPT naming the file and offset.
  */
-export async function scanSegment(file: string, nameLsn: number, generation: string, maxFrameBytes: number, isNewest: boolean): Promise<SegmentScan> {
+export async function scanSegment(
+  file: string,
+  nameLsn: number,
+  generation: string,
+  maxFrameBytes: number,
+  isNewest: boolean,
+): Promise<SegmentScan> {
   const buf = await fsp.readFile(file);
   const header = decodeSegmentHeader(buf);
   if ('reason' in header) {
@@ -32,13 +38,20 @@ export async function scanSegment(file: string, nameLsn: number, generation: str
     throw corrupt(`${file}: ${header.reason}`);
   }
   if (header.generation !== generation) return { kind: 'other-generation', generation: header.generation };
-  if (header.firstLsn !== nameLsn) throw corrupt(`${file}: header says first LSN ${header.firstLsn}, name says ${nameLsn}`);
+  if (header.firstLsn !== nameLsn)
+    throw corrupt(`${file}: header says first LSN ${header.firstLsn}, name says ${nameLsn}`);
   const segment = new Segment(file, header.firstLsn);
   let at = SEGMENT_HEADER_BYTES;
   let expect = header.firstLsn;
   while (at < buf.length) {
     const f = decodeFrame(buf, at, maxFrameBytes);
-    const bad = !f.ok ? (f.reason === 'short' ? 'truncated frame' : f.detail) : f.first !== expect ? `frame starts at LSN ${f.first} where ${expect} was expected` : undefined;
+    const bad = !f.ok
+      ? f.reason === 'short'
+        ? 'truncated frame'
+        : f.detail
+      : f.first !== expect
+        ? `frame starts at LSN ${f.first} where ${expect} was expected`
+        : undefined;
     if (bad !== undefined || !f.ok) {
       if (!isNewest) throw corrupt(`${file} at byte ${at}: ${bad ?? 'bad frame'}`);
       await fsp.truncate(file, at);
@@ -57,7 +70,12 @@ export async function scanSegment(file: string, nameLsn: number, generation: str
  * newest segment), and refuses damage elsewhere, a break in the LSN sequence between segments, or
  * records missing between the applied LSN and the first segment.
  */
-export async function loadSegments(dir: string, meta: VmMeta, maxFrameBytes: number, log: Logger | undefined): Promise<{ segments: Segment[]; fd: number }> {
+export async function loadSegments(
+  dir: string,
+  meta: VmMeta,
+  maxFrameBytes: number,
+  log: Logger | undefined,
+): Promise<{ segments: Segment[]; fd: number }> {
   const names = (await fsp.readdir(dir))
     .map((n) => parseSegmentFileName(n))
     .filter((lsn): lsn is number => lsn !== undefined)
@@ -73,16 +91,20 @@ export async function loadSegments(dir: string, meta: VmMeta, maxFrameBytes: num
       removed = true;
       continue;
     }
-    if (scan.droppedBytes > 0) log?.warn({ file, bytes: scan.droppedBytes }, 'cut off a torn tail (frames never acknowledged)');
+    if (scan.droppedBytes > 0)
+      log?.warn({ file, bytes: scan.droppedBytes }, 'cut off a torn tail (frames never acknowledged)');
     const prev = segments[segments.length - 1];
     const expect = prev === undefined ? undefined : prev.lastLsn + 1;
-    if (expect !== undefined && scan.segment.firstLsn !== expect) throw corrupt(`${file}: starts at LSN ${lsn} but the previous segment ended at ${expect - 1}`);
+    if (expect !== undefined && scan.segment.firstLsn !== expect)
+      throw corrupt(`${file}: starts at LSN ${lsn} but the previous segment ended at ${expect - 1}`);
     segments.push(scan.segment);
   }
   if (removed) await fsyncDir(dir);
   const first = segments[0];
   if (first !== undefined && first.firstLsn > meta.appliedLsn + 1) {
-    throw corrupt(`${first.file}: records ${meta.appliedLsn + 1}..${first.firstLsn - 1} are missing (applied only up to ${meta.appliedLsn})`);
+    throw corrupt(
+      `${first.file}: records ${meta.appliedLsn + 1}..${first.firstLsn - 1} are missing (applied only up to ${meta.appliedLsn})`,
+    );
   }
   if (segments.length === 0) {
     // Crash before the first segment of a new generation was created, or segments removed by hand.
@@ -97,7 +119,11 @@ export async function loadSegments(dir: string, meta: VmMeta, maxFrameBytes: num
  * An existing file of the name is overwritten: it can only lie past the durable end (a roll that
  * failed half-way), so nothing in it was ever acknowledged.
  */
-export async function createSegment(dir: string, firstLsn: number, generation: string): Promise<{ segment: Segment; fd: number }> {
+export async function createSegment(
+  dir: string,
+  firstLsn: number,
+  generation: string,
+): Promise<{ segment: Segment; fd: number }> {
   const file = segmentFile(dir, firstLsn);
   const fd = await openFd(file, 'w+');
   try {

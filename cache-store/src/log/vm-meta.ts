@@ -38,11 +38,13 @@ export async function readVmMeta(file: string, vm: string): Promise<VmMeta | und
   if (m['version'] !== 1) throw bad(`unsupported version ${String(m['version'])}`);
   if (m['vm'] !== vm) throw bad(`belongs to VM "${String(m['vm'])}", not "${vm}"`);
   const generation = m['generation'];
-  if (typeof generation !== 'string' || !GENERATION_PATTERN.test(generation)) throw bad('missing or invalid generation');
+  if (typeof generation !== 'string' || !GENERATION_PATTERN.test(generation))
+    throw bad('missing or invalid generation');
   const disks = DisksSchema.safeParse(m['disks']);
   if (!disks.success) throw bad('missing or invalid disks');
   const appliedLsn = m['appliedLsn'];
-  if (typeof appliedLsn !== 'number' || !Number.isSafeInteger(appliedLsn) || appliedLsn < 0) throw bad('missing or invalid appliedLsn');
+  if (typeof appliedLsn !== 'number' || !Number.isSafeInteger(appliedLsn) || appliedLsn < 0)
+    throw bad('missing or invalid appliedLsn');
   return { version: 1, vm, generation, disks: disks.data, appliedLsn };
 }
 

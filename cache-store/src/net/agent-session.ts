@@ -34,7 +34,8 @@ export class AgentSession implements RoleSession, AgentPeer {
 
   async start(): Promise<void> {
     const { vm, generation, disks } = this.hello;
-    if (disks.length > this.limits.maxDisks) throw new SrError(ErrorCode.LIMIT, `${disks.length} disks exceed maxDisks ${this.limits.maxDisks}`);
+    if (disks.length > this.limits.maxDisks)
+      throw new SrError(ErrorCode.LIMIT, `${disks.length} disks exceed maxDisks ${this.limits.maxDisks}`);
     this.checkDisks(this.hub.logOf(vm)); // before it takes over from a working connection
     this.hub.attachAgent(vm, this);
     const log = await this.hub.openGeneration(vm, generation, disks);
@@ -80,9 +81,13 @@ export class AgentSession implements RoleSession, AgentPeer {
     const log = this.log;
     if (this.ended || log === undefined) return;
     const b = decodeMessage(frame, BatchSchema);
-    if (b.vm !== this.hello.vm) throw new SrError(ErrorCode.PROTOCOL, `batch for VM "${b.vm}" on the stream of "${this.hello.vm}"`);
+    if (b.vm !== this.hello.vm)
+      throw new SrError(ErrorCode.PROTOCOL, `batch for VM "${b.vm}" on the stream of "${this.hello.vm}"`);
     if (b.generation !== this.hello.generation) {
-      throw new SrError(ErrorCode.GENERATION, `batch of generation "${b.generation}" on the stream of generation "${this.hello.generation}"`);
+      throw new SrError(
+        ErrorCode.GENERATION,
+        `batch of generation "${b.generation}" on the stream of generation "${this.hello.generation}"`,
+      );
     }
     checkBatchShape(b, this.limits);
     log.append({ first: b.first, last: lastLsn(b), frame });

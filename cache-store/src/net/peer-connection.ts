@@ -34,7 +34,13 @@ export const CloseCode = {
 } as const;
 
 /** Codes that mean the server, not the peer, failed. */
-const SERVER_SIDE = new Set<string>([ErrorCode.IO, ErrorCode.NO_SPACE, ErrorCode.JOURNAL_CORRUPT, ErrorCode.SHUTTING_DOWN, 'SR_INTERNAL']);
+const SERVER_SIDE = new Set<string>([
+  ErrorCode.IO,
+  ErrorCode.NO_SPACE,
+  ErrorCode.JOURNAL_CORRUPT,
+  ErrorCode.SHUTTING_DOWN,
+  'SR_INTERNAL',
+]);
 const MAX_ERROR_MESSAGE = 4096;
 
 /**
@@ -68,7 +74,10 @@ export class PeerConnection {
     // ws reports a bad frame (oversized, unmasked, bad opcode) here and closes with its own code.
     ws.on('error', (err) => this.log.warn({ remote, err: err.message }, 'websocket error'));
     ws.on('pong', () => (this.alive = true));
-    this.helloTimer = setTimeout(() => this.fail(new SrError(ErrorCode.PROTOCOL, `no hello within ${limits.helloTimeoutMs} ms`)), limits.helloTimeoutMs);
+    this.helloTimer = setTimeout(
+      () => this.fail(new SrError(ErrorCode.PROTOCOL, `no hello within ${limits.helloTimeoutMs} ms`)),
+      limits.helloTimeoutMs,
+    );
     this.helloTimer.unref();
     if (limits.pingIntervalMs > 0) {
       this.pingTimer = setInterval(() => this.keepAlive(), limits.pingIntervalMs);
@@ -90,7 +99,8 @@ export class PeerConnection {
     const code = err instanceof SrError ? err.code : 'SR_INTERNAL';
     const message = (err instanceof Error ? err.message : String(err)).slice(0, MAX_ERROR_MESSAGE);
     const serverSide = SERVER_SIDE.has(code);
-    if (err instanceof SrError) this.log[serverSide ? 'error' : 'warn']({ remote: this.remote, code, err: message }, 'closing connection');
+    if (err instanceof SrError)
+      this.log[serverSide ? 'error' : 'warn']({ remote: this.remote, code, err: message }, 'closing connection');
     else this.log.error({ remote: this.remote, err }, 'internal error; closing connection');
     this.send({ t: 'error', code, message });
     this.close(serverSide ? CloseCode.SERVER_ERROR : CloseCode.PEER_ERROR, code);
@@ -99,7 +109,8 @@ export class PeerConnection {
   /** Closes without an error message (shutdown, replaced by a newer connection). */
   close(code: number, reason: string): void {
     if (this.isClosed) return;
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(code, reason.slice(0, 120));
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING)
+      this.ws.close(code, reason.slice(0, 120));
     this.gone();
   }
 
@@ -111,13 +122,21 @@ export class PeerConnection {
   }
 
   private async handle(data: RawData, isBinary: boolean): Promise<void> {
-    if (!isBinary || !Buffer.isBuffer(data)) throw new SrError(ErrorCode.PROTOCOL, 'only binary messages are part of the protocol');
+    if (!isBinary || !Buffer.isBuffer(data))
+      throw new SrError(ErrorCode.PROTOCOL, 'only binary messages are part of the protocol');
     if (this.session !== undefined) return this.session.onMessage(data);
     const hello = decodeMessage(data, HelloSchema);
     checkCredential(hello);
     clearTimeout(this.helloTimer);
     this.session = this.becomeRole(this, hello);
-    this.log.info({ remote: this.remote, role: hello.role, ...(hello.role === 'agent' ? { vm: hello.vm, generation: hello.generation } : {}) }, 'hello');
+    this.log.info(
+      {
+        remote: this.remote,
+        role: hello.role,
+        ...(hello.role === 'agent' ? { vm: hello.vm, generation: hello.generation } : {}),
+      },
+      'hello',
+    );
     // Messages that arrive before the session is ready would pile up in the chain: stop reading.
     this.ws.pause();
     try {

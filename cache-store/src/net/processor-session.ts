@@ -1,4 +1,12 @@
-import { ErrorCode, MessageSchema, SrError, decodeMessage, encodeMessage, type Applied, type Subscribe } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  MessageSchema,
+  SrError,
+  decodeMessage,
+  encodeMessage,
+  type Applied,
+  type Subscribe,
+} from '@site-recovery/shared';
 import { FlowSender } from './flow-sender.js';
 import type { PeerConnection, RoleSession } from './peer-connection.js';
 import type { CacheStoreLimits } from './server-options.js';
@@ -52,7 +60,13 @@ export class ProcessorSession implements RoleSession, ProcessorPeer {
       old.stop();
       this.hub.unsubscribe(m.vm, old);
     }
-    const sub = new Subscription(m.vm, { generation: m.generation, from: m.from }, this.sender, (err) => this.conn.fail(err), this.conn.log);
+    const sub = new Subscription(
+      m.vm,
+      { generation: m.generation, from: m.from },
+      this.sender,
+      (err) => this.conn.fail(err),
+      this.conn.log,
+    );
     this.subscriptions.set(m.vm, sub);
     this.hub.subscribe(m.vm, sub);
     if (!sub.streaming) this.conn.log.info({ vm: m.vm }, 'subscription waits for the VM to appear');
@@ -65,10 +79,17 @@ export class ProcessorSession implements RoleSession, ProcessorPeer {
       return;
     }
     if (m.lsn > log.durableLsn) {
-      throw new SrError(ErrorCode.SEQUENCE, `${m.vm}: applied up to LSN ${m.lsn}, but only ${log.durableLsn} was ever durable here`);
+      throw new SrError(
+        ErrorCode.SEQUENCE,
+        `${m.vm}: applied up to LSN ${m.lsn}, but only ${log.durableLsn} was ever durable here`,
+      );
     }
     // Deleting is housekeeping: a failure is logged, and the next higher applied LSN tries again.
-    log.release(m.lsn).catch((err: unknown) => this.conn.log.warn({ vm: m.vm, err: (err as Error).message }, 'releasing applied records failed'));
+    log
+      .release(m.lsn)
+      .catch((err: unknown) =>
+        this.conn.log.warn({ vm: m.vm, err: (err as Error).message }, 'releasing applied records failed'),
+      );
   }
 
   closed(): void {

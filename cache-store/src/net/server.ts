@@ -98,7 +98,9 @@ export class CacheStoreServer {
   }
 
   private sessionFor(conn: PeerConnection, hello: AgentHello | ProcessorHello): RoleSession {
-    return hello.role === 'agent' ? new AgentSession(conn, this.hub, hello, this.limits) : new ProcessorSession(conn, this.hub, this.limits);
+    return hello.role === 'agent'
+      ? new AgentSession(conn, this.hub, hello, this.limits)
+      : new ProcessorSession(conn, this.hub, this.limits);
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {

@@ -100,9 +100,11 @@ export class StreamHub {
     const prev = this.switching.get(vm) ?? Promise.resolve();
     const run = prev.catch(() => undefined).then(() => this.switchTo(vm, generation, disks));
     this.switching.set(vm, run);
-    void run.catch(() => undefined).then(() => {
-      if (this.switching.get(vm) === run) this.switching.delete(vm);
-    });
+    void run
+      .catch(() => undefined)
+      .then(() => {
+        if (this.switching.get(vm) === run) this.switching.delete(vm);
+      });
     return run;
   }
 
@@ -149,7 +151,13 @@ export class StreamHub {
 
   /** The `vms` list sent to processors: VMs with a stream, in name order. */
   vms(): VmInfo[] {
-    return this.logs().map((l) => ({ vm: l.vm, generation: l.generation, disks: [...l.disks], firstLsn: l.firstLsn, lastLsn: l.durableLsn }));
+    return this.logs().map((l) => ({
+      vm: l.vm,
+      generation: l.generation,
+      disks: [...l.disks],
+      firstLsn: l.firstLsn,
+      lastLsn: l.durableLsn,
+    }));
   }
 
   status(): VmStatus[] {

@@ -60,7 +60,12 @@ export class Subscription implements SubscriberPeer {
       return;
     }
     if (from > log.durableLsn + 1) {
-      this.fail(new SrError(ErrorCode.SEQUENCE, `${this.vm}: from ${from} is past the last durable LSN ${log.durableLsn} of generation ${log.generation}`));
+      this.fail(
+        new SrError(
+          ErrorCode.SEQUENCE,
+          `${this.vm}: from ${from} is past the last durable LSN ${log.durableLsn} of generation ${log.generation}`,
+        ),
+      );
       return;
     }
     this.next = from;
@@ -118,7 +123,8 @@ export class Subscription implements SubscriberPeer {
       }
     } catch (err) {
       // A log closed under the pump is being replaced or shut down: attach() or the close follows.
-      if (!current() || isSrError(err, ErrorCode.SHUTTING_DOWN)) this.logger.debug({ vm: this.vm, err: (err as Error).message }, 'pump ended');
+      if (!current() || isSrError(err, ErrorCode.SHUTTING_DOWN))
+        this.logger.debug({ vm: this.vm, err: (err as Error).message }, 'pump ended');
       else this.fail(err);
     } finally {
       if (this.pumping === epoch) this.pumping = undefined;

@@ -31,7 +31,9 @@ function run(args: string[]): { child: ChildProcess; out: () => string; err: () 
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   return { child, out: () => out, err: () => err, exited };
 }
 
@@ -39,7 +41,10 @@ async function startCli(dataDir: string): Promise<Cli> {
   const r = run(['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--segment-bytes', String(1024 * 1024)]);
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const line = r.out().split('\n').find((l) => l.includes('"ready"'));
+    const line = r
+      .out()
+      .split('\n')
+      .find((l) => l.includes('"ready"'));
     if (line !== undefined) {
       const ready = JSON.parse(line) as { event: string; listen: string };
       expect(ready.listen).toMatch(/^127\.0\.0\.1:\d+$/);
@@ -54,7 +59,16 @@ describe('sr-cache-store CLI', () => {
   it('explains every option in --help and refuses bad options with SR_BAD_OPTION', async () => {
     const help = run(['--help']);
     expect((await help.exited).code).toBe(0);
-    for (const flag of ['--listen', '--data-dir', '--segment-bytes', '--max-frame-bytes', '--max-buffered-bytes', '--max-unsynced-bytes', '--hello-timeout-ms', '--max-connections']) {
+    for (const flag of [
+      '--listen',
+      '--data-dir',
+      '--segment-bytes',
+      '--max-frame-bytes',
+      '--max-buffered-bytes',
+      '--max-unsynced-bytes',
+      '--hello-timeout-ms',
+      '--max-connections',
+    ]) {
       expect(help.out()).toContain(flag);
     }
     const bad = run(['--listen', 'nowhere', '--data-dir', root]);
@@ -93,7 +107,9 @@ describe('sr-cache-store CLI', () => {
 
     const proc = await Peer.open(second.url);
     proc.send(PROCESSOR_HELLO);
-    expect((await proc.expect('vms')).vms).toEqual([expect.objectContaining({ vm: 'vm1', generation: 'g1', firstLsn: 1, lastLsn: durable })]);
+    expect((await proc.expect('vms')).vms).toEqual([
+      expect.objectContaining({ vm: 'vm1', generation: 'g1', firstLsn: 1, lastLsn: durable }),
+    ]);
     proc.send({ t: 'subscribe', vm: 'vm1', generation: 'g1', from: 1 });
     expect(await proc.expect('stream')).toMatchObject({ generation: 'g1', from: 1 });
     for (let i = 0; i < durable / 4; i++) {
@@ -129,12 +145,20 @@ describe('sr-cache-store CLI', () => {
     const seg = path.join(vmDir(dataDir, 'vm1'), segmentFileName(1));
     const fh = await fs.open(seg, 'r+');
     const { buffer: two } = await fh.read(Buffer.alloc(2), 0, 2, 5000);
-    await fh.write(two.map((b) => b ^ 0xff), 0, 2, 5000); // inverted, so the bytes surely change
+    await fh.write(
+      two.map((b) => b ^ 0xff),
+      0,
+      2,
+      5000,
+    ); // inverted, so the bytes surely change
     await fh.close();
 
     const again = await startCli(dataDir);
     const statusUrl = again.url.replace('ws://', 'http://') + 'status';
-    const status = (await (await fetch(statusUrl)).json()) as { vms: { vm: string; durableLsn: number }[]; damaged?: { vm: string; generation?: string; error: string }[] };
+    const status = (await (await fetch(statusUrl)).json()) as {
+      vms: { vm: string; durableLsn: number }[];
+      damaged?: { vm: string; generation?: string; error: string }[];
+    };
     expect(status.vms.map((v) => [v.vm, v.durableLsn])).toEqual([['vm2', 400]]);
     expect(status.damaged).toMatchObject([{ vm: 'vm1', generation: 'g1' }]);
     expect(status.damaged![0]!.error).toContain(segmentFileName(1));
@@ -158,7 +182,10 @@ describe('sr-cache-store CLI', () => {
     for (const b of await batches('vm1', 'g2', 1, 10, 4, 4096)) resync.send(b.frame);
     await resync.ackedThrough(40);
     resync.close();
-    const after = (await (await fetch(statusUrl)).json()) as { vms: { vm: string; generation: string }[]; damaged?: unknown };
+    const after = (await (await fetch(statusUrl)).json()) as {
+      vms: { vm: string; generation: string }[];
+      damaged?: unknown;
+    };
     expect(after.damaged).toBeUndefined();
     expect(after.vms.find((v) => v.vm === 'vm1')).toMatchObject({ generation: 'g2' });
     again.child.kill('SIGTERM');

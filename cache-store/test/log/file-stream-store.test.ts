@@ -13,7 +13,9 @@ const root = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cache-store-'));
 afterAll(() => fs.rm(root, { recursive: true, force: true }));
 
 streamStoreContract('FileStreamStore', (key) => FileStreamStore.open(path.join(root, 'contract', key)));
-streamStoreContract('FileStreamStore with tiny segments', (key) => FileStreamStore.open(path.join(root, 'tiny', key), { segmentBytes: 4096 }));
+streamStoreContract('FileStreamStore with tiny segments', (key) =>
+  FileStreamStore.open(path.join(root, 'tiny', key), { segmentBytes: 4096 }),
+);
 
 const DISKS = [{ id: 'os', size: 1 << 30 }];
 const FRAME = 1000;
@@ -84,7 +86,11 @@ describe('FileStreamStore on disk', () => {
   });
 
   /** Opens the store; the VM must be set aside as damaged, with an error matching `what`, and its generation refused. */
-  async function expectSetAside(dir: string, what: string | RegExp, generation: string | undefined): Promise<FileStreamStore> {
+  async function expectSetAside(
+    dir: string,
+    what: string | RegExp,
+    generation: string | undefined,
+  ): Promise<FileStreamStore> {
     const store = await FileStreamStore.open(dir);
     expect(store.get('vm1')).toBeUndefined();
     expect(store.logs()).toHaveLength(0);
@@ -152,7 +158,13 @@ describe('FileStreamStore on disk', () => {
   it('deletes segments of a replaced generation left by a crash between the meta write and the deletion', async () => {
     const dir = path.join(root, 'leftover');
     await filled(dir, 12, 4096);
-    await writeVmMeta(metaFile(vmDir(dir, 'vm1')), { version: 1, vm: 'vm1', generation: 'g2', disks: DISKS, appliedLsn: 0 });
+    await writeVmMeta(metaFile(vmDir(dir, 'vm1')), {
+      version: 1,
+      vm: 'vm1',
+      generation: 'g2',
+      disks: DISKS,
+      appliedLsn: 0,
+    });
     const store = await FileStreamStore.open(dir);
     const log = store.get('vm1')!;
     expect([log.generation, log.durableLsn, log.firstLsn]).toEqual(['g2', 0, 1]);

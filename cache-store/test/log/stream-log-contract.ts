@@ -156,7 +156,13 @@ export function streamStoreContract(name: string, open: (key: string) => Promise
       const disks2 = [...DISKS, { id: 'data', size: 4096 }];
       const log = await store.openGeneration('vm1', 'g2', disks2);
       expect(log).not.toBe(old);
-      expect([log.generation, log.disks, log.firstLsn, log.durableLsn, log.appliedLsn]).toEqual(['g2', disks2, 1, 0, 0]);
+      expect([log.generation, log.disks, log.firstLsn, log.durableLsn, log.appliedLsn]).toEqual([
+        'g2',
+        disks2,
+        1,
+        0,
+        0,
+      ]);
       expect(await readAll(log)).toEqual([]);
       expect(store.logs()).toEqual([log]);
       const frames = appendN(log, 3);
@@ -178,7 +184,12 @@ export function streamStoreContract(name: string, open: (key: string) => Promise
       await Promise.all([a.sync(), b.sync()]);
       await store.close();
       const again = await open('several');
-      expect(again.logs().map((l) => l.vm).sort()).toEqual(['vm-a', 'vm-b']);
+      expect(
+        again
+          .logs()
+          .map((l) => l.vm)
+          .sort(),
+      ).toEqual(['vm-a', 'vm-b']);
       same(await readAll(again.get('vm-a')!), fa);
       same(await readAll(again.get('vm-b')!), fb);
       await again.close();

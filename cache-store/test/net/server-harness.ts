@@ -5,7 +5,13 @@ import { createLogger, type DiskInfo, type SrError } from '@site-recovery/shared
 import { FileStreamStore, type FileStreamStoreOptions } from '../../src/log/file-stream-store.js';
 import { CacheStoreServer } from '../../src/net/server.js';
 import type { CacheStoreLimits } from '../../src/net/server-options.js';
-import type { StoredFrame, StreamLog, StreamLogStats, StreamLogWatcher, StreamStore } from '../../src/log/stream-log.js';
+import type {
+  StoredFrame,
+  StreamLog,
+  StreamLogStats,
+  StreamLogWatcher,
+  StreamStore,
+} from '../../src/log/stream-log.js';
 
 export interface RunningServer {
   readonly server: CacheStoreServer;
@@ -20,7 +26,12 @@ const log = createLogger('cache-store-test', process.env['SR_TEST_LOG_LEVEL'] ??
 
 /** A cache-store in this process on a free loopback port, over a file store in `dataDir` (default: fresh). */
 export async function startServer(
-  o: { dataDir?: string; store?: FileStreamStoreOptions; limits?: Partial<CacheStoreLimits>; wrap?: (s: StreamStore) => StreamStore } = {},
+  o: {
+    dataDir?: string;
+    store?: FileStreamStoreOptions;
+    limits?: Partial<CacheStoreLimits>;
+    wrap?: (s: StreamStore) => StreamStore;
+  } = {},
 ): Promise<RunningServer> {
   const dataDir = o.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cs-server-')));
   const file = await FileStreamStore.open(dataDir, { log, ...o.store });

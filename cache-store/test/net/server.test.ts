@@ -35,7 +35,9 @@ async function agent(s: RunningServer, vm = 'vm1', generation = 'g1'): Promise<{
   return { peer, durableLsn: w.durableLsn };
 }
 
-async function processor(s: RunningServer): Promise<{ peer: Peer; vms: { vm: string; generation: string; firstLsn: number; lastLsn: number }[] }> {
+async function processor(
+  s: RunningServer,
+): Promise<{ peer: Peer; vms: { vm: string; generation: string; firstLsn: number; lastLsn: number }[] }> {
   const peer = await connect(s);
   peer.send(PROCESSOR_HELLO);
   const m = await peer.expect('vms');
@@ -73,7 +75,16 @@ describe('cache-store server: agents', () => {
     expect(await peer.ackedThrough(80)).toBe(80);
     const st = await s.status();
     expect(st.vms).toEqual([
-      expect.objectContaining({ vm: 'vm1', generation: 'g1', firstLsn: 1, durableLsn: 80, appliedLsn: 0, segments: 1, agentConnected: true, processorSubscribed: false }),
+      expect.objectContaining({
+        vm: 'vm1',
+        generation: 'g1',
+        firstLsn: 1,
+        durableLsn: 80,
+        appliedLsn: 0,
+        segments: 1,
+        agentConnected: true,
+        processorSubscribed: false,
+      }),
     ]);
     expect(await (await fetch(s.url.replace('ws:', 'http:') + 'health')).json()).toEqual({ ok: true });
   });
@@ -152,10 +163,34 @@ describe('cache-store server: agents', () => {
     a.peer.send(encodeMessage({ t: 'batch', vm: 'vm1', generation: 'g1', first: 1, count: 1 }));
     await expectError(a.peer, 'SR_PROTOCOL');
     const b = await agent(s);
-    b.peer.send(encodeMessage({ t: 'batch', vm: 'vm1', generation: 'g1', first: 1, count: 2, recs: Buffer.alloc(32), codec: 'none', raw: 0, data: Buffer.alloc(0) }));
+    b.peer.send(
+      encodeMessage({
+        t: 'batch',
+        vm: 'vm1',
+        generation: 'g1',
+        first: 1,
+        count: 2,
+        recs: Buffer.alloc(32),
+        codec: 'none',
+        raw: 0,
+        data: Buffer.alloc(0),
+      }),
+    );
     await expectError(b.peer, 'SR_PROTOCOL');
     const c = await agent(s);
-    c.peer.send(encodeMessage({ t: 'batch', vm: 'vm1', generation: 'g1', first: 1, count: 70_000, recs: Buffer.alloc(0), codec: 'none', raw: 0, data: Buffer.alloc(0) }));
+    c.peer.send(
+      encodeMessage({
+        t: 'batch',
+        vm: 'vm1',
+        generation: 'g1',
+        first: 1,
+        count: 70_000,
+        recs: Buffer.alloc(0),
+        codec: 'none',
+        raw: 0,
+        data: Buffer.alloc(0),
+      }),
+    );
     await expectError(c.peer, 'SR_LIMIT');
     // The steady agent was never disturbed.
     ok.peer.send(await batchFrame('steady', 'g1', 1, 2));
@@ -259,9 +294,16 @@ describe('cache-store server: processors', () => {
     for (const b of sent) a.peer.send(b.frame);
     await a.peer.ackedThrough(160);
     const proc = await processor(s);
-    expect(proc.vms).toEqual([{ vm: 'vm1', generation: 'g1', disks: expect.any(Array) as unknown, firstLsn: 1, lastLsn: 160 }]);
+    expect(proc.vms).toEqual([
+      { vm: 'vm1', generation: 'g1', disks: expect.any(Array) as unknown, firstLsn: 1, lastLsn: 160 },
+    ]);
     proc.peer.send({ t: 'subscribe', vm: 'vm1', generation: 'g1', from: 50 }); // inside the batch 49..52
-    expect(await proc.peer.expect('stream')).toMatchObject({ vm: 'vm1', generation: 'g1', from: 50, disks: [{ id: 'os' }, { id: 'data' }] });
+    expect(await proc.peer.expect('stream')).toMatchObject({
+      vm: 'vm1',
+      generation: 'g1',
+      from: 50,
+      disks: [{ id: 'os' }, { id: 'data' }],
+    });
     const got = await receiveThrough(proc.peer, 160);
     expect(got.length).toBe(28);
     got.forEach((g, i) => expect(g.equals(sent[12 + i]!.frame)).toBe(true));
@@ -293,7 +335,8 @@ describe('cache-store server: processors', () => {
     const a = await agent(s);
     for (const b of await batches('vm1', 'g1', 1, 30)) a.peer.send(b.frame); // 30 x 16 KiB: ~15 segments
     await a.peer.ackedThrough(120);
-    const segs = async (): Promise<number> => (await fs.readdir(vmDir(s.dataDir, 'vm1'))).filter((n) => n.endsWith('.srs')).length;
+    const segs = async (): Promise<number> =>
+      (await fs.readdir(vmDir(s.dataDir, 'vm1'))).filter((n) => n.endsWith('.srs')).length;
     const before = await segs();
     expect(before).toBeGreaterThan(10);
     expect((await s.status()).vms[0]!['segments']).toBe(before);
@@ -307,7 +350,9 @@ describe('cache-store server: processors', () => {
     const st = (await s.status()).vms[0]!;
     expect(st['firstLsn'] as number).toBeGreaterThan(1);
     expect(st['firstLsn'] as number).toBeLessThanOrEqual(101);
-    const meta = JSON.parse(await fs.readFile(`${vmDir(s.dataDir, 'vm1')}/meta.json`, 'utf8')) as { appliedLsn: number };
+    const meta = JSON.parse(await fs.readFile(`${vmDir(s.dataDir, 'vm1')}/meta.json`, 'utf8')) as {
+      appliedLsn: number;
+    };
     expect(meta.appliedLsn).toBe(100);
     proc.peer.send({ t: 'applied', vm: 'vm1', generation: 'g1', lsn: 120 }); // all: the newest segment stays
     await eventually(async () => (await segs()) === 1, 5000, 'all but the newest deleted');

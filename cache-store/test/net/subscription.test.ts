@@ -42,7 +42,10 @@ const tick = (ms = 20): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const FRAME = 64 * 1024;
 const LIMIT = 256 * 1024;
 
-async function filledLog(key: string, frames: number): Promise<{ store: FileStreamStore; log: StreamLog; sent: Buffer[] }> {
+async function filledLog(
+  key: string,
+  frames: number,
+): Promise<{ store: FileStreamStore; log: StreamLog; sent: Buffer[] }> {
   const store = await FileStreamStore.open(path.join(root, key), { segmentBytes: 512 * 1024 });
   const log = await store.openGeneration('vm1', 'g1', DISKS);
   const sent: Buffer[] = [];
@@ -64,7 +67,13 @@ describe('Subscription flow control', () => {
     const ws = new SlowSocket();
     const errors: unknown[] = [];
     const sender = new FlowSender(ws as unknown as WebSocket, LIMIT);
-    const sub = new Subscription('vm1', { generation: 'g1', from: 1 }, sender, (e) => errors.push(e), createLogger('t', 'silent'));
+    const sub = new Subscription(
+      'vm1',
+      { generation: 'g1', from: 1 },
+      sender,
+      (e) => errors.push(e),
+      createLogger('t', 'silent'),
+    );
     sub.attach(log);
     await tick(100);
     expect(decodeMessage(ws.sent[0]!, StreamSchema)).toMatchObject({ from: 1, generation: 'g1' });
@@ -94,7 +103,13 @@ describe('Subscription flow control', () => {
   it('caught up, forwards new durable frames without reading them back', async () => {
     const { store, log } = await filledLog('live', 2);
     const ws = new SlowSocket();
-    const sub = new Subscription('vm1', { generation: 'g1', from: 3 }, new FlowSender(ws as unknown as WebSocket, LIMIT), () => undefined, createLogger('t', 'silent'));
+    const sub = new Subscription(
+      'vm1',
+      { generation: 'g1', from: 3 },
+      new FlowSender(ws as unknown as WebSocket, LIMIT),
+      () => undefined,
+      createLogger('t', 'silent'),
+    );
     sub.attach(log);
     await tick();
     expect(ws.sent.length).toBe(1); // stream only: nothing from LSN 3 yet

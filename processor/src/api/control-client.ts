@@ -74,7 +74,11 @@ export class ControlClient {
     try {
       u = new URL(text);
     } catch {
-      throw new ControlApiError(2, ErrorCode.BAD_OPTION, `--processor "${url}" is not a URL; give http://HOST:PORT (the processor's --listen address)`);
+      throw new ControlApiError(
+        2,
+        ErrorCode.BAD_OPTION,
+        `--processor "${url}" is not a URL; give http://HOST:PORT (the processor's --listen address)`,
+      );
     }
     if (u.protocol !== 'http:' && u.protocol !== 'https:') {
       throw new ControlApiError(2, ErrorCode.BAD_OPTION, `--processor "${url}" must be http:// or https://`);
@@ -123,29 +127,58 @@ export class ControlClient {
     return new Promise((resolve, reject) => {
       const req = (url.protocol === 'https:' ? https : http).request(url, {
         method,
-        headers: { accept: 'application/json', ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': payload.length } : {}) },
+        headers: {
+          accept: 'application/json',
+          ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
+        },
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
-        reject(new ControlApiError(1, UNREACHABLE, `cannot reach the processor at ${this.base.origin} (${err.code ?? err.message}); check --processor / SR_PROCESSOR_URL and that sr-processor is running`));
+        reject(
+          new ControlApiError(
+            1,
+            UNREACHABLE,
+            `cannot reach the processor at ${this.base.origin} (${err.code ?? err.message}); check --processor / SR_PROCESSOR_URL and that sr-processor is running`,
+          ),
+        );
       });
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', (err) => reject(new ControlApiError(1, UNREACHABLE, `${where}: the answer broke off (${err.message}); the request may or may not have taken effect`)));
+        res.on('error', (err) =>
+          reject(
+            new ControlApiError(
+              1,
+              UNREACHABLE,
+              `${where}: the answer broke off (${err.message}); the request may or may not have taken effect`,
+            ),
+          ),
+        );
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
           let doc: unknown;
           try {
             doc = text === '' ? null : JSON.parse(text);
           } catch {
-            return reject(new ControlApiError(1, UNREACHABLE, `${where}: the processor answered ${res.statusCode ?? '?'} with a body that is not JSON; is ${this.base.origin} a processor?`));
+            return reject(
+              new ControlApiError(
+                1,
+                UNREACHABLE,
+                `${where}: the processor answered ${res.statusCode ?? '?'} with a body that is not JSON; is ${this.base.origin} a processor?`,
+              ),
+            );
           }
           const status = res.statusCode ?? 0;
           if (status >= 200 && status < 300) return resolve(doc);
           const err = refusal(doc);
           if (err !== undefined) return reject(new ControlApiError(2, err.code, err.message));
           // A 404 without a code is a processor that predates this endpoint, not a refusal of it.
-          reject(new ControlApiError(1, UNREACHABLE, `${where}: the processor answered ${status} without an error code${status === 404 ? '; it may be older than this sr' : ''}`));
+          reject(
+            new ControlApiError(
+              1,
+              UNREACHABLE,
+              `${where}: the processor answered ${status} without an error code${status === 404 ? '; it may be older than this sr' : ''}`,
+            ),
+          );
         });
       });
       req.end(payload);

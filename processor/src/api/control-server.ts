@@ -47,7 +47,11 @@ export class ControlServer {
     readonly address: AddressInfo,
   ) {}
 
-  static async listen(o: ControlServerOptions & ControlServerLimits, routes: readonly Route[], log: Logger): Promise<ControlServer> {
+  static async listen(
+    o: ControlServerOptions & ControlServerLimits,
+    routes: readonly Route[],
+    log: Logger,
+  ): Promise<ControlServer> {
     const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       let path: string;
@@ -57,13 +61,20 @@ export class ControlServer {
         return reply(res, 400, { code: ErrorCode.PROTOCOL, message: 'unparseable request URL' });
       }
       const matches = routes.map((r) => ({ r, params: match(r.path, path) })).filter((m) => m.params !== undefined);
-      if (matches.length === 0) return reply(res, 404, { code: 'SR_NOT_FOUND', message: `no such path ${path}; try /health, /status or /vms/VM/points` });
+      if (matches.length === 0)
+        return reply(res, 404, {
+          code: 'SR_NOT_FOUND',
+          message: `no such path ${path}; try /health, /status or /vms/VM/points`,
+        });
       const method = req.method === 'HEAD' ? 'GET' : req.method;
       const found = matches.find((m) => m.r.method === method);
       if (found === undefined) {
         const allowed = [...new Set(matches.map((m) => m.r.method))];
         res.setHeader('allow', allowed.join(', '));
-        return reply(res, 405, { code: 'SR_METHOD_NOT_ALLOWED', message: `${req.method ?? '?'} is not allowed on ${path}; use ${allowed.join(' or ')}` });
+        return reply(res, 405, {
+          code: 'SR_METHOD_NOT_ALLOWED',
+          message: `${req.method ?? '?'} is not allowed on ${path}; use ${allowed.join(' or ')}`,
+        });
       }
       readBody(req, maxBody)
         .then((body) => found.r.handler({ params: found.params!, body }))
@@ -159,6 +170,10 @@ function readBody(req: http.IncomingMessage, max: number): Promise<unknown> {
 
 function reply(res: http.ServerResponse, status: number, body: unknown, headOnly = false): void {
   const text = JSON.stringify(body) + '\n';
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
   res.end(headOnly ? undefined : text);
 }

@@ -55,6 +55,7 @@ const STATUS: Readonly<Record<string, number>> = {
 
 /** The HTTP status and `{code, message}` body for an error thrown by a handler. */
 export function httpError(err: unknown): { status: number; body: { code: string; message: string } } {
-  if (err instanceof PointError || isSrError(err)) return { status: STATUS[err.code] ?? 500, body: { code: err.code, message: err.message } };
+  if (err instanceof PointError || isSrError(err))
+    return { status: STATUS[err.code] ?? 500, body: { code: err.code, message: err.message } };
   return { status: 500, body: { code: ErrorCode.INTERNAL, message: (err as Error).message } };
 }

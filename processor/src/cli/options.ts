@@ -18,7 +18,8 @@ export function parseWsUrl(value: string, option: string): string {
 export function intOption(option: string, min: number): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min) throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" must be an integer of at least ${min}`);
+    if (!Number.isSafeInteger(n) || n < min)
+      throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" must be an integer of at least ${min}`);
     return n;
   };
 }

@@ -43,7 +43,10 @@ export function formatManifest(m: Manifest): string {
     `${head} at point ${m.point.id} (${m.point.kind}, ${m.point.time}, LSN ${m.point.lsn})\n` +
     `target: resource group ${t.resourceGroup}, network ${t.network}, subnet ${t.subnet}, IP ${t.ip}` +
     `${t.availabilitySet !== null && t.availabilitySet !== undefined ? `, availability set ${t.availabilitySet}` : ''}\n` +
-    table(['DISK', 'SIZE', 'PATH'], m.disks.map((d) => [d.id, humanBytes(d.size), d.path]))
+    table(
+      ['DISK', 'SIZE', 'PATH'],
+      m.disks.map((d) => [d.id, humanBytes(d.size), d.path]),
+    )
   );
 }
 
@@ -56,7 +59,10 @@ export function formatConfig(config: Record<string, unknown>, indent = ''): stri
     if (k === 'thinning' && Array.isArray(v)) {
       out += `${indent}${k}: ${formatThinning(v)}\n`;
     } else if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-      out += Object.keys(v).length === 0 ? `${indent}${k}: -\n` : `${indent}${k}:\n${formatConfig(v as Record<string, unknown>, `${indent}  `)}`;
+      out +=
+        Object.keys(v).length === 0
+          ? `${indent}${k}: -\n`
+          : `${indent}${k}:\n${formatConfig(v as Record<string, unknown>, `${indent}  `)}`;
     } else if (DURATION_KEYS.has(k) && typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
       out += `${indent}${k.replace(/Ms$/, '')}: ${formatDuration(v)}\n`;
     } else {
@@ -73,7 +79,9 @@ function formatThinning(tiers: readonly unknown[]): string {
     .map((t) => {
       const { olderThanMs, keepOneEveryMs } = t as { olderThanMs?: unknown; keepOneEveryMs?: unknown };
       const ok = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
-      return ok(olderThanMs) && ok(keepOneEveryMs) ? `${formatDuration(olderThanMs)}:${formatDuration(keepOneEveryMs)}` : JSON.stringify(t);
+      return ok(olderThanMs) && ok(keepOneEveryMs)
+        ? `${formatDuration(olderThanMs)}:${formatDuration(keepOneEveryMs)}`
+        : JSON.stringify(t);
     })
     .join(',');
 }

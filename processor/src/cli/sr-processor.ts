@@ -19,14 +19,27 @@ import { createTargetPlanner } from '../failover/target-resources.js';
 const program = new Command('sr-processor')
   .description(
     'Target-region service: pull every VM stream from the cache-store, verify each record (checksum, bounds, sequence) ' +
-      'and apply it in order to that VM\'s replica disks under the data dir; confirm to the cache-store what is durable.',
+      "and apply it in order to that VM's replica disks under the data dir; confirm to the cache-store what is durable.",
   )
-  .option('--listen <host:port>', 'address of the HTTP listener (GET /health, GET /status, the /vms/VM/... control API); port 0 picks a free port', '127.0.0.1:8470')
+  .option(
+    '--listen <host:port>',
+    'address of the HTTP listener (GET /health, GET /status, the /vms/VM/... control API); port 0 picks a free port',
+    '127.0.0.1:8470',
+  )
   .option('--cache-store <url>', 'WebSocket address of the cache-store, ws://HOST:PORT/ or wss://HOST:PORT/')
-  .option('--region <file>', 'JSON description of the target region (networks with subnets and CIDRs, resourceGroup, availabilitySet, networkMapping) that failover placement follows; reloaded when the file changes')
-  .option('--data-dir <dir>', 'where replicas live: <dir>/replicas/<vm>/state.json and <dir>/replicas/<vm>/disks/<disk>.img')
+  .option(
+    '--region <file>',
+    'JSON description of the target region (networks with subnets and CIDRs, resourceGroup, availabilitySet, networkMapping) that failover placement follows; reloaded when the file changes',
+  )
+  .option(
+    '--data-dir <dir>',
+    'where replicas live: <dir>/replicas/<vm>/state.json and <dir>/replicas/<vm>/disks/<disk>.img',
+  )
   .addOption(
-    new Option('--confirm-interval-ms <ms>', 'how often applied records are fsynced, their position persisted and confirmed to the cache-store')
+    new Option(
+      '--confirm-interval-ms <ms>',
+      'how often applied records are fsynced, their position persisted and confirmed to the cache-store',
+    )
       .default(DEFAULT_CONFIRM_INTERVAL_MS)
       .argParser(intOption('--confirm-interval-ms', 1)),
   )
@@ -36,25 +49,38 @@ const program = new Command('sr-processor')
       .argParser(intOption('--confirm-bytes', 1)),
   )
   .addOption(
-    new Option('--inline-write-max-bytes <n>', 'replica writes up to this size go into the page cache synchronously (0: all through the thread pool)')
+    new Option(
+      '--inline-write-max-bytes <n>',
+      'replica writes up to this size go into the page cache synchronously (0: all through the thread pool)',
+    )
       .default(DEFAULT_INLINE_WRITE_MAX_BYTES)
       .argParser(intOption('--inline-write-max-bytes', 0)),
   )
   .addOption(
-    new Option('--undo-block-size <n>', 'copy-on-write granularity of recovery point undo logs (bytes; a replica keeps the size its points were cut with)')
+    new Option(
+      '--undo-block-size <n>',
+      'copy-on-write granularity of recovery point undo logs (bytes; a replica keeps the size its points were cut with)',
+    )
       .default(DEFAULT_UNDO_BLOCK_SIZE)
       .argParser(intOption('--undo-block-size', 4096)),
   )
   .addOption(
-    new Option('--point-tick-ms <ms>', 'how often point schedules and retention are checked').default(DEFAULT_POINT_TICK_MS).argParser(intOption('--point-tick-ms', 10)),
+    new Option('--point-tick-ms <ms>', 'how often point schedules and retention are checked')
+      .default(DEFAULT_POINT_TICK_MS)
+      .argParser(intOption('--point-tick-ms', 10)),
   )
   .addOption(
-    new Option('--reconnect-initial-ms <ms>', 'first delay before redialling the cache-store; doubles per failure, with jitter')
+    new Option(
+      '--reconnect-initial-ms <ms>',
+      'first delay before redialling the cache-store; doubles per failure, with jitter',
+    )
       .default(DEFAULT_BACKOFF.initialDelayMs)
       .argParser(intOption('--reconnect-initial-ms', 1)),
   )
   .addOption(
-    new Option('--reconnect-max-ms <ms>', 'longest delay between redials of the cache-store').default(DEFAULT_BACKOFF.maxDelayMs).argParser(intOption('--reconnect-max-ms', 1)),
+    new Option('--reconnect-max-ms <ms>', 'longest delay between redials of the cache-store')
+      .default(DEFAULT_BACKOFF.maxDelayMs)
+      .argParser(intOption('--reconnect-max-ms', 1)),
   )
   .addHelpText(
     'after',
@@ -92,12 +118,17 @@ async function main(): Promise<void> {
   const killAfter = Number(process.env['SR_TEST_KILL_AFTER_UNDO_APPENDS'] ?? 0);
   let appends = 0;
   let planner = createTargetPlanner(o.region !== undefined ? readRegionConfig(o.region) : {});
-  const stopWatching = o.region !== undefined ? watchRegionConfig(o.region, (region) => (planner = createTargetPlanner(region)), log) : undefined;
+  const stopWatching =
+    o.region !== undefined
+      ? watchRegionConfig(o.region, (region) => (planner = createTargetPlanner(region)), log)
+      : undefined;
   const processor = await Processor.start({
     store: new FileReplicaStore(o.dataDir, {
       inlineWriteMaxBytes: o.inlineWriteMaxBytes,
       undoBlockSize: o.undoBlockSize,
-      ...(killAfter > 0 ? { onUndoDurable: () => void (++appends >= killAfter && process.kill(process.pid, 'SIGKILL')) } : {}),
+      ...(killAfter > 0
+        ? { onUndoDurable: () => void (++appends >= killAfter && process.kill(process.pid, 'SIGKILL')) }
+        : {}),
     }),
     dataDir: o.dataDir,
     cacheStoreUrl,
@@ -114,7 +145,15 @@ async function main(): Promise<void> {
   });
   // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
   stopOnSignals(log, () => Promise.all([processor.close(), stopWatching?.()]));
-  process.stdout.write(JSON.stringify({ event: 'ready', listen: processor.listen, cacheStore: cacheStoreUrl, dataDir: o.dataDir, vms: processor.status().vms.length }) + '\n');
+  process.stdout.write(
+    JSON.stringify({
+      event: 'ready',
+      listen: processor.listen,
+      cacheStore: cacheStoreUrl,
+      dataDir: o.dataDir,
+      vms: processor.status().vms.length,
+    }) + '\n',
+  );
 }
 
 runCli('sr-processor', main);

@@ -11,15 +11,19 @@ import { DHCP, parseIpv4 } from '../failover/target-resources.js';
 
 /** What to do next, per refusal code; appended to the processor's own message. */
 const HINTS: Readonly<Record<string, string>> = {
-  SR_POINT_NOT_FOUND: 'list the points with "sr points VM" and pass an id, an ISO time, latest, latest-processed or latest-app-consistent',
+  SR_POINT_NOT_FOUND:
+    'list the points with "sr points VM" and pass an id, an ISO time, latest, latest-processed or latest-app-consistent',
   SR_POINT_PRUNED: 'retention has removed that point; pick a newer one from "sr points VM" or raise --retention',
-  SR_RESYNCING: 'the replica is resynchronising; wait until "sr status VM" shows replicating, or fail over to an earlier point',
-  SR_FAILOVER_IN_PROGRESS: 'another failover or test failover of this VM is running or still present; wait, or run "sr test-failover-cleanup VM"',
+  SR_RESYNCING:
+    'the replica is resynchronising; wait until "sr status VM" shows replicating, or fail over to an earlier point',
+  SR_FAILOVER_IN_PROGRESS:
+    'another failover or test failover of this VM is running or still present; wait, or run "sr test-failover-cleanup VM"',
   SR_FAILED_OVER: 'the VM is already failed over; run "sr commit VM" to finish, or test-failover only',
   SR_NOT_FAILED_OVER: 'run "sr failover VM --point P" first',
   SR_VM_NOT_FOUND: 'check the name against "sr status"',
   SR_NO_TEST_FAILOVER: 'there is nothing to clean up',
-  SR_DEADLINE: 'the cache-store could not be caught up in time; retry with a longer --deadline or use --point latest-processed',
+  SR_DEADLINE:
+    'the cache-store could not be caught up in time; retry with a longer --deadline or use --point latest-processed',
   SR_BAD_OPTION: 'see "sr --help" and "sr COMMAND --help"',
 };
 
@@ -31,14 +35,21 @@ function parseThinning(value: string): { olderThanMs: number; keepOneEveryMs: nu
     if (age === undefined || every === undefined || extra !== undefined) {
       throw new ControlApiError(2, ErrorCode.BAD_OPTION, `--thinning "${value}": each tier is AGE:EVERY, e.g. 2h:1h`);
     }
-    return { olderThanMs: parseDuration(age, '--thinning age'), keepOneEveryMs: parseDuration(every, '--thinning interval') };
+    return {
+      olderThanMs: parseDuration(age, '--thinning age'),
+      keepOneEveryMs: parseDuration(every, '--thinning interval'),
+    };
   });
 }
 
 const program = new Command('sr')
-  .description('Control a site-recovery processor: recovery points, replication settings, failover, test failover and commit.')
+  .description(
+    'Control a site-recovery processor: recovery points, replication settings, failover, test failover and commit.',
+  )
   .addOption(
-    new Option('--processor <url>', "the processor's control API, http(s)://HOST:PORT (its --listen address)").env('SR_PROCESSOR_URL').default('http://127.0.0.1:8470'),
+    new Option('--processor <url>', "the processor's control API, http(s)://HOST:PORT (its --listen address)")
+      .env('SR_PROCESSOR_URL')
+      .default('http://127.0.0.1:8470'),
   )
   .showHelpAfterError(false)
   .exitOverride()
@@ -96,17 +107,29 @@ program
   .addOption(durationOption('--app-consistent-frequency', 'cut an app-consistent point this often'))
   .addOption(durationOption('--retention', 'keep points this long'))
   .addOption(
-    new Option('--thinning <tiers>', 'points older than AGE keep one every EVERY: AGE:EVERY[,AGE:EVERY...] (e.g. 2h:1h,1d:6h), or "none"').argParser(
-      parseThinning,
-    ),
+    new Option(
+      '--thinning <tiers>',
+      'points older than AGE keep one every EVERY: AGE:EVERY[,AGE:EVERY...] (e.g. 2h:1h,1d:6h), or "none"',
+    ).argParser(parseThinning),
   )
   .option('--source-network <name>', "the VM's network in the source region (with --source-subnet and --source-ip)")
   .option('--source-subnet <name>', "the VM's subnet in the source region")
   .addOption(ipOption('--source-ip', 'the VM\'s static IPv4 address in the source region, or "dhcp"'))
-  .option('--target-resource-group <name>', 'resource group of the failed-over VM (default: the region default, else <vm>-asr)')
+  .option(
+    '--target-resource-group <name>',
+    'resource group of the failed-over VM (default: the region default, else <vm>-asr)',
+  )
   .option('--target-network <name>', 'target virtual network (default: network mapping, else <source network>-asr)')
-  .option('--target-subnet <name>', 'target subnet (default: the one named like the source subnet, else the first alphabetically)')
-  .addOption(ipOption('--target-ip', 'static IPv4 address of the failed-over VM, or "dhcp" (default: the source address if free)'))
+  .option(
+    '--target-subnet <name>',
+    'target subnet (default: the one named like the source subnet, else the first alphabetically)',
+  )
+  .addOption(
+    ipOption(
+      '--target-ip',
+      'static IPv4 address of the failed-over VM, or "dhcp" (default: the source address if free)',
+    ),
+  )
   .option('--availability-set <name>', 'availability set of the failed-over VM')
   .option('--json', 'print the resulting configuration as JSON')
   .action(async (vm: string, o: ConfigureOptions) => {
@@ -118,7 +141,11 @@ program
     const source = [o.sourceNetwork, o.sourceSubnet, o.sourceIp];
     if (source.some((s) => s !== undefined)) {
       if (o.sourceNetwork === undefined || o.sourceSubnet === undefined || o.sourceIp === undefined) {
-        throw new ControlApiError(2, ErrorCode.BAD_OPTION, '--source-network, --source-subnet and --source-ip go together; give all three');
+        throw new ControlApiError(
+          2,
+          ErrorCode.BAD_OPTION,
+          '--source-network, --source-subnet and --source-ip go together; give all three',
+        );
       }
       update.source = { network: o.sourceNetwork, subnet: o.sourceSubnet, ip: o.sourceIp };
     }
@@ -135,17 +162,26 @@ program
     else print(formatConfig(config));
   });
 
-const printManifest = (m: Manifest, json: boolean | undefined): void => (json === true ? printJson(m) : print(formatManifest(m)));
+const printManifest = (m: Manifest, json: boolean | undefined): void =>
+  json === true ? printJson(m) : print(formatManifest(m));
 
 program
   .command('failover')
-  .description('fail a VM over to a recovery point: materialise its disks in the target region and stop applying its stream')
+  .description(
+    'fail a VM over to a recovery point: materialise its disks in the target region and stop applying its stream',
+  )
   .argument('<vm>')
-  .requiredOption('--point <point>', 'latest, latest-processed, latest-app-consistent, a point id, or an ISO time (the newest point at or before it)')
+  .requiredOption(
+    '--point <point>',
+    'latest, latest-processed, latest-app-consistent, a point id, or an ISO time (the newest point at or before it)',
+  )
   .addOption(durationOption('--deadline', 'with --point latest: how long to wait for the cache-store to be drained'))
   .option('--json', 'print the manifest as JSON')
   .action(async (vm: string, o: { point: string; deadline?: number; json?: boolean }) => {
-    const m = await client().failover(vm, { point: o.point, ...(o.deadline !== undefined ? { deadlineMs: o.deadline } : {}) });
+    const m = await client().failover(vm, {
+      point: o.point,
+      ...(o.deadline !== undefined ? { deadlineMs: o.deadline } : {}),
+    });
     printManifest(m, o.json);
   });
 
@@ -168,7 +204,10 @@ program
   .action(async (vm: string, o: { json?: boolean }) => {
     const r = await client().testFailoverCleanup(vm);
     if (o.json === true) printJson(r);
-    else print(`removed ${r.removed.length} item(s) of the test failover of ${vm}\n${r.removed.map((x) => `  ${x}\n`).join('')}`);
+    else
+      print(
+        `removed ${r.removed.length} item(s) of the test failover of ${vm}\n${r.removed.map((x) => `  ${x}\n`).join('')}`,
+      );
   });
 
 program
@@ -186,12 +225,16 @@ program
   .command('status')
   .description('replication state of every VM, or of one')
   .argument('[vm]')
-  .option('--json', 'print the status as JSON (the processor\'s GET /status, narrowed to the VM if one is named)')
+  .option('--json', "print the status as JSON (the processor's GET /status, narrowed to the VM if one is named)")
   .action(async (vm: string | undefined, o: { json?: boolean }) => {
     const status = await client().status();
     const vms = vm === undefined ? status.vms : status.vms.filter((v) => v.vm === vm);
     if (vm !== undefined && vms.length === 0) {
-      throw new ControlApiError(2, 'SR_VM_NOT_FOUND', `the processor does not replicate a VM named ${vm} (it has: ${status.vms.map((v) => v.vm).join(', ') || 'none'})`);
+      throw new ControlApiError(
+        2,
+        'SR_VM_NOT_FOUND',
+        `the processor does not replicate a VM named ${vm} (it has: ${status.vms.map((v) => v.vm).join(', ') || 'none'})`,
+      );
     }
     if (o.json === true) printJson(vm === undefined ? status : { ...status, vms });
     else print(formatStatus(status, vms));
@@ -199,7 +242,10 @@ program
 
 function fail(code: string, message: string, exitCode: number): never {
   const hint = HINTS[code];
-  const text = `${message}${hint !== undefined && !message.includes(hint) ? `; ${hint}` : ''}`.replace(/\s*\n\s*/g, ' ');
+  const text = `${message}${hint !== undefined && !message.includes(hint) ? `; ${hint}` : ''}`.replace(
+    /\s*\n\s*/g,
+    ' ',
+  );
   process.stderr.write(`sr: ${code}: ${text}\n`);
   process.exit(exitCode);
 }

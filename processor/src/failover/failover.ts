@@ -31,7 +31,14 @@ export interface ResolvedTarget {
 
 export interface TargetPlanner {
   /** `taken`: addresses VMs placed by other failovers and test failovers hold, so no two get one address. */
-  plan(input: { vm: string; source: SourcePlacement; target: TargetPlacement; test: boolean; network?: string; taken?: readonly TakenAddress[] }): ResolvedTarget;
+  plan(input: {
+    vm: string;
+    source: SourcePlacement;
+    target: TargetPlacement;
+    test: boolean;
+    network?: string;
+    taken?: readonly TakenAddress[];
+  }): ResolvedTarget;
 }
 
 /** Azure Site Recovery's defaults: an `-asr` resource group and network beside the source's names. */
@@ -77,10 +84,21 @@ export interface FailoverContext {
 }
 
 const ManifestTargetSchema = z.object({ target: z.object({ network: z.string(), ip: z.string() }) });
-const FailoverFileSchema = z.object({ state: z.enum(['in-progress', 'failed-over', 'committed']), point: z.string().optional(), dir: z.string().optional() });
+const FailoverFileSchema = z.object({
+  state: z.enum(['in-progress', 'failed-over', 'committed']),
+  point: z.string().optional(),
+  dir: z.string().optional(),
+});
 const TestFileSchema = z.object({ created: z.array(z.string()), dir: z.string(), point: z.string() });
 
-const FailoverBody = z.object({ point: z.string().min(1).max(64), test: z.boolean().optional(), network: z.string().min(1).max(128).optional(), deadlineMs: z.number().int().min(0).max(3_600_000).optional() }).strict();
+const FailoverBody = z
+  .object({
+    point: z.string().min(1).max(64),
+    test: z.boolean().optional(),
+    network: z.string().min(1).max(128).optional(),
+    deadlineMs: z.number().int().min(0).max(3_600_000).optional(),
+  })
+  .strict();
 const TestBody = z.object({ point: z.string().min(1).max(64), network: z.string().min(1).max(128) }).strict();
 
 /**
@@ -124,8 +142,10 @@ export class FailoverService {
     const b = parse(FailoverBody, body);
     if (b.test === true) return this.testFailover(vmName, { point: b.point, network: b.network ?? '' });
     const v = this.vm(vmName);
-    if (this.running.has(vmName) || v.failover === 'in-progress') throw new PointError(PointErrorCode.FAILOVER_IN_PROGRESS, `a failover of ${vmName} is in progress`);
-    if (v.failover !== 'none') throw new PointError(PointErrorCode.FAILED_OVER, `${vmName} has already been failed over (${v.failover})`);
+    if (this.running.has(vmName) || v.failover === 'in-progress')
+      throw new PointError(PointErrorCode.FAILOVER_IN_PROGRESS, `a failover of ${vmName} is in progress`);
+    if (v.failover !== 'none')
+      throw new PointError(PointErrorCode.FAILED_OVER, `${vmName} has already been failed over (${v.failover})`);
     this.running.add(vmName);
     const stateFile = failoverStateFile(this.ctx.dataDir, vmName);
     const key = `failover/${vmName}`;
@@ -136,7 +156,14 @@ export class FailoverService {
       const config = await this.ctx.config(vmName);
       const taken = await this.placedAddresses();
       // Planned and reserved in one synchronous step, so two failovers at once cannot pick one address.
-      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: false, ...(b.network !== undefined ? { network: b.network } : {}), taken: [...taken, ...this.reserved.values()] });
+      const target = this.planner.plan({
+        vm: vmName,
+        source: config.source,
+        target: config.target,
+        test: false,
+        ...(b.network !== undefined ? { network: b.network } : {}),
+        taken: [...taken, ...this.reserved.values()],
+      });
       this.reserved.set(key, { network: target.network, ip: target.ip });
       const dir = failoverDir(this.ctx.dataDir, vmName, target.resourceGroup);
       await fsp.mkdir(path.dirname(stateFile), { recursive: true });
@@ -168,7 +195,10 @@ export class FailoverService {
     const v = this.vm(vmName);
     const stateFile = testFailoverStateFile(this.ctx.dataDir, vmName);
     if (this.testing.has(vmName) || (await readJsonIfExists(stateFile)) !== undefined) {
-      throw new PointError(PointErrorCode.FAILOVER_IN_PROGRESS, `${vmName} already has a test failover; clean it up first`);
+      throw new PointError(
+        PointErrorCode.FAILOVER_IN_PROGRESS,
+        `${vmName} already has a test failover; clean it up first`,
+      );
     }
     this.testing.add(vmName);
     let placed = false;
@@ -177,7 +207,14 @@ export class FailoverService {
       const point = await this.resolve(v, replica, b.point, undefined);
       const config = await this.ctx.config(vmName);
       const taken = await this.placedAddresses();
-      const target = this.planner.plan({ vm: vmName, source: config.source, target: config.target, test: true, network: b.network, taken: [...taken, ...this.reserved.values()] });
+      const target = this.planner.plan({
+        vm: vmName,
+        source: config.source,
+        target: config.target,
+        test: true,
+        network: b.network,
+        taken: [...taken, ...this.reserved.values()],
+      });
       this.reserved.set(`test/${vmName}`, { network: target.network, ip: target.ip });
       const dir = testFailoverDir(this.ctx.dataDir, vmName);
       // Recorded before anything exists, so a cleanup after a crash still finds all of it.
@@ -196,10 +233,12 @@ export class FailoverService {
   /** Removes everything the VM's test failover created, deepest first. */
   async cleanupTestFailover(vmName: string): Promise<{ removed: string[] }> {
     this.vm(vmName);
-    if (this.testing.has(vmName)) throw new PointError(PointErrorCode.FAILOVER_IN_PROGRESS, `the test failover of ${vmName} is still running`);
+    if (this.testing.has(vmName))
+      throw new PointError(PointErrorCode.FAILOVER_IN_PROGRESS, `the test failover of ${vmName} is still running`);
     const stateFile = testFailoverStateFile(this.ctx.dataDir, vmName);
     const raw = await readJsonIfExists(stateFile);
-    if (raw === undefined) throw new PointError(PointErrorCode.NO_TEST_FAILOVER, `${vmName} has no test failover to clean up`);
+    if (raw === undefined)
+      throw new PointError(PointErrorCode.NO_TEST_FAILOVER, `${vmName} has no test failover to clean up`);
     const { created, dir } = TestFileSchema.parse(raw);
     const removed = [...(await removeTree(dir)), ...(await removeTree(stateFile))];
     this.reserved.delete(`test/${vmName}`);
@@ -214,14 +253,19 @@ export class FailoverService {
   async commit(vmName: string): Promise<{ vm: string; state: FailoverState; point: string | null; removed: string[] }> {
     const v = this.vm(vmName);
     const stateFile = failoverStateFile(this.ctx.dataDir, vmName);
-    if (v.failover === 'none' || v.failover === 'in-progress') throw new PointError(PointErrorCode.NOT_FAILED_OVER, `${vmName} has not been failed over; nothing to commit`);
+    if (v.failover === 'none' || v.failover === 'in-progress')
+      throw new PointError(PointErrorCode.NOT_FAILED_OVER, `${vmName} has not been failed over; nothing to commit`);
     const s = FailoverFileSchema.parse(await readJsonIfExists(stateFile));
     const replica = this.replica(v);
     const removed = replica.points
       .list()
       .map((p) => p.id)
       .filter((id) => id !== s.point);
-    if (!(await replica.points.remove(removed, false))) throw new PointError(PointErrorCode.FAILOVER_IN_PROGRESS, `a test failover of ${vmName} is reading its points; try again`);
+    if (!(await replica.points.remove(removed, false)))
+      throw new PointError(
+        PointErrorCode.FAILOVER_IN_PROGRESS,
+        `a test failover of ${vmName} is reading its points; try again`,
+      );
     await writeFileAtomic(stateFile, JSON.stringify({ ...s, state: 'committed' }) + '\n');
     await v.setFailover('committed');
     return { vm: vmName, state: 'committed', point: s.point ?? null, removed };
@@ -231,9 +275,11 @@ export class FailoverService {
   private async placedAddresses(): Promise<TakenAddress[]> {
     const files: string[] = [];
     for (const vm of await dirNames(failoverRoot(this.ctx.dataDir))) {
-      for (const rg of await dirNames(path.join(failoverRoot(this.ctx.dataDir), vm))) files.push(manifestFile(path.join(failoverRoot(this.ctx.dataDir), vm, rg)));
+      for (const rg of await dirNames(path.join(failoverRoot(this.ctx.dataDir), vm)))
+        files.push(manifestFile(path.join(failoverRoot(this.ctx.dataDir), vm, rg)));
     }
-    for (const vm of await dirNames(testFailoverRoot(this.ctx.dataDir))) files.push(manifestFile(path.join(testFailoverRoot(this.ctx.dataDir), vm)));
+    for (const vm of await dirNames(testFailoverRoot(this.ctx.dataDir)))
+      files.push(manifestFile(path.join(testFailoverRoot(this.ctx.dataDir), vm)));
     const out: TakenAddress[] = [];
     for (const f of files) {
       const m = ManifestTargetSchema.safeParse(await readJsonIfExists(f).catch(() => undefined));
@@ -242,9 +288,16 @@ export class FailoverService {
     return out;
   }
 
-  private async materialize(replica: Replica, point: RecoveryPoint, dir: string, kind: Manifest['kind'], target: ResolvedTarget): Promise<Manifest> {
+  private async materialize(
+    replica: Replica,
+    point: RecoveryPoint,
+    dir: string,
+    kind: Manifest['kind'],
+    target: ResolvedTarget,
+  ): Promise<Manifest> {
     const plan = replica.points.plan(point.id);
-    if (plan === undefined) throw new PointError(PointErrorCode.POINT_PRUNED, `point ${point.id} was removed before it could be recovered`);
+    if (plan === undefined)
+      throw new PointError(PointErrorCode.POINT_PRUNED, `point ${point.id} was removed before it could be recovered`);
     await fsp.mkdir(dir, { recursive: true });
     const targets = plan.disks.map((d) => materializedDiskFile(dir, d.id));
     await replica.points.materialize(plan, targets);
@@ -261,7 +314,12 @@ export class FailoverService {
   }
 
   /** Turns a point spec into a point, cutting one for 'latest' and 'latest-processed'. */
-  private async resolve(v: VmReplication, replica: Replica, spec: string, deadlineMs: number | undefined): Promise<RecoveryPoint> {
+  private async resolve(
+    v: VmReplication,
+    replica: Replica,
+    spec: string,
+    deadlineMs: number | undefined,
+  ): Promise<RecoveryPoint> {
     const points = replica.points.list();
     if (spec === 'latest' || spec === 'latest-processed') {
       if (spec === 'latest') await this.catchUp(v, deadlineMs ?? this.o.latestDeadlineMs ?? DEFAULT_LATEST_DEADLINE_MS);
@@ -275,15 +333,20 @@ export class FailoverService {
     if (isPointId(spec)) {
       const p = points.find((x) => x.id === spec);
       if (p !== undefined) return p;
-      if (replica.points.isPruned(spec)) throw new PointError(PointErrorCode.POINT_PRUNED, `point ${spec} of ${v.vm} was pruned by retention`);
+      if (replica.points.isPruned(spec))
+        throw new PointError(PointErrorCode.POINT_PRUNED, `point ${spec} of ${v.vm} was pruned by retention`);
       throw new PointError(PointErrorCode.POINT_NOT_FOUND, `${v.vm} has no point ${spec}`);
     }
     const t = Date.parse(spec);
     if (!/^\d{4}-\d\d-\d\dT/.test(spec) || Number.isNaN(t)) {
-      throw new SrError(ErrorCode.BAD_OPTION, `point "${spec}" is not latest, latest-processed, latest-app-consistent, a point id or an ISO time`);
+      throw new SrError(
+        ErrorCode.BAD_OPTION,
+        `point "${spec}" is not latest, latest-processed, latest-app-consistent, a point id or an ISO time`,
+      );
     }
     const p = points.filter((x) => Date.parse(x.time) <= t).at(-1);
-    if (p === undefined) throw new PointError(PointErrorCode.POINT_NOT_FOUND, `${v.vm} has no point at or before ${spec}`);
+    if (p === undefined)
+      throw new PointError(PointErrorCode.POINT_NOT_FOUND, `${v.vm} has no point at or before ${spec}`);
     return p;
   }
 
@@ -295,7 +358,11 @@ export class FailoverService {
       if (target === undefined || v.appliedLsn >= target) return;
       await new Promise((r) => setTimeout(r, this.o.latestPollMs ?? DEFAULT_LATEST_POLL_MS));
     }
-    if (Date.now() >= deadline) this.ctx.log.warn({ vm: v.vm, appliedLsn: v.appliedLsn, cacheStoreLastLsn: v.cacheStoreLastLsn }, "'latest' did not catch up before its deadline; using what is applied");
+    if (Date.now() >= deadline)
+      this.ctx.log.warn(
+        { vm: v.vm, appliedLsn: v.appliedLsn, cacheStoreLastLsn: v.cacheStoreLastLsn },
+        "'latest' did not catch up before its deadline; using what is applied",
+      );
   }
 
   private vm(name: string): VmReplication {

@@ -12,7 +12,14 @@ import type { RegionDefaults } from './target-resources.js';
 const RegionFileSchema = z.object({
   resourceGroup: z.string().min(1).optional(),
   availabilitySet: z.string().min(1).optional(),
-  networks: z.array(z.object({ name: z.string().min(1), subnets: z.array(z.object({ name: z.string().min(1), cidr: z.string().min(1) })) })).default([]),
+  networks: z
+    .array(
+      z.object({
+        name: z.string().min(1),
+        subnets: z.array(z.object({ name: z.string().min(1), cidr: z.string().min(1) })),
+      }),
+    )
+    .default([]),
   networkMapping: z.record(z.string(), z.string()).optional(),
 });
 
@@ -31,7 +38,10 @@ export function readRegionConfig(file: string): RegionConfig {
   const parsed = RegionFileSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new SrError(ErrorCode.BAD_OPTION, `--region ${file}: ${issue?.path.join('.') ?? ''} ${issue?.message ?? ''}`.trim());
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `--region ${file}: ${issue?.path.join('.') ?? ''} ${issue?.message ?? ''}`.trim(),
+    );
   }
   const { networkMapping, ...region } = parsed.data;
   return { region, ...(networkMapping !== undefined ? { networkMapping } : {}) };
@@ -42,8 +52,15 @@ export function readRegionConfig(file: string): RegionConfig {
  * longer parses is refused with an error in the log and the previous config stays in force, so an
  * operator's half-finished edit never changes where a failover lands. Returns a function that stops.
  */
-export function watchRegionConfig(file: string, apply: (config: RegionConfig) => void, log: Logger): () => Promise<void> {
-  const watcher = chokidar.watch(file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 200, pollInterval: 50 } });
+export function watchRegionConfig(
+  file: string,
+  apply: (config: RegionConfig) => void,
+  log: Logger,
+): () => Promise<void> {
+  const watcher = chokidar.watch(file, {
+    ignoreInitial: true,
+    awaitWriteFinish: { stabilityThreshold: 200, pollInterval: 50 },
+  });
   const reload = (): void => {
     try {
       apply(readRegionConfig(file));

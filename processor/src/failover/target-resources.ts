@@ -135,7 +135,11 @@ export function planTarget(input: PlanTargetInput): TargetPlacement {
   let subnet: { name: string; cidr?: string; reason: PlacementReasons['subnet'] };
   if (existing === undefined) {
     // A network to be created copies the source subnet, so nothing else in it holds an address yet.
-    subnet = { name: o.subnet ?? source.subnet, ...(source.subnetCidr !== undefined ? { cidr: source.subnetCidr } : {}), reason: o.subnet !== undefined ? 'override' : 'created' };
+    subnet = {
+      name: o.subnet ?? source.subnet,
+      ...(source.subnetCidr !== undefined ? { cidr: source.subnetCidr } : {}),
+      reason: o.subnet !== undefined ? 'override' : 'created',
+    };
   } else {
     subnet = pickSubnet(existing, source.subnet, o.subnet);
   }
@@ -157,14 +161,21 @@ export function planTarget(input: PlanTargetInput): TargetPlacement {
       network: network.reason,
       subnet: subnet.reason,
       ip: ip.reason,
-      availabilitySet: o.availabilitySet !== undefined ? 'override' : region.availabilitySet !== undefined ? 'region-default' : 'none',
+      availabilitySet:
+        o.availabilitySet !== undefined ? 'override' : region.availabilitySet !== undefined ? 'region-default' : 'none',
     },
   };
 }
 
-function pickResourceGroup(vm: string, region: RegionDefaults, o: TargetOverrides): { name: string; reason: PlacementReasons['resourceGroup'] } {
-  if (o.resourceGroup !== undefined) return { name: requireName(o.resourceGroup, '--target-resource-group'), reason: 'override' };
-  if (region.resourceGroup !== undefined) return { name: requireName(region.resourceGroup, 'region default resource group'), reason: 'region-default' };
+function pickResourceGroup(
+  vm: string,
+  region: RegionDefaults,
+  o: TargetOverrides,
+): { name: string; reason: PlacementReasons['resourceGroup'] } {
+  if (o.resourceGroup !== undefined)
+    return { name: requireName(o.resourceGroup, '--target-resource-group'), reason: 'override' };
+  if (region.resourceGroup !== undefined)
+    return { name: requireName(region.resourceGroup, 'region default resource group'), reason: 'region-default' };
   return { name: `${vm}-asr`, reason: 'vm-default' };
 }
 
@@ -176,12 +187,19 @@ function pickNetwork(
   if (o.network !== undefined) return { name: requireName(o.network, '--target-network'), reason: 'override' };
   // Object.hasOwn: a network named "constructor" must not find Object.prototype's.
   if (mapping !== undefined && Object.hasOwn(mapping, source.network)) {
-    return { name: requireName(mapping[source.network]!, `network mapping of ${source.network}`), reason: 'network-mapping' };
+    return {
+      name: requireName(mapping[source.network]!, `network mapping of ${source.network}`),
+      reason: 'network-mapping',
+    };
   }
   return { name: `${source.network}-asr`, reason: 'asr-suffix' };
 }
 
-function pickSubnet(network: NetworkSpec, sourceSubnet: string, override: string | undefined): { name: string; cidr: string; reason: PlacementReasons['subnet'] } {
+function pickSubnet(
+  network: NetworkSpec,
+  sourceSubnet: string,
+  override: string | undefined,
+): { name: string; cidr: string; reason: PlacementReasons['subnet'] } {
   if (override !== undefined) {
     const s = network.subnets.find((x) => x.name === override);
     if (s === undefined) {
@@ -197,7 +215,10 @@ function pickSubnet(network: NetworkSpec, sourceSubnet: string, override: string
   // Plain code-unit order, not the locale's: the same answer on every machine.
   const first = [...network.subnets].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))[0];
   if (first === undefined) {
-    throw new SrError(ErrorCode.BAD_OPTION, `target network ${network.name} has no subnet; add one in the target region or choose another network with --target-network`);
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `target network ${network.name} has no subnet; add one in the target region or choose another network with --target-network`,
+    );
   }
   return { name: first.name, cidr: first.cidr, reason: 'first-alphabetical' };
 }
@@ -214,9 +235,18 @@ function pickIp(a: {
     if (a.override === DHCP) return { value: DHCP, reason: 'override' };
     const ip = parseIpv4(a.override, '--target-ip');
     if (cidr !== undefined) {
-      const why = !contains(cidr, ip) ? `is outside subnet ${a.subnet.name} (${a.subnet.cidr})` : isReserved(cidr, ip) ? `is reserved in subnet ${a.subnet.name} (${a.subnet.cidr}): the network address, the first three host addresses and the broadcast address are` : a.used.has(ip) ? 'is already in use in the target network' : undefined;
+      const why = !contains(cidr, ip)
+        ? `is outside subnet ${a.subnet.name} (${a.subnet.cidr})`
+        : isReserved(cidr, ip)
+          ? `is reserved in subnet ${a.subnet.name} (${a.subnet.cidr}): the network address, the first three host addresses and the broadcast address are`
+          : a.used.has(ip)
+            ? 'is already in use in the target network'
+            : undefined;
       if (why !== undefined) {
-        throw new SrError(ErrorCode.BAD_OPTION, `--target-ip ${a.override} ${why}; choose a free address in ${a.subnet.cidr}, or "dhcp"`);
+        throw new SrError(
+          ErrorCode.BAD_OPTION,
+          `--target-ip ${a.override} ${why}; choose a free address in ${a.subnet.cidr}, or "dhcp"`,
+        );
       }
     }
     return { value: formatIpv4(ip), reason: 'override' };
@@ -224,7 +254,8 @@ function pickIp(a: {
   if (a.sourceIp === undefined) return { value: DHCP, reason: 'dhcp' };
   // A created network whose address space is unknown copies the source's, so the address is free there.
   if (cidr === undefined) return { value: formatIpv4(a.sourceIp), reason: 'same-address' };
-  if (contains(cidr, a.sourceIp) && isFree(cidr, a.sourceIp, a.used)) return { value: formatIpv4(a.sourceIp), reason: 'same-address' };
+  if (contains(cidr, a.sourceIp) && isFree(cidr, a.sourceIp, a.used))
+    return { value: formatIpv4(a.sourceIp), reason: 'same-address' };
   const first = cidr.network + RESERVED_AT_START;
   const last = cidr.broadcast - RESERVED_AT_END;
   const inside = contains(cidr, a.sourceIp) && !isReserved(cidr, a.sourceIp);
@@ -256,7 +287,11 @@ const IPV4 = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
 /** Parses dotted-quad IPv4 (no leading zeros: "010" would be octal to some tools) into an unsigned 32-bit number. */
 export function parseIpv4(text: string, what: string): number {
   const m = IPV4.exec(text);
-  if (m === null) throw new SrError(ErrorCode.BAD_OPTION, `${what} "${text}" is not an IPv4 address like 10.0.1.4${text === '' ? '' : ' (or "dhcp" where a dynamic address is meant)'}`);
+  if (m === null)
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `${what} "${text}" is not an IPv4 address like 10.0.1.4${text === '' ? '' : ' (or "dhcp" where a dynamic address is meant)'}`,
+    );
   return ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
 }
 
@@ -269,14 +304,20 @@ export function parseCidr(text: string, what: string): Cidr {
   const slash = text.indexOf('/');
   const prefixText = slash < 0 ? '' : text.slice(slash + 1);
   if (slash < 0 || !/^(3[0-2]|[12]?\d)$/.test(prefixText)) {
-    throw new SrError(ErrorCode.BAD_OPTION, `${what} "${text}" is not a CIDR block like 10.0.1.0/24 (an IPv4 address, "/", a prefix length 0-32)`);
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `${what} "${text}" is not a CIDR block like 10.0.1.0/24 (an IPv4 address, "/", a prefix length 0-32)`,
+    );
   }
   const address = parseIpv4(text.slice(0, slash), `${what} address`);
   const prefix = Number(prefixText);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
   const network = (address & mask) >>> 0;
   if (network !== address) {
-    throw new SrError(ErrorCode.BAD_OPTION, `${what} "${text}" has host bits set; the block starting there is ${formatIpv4(network)}/${prefix}`);
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `${what} "${text}" has host bits set; the block starting there is ${formatIpv4(network)}/${prefix}`,
+    );
   }
   return { network, prefix, broadcast: (network | (~mask >>> 0)) >>> 0 };
 }
@@ -297,12 +338,20 @@ function checkRegion(region: RegionDefaults): void {
   const seen = new Set<string>();
   for (const n of region.networks) {
     requireName(n.name, 'target network name');
-    if (seen.has(n.name)) throw new SrError(ErrorCode.BAD_OPTION, `target network ${n.name} is listed twice in the region defaults; keep one`);
+    if (seen.has(n.name))
+      throw new SrError(
+        ErrorCode.BAD_OPTION,
+        `target network ${n.name} is listed twice in the region defaults; keep one`,
+      );
     seen.add(n.name);
     const subnets = new Set<string>();
     for (const s of n.subnets) {
       requireName(s.name, `subnet name in network ${n.name}`);
-      if (subnets.has(s.name)) throw new SrError(ErrorCode.BAD_OPTION, `subnet ${s.name} is listed twice in target network ${n.name}; keep one`);
+      if (subnets.has(s.name))
+        throw new SrError(
+          ErrorCode.BAD_OPTION,
+          `subnet ${s.name} is listed twice in target network ${n.name}; keep one`,
+        );
       subnets.add(s.name);
       parseCidr(s.cidr, `subnet ${s.name} of network ${n.name}`);
     }
@@ -311,7 +360,10 @@ function checkRegion(region: RegionDefaults): void {
 
 function requireName(name: string, what: string): string {
   if (typeof name !== 'string' || name.trim() === '' || name !== name.trim()) {
-    throw new SrError(ErrorCode.BAD_OPTION, `${what} "${String(name)}" must be a non-empty name without surrounding spaces`);
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `${what} "${String(name)}" must be a non-empty name without surrounding spaces`,
+    );
   }
   return name;
 }
@@ -350,11 +402,20 @@ export const UNKNOWN_SOURCE = { network: 'default', subnet: 'default', ip: DHCP 
  * rules.
  */
 export function createTargetPlanner(o: TargetPlannerOptions = {}): {
-  plan(input: ConfiguredPlacement): { resourceGroup: string; network: string; subnet: string; ip: string; availabilitySet: string | null };
+  plan(input: ConfiguredPlacement): {
+    resourceGroup: string;
+    network: string;
+    subnet: string;
+    ip: string;
+    availabilitySet: string | null;
+  };
 } {
   return {
     plan: (input) => {
-      const overrides: TargetOverrides = { ...input.target, ...(input.test && input.network !== undefined ? { network: input.network } : {}) };
+      const overrides: TargetOverrides = {
+        ...input.target,
+        ...(input.test && input.network !== undefined ? { network: input.network } : {}),
+      };
       const p = planTarget({
         vm: input.vm,
         source: {
@@ -367,7 +428,13 @@ export function createTargetPlanner(o: TargetPlannerOptions = {}): {
         overrides,
         usedIps: [...(o.usedIps?.() ?? []), ...(input.taken ?? [])],
       });
-      return { resourceGroup: p.resourceGroup, network: p.network, subnet: p.subnet, ip: p.ip, availabilitySet: p.availabilitySet };
+      return {
+        resourceGroup: p.resourceGroup,
+        network: p.network,
+        subnet: p.subnet,
+        ip: p.ip,
+        availabilitySet: p.availabilitySet,
+      };
     },
   };
 }

@@ -26,7 +26,11 @@ const PointSchema = z.object({
 
 const CatalogSchema = z.object({
   version: z.literal(1),
-  blockSize: z.number().int().min(512).max(64 << 20),
+  blockSize: z
+    .number()
+    .int()
+    .min(512)
+    .max(64 << 20),
   points: z.array(PointSchema),
   pruned: z.array(z.string().regex(POINT_ID_PATTERN)),
 });
@@ -36,13 +40,18 @@ export async function readCatalog(file: string): Promise<PointCatalog | undefine
   try {
     raw = await readJsonIfExists(file);
   } catch (err) {
-    throw new SrError(ErrorCode.STATE_MISMATCH, `point catalog ${file} is unreadable: ${(err as Error).message}`, { cause: err });
+    throw new SrError(ErrorCode.STATE_MISMATCH, `point catalog ${file} is unreadable: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   if (raw === undefined) return undefined;
   const parsed = CatalogSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new SrError(ErrorCode.STATE_MISMATCH, `point catalog ${file} is invalid at "${issue?.path.join('.') ?? ''}": ${issue?.message ?? ''}`);
+    throw new SrError(
+      ErrorCode.STATE_MISMATCH,
+      `point catalog ${file} is invalid at "${issue?.path.join('.') ?? ''}": ${issue?.message ?? ''}`,
+    );
   }
   const c = parsed.data;
   return { blockSize: c.blockSize, points: c.points as RecoveryPoint[], pruned: c.pruned };

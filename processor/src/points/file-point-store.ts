@@ -1,5 +1,13 @@
 import fsp from 'node:fs/promises';
-import { ErrorCode, RecordKind, SrError, fsyncDir, type ChangeRecord, type DiskInfo, type Logger } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  RecordKind,
+  SrError,
+  fsyncDir,
+  type ChangeRecord,
+  type DiskInfo,
+  type Logger,
+} from '@site-recovery/shared';
 import { catalogFile, isTempFileName, pointId, pointsDir, undoLogFile, undoLogName } from '../names.js';
 import { readCatalog, writeCatalog, type PointCatalog } from './catalog.js';
 import { materializePoint, type MaterializeLog } from './materializer.js';
@@ -56,15 +64,25 @@ export class FilePointStore implements ReplicaPoints {
   }
 
   /** Opens (or starts) the points of the replica in `replicaDir`; removes logs no point owns. */
-  static async open(replicaDir: string, source: DiskSource, o: PointStoreOptions = {}, log?: Logger): Promise<FilePointStore> {
+  static async open(
+    replicaDir: string,
+    source: DiskSource,
+    o: PointStoreOptions = {},
+    log?: Logger,
+  ): Promise<FilePointStore> {
     const dir = pointsDir(replicaDir);
     await fsp.mkdir(dir, { recursive: true });
-    const catalog = (await readCatalog(catalogFile(replicaDir))) ?? { blockSize: o.undoBlockSize ?? DEFAULT_UNDO_BLOCK_SIZE, points: [], pruned: [] };
+    const catalog = (await readCatalog(catalogFile(replicaDir))) ?? {
+      blockSize: o.undoBlockSize ?? DEFAULT_UNDO_BLOCK_SIZE,
+      points: [],
+      pruned: [],
+    };
     const store = new FilePointStore(replicaDir, source, log, o, catalog);
     const owned = new Set(catalog.points.map((p) => p.undoLog));
     for (const name of await fsp.readdir(dir)) {
       // Leftovers of a crash: a log made for a cut that never reached the catalog, or one removed from it.
-      if (!owned.has(name) && (isTempFileName(name) || name.startsWith('undo-'))) await fsp.rm(undoLogFile(replicaDir, name), { force: true });
+      if (!owned.has(name) && (isTempFileName(name) || name.startsWith('undo-')))
+        await fsp.rm(undoLogFile(replicaDir, name), { force: true });
     }
     const newest = catalog.points.at(-1);
     for (const p of catalog.points) {
@@ -110,7 +128,10 @@ export class FilePointStore implements ReplicaPoints {
   /** Throws unless every block `r` overwrites is protected: the last line of defence in the write path. */
   checkProtected(r: ChangeRecord, generation: string): void {
     if (this.unprotected([r], generation) !== undefined) {
-      throw new SrError(ErrorCode.INTERNAL, `record ${r.lsn} would overwrite blocks not saved in the undo log of point ${this.catalog.points.at(-1)?.id ?? '?'}`);
+      throw new SrError(
+        ErrorCode.INTERNAL,
+        `record ${r.lsn} would overwrite blocks not saved in the undo log of point ${this.catalog.points.at(-1)?.id ?? '?'}`,
+      );
     }
   }
 
@@ -159,7 +180,11 @@ export class FilePointStore implements ReplicaPoints {
       const points = this.catalog.points;
       const newest = points.at(-1);
       if (newest !== undefined && newest.generation === p.generation) {
-        if (p.lsn < newest.lsn) throw new SrError(ErrorCode.SEQUENCE, `cannot cut a point at LSN ${p.lsn} before the newest point ${newest.id}`);
+        if (p.lsn < newest.lsn)
+          throw new SrError(
+            ErrorCode.SEQUENCE,
+            `cannot cut a point at LSN ${p.lsn} before the newest point ${newest.id}`,
+          );
         if (p.lsn === newest.lsn) {
           if (rank(p.kind) <= rank(newest.kind)) return { ...newest, undoBytes: this.logs.get(newest.id)?.bytes ?? 0 };
           const upgraded: RecoveryPoint = { ...newest, kind: p.kind };
@@ -169,11 +194,20 @@ export class FilePointStore implements ReplicaPoints {
       }
       const ms = p.time.getTime();
       let id = pointId(p.lsn, ms);
-      for (let n = 1; points.some((q) => q.id === id) || this.catalog.pruned.includes(id); n++) id = pointId(p.lsn, ms, n);
+      for (let n = 1; points.some((q) => q.id === id) || this.catalog.pruned.includes(id); n++)
+        id = pointId(p.lsn, ms, n);
       const name = undoLogName(id);
       const log = await UndoLog.create(undoLogFile(this.dir, name), this.blockSize);
       await fsyncDir(pointsDir(this.dir));
-      const point: RecoveryPoint = { id, time: p.time.toISOString(), lsn: p.lsn, kind: p.kind, generation: p.generation, undoLog: name, undoBytes: log.bytes };
+      const point: RecoveryPoint = {
+        id,
+        time: p.time.toISOString(),
+        lsn: p.lsn,
+        kind: p.kind,
+        generation: p.generation,
+        undoLog: name,
+        undoBytes: log.bytes,
+      };
       try {
         await this.writeCatalog({ ...this.catalog, points: [...points, point] });
       } catch (err) {
@@ -223,8 +257,16 @@ export class FilePointStore implements ReplicaPoints {
     const points = this.catalog.points;
     const i = points.findIndex((p) => p.id === id);
     if (i < 0) return undefined;
-    const logs = points.slice(i).reverse().map((p) => ({ pointId: p.id, bytes: this.logs.get(p.id)?.bytes ?? 0 }));
-    return { point: { ...points[i]!, undoBytes: logs.at(-1)?.bytes ?? 0 }, disks: [...this.source.disks()], logs, undoBytes: logs.reduce((s, l) => s + l.bytes, 0) };
+    const logs = points
+      .slice(i)
+      .reverse()
+      .map((p) => ({ pointId: p.id, bytes: this.logs.get(p.id)?.bytes ?? 0 }));
+    return {
+      point: { ...points[i]!, undoBytes: logs.at(-1)?.bytes ?? 0 },
+      disks: [...this.source.disks()],
+      logs,
+      undoBytes: logs.reduce((s, l) => s + l.bytes, 0),
+    };
   }
 
   /**
@@ -243,7 +285,10 @@ export class FilePointStore implements ReplicaPoints {
           this.exclusive(() => {
             const points = this.catalog.points;
             const i = points.findIndex((p) => p.id === plan.point.id);
-            if (i < 0) return Promise.reject(new SrError(ErrorCode.INTERNAL, `point ${plan.point.id} vanished while it was being materialised`));
+            if (i < 0)
+              return Promise.reject(
+                new SrError(ErrorCode.INTERNAL, `point ${plan.point.id} vanished while it was being materialised`),
+              );
             const logs = points
               .slice(i)
               .reverse()
@@ -269,7 +314,11 @@ export class FilePointStore implements ReplicaPoints {
   discardAll(): Promise<void> {
     return this.exclusive(async () => {
       const ids = this.catalog.points.map((p) => p.id);
-      await this.writeCatalog({ ...this.catalog, points: [], pruned: [...this.catalog.pruned, ...ids].slice(-this.maxPruned) });
+      await this.writeCatalog({
+        ...this.catalog,
+        points: [],
+        pruned: [...this.catalog.pruned, ...ids].slice(-this.maxPruned),
+      });
       for (const l of this.logs.values()) {
         await l.close();
         await fsp.rm(l.file, { force: true });
@@ -313,7 +362,7 @@ export class FilePointStore implements ReplicaPoints {
     for (const [disk, set] of wanted) {
       const size = this.source.disks()[disk]!.size;
       const blocks = [...set].sort((a, b) => a - b);
-      for (let i = 0; i < blocks.length; ) {
+      for (let i = 0; i < blocks.length;) {
         let j = i + 1;
         while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && (j - i + 1) * bs <= READ_RUN_BYTES) j++;
         const start = blocks[i]! * bs;
@@ -350,7 +399,10 @@ export class FilePointStore implements ReplicaPoints {
   }
 
   private async writeCatalog(next: PointCatalog): Promise<void> {
-    await writeCatalog(catalogFile(this.dir), { ...next, points: next.points.map((p) => ({ ...p, undoBytes: this.logs.get(p.id)?.bytes ?? p.undoBytes })) });
+    await writeCatalog(catalogFile(this.dir), {
+      ...next,
+      points: next.points.map((p) => ({ ...p, undoBytes: this.logs.get(p.id)?.bytes ?? p.undoBytes })),
+    });
     this.catalog = next;
   }
 

@@ -74,7 +74,11 @@ export async function copySparse(source: string, target: string, size: number): 
     // no reflink here (ext4, tmpfs)
   }
   try {
-    await new Promise<void>((resolve, reject) => execFile('cp', ['--sparse=always', '--reflink=auto', '--', source, target], (err) => (err !== null ? reject(new Error(err.message)) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      execFile('cp', ['--sparse=always', '--reflink=auto', '--', source, target], (err) =>
+        err !== null ? reject(new Error(err.message)) : resolve(),
+      ),
+    );
     await fsp.truncate(target, size);
     const fd = fs.openSync(target, 'r+');
     try {
@@ -98,7 +102,17 @@ export async function copySparse(source: string, target: string, size: number): 
         const n = Math.min(SPARSE_BLOCK, buf.length - o);
         if (buf.compare(ZEROES, 0, n, o, o + n) === 0) continue;
         let end = o + n;
-        while (end < buf.length && buf.compare(ZEROES, 0, Math.min(SPARSE_BLOCK, buf.length - end), end, Math.min(end + SPARSE_BLOCK, buf.length)) !== 0) end = Math.min(end + SPARSE_BLOCK, buf.length);
+        while (
+          end < buf.length &&
+          buf.compare(
+            ZEROES,
+            0,
+            Math.min(SPARSE_BLOCK, buf.length - end),
+            end,
+            Math.min(end + SPARSE_BLOCK, buf.length),
+          ) !== 0
+        )
+          end = Math.min(end + SPARSE_BLOCK, buf.length);
         await pwrite(dst, buf.subarray(o, end), at + o);
         o = end - SPARSE_BLOCK;
       }

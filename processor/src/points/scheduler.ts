@@ -45,7 +45,10 @@ export class PointScheduler {
       try {
         await this.runVm(v);
       } catch (err) {
-        this.log.warn({ vm: v.vm, code: (err as { code?: string }).code, err: (err as Error).message }, 'recovery point schedule failed');
+        this.log.warn(
+          { vm: v.vm, code: (err as { code?: string }).code, err: (err as Error).message },
+          'recovery point schedule failed',
+        );
       }
     }
   }
@@ -68,6 +71,7 @@ export class PointScheduler {
       }
     }
     const prune = pointsToPrune(replica.points.list(), config);
-    if (prune.length > 0 && !(await replica.points.remove(prune, true))) this.log.debug({ vm: v.vm }, 'retention deferred: a point is being recovered');
+    if (prune.length > 0 && !(await replica.points.remove(prune, true)))
+      this.log.debug({ vm: v.vm }, 'retention deferred: a point is being recovered');
   }
 }

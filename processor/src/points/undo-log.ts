@@ -65,7 +65,11 @@ export class UndoLog {
       const head = await pread(fd, UNDO_HEADER_BYTES, 0);
       if (!validHeader(head)) throw new SrError(ErrorCode.BAD_DISK, `undo log ${file} has no valid header`);
       const found = head.readUInt32BE(8);
-      if (found !== blockSize) throw new SrError(ErrorCode.STATE_MISMATCH, `undo log ${file} uses ${found}-byte blocks, the catalog says ${blockSize}`);
+      if (found !== blockSize)
+        throw new SrError(
+          ErrorCode.STATE_MISMATCH,
+          `undo log ${file} uses ${found}-byte blocks, the catalog says ${blockSize}`,
+        );
       const index: BlockIndex = [];
       let count = 0;
       const end = await scanFd(fd, Infinity, (e, at) => {
@@ -164,7 +168,11 @@ export async function scanFile(file: string, upTo: number, fn: (e: UndoEntry) =>
 }
 
 /** Walks verified entries from the header on; returns the offset after the last one. */
-async function scanFd(fd: number, upTo: number, fn: (e: UndoEntry, at: number) => Promise<void> | void): Promise<number> {
+async function scanFd(
+  fd: number,
+  upTo: number,
+  fn: (e: UndoEntry, at: number) => Promise<void> | void,
+): Promise<number> {
   const size = Math.min(fs.fstatSync(fd).size, upTo);
   let pos = UNDO_HEADER_BYTES;
   let buf: Buffer = Buffer.alloc(0);
@@ -186,12 +194,18 @@ async function scanFd(fd: number, upTo: number, fn: (e: UndoEntry, at: number) =
     if ((flags & ~FLAG_ZERO) !== 0 || length === 0) return pos;
     if (!(await ensure(pos, UNDO_ENTRY_HEADER_BYTES + payload))) return pos;
     const h2 = buf.subarray(pos - bufAt, pos - bufAt + UNDO_ENTRY_HEADER_BYTES);
-    const data = payload > 0 ? buf.subarray(pos - bufAt + UNDO_ENTRY_HEADER_BYTES, pos - bufAt + UNDO_ENTRY_HEADER_BYTES + payload) : undefined;
+    const data =
+      payload > 0
+        ? buf.subarray(pos - bufAt + UNDO_ENTRY_HEADER_BYTES, pos - bufAt + UNDO_ENTRY_HEADER_BYTES + payload)
+        : undefined;
     let crc = crc32c(h2.subarray(0, 20));
     if (data !== undefined) crc = crc32c(data, crc);
     if (crc !== h2.readUInt32BE(20)) return pos;
     // Copy the payload out: the slice buffer is reused by the next read.
-    await fn({ disk: h2.readUInt16BE(4), offset: Number(h2.readBigUInt64BE(8)), length, data: data && Buffer.from(data) }, pos);
+    await fn(
+      { disk: h2.readUInt16BE(4), offset: Number(h2.readBigUInt64BE(8)), length, data: data && Buffer.from(data) },
+      pos,
+    );
     pos += UNDO_ENTRY_HEADER_BYTES + payload;
   }
 }
@@ -205,7 +219,11 @@ function header(blockSize: number): Buffer {
 }
 
 function validHeader(b: Buffer): boolean {
-  return b.length === UNDO_HEADER_BYTES && b.subarray(0, 8).equals(FILE_MAGIC) && crc32c(b.subarray(0, 12)) === b.readUInt32BE(12);
+  return (
+    b.length === UNDO_HEADER_BYTES &&
+    b.subarray(0, 8).equals(FILE_MAGIC) &&
+    crc32c(b.subarray(0, 12)) === b.readUInt32BE(12)
+  );
 }
 
 function entryHeader(e: UndoEntry): Buffer {

@@ -23,7 +23,14 @@ import {
 import { FilePointStore, type PointStoreOptions } from '../points/file-point-store.js';
 import { ReplicaImage } from './replica-image.js';
 import { readReplicaState, writeReplicaState, type ReplicaStateFile } from './replica-state-file.js';
-import { sameDisks, type InitialSync, type Replica, type ReplicaInfo, type ReplicaPosition, type ReplicaStore } from './replica-store.js';
+import {
+  sameDisks,
+  type InitialSync,
+  type Replica,
+  type ReplicaInfo,
+  type ReplicaPosition,
+  type ReplicaStore,
+} from './replica-store.js';
 
 export interface FileReplicaStoreOptions extends PointStoreOptions {
   /**
@@ -70,14 +77,16 @@ export class FileReplicaStore implements ReplicaStore {
     const dir = replicaDir(this.dataDir, vm);
     const state = await readReplicaState(stateFile(dir));
     if (state === undefined) return undefined;
-    if (state.vm !== vm) throw new SrError(ErrorCode.STATE_MISMATCH, `replica directory ${dir} holds the state of VM "${state.vm}"`);
+    if (state.vm !== vm)
+      throw new SrError(ErrorCode.STATE_MISMATCH, `replica directory ${dir} holds the state of VM "${state.vm}"`);
     checkDisks(state.disks);
     await removeLeftovers(dir, state.disks);
     // A replica that holds no applied data yet may have been cut short while its disks were being made.
     const repair = state.appliedLsn === 0 || state.wipePending;
     const images: ReplicaImage[] = [];
     try {
-      for (const d of state.disks) images.push(ReplicaImage.open(diskImageFile(dir, d.id), d.size, this.inlineMax, repair));
+      for (const d of state.disks)
+        images.push(ReplicaImage.open(diskImageFile(dir, d.id), d.size, this.inlineMax, repair));
     } catch (err) {
       await Promise.all(images.map((i) => i.close()));
       throw err;
@@ -97,11 +106,19 @@ export class FileReplicaStore implements ReplicaStore {
   async create(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<Replica> {
     checkDisks(disks);
     const dir = replicaDir(this.dataDir, vm);
-    if (await exists(stateFile(dir))) throw new SrError(ErrorCode.STATE_MISMATCH, `VM "${vm}" already has a replica; open it instead`);
+    if (await exists(stateFile(dir)))
+      throw new SrError(ErrorCode.STATE_MISMATCH, `VM "${vm}" already has a replica; open it instead`);
     await fsp.mkdir(disksDir(dir), { recursive: true });
     await fsyncDir(this.dataDir);
     await fsyncDir(replicasDir(this.dataDir));
-    const state: ReplicaStateFile = { vm, generation, disks: copyDisks(disks), appliedLsn: 0, initialSync: COPYING, wipePending: true };
+    const state: ReplicaStateFile = {
+      vm,
+      generation,
+      disks: copyDisks(disks),
+      appliedLsn: 0,
+      initialSync: COPYING,
+      wipePending: true,
+    };
     // State first: if the disks are cut short by a crash, open() sees the pending wipe and makes them again.
     await writeReplicaState(stateFile(dir), state);
     const replica = new FileReplica(dir, state, createImages(dir, disks, this.inlineMax), this.inlineMax);
@@ -133,7 +150,8 @@ class FileReplica implements Replica {
   }
 
   get points(): FilePointStore {
-    if (this.pointStore === undefined) throw new SrError(ErrorCode.INTERNAL, `points of ${this.vm} used before they were opened`);
+    if (this.pointStore === undefined)
+      throw new SrError(ErrorCode.INTERNAL, `points of ${this.vm} used before they were opened`);
     return this.pointStore;
   }
 
@@ -157,7 +175,10 @@ class FileReplica implements Replica {
     if (r.kind === RecordKind.SYNC || r.kind === RecordKind.APP) return undefined; // markers: change no data
     const image = this.images[r.disk];
     if (image === undefined || r.offset < 0 || r.offset + r.length > image.size) {
-      throw new SrError(ErrorCode.BOUNDS, `record ${r.lsn}: bytes ${r.offset}+${r.length} of disk index ${r.disk} are outside the replica of ${this.vm}`);
+      throw new SrError(
+        ErrorCode.BOUNDS,
+        `record ${r.lsn}: bytes ${r.offset}+${r.length} of disk index ${r.disk} are outside the replica of ${this.vm}`,
+      );
     }
     return this.put(image, r);
   }
@@ -172,7 +193,8 @@ class FileReplica implements Replica {
     this.pointStore?.checkProtected(r, this.state.generation);
     switch (r.kind) {
       case RecordKind.WRITE:
-        if (r.data?.length !== r.length) throw new SrError(ErrorCode.PROTOCOL, `record ${r.lsn}: write payload does not match its length`);
+        if (r.data?.length !== r.length)
+          throw new SrError(ErrorCode.PROTOCOL, `record ${r.lsn}: write payload does not match its length`);
         return image.write(r.offset, r.data);
       case RecordKind.ZERO:
       case RecordKind.TRIM:
@@ -187,7 +209,12 @@ class FileReplica implements Replica {
   read(disk: number, offset: number, length: number): Promise<Buffer> {
     const image = this.images[disk];
     if (image === undefined || offset < 0 || offset + length > image.size) {
-      return Promise.reject(new SrError(ErrorCode.BOUNDS, `bytes ${offset}+${length} of disk index ${disk} are outside the replica of ${this.vm}`));
+      return Promise.reject(
+        new SrError(
+          ErrorCode.BOUNDS,
+          `bytes ${offset}+${length} of disk index ${disk} are outside the replica of ${this.vm}`,
+        ),
+      );
     }
     return image.read(offset, length);
   }
@@ -197,7 +224,10 @@ class FileReplica implements Replica {
   }
 
   savePosition(p: ReplicaPosition): Promise<void> {
-    if (this.state.wipePending) return Promise.reject(new SrError(ErrorCode.STATE_MISMATCH, `replica of ${this.vm} is being zeroed for a new generation`));
+    if (this.state.wipePending)
+      return Promise.reject(
+        new SrError(ErrorCode.STATE_MISMATCH, `replica of ${this.vm} is being zeroed for a new generation`),
+      );
     return this.persist((s) => ({ ...s, appliedLsn: p.appliedLsn, initialSync: { ...p.initialSync } }));
   }
 
@@ -212,7 +242,14 @@ class FileReplica implements Replica {
     // layout changes, which no undo log can describe.
     if (sameDisks(before, disks)) await this.points.protectAll();
     else await this.points.discardAll();
-    await this.persist((s) => ({ ...s, generation, disks: copyDisks(disks), appliedLsn: 0, initialSync: COPYING, wipePending: true }));
+    await this.persist((s) => ({
+      ...s,
+      generation,
+      disks: copyDisks(disks),
+      appliedLsn: 0,
+      initialSync: COPYING,
+      wipePending: true,
+    }));
     if (!sameDisks(before, disks)) {
       const old = this.images;
       this.images = [];
@@ -258,7 +295,8 @@ function checkDisks(disks: readonly DiskInfo[]): void {
   for (const d of disks) {
     checkId('disk id', d.id);
     if (seen.has(d.id)) throw new SrError(ErrorCode.BAD_DISK, `disk id "${d.id}" appears twice`);
-    if (!Number.isSafeInteger(d.size) || d.size <= 0) throw new SrError(ErrorCode.BAD_DISK, `disk "${d.id}" has unusable size ${d.size}`);
+    if (!Number.isSafeInteger(d.size) || d.size <= 0)
+      throw new SrError(ErrorCode.BAD_DISK, `disk "${d.id}" has unusable size ${d.size}`);
     seen.add(d.id);
   }
 }

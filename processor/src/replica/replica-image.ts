@@ -1,5 +1,15 @@
 import fs from 'node:fs';
-import { ErrorCode, SrError, closeFd, fdatasync, fsyncFd, pread, pwrite, pwriteSync, systemErrorCode } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  SrError,
+  closeFd,
+  fdatasync,
+  fsyncFd,
+  pread,
+  pwrite,
+  pwriteSync,
+  systemErrorCode,
+} from '@site-recovery/shared';
 
 /** Zeroing reads the range in slices of this size and writes zeroes only where it finds data. */
 const ZERO_SLICE = 1 << 20;
@@ -30,13 +40,18 @@ export class ReplicaImage {
       fd = fs.openSync(file, 'r+');
     } catch (err) {
       if (systemErrorCode(err) === 'ENOENT' && repair) return ReplicaImage.create(file, size, inlineMax);
-      throw new SrError(ErrorCode.BAD_DISK, `cannot open replica disk ${file}: ${(err as Error).message}`, { cause: err });
+      throw new SrError(ErrorCode.BAD_DISK, `cannot open replica disk ${file}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     const actual = fs.fstatSync(fd).size;
     if (actual !== size) {
       if (!repair) {
         fs.closeSync(fd);
-        throw new SrError(ErrorCode.BAD_DISK, `replica disk ${file} is ${actual} bytes, its state says ${size}; the replica cannot be trusted`);
+        throw new SrError(
+          ErrorCode.BAD_DISK,
+          `replica disk ${file} is ${actual} bytes, its state says ${size}; the replica cannot be trusted`,
+        );
       }
       fs.ftruncateSync(fd, size);
     }
@@ -108,7 +123,7 @@ export class ReplicaImage {
 }
 
 function readFullSync(fd: number, buf: Buffer, position: number): void {
-  for (let done = 0; done < buf.length; ) {
+  for (let done = 0; done < buf.length;) {
     const n = fs.readSync(fd, buf, done, buf.length - done, position + done);
     if (n === 0) {
       buf.fill(0, done); // past EOF reads as zeroes, as pread does

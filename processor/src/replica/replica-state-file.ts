@@ -1,5 +1,13 @@
 import { z } from 'zod';
-import { DiskInfoSchema, ErrorCode, GENERATION_PATTERN, ID_PATTERN, SrError, readJsonIfExists, writeFileAtomic } from '@site-recovery/shared';
+import {
+  DiskInfoSchema,
+  ErrorCode,
+  GENERATION_PATTERN,
+  ID_PATTERN,
+  SrError,
+  readJsonIfExists,
+  writeFileAtomic,
+} from '@site-recovery/shared';
 import type { ReplicaInfo } from './replica-store.js';
 
 /** `state.json` of a local replica. Checked field by field on read: it is the one thing a restart trusts. */
@@ -32,13 +40,20 @@ export async function readReplicaState(file: string): Promise<ReplicaStateFile |
   try {
     raw = await readJsonIfExists(file);
   } catch (err) {
-    throw new SrError(ErrorCode.STATE_MISMATCH, `replica state ${file} is unreadable (${(err as Error).message}); move the replica aside to resync it`, { cause: err });
+    throw new SrError(
+      ErrorCode.STATE_MISMATCH,
+      `replica state ${file} is unreadable (${(err as Error).message}); move the replica aside to resync it`,
+      { cause: err },
+    );
   }
   if (raw === undefined) return undefined;
   const parsed = StateSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new SrError(ErrorCode.STATE_MISMATCH, `replica state ${file} is invalid at "${issue?.path.join('.') ?? ''}": ${issue?.message ?? ''}; move the replica aside to resync it`);
+    throw new SrError(
+      ErrorCode.STATE_MISMATCH,
+      `replica state ${file} is invalid at "${issue?.path.join('.') ?? ''}": ${issue?.message ?? ''}; move the replica aside to resync it`,
+    );
   }
   const { vm, generation, disks, appliedLsn, initialSync, wipePending } = parsed.data;
   return { vm, generation, disks, appliedLsn, initialSync, wipePending: wipePending ?? false };

@@ -27,7 +27,8 @@ export class LagStats {
   summary(): { p50: number | null; p99: number | null; samples: number } {
     if (this.count === 0) return { p50: null, p99: null, samples: 0 };
     const sorted = this.ring.slice(0, this.count).sort();
-    const pick = (q: number): number => Math.round(sorted[Math.min(this.count - 1, Math.floor(q * this.count))]! * 10) / 10;
+    const pick = (q: number): number =>
+      Math.round(sorted[Math.min(this.count - 1, Math.floor(q * this.count))]! * 10) / 10;
     return { p50: pick(0.5), p99: pick(0.99), samples: this.count };
   }
 }

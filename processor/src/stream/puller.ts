@@ -44,7 +44,12 @@ export interface PullerOptions {
   readonly maxVms?: number;
 }
 
-export const DEFAULT_PULLER = { connectTimeoutMs: 10_000, heartbeatMs: 15_000, maxQueuedBytes: 96 * 1024 * 1024, maxVms: 1024 } as const;
+export const DEFAULT_PULLER = {
+  connectTimeoutMs: 10_000,
+  heartbeatMs: 15_000,
+  maxQueuedBytes: 96 * 1024 * 1024,
+  maxVms: 1024,
+} as const;
 
 /** The VMs the puller feeds. */
 export interface VmDirectory {
@@ -181,7 +186,12 @@ export class Puller {
     this.conn = c;
     ws.on('open', () => {
       this.log.info({ url: this.o.url }, 'connected to cache-store');
-      const hello: ProcessorHello = { t: 'hello', v: PROTOCOL_VERSION, role: 'processor', ...(this.o.credential !== undefined ? { credential: this.o.credential } : {}) };
+      const hello: ProcessorHello = {
+        t: 'hello',
+        v: PROTOCOL_VERSION,
+        role: 'processor',
+        ...(this.o.credential !== undefined ? { credential: this.o.credential } : {}),
+      };
       this.send(c, hello);
       c.heartbeat = setInterval(() => {
         if (!c.alive) {
@@ -197,7 +207,11 @@ export class Puller {
     ws.on('message', (data, isBinary) => this.receive(c, data, isBinary));
     ws.on('error', (err) => {
       this.log.warn({ url: this.o.url, err: err.message }, 'cache-store connection error');
-      this.lastError = { code: ErrorCode.IO, message: `cache-store connection: ${err.message}`, at: new Date().toISOString() };
+      this.lastError = {
+        code: ErrorCode.IO,
+        message: `cache-store connection: ${err.message}`,
+        at: new Date().toISOString(),
+      };
     });
     ws.once('close', (code, reason) => this.onClose(c, code, reason.toString()));
   }
@@ -205,7 +219,11 @@ export class Puller {
   private receive(c: Connection, data: WebSocket.RawData, isBinary: boolean): void {
     if (c.closed) return;
     if (!isBinary) {
-      this.fail(c, new SrError(ErrorCode.PROTOCOL, 'text frame from the cache-store; the protocol is binary msgpack'), undefined);
+      this.fail(
+        c,
+        new SrError(ErrorCode.PROTOCOL, 'text frame from the cache-store; the protocol is binary msgpack'),
+        undefined,
+      );
       return;
     }
     const frame = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
@@ -246,7 +264,10 @@ export class Puller {
     for (const info of list) {
       const vm = this.vms.get(info.vm) ?? this.vms.add(info.vm);
       if (vm === undefined) {
-        this.log.warn({ vm: info.vm, maxVms: this.o.maxVms ?? DEFAULT_PULLER.maxVms }, 'cache-store lists more VMs than allowed; ignoring');
+        this.log.warn(
+          { vm: info.vm, maxVms: this.o.maxVms ?? DEFAULT_PULLER.maxVms },
+          'cache-store lists more VMs than allowed; ignoring',
+        );
         continue;
       }
       vm.noteCacheStore(info);
@@ -254,7 +275,11 @@ export class Puller {
       const { generation, from } = await vm.subscription();
       if (c.closed) return;
       this.send(c, { t: 'subscribe', vm: info.vm, generation, from } satisfies Subscribe);
-      this.send(c, { t: 'policy', vm: info.vm, appConsistentFrequencyMs: await this.vms.appConsistentFrequencyMs(info.vm) } satisfies Policy);
+      this.send(c, {
+        t: 'policy',
+        vm: info.vm,
+        appConsistentFrequencyMs: await this.vms.appConsistentFrequencyMs(info.vm),
+      } satisfies Policy);
       c.subscribed.set(info.vm, info.generation);
       this.log.info({ vm: info.vm, generation, from }, 'subscribed');
     }
@@ -262,8 +287,13 @@ export class Puller {
 
   private async onStream(c: Connection, m: Stream): Promise<void> {
     const vm = this.vms.get(m.vm);
-    if (!c.subscribed.has(m.vm) || vm === undefined) throw new SrError(ErrorCode.PROTOCOL, `stream for VM "${m.vm}", which this processor did not subscribe`);
-    if (m.disks.length > this.limits.maxDisks) throw new SrError(ErrorCode.LIMIT, `stream of ${m.vm} declares ${m.disks.length} disks, more than maxDisks ${this.limits.maxDisks}`);
+    if (!c.subscribed.has(m.vm) || vm === undefined)
+      throw new SrError(ErrorCode.PROTOCOL, `stream for VM "${m.vm}", which this processor did not subscribe`);
+    if (m.disks.length > this.limits.maxDisks)
+      throw new SrError(
+        ErrorCode.LIMIT,
+        `stream of ${m.vm} declares ${m.disks.length} disks, more than maxDisks ${this.limits.maxDisks}`,
+      );
     await vm.beginStream(m.generation, m.disks);
     c.streams.set(m.vm, { generation: m.generation, disks: m.disks });
     this.log.info({ vm: m.vm, generation: m.generation, from: m.from }, 'stream started');
@@ -272,9 +302,13 @@ export class Puller {
   private async onBatch(c: Connection, b: Batch): Promise<void> {
     const stream = c.streams.get(b.vm);
     const vm = this.vms.get(b.vm);
-    if (stream === undefined || vm === undefined) throw new SrError(ErrorCode.PROTOCOL, `batch for VM "${b.vm}" before its stream began`);
+    if (stream === undefined || vm === undefined)
+      throw new SrError(ErrorCode.PROTOCOL, `batch for VM "${b.vm}" before its stream began`);
     if (b.generation !== stream.generation) {
-      throw new SrError(ErrorCode.GENERATION, `batch of ${b.vm} belongs to generation ${b.generation}, the stream is ${stream.generation}`);
+      throw new SrError(
+        ErrorCode.GENERATION,
+        `batch of ${b.vm} belongs to generation ${b.generation}, the stream is ${stream.generation}`,
+      );
     }
     // Verifies every record (kinds, bounds, sizes, checksums) before any of them is applied.
     const records = decodeBatch(b, stream.disks, this.limits);
@@ -295,7 +329,10 @@ export class Puller {
     const vm = vmName !== undefined ? this.vms.get(vmName) : undefined;
     vm?.recordError(e);
     const peerFault = PEER_FAULTS.has(e.code);
-    this.log.error({ vm: vmName, code: e.code, err: e.message }, peerFault ? 'refused what the cache-store sent; reconnecting' : 'local failure; reconnecting');
+    this.log.error(
+      { vm: vmName, code: e.code, err: e.message },
+      peerFault ? 'refused what the cache-store sent; reconnecting' : 'local failure; reconnecting',
+    );
     if (peerFault) this.send(c, { t: 'error', code: e.code, message: e.message.slice(0, 4096) } satisfies ErrorMessage);
     this.drop(c, peerFault ? 1008 : 1011, e.code);
   }

@@ -82,8 +82,12 @@ export class RecordApplier {
   async submit(records: readonly ChangeRecord[]): Promise<void> {
     for (const r of records) {
       this.throwIfFailed();
-      if (r.lsn !== this.submittedLsn + 1) throw new SrError(ErrorCode.SEQUENCE, `record ${r.lsn} submitted after ${this.submittedLsn}`);
-      while (this.inFlight.length >= this.maxRecords || (this.inFlightBytes >= this.maxBytes && this.inFlight.length > 0)) {
+      if (r.lsn !== this.submittedLsn + 1)
+        throw new SrError(ErrorCode.SEQUENCE, `record ${r.lsn} submitted after ${this.submittedLsn}`);
+      while (
+        this.inFlight.length >= this.maxRecords ||
+        (this.inFlightBytes >= this.maxBytes && this.inFlight.length > 0)
+      ) {
         await this.changed();
         this.throwIfFailed();
       }
@@ -148,7 +152,15 @@ export class RecordApplier {
   }
 
   private track(r: ChangeRecord, pending: Promise<void>): void {
-    const entry: InFlight = { lsn: r.lsn, disk: r.disk, start: r.offset, end: r.offset + r.length, bytes: r.length, done: false, waiters: undefined };
+    const entry: InFlight = {
+      lsn: r.lsn,
+      disk: r.disk,
+      start: r.offset,
+      end: r.offset + r.length,
+      bytes: r.length,
+      done: false,
+      waiters: undefined,
+    };
     this.inFlight.push(entry);
     this.inFlightBytes += entry.bytes;
     this.running++;

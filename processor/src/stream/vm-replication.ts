@@ -1,4 +1,15 @@
-import { ErrorCode, RecordKind, SrError, isSrError, systemErrorCode, type ChangeRecord, type DiskInfo, type Logger, type Progress, type VmInfo } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  RecordKind,
+  SrError,
+  isSrError,
+  systemErrorCode,
+  type ChangeRecord,
+  type DiskInfo,
+  type Logger,
+  type Progress,
+  type VmInfo,
+} from '@site-recovery/shared';
 import { COPYING, InitialSyncTracker, sameSync, syncPercent } from './initial-copy-tracker.js';
 import { PointError, PointErrorCode } from '../api/error-codes.js';
 import { LagStats } from './lag-stats.js';
@@ -156,12 +167,18 @@ export class VmReplication {
       const info = replica.info();
       if (info.generation === generation) {
         if (!sameDisks(info.disks, disks)) {
-          throw new SrError(ErrorCode.STATE_MISMATCH, `stream of ${this.vm} generation ${generation} declares disks ${describe(disks)}, the replica has ${describe(info.disks)}`);
+          throw new SrError(
+            ErrorCode.STATE_MISMATCH,
+            `stream of ${this.vm} generation ${generation} declares disks ${describe(disks)}, the replica has ${describe(info.disks)}`,
+          );
         }
         return;
       }
       await this.applier?.drain();
-      this.log.info({ vm: this.vm, from: info.generation, to: generation, sameDisks: sameDisks(info.disks, disks) }, 'new generation: resyncing replica');
+      this.log.info(
+        { vm: this.vm, from: info.generation, to: generation, sameDisks: sameDisks(info.disks, disks) },
+        'new generation: resyncing replica',
+      );
       await replica.reset(generation, disks);
       this.attach(replica);
     });
@@ -175,20 +192,29 @@ export class VmReplication {
     return this.lockApply(() => this.applyLocked(generation, records, progress));
   }
 
-  private async applyLocked(generation: string, records: readonly ChangeRecord[], progress: Progress | undefined): Promise<void> {
+  private async applyLocked(
+    generation: string,
+    records: readonly ChangeRecord[],
+    progress: Progress | undefined,
+  ): Promise<void> {
     // Failed over: the source's later writes are not the VM any more.
     if (this.failoverState !== 'none') return;
     const applier = this.applier;
-    if (applier === undefined || this.generation !== generation) throw new SrError(ErrorCode.PROTOCOL, `batch for ${this.vm} before its stream began`);
+    if (applier === undefined || this.generation !== generation)
+      throw new SrError(ErrorCode.PROTOCOL, `batch for ${this.vm} before its stream began`);
     const last = records[records.length - 1]!.lsn;
-    if (this.cacheStore === undefined || this.cacheStore.generation !== generation) this.cacheStore = { generation, firstLsn: records[0]!.lsn, lastLsn: last };
+    if (this.cacheStore === undefined || this.cacheStore.generation !== generation)
+      this.cacheStore = { generation, firstLsn: records[0]!.lsn, lastLsn: last };
     else this.cacheStore.lastLsn = Math.max(this.cacheStore.lastLsn, last);
     let skip = 0;
     while (skip < records.length && records[skip]!.lsn <= applier.submitted) skip++;
     if (skip < records.length) {
       const first = records[skip]!.lsn;
       if (first !== applier.submitted + 1) {
-        throw new SrError(ErrorCode.SEQUENCE, `batch of ${this.vm} continues at LSN ${first}, the replica holds up to ${applier.submitted}: records are missing`);
+        throw new SrError(
+          ErrorCode.SEQUENCE,
+          `batch of ${this.vm} continues at LSN ${first}, the replica holds up to ${applier.submitted}: records are missing`,
+        );
       }
       if (progress !== undefined) this.sync.note(progressLsn(records), progress);
       await this.submitProtected(applier, generation, skip === 0 ? records : records.slice(skip));
@@ -203,7 +229,11 @@ export class VmReplication {
    * blocks are saved first (write-ahead, one fdatasync per segment), and at a marker the applier is
    * drained and an 'app' point cut at the marker's LSN before anything after it is submitted.
    */
-  private async submitProtected(applier: RecordApplier, generation: string, records: readonly ChangeRecord[]): Promise<void> {
+  private async submitProtected(
+    applier: RecordApplier,
+    generation: string,
+    records: readonly ChangeRecord[],
+  ): Promise<void> {
     const replica = this.replica!;
     let from = 0;
     while (from < records.length) {
@@ -213,7 +243,13 @@ export class VmReplication {
       const newest = replica.points.newest();
       // Records replayed below the newest point are not protected; one of them still in flight
       // must land before old contents are read for the records after the point.
-      if (newest !== undefined && newest.generation === generation && applier.applied < applier.submitted && applier.submitted <= newest.lsn) await applier.drain();
+      if (
+        newest !== undefined &&
+        newest.generation === generation &&
+        applier.applied < applier.submitted &&
+        applier.submitted <= newest.lsn
+      )
+        await applier.drain();
       const saving = replica.points.protect(segment, generation);
       if (saving !== undefined) await saving;
       await applier.submit(segment);
@@ -229,13 +265,19 @@ export class VmReplication {
   private async cutLocked(kind: PointKind): Promise<RecoveryPoint> {
     const replica = this.replica;
     const applier = this.applier;
-    if (replica === undefined || applier === undefined) throw new PointError(PointErrorCode.RESYNCING, `${this.vm} has no replica yet`);
+    if (replica === undefined || applier === undefined)
+      throw new PointError(PointErrorCode.RESYNCING, `${this.vm} has no replica yet`);
     await applier.drain();
     if (applier.failed !== undefined) throw asStorageError(applier.failed, `replica of ${this.vm} failed`);
     const lsn = applier.applied;
-    if (this.sync.at(lsn).state !== 'done') throw new PointError(PointErrorCode.RESYNCING, `${this.vm} is resyncing (initial copy not done): no recovery point can be cut`);
+    if (this.sync.at(lsn).state !== 'done')
+      throw new PointError(
+        PointErrorCode.RESYNCING,
+        `${this.vm} is resyncing (initial copy not done): no recovery point can be cut`,
+      );
     await this.exclusive(() => this.flushOnce());
-    if (this.durableLsn < lsn) throw new SrError(ErrorCode.IO, `replica of ${this.vm} could not be made durable up to LSN ${lsn}; no point cut`);
+    if (this.durableLsn < lsn)
+      throw new SrError(ErrorCode.IO, `replica of ${this.vm} could not be made durable up to LSN ${lsn}; no point cut`);
     return replica.points.cut({ lsn, generation: replica.info().generation, kind, time: new Date() });
   }
 
@@ -291,7 +333,8 @@ export class VmReplication {
     const sync: InitialSync = info === undefined ? { state: 'none', done: 0, total: 0 } : this.sync.at(applied);
     const cs = this.cacheStore;
     let pending = 0;
-    if (cs !== undefined) pending = Math.max(0, cs.lastLsn - (cs.generation === info?.generation ? applied : Math.max(0, cs.firstLsn - 1)));
+    if (cs !== undefined)
+      pending = Math.max(0, cs.lastLsn - (cs.generation === info?.generation ? applied : Math.max(0, cs.firstLsn - 1)));
     const state: VmState =
       this.failoverState === 'failed-over' || this.failoverState === 'committed'
         ? this.failoverState
@@ -314,10 +357,13 @@ export class VmReplication {
       lagMs: this.lag.summary(),
       initialSync: { ...sync, percent: syncPercent(sync) },
       state,
-      ...(this.error !== undefined ? { error: `${this.error.code}: ${this.error.message}`, errorCode: this.error.code } : {}),
+      ...(this.error !== undefined
+        ? { error: `${this.error.code}: ${this.error.message}`, errorCode: this.error.code }
+        : {}),
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
       points: points.length,
-      latestPoint: latest !== undefined ? { id: latest.id, time: latest.time, lsn: latest.lsn, kind: latest.kind } : null,
+      latestPoint:
+        latest !== undefined ? { id: latest.id, time: latest.time, lsn: latest.lsn, kind: latest.kind } : null,
       failover: this.failoverState,
     };
   }
@@ -343,14 +389,18 @@ export class VmReplication {
         const e = asStorageError(err, `replica of ${this.vm} could not be made durable`);
         this.recordError(e);
         this.rewindToDurable = true;
-        this.log.error({ vm: this.vm, code: e.code, err: e.message }, 'replica flush failed; the stream will be resent from the durable position');
+        this.log.error(
+          { vm: this.vm, code: e.code, err: e.message },
+          'replica flush failed; the stream will be resent from the durable position',
+        );
         this.hooks.fault(this.vm, e);
         return;
       }
       this.sync.settle(lsn);
       this.durableLsn = lsn;
     }
-    if (this.durableLsn > this.confirmedLsn && this.hooks.confirm(this.vm, generation, this.durableLsn)) this.confirmedLsn = this.durableLsn;
+    if (this.durableLsn > this.confirmedLsn && this.hooks.confirm(this.vm, generation, this.durableLsn))
+      this.confirmedLsn = this.durableLsn;
   }
 
   /** Makes `replica` current at its persisted position (a fresh replica or a new generation). */

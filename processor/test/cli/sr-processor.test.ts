@@ -3,7 +3,17 @@ import path from 'node:path';
 import type { DiskInfo } from '@site-recovery/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeCacheStore, Workload, chunks, type FakeSession } from '../fake-cache-store.js';
-import { MiB, firstDiff, readState, replicaFile, runCli, startCli, tempDir, vmStatus, type CliProcess } from '../helpers.js';
+import {
+  MiB,
+  firstDiff,
+  readState,
+  replicaFile,
+  runCli,
+  startCli,
+  tempDir,
+  vmStatus,
+  type CliProcess,
+} from '../helpers.js';
 
 const VM = 'db01';
 const DISKS: DiskInfo[] = [
@@ -24,7 +34,12 @@ afterAll(async () => {
  * answer the subscription from where the processor asks, then send batches paced a little so a
  * test can act mid-stream.
  */
-function serve(fake: FakeCacheStore, generation: string, w: Workload, o: { batchRecords: number; pauseMs: number }): void {
+function serve(
+  fake: FakeCacheStore,
+  generation: string,
+  w: Workload,
+  o: { batchRecords: number; pauseMs: number },
+): void {
   fake.onSession = (s: FakeSession) => {
     void (async () => {
       try {
@@ -45,14 +60,36 @@ function serve(fake: FakeCacheStore, generation: string, w: Workload, o: { batch
 }
 
 function cliArgs(fake: FakeCacheStore, dataDir: string): string[] {
-  return ['--listen', '127.0.0.1:0', '--cache-store', fake.url, '--data-dir', dataDir, '--confirm-interval-ms', '50', '--reconnect-initial-ms', '20', '--reconnect-max-ms', '200'];
+  return [
+    '--listen',
+    '127.0.0.1:0',
+    '--cache-store',
+    fake.url,
+    '--data-dir',
+    dataDir,
+    '--confirm-interval-ms',
+    '50',
+    '--reconnect-initial-ms',
+    '20',
+    '--reconnect-max-ms',
+    '200',
+  ];
 }
 
 describe('sr-processor CLI', () => {
   it('explains every option in --help', async () => {
     const r = await runCli(['--help']);
     expect(r.code).toBe(0);
-    for (const opt of ['--listen', '--cache-store', '--data-dir', '--confirm-interval-ms', '--confirm-bytes', '--inline-write-max-bytes', '--reconnect-initial-ms', '--reconnect-max-ms']) {
+    for (const opt of [
+      '--listen',
+      '--cache-store',
+      '--data-dir',
+      '--confirm-interval-ms',
+      '--confirm-bytes',
+      '--inline-write-max-bytes',
+      '--reconnect-initial-ms',
+      '--reconnect-max-ms',
+    ]) {
       expect(r.stdout).toContain(opt);
     }
     expect(r.stdout).toContain('"event":"ready"');
@@ -98,7 +135,11 @@ describe('sr-processor CLI', () => {
       const s1 = await fake.session(1);
       expect(await s1.subscribeOf(VM)).toMatchObject({ generation: 'gen-a', from: persisted.appliedLsn + 1 });
       await s1.appliedAtLeast(VM, w.lastLsn, 'gen-a', 60_000);
-      expect(await vmStatus(p.listen, VM)).toMatchObject({ appliedLsn: w.lastLsn, durableLsn: w.lastLsn, generation: 'gen-a' });
+      expect(await vmStatus(p.listen, VM)).toMatchObject({
+        appliedLsn: w.lastLsn,
+        durableLsn: w.lastLsn,
+        generation: 'gen-a',
+      });
 
       p.child.kill('SIGTERM');
       expect(await p.exited).toEqual({ code: 0, signal: null });

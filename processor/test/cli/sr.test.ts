@@ -44,10 +44,16 @@ beforeAll(async () => {
       };
       const route = `${req.method} ${req.url}`;
       if (route === 'GET /vms/web01/points') return send(200, POINTS);
-      if (route === 'PUT /vms/web01/config') return send(200, { crashConsistentFrequencyMs: 1000, retentionMs: 86_400_000, target: { network: 'x' } });
+      if (route === 'PUT /vms/web01/config')
+        return send(200, { crashConsistentFrequencyMs: 1000, retentionMs: 86_400_000, target: { network: 'x' } });
       if (route === 'POST /vms/web01/failover') return send(200, MANIFEST);
-      if (route === 'POST /vms/gone/failover') return send(410, { code: 'SR_POINT_PRUNED', message: 'point p-1-1 of gone was pruned by retention' });
-      if (route === 'GET /status') return send(200, { cacheStore: { url: 'ws://x/', connected: false }, vms: [{ vm: 'web01', state: 'replicating', appliedLsn: 42 }] });
+      if (route === 'POST /vms/gone/failover')
+        return send(410, { code: 'SR_POINT_PRUNED', message: 'point p-1-1 of gone was pruned by retention' });
+      if (route === 'GET /status')
+        return send(200, {
+          cacheStore: { url: 'ws://x/', connected: false },
+          vms: [{ vm: 'web01', state: 'replicating', appliedLsn: 42 }],
+        });
       if (route === 'GET /vms/odd/points') return send(404, { error: 'no such path' });
       res.writeHead(500, { 'content-type': 'text/plain' });
       res.end('not json{');
@@ -60,9 +66,14 @@ afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 function sr(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [SR, ...args], { env: { ...process.env, SR_PROCESSOR_URL: url, ...env } }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [SR, ...args],
+      { env: { ...process.env, SR_PROCESSOR_URL: url, ...env } },
+      (err, stdout, stderr) => {
+        resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -79,8 +90,30 @@ describe('sr', () => {
   it('sends durations in ms and the placement, found through --processor over SR_PROCESSOR_URL', async () => {
     seen.length = 0;
     const r = await sr(
-      ['--processor', url.replace('http://', ''), 'configure', 'web01', '--crash-consistent-frequency', '1s', '--app-consistent-frequency', '1h', '--retention', '1d',
-        '--thinning', '2h:1h', '--source-network', 'prod', '--source-subnet', 'web', '--source-ip', 'dhcp', '--target-network', 'x', '--target-ip', '10.1.1.9'],
+      [
+        '--processor',
+        url.replace('http://', ''),
+        'configure',
+        'web01',
+        '--crash-consistent-frequency',
+        '1s',
+        '--app-consistent-frequency',
+        '1h',
+        '--retention',
+        '1d',
+        '--thinning',
+        '2h:1h',
+        '--source-network',
+        'prod',
+        '--source-subnet',
+        'web',
+        '--source-ip',
+        'dhcp',
+        '--target-network',
+        'x',
+        '--target-ip',
+        '10.1.1.9',
+      ],
       { SR_PROCESSOR_URL: 'http://127.0.0.1:1' },
     );
     expect(r.code).toBe(0);
@@ -110,16 +143,40 @@ describe('sr', () => {
   });
 
   it.each([
-    [['failover', 'gone', '--point', 'p-1-1'], 2, /^sr: SR_POINT_PRUNED: point p-1-1 of gone was pruned by retention; retention has removed that point; pick a newer one/],
+    [
+      ['failover', 'gone', '--point', 'p-1-1'],
+      2,
+      /^sr: SR_POINT_PRUNED: point p-1-1 of gone was pruned by retention; retention has removed that point; pick a newer one/,
+    ],
     [['configure', 'web01', '--retention', '30'], 2, /^sr: SR_BAD_OPTION: --retention "30" has no unit/],
-    [['configure', 'web01', '--source-network', 'prod'], 2, /^sr: SR_BAD_OPTION: --source-network, --source-subnet and --source-ip go together/],
-    [['configure', 'web01', '--target-ip', '10.1.1'], 2, /^sr: SR_BAD_OPTION: --target-ip "10.1.1" is not an IPv4 address/],
+    [
+      ['configure', 'web01', '--source-network', 'prod'],
+      2,
+      /^sr: SR_BAD_OPTION: --source-network, --source-subnet and --source-ip go together/,
+    ],
+    [
+      ['configure', 'web01', '--target-ip', '10.1.1'],
+      2,
+      /^sr: SR_BAD_OPTION: --target-ip "10.1.1" is not an IPv4 address/,
+    ],
     [['failover', 'web01'], 2, /^sr: SR_BAD_OPTION: required option '--point <point>' not specified/],
     [['frobnicate'], 2, /^sr: SR_BAD_OPTION: unknown command 'frobnicate'/],
     [['status', 'nope'], 2, /^sr: SR_VM_NOT_FOUND: the processor does not replicate a VM named nope \(it has: web01\)/],
-    [['points', 'odd'], 1, /^sr: SR_UNREACHABLE: GET \/vms\/odd\/points: the processor answered 404 without an error code; it may be older than this sr/],
-    [['commit', 'web01'], 1, /^sr: SR_UNREACHABLE: POST \/vms\/web01\/commit: the processor answered 500 with a body that is not JSON/],
-    [['--processor', 'http://127.0.0.1:1', 'points', 'web01'], 1, /^sr: SR_UNREACHABLE: cannot reach the processor at http:\/\/127.0.0.1:1 \(ECONNREFUSED\)/],
+    [
+      ['points', 'odd'],
+      1,
+      /^sr: SR_UNREACHABLE: GET \/vms\/odd\/points: the processor answered 404 without an error code; it may be older than this sr/,
+    ],
+    [
+      ['commit', 'web01'],
+      1,
+      /^sr: SR_UNREACHABLE: POST \/vms\/web01\/commit: the processor answered 500 with a body that is not JSON/,
+    ],
+    [
+      ['--processor', 'http://127.0.0.1:1', 'points', 'web01'],
+      1,
+      /^sr: SR_UNREACHABLE: cannot reach the processor at http:\/\/127.0.0.1:1 \(ECONNREFUSED\)/,
+    ],
   ])('%j exits %d with one line on stderr', async (args, code, message) => {
     const r = await sr(args);
     expect(r.code).toBe(code);
@@ -141,13 +198,27 @@ describe('sr-format', () => {
   });
 
   it('shows a configuration in the spelling sr configure takes', () => {
-    expect(formatConfig({ crashConsistentFrequencyMs: 300_000, retentionMs: 86_400_000, thinning: [{ olderThanMs: 7_200_000, keepOneEveryMs: 3_600_000 }], source: {}, target: { ip: 'dhcp' } })).toBe(
-      'crashConsistentFrequency: 5m\nretention: 1d\nthinning: 2h:1h\nsource: -\ntarget:\n  ip: dhcp\n',
-    );
+    expect(
+      formatConfig({
+        crashConsistentFrequencyMs: 300_000,
+        retentionMs: 86_400_000,
+        thinning: [{ olderThanMs: 7_200_000, keepOneEveryMs: 3_600_000 }],
+        source: {},
+        target: { ip: 'dhcp' },
+      }),
+    ).toBe('crashConsistentFrequency: 5m\nretention: 1d\nthinning: 2h:1h\nsource: -\ntarget:\n  ip: dhcp\n');
     expect(formatConfig({ thinning: [] })).toBe('thinning: none\n');
   });
 
   it('aligns columns and leaves no trailing spaces', () => {
-    expect(table(['A', 'BB'], [['xxx', 'y'], ['z', '']])).toBe('A    BB\nxxx  y\nz\n');
+    expect(
+      table(
+        ['A', 'BB'],
+        [
+          ['xxx', 'y'],
+          ['z', ''],
+        ],
+      ),
+    ).toBe('A    BB\nxxx  y\nz\n');
   });
 });

@@ -10,10 +10,36 @@ describe('--region file', () => {
   it('drives failover placement: mapped network, subnet by name, static IP kept when free', async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-region-'));
     const file = path.join(dir, 'region.json');
-    await fs.writeFile(file, JSON.stringify({ resourceGroup: 'dr-rg', networks: [{ name: 'prod-dr', subnets: [{ name: 'app', cidr: '10.1.0.0/24' }, { name: 'web', cidr: '10.2.0.0/24' }] }], networkMapping: { prod: 'prod-dr' } }));
+    await fs.writeFile(
+      file,
+      JSON.stringify({
+        resourceGroup: 'dr-rg',
+        networks: [
+          {
+            name: 'prod-dr',
+            subnets: [
+              { name: 'app', cidr: '10.1.0.0/24' },
+              { name: 'web', cidr: '10.2.0.0/24' },
+            ],
+          },
+        ],
+        networkMapping: { prod: 'prod-dr' },
+      }),
+    );
     const planner = createTargetPlanner(readRegionConfig(file));
-    const p = planner.plan({ vm: 'web01', source: { network: 'prod', subnet: 'web', ip: '10.2.0.10' }, target: {}, test: false });
-    expect(p).toEqual({ resourceGroup: 'dr-rg', network: 'prod-dr', subnet: 'web', ip: '10.2.0.10', availabilitySet: null });
+    const p = planner.plan({
+      vm: 'web01',
+      source: { network: 'prod', subnet: 'web', ip: '10.2.0.10' },
+      target: {},
+      test: false,
+    });
+    expect(p).toEqual({
+      resourceGroup: 'dr-rg',
+      network: 'prod-dr',
+      subnet: 'web',
+      ip: '10.2.0.10',
+      availabilitySet: null,
+    });
     await fs.rm(dir, { recursive: true, force: true });
   });
 

@@ -1,6 +1,15 @@
 import { ErrorCode, isSrError } from '@site-recovery/shared';
 import { describe, expect, it } from 'vitest';
-import { createTargetPlanner, formatIpv4, parseCidr, parseIpv4, planTarget, type PlanTargetInput, type RegionDefaults, type TargetPlacement } from '../../src/failover/target-resources.js';
+import {
+  createTargetPlanner,
+  formatIpv4,
+  parseCidr,
+  parseIpv4,
+  planTarget,
+  type PlanTargetInput,
+  type RegionDefaults,
+  type TargetPlacement,
+} from '../../src/failover/target-resources.js';
 
 // The target region of most rows: a mapped network with three subnets and a second network.
 const REGION: RegionDefaults = {
@@ -13,7 +22,13 @@ const REGION: RegionDefaults = {
         { name: 'apps', cidr: '10.1.3.0/24' },
       ],
     },
-    { name: 'corp-asr', subnets: [{ name: 'zeta', cidr: '172.16.9.0/24' }, { name: 'beta', cidr: '172.16.8.0/24' }] },
+    {
+      name: 'corp-asr',
+      subnets: [
+        { name: 'zeta', cidr: '172.16.9.0/24' },
+        { name: 'beta', cidr: '172.16.8.0/24' },
+      ],
+    },
     { name: 'empty-vnet', subnets: [] },
   ],
 };
@@ -36,15 +51,27 @@ type Row = [name: string, input: PlanTargetInput, expected: Expected];
 
 const rows: Row[] = [
   // resource group
-  ['resource group: <vm>-asr when nothing is set', input({}), { resourceGroup: 'web01-asr', reasons: { resourceGroup: 'vm-default' } }],
-  ['resource group: region default', input({ region: { ...REGION, resourceGroup: 'dr-rg' } }), { resourceGroup: 'dr-rg', reasons: { resourceGroup: 'region-default' } }],
+  [
+    'resource group: <vm>-asr when nothing is set',
+    input({}),
+    { resourceGroup: 'web01-asr', reasons: { resourceGroup: 'vm-default' } },
+  ],
+  [
+    'resource group: region default',
+    input({ region: { ...REGION, resourceGroup: 'dr-rg' } }),
+    { resourceGroup: 'dr-rg', reasons: { resourceGroup: 'region-default' } },
+  ],
   [
     'resource group: per-VM override beats the region default',
     input({ region: { ...REGION, resourceGroup: 'dr-rg' }, overrides: { resourceGroup: 'web-rg' } }),
     { resourceGroup: 'web-rg', reasons: { resourceGroup: 'override' } },
   ],
   // network
-  ['network: by network mapping', input({}), { network: 'prod-vnet-dr', created: false, reasons: { network: 'network-mapping' } }],
+  [
+    'network: by network mapping',
+    input({}),
+    { network: 'prod-vnet-dr', created: false, reasons: { network: 'network-mapping' } },
+  ],
   [
     'network: no mapping → source name + -asr, existing in the region',
     input({ source: { network: 'corp', subnet: 'beta', ip: 'dhcp' }, networkMapping: {} }),
@@ -53,7 +80,14 @@ const rows: Row[] = [
   [
     'network: no mapping and not in the region → to be created with the source subnet',
     input({ source: { network: 'lab', subnet: 'front', ip: '192.168.5.20', subnetCidr: '192.168.5.0/24' } }),
-    { network: 'lab-asr', subnet: 'front', subnetCidr: '192.168.5.0/24', ip: '192.168.5.20', created: true, reasons: { network: 'asr-suffix', subnet: 'created', ip: 'same-address' } },
+    {
+      network: 'lab-asr',
+      subnet: 'front',
+      subnetCidr: '192.168.5.0/24',
+      ip: '192.168.5.20',
+      created: true,
+      reasons: { network: 'asr-suffix', subnet: 'created', ip: 'same-address' },
+    },
   ],
   [
     'network: created without a known CIDR keeps the static address',
@@ -62,17 +96,28 @@ const rows: Row[] = [
   ],
   [
     'network: used IPs do not apply to a network that is to be created',
-    input({ source: { network: 'lab', subnet: 'front', ip: '192.168.5.20', subnetCidr: '192.168.5.0/24' }, usedIps: ['192.168.5.20'] }),
+    input({
+      source: { network: 'lab', subnet: 'front', ip: '192.168.5.20', subnetCidr: '192.168.5.0/24' },
+      usedIps: ['192.168.5.20'],
+    }),
     { ip: '192.168.5.20', created: true },
   ],
   [
     'network: an address a failed-over VM holds in a network failover created is taken there',
-    input({ source: { network: 'lab', subnet: 'front', ip: '192.168.5.20', subnetCidr: '192.168.5.0/24' }, usedIps: [{ network: 'lab-asr', ip: '192.168.5.20' }] }),
+    input({
+      source: { network: 'lab', subnet: 'front', ip: '192.168.5.20', subnetCidr: '192.168.5.0/24' },
+      usedIps: [{ network: 'lab-asr', ip: '192.168.5.20' }],
+    }),
     { ip: '192.168.5.21', created: true, reasons: { ip: 'next-free' } },
   ],
   [
     'ip: an address taken in another network does not count',
-    input({ usedIps: [{ network: 'corp-asr', ip: '10.1.1.10' }, { network: 'prod-vnet-dr', ip: 'dhcp' }] }),
+    input({
+      usedIps: [
+        { network: 'corp-asr', ip: '10.1.1.10' },
+        { network: 'prod-vnet-dr', ip: 'dhcp' },
+      ],
+    }),
     { ip: '10.1.1.10', reasons: { ip: 'same-address' } },
   ],
   [
@@ -80,11 +125,21 @@ const rows: Row[] = [
     input({ usedIps: [{ network: 'prod-vnet-dr', ip: '10.1.1.10' }] }),
     { ip: '10.1.1.11', reasons: { ip: 'next-free' } },
   ],
-  ['network: override beats the mapping', input({ overrides: { network: 'corp-asr' } }), { network: 'corp-asr', reasons: { network: 'override' } }],
+  [
+    'network: override beats the mapping',
+    input({ overrides: { network: 'corp-asr' } }),
+    { network: 'corp-asr', reasons: { network: 'override' } },
+  ],
   [
     'network: override naming a network the region lacks → created (test-failover isolated network)',
     input({ overrides: { network: 'iso-net' } }),
-    { network: 'iso-net', subnet: 'web', ip: '10.1.1.10', created: true, reasons: { network: 'override', subnet: 'created' } },
+    {
+      network: 'iso-net',
+      subnet: 'web',
+      ip: '10.1.1.10',
+      created: true,
+      reasons: { network: 'override', subnet: 'created' },
+    },
   ],
   [
     'network: mapping key that is an Object.prototype name is not a mapping',
@@ -92,7 +147,11 @@ const rows: Row[] = [
     { network: 'constructor-asr', created: true },
   ],
   // subnet
-  ['subnet: same name as the source subnet', input({}), { subnet: 'web', subnetCidr: '10.1.1.0/24', reasons: { subnet: 'same-name' } }],
+  [
+    'subnet: same name as the source subnet',
+    input({}),
+    { subnet: 'web', subnetCidr: '10.1.1.0/24', reasons: { subnet: 'same-name' } },
+  ],
   [
     'subnet: no such name → first alphabetically (apps, not the first listed)',
     input({ source: { subnet: 'frontend', ip: 'dhcp' } }),
@@ -103,7 +162,11 @@ const rows: Row[] = [
     input({ source: { network: 'corp', subnet: 'nope', ip: 'dhcp' } }),
     { network: 'corp-asr', subnet: 'beta', reasons: { subnet: 'first-alphabetical' } },
   ],
-  ['subnet: override', input({ overrides: { subnet: 'apps' } }), { subnet: 'apps', reasons: { subnet: 'override', ip: 'first-free' }, ip: '10.1.3.4' }],
+  [
+    'subnet: override',
+    input({ overrides: { subnet: 'apps' } }),
+    { subnet: 'apps', reasons: { subnet: 'override', ip: 'first-free' }, ip: '10.1.3.4' },
+  ],
   [
     'subnet: override in a network to be created names the created subnet',
     input({ overrides: { network: 'iso-net', subnet: 'test' } }),
@@ -111,8 +174,16 @@ const rows: Row[] = [
   ],
   // IP
   ['ip: DHCP stays DHCP', input({ source: { ip: 'dhcp' } }), { ip: 'dhcp', reasons: { ip: 'dhcp' } }],
-  ['ip: static, inside the target subnet and free → same address', input({}), { ip: '10.1.1.10', reasons: { ip: 'same-address' } }],
-  ['ip: static, taken → next free after it', input({ usedIps: ['10.1.1.10', '10.1.1.11'] }), { ip: '10.1.1.12', reasons: { ip: 'next-free' } }],
+  [
+    'ip: static, inside the target subnet and free → same address',
+    input({}),
+    { ip: '10.1.1.10', reasons: { ip: 'same-address' } },
+  ],
+  [
+    'ip: static, taken → next free after it',
+    input({ usedIps: ['10.1.1.10', '10.1.1.11'] }),
+    { ip: '10.1.1.12', reasons: { ip: 'next-free' } },
+  ],
   [
     'ip: static, taken up to the end of the subnet → wraps to the first usable (.4)',
     input({ source: { ip: '10.1.1.253' }, usedIps: ['10.1.1.253', '10.1.1.254'] }),
@@ -128,7 +199,11 @@ const rows: Row[] = [
     input({ source: { ip: '10.1.1.1' } }),
     { ip: '10.1.1.4', reasons: { ip: 'first-free' } },
   ],
-  ['ip: static on the broadcast address → first free', input({ source: { ip: '10.1.1.255' } }), { ip: '10.1.1.4', reasons: { ip: 'first-free' } }],
+  [
+    'ip: static on the broadcast address → first free',
+    input({ source: { ip: '10.1.1.255' } }),
+    { ip: '10.1.1.4', reasons: { ip: 'first-free' } },
+  ],
   [
     'ip: /29 with .4 and .5 taken → .6, the last usable',
     input({ source: { subnet: 'db', ip: '10.1.2.4' }, usedIps: ['10.1.2.4', '10.1.2.5'] }),
@@ -136,10 +211,18 @@ const rows: Row[] = [
   ],
   ['ip: override', input({ overrides: { ip: '10.1.1.77' } }), { ip: '10.1.1.77', reasons: { ip: 'override' } }],
   ['ip: override to DHCP', input({ overrides: { ip: 'dhcp' } }), { ip: 'dhcp', reasons: { ip: 'override' } }],
-  ['ip: override of a static address in a DHCP VM', input({ source: { ip: 'dhcp' }, overrides: { ip: '10.1.1.9' } }), { ip: '10.1.1.9' }],
+  [
+    'ip: override of a static address in a DHCP VM',
+    input({ source: { ip: 'dhcp' }, overrides: { ip: '10.1.1.9' } }),
+    { ip: '10.1.1.9' },
+  ],
   // availability set
   ['availability set: none', input({}), { availabilitySet: null, reasons: { availabilitySet: 'none' } }],
-  ['availability set: region default', input({ region: { ...REGION, availabilitySet: 'as-dr' } }), { availabilitySet: 'as-dr', reasons: { availabilitySet: 'region-default' } }],
+  [
+    'availability set: region default',
+    input({ region: { ...REGION, availabilitySet: 'as-dr' } }),
+    { availabilitySet: 'as-dr', reasons: { availabilitySet: 'region-default' } },
+  ],
   [
     'availability set: override',
     input({ region: { ...REGION, availabilitySet: 'as-dr' }, overrides: { availabilitySet: 'as-web' } }),
@@ -164,7 +247,13 @@ describe('planTarget', () => {
       ip: '10.1.1.10',
       availabilitySet: null,
       created: false,
-      reasons: { resourceGroup: 'vm-default', network: 'network-mapping', subnet: 'same-name', ip: 'same-address', availabilitySet: 'none' },
+      reasons: {
+        resourceGroup: 'vm-default',
+        network: 'network-mapping',
+        subnet: 'same-name',
+        ip: 'same-address',
+        availabilitySet: 'none',
+      },
     });
   });
 
@@ -174,7 +263,11 @@ describe('planTarget', () => {
     ['source IP with a leading zero', input({ source: { ip: '10.1.1.010' } }), /not an IPv4 address/],
     ['source IP octet > 255', input({ source: { ip: '10.1.1.256' } }), /not an IPv4 address/],
     ['bad override IP', input({ overrides: { ip: 'fe80::1' } }), /--target-ip "fe80::1" is not an IPv4 address/],
-    ['override IP outside the subnet', input({ overrides: { ip: '10.9.9.9' } }), /--target-ip 10.9.9.9 is outside subnet web \(10.1.1.0\/24\)/],
+    [
+      'override IP outside the subnet',
+      input({ overrides: { ip: '10.9.9.9' } }),
+      /--target-ip 10.9.9.9 is outside subnet web \(10.1.1.0\/24\)/,
+    ],
     ['override IP reserved', input({ overrides: { ip: '10.1.1.3' } }), /--target-ip 10.1.1.3 is reserved/],
     ['override IP in use', input({ overrides: { ip: '10.1.1.50' }, usedIps: ['10.1.1.50'] }), /already in use/],
     ['bad used IP', input({ usedIps: ['x'] }), /used IP "x"/],
@@ -193,13 +286,37 @@ describe('planTarget', () => {
       input({ region: { networks: [{ name: 'prod-vnet-dr', subnets: [{ name: 'web', cidr: '10.1.1.7/24' }] }] } }),
       /has host bits set; the block starting there is 10.1.1.0\/24/,
     ],
-    ['bad source subnet CIDR', input({ source: { subnetCidr: '300.0.0.0/8' } }), /source subnet web address "300.0.0.0"/],
-    ['subnet override that does not exist', input({ overrides: { subnet: 'nope' } }), /--target-subnet "nope" does not exist in target network prod-vnet-dr \(it has: web 10.1.1.0\/24, db/],
-    ['target network without subnets', input({ overrides: { network: 'empty-vnet' } }), /target network empty-vnet has no subnet/],
-    ['full subnet', input({ source: { subnet: 'db', ip: '10.1.2.4' }, usedIps: ['10.1.2.4', '10.1.2.5', '10.1.2.6'] }), /subnet db \(10.1.2.0\/29\) has no free address for web01; choose another subnet/],
-    ['/31 subnet has no usable address', input({ region: { networks: [{ name: 'prod-vnet-dr', subnets: [{ name: 'web', cidr: '10.1.1.0/31' }] }] } }), /has no free address/],
+    [
+      'bad source subnet CIDR',
+      input({ source: { subnetCidr: '300.0.0.0/8' } }),
+      /source subnet web address "300.0.0.0"/,
+    ],
+    [
+      'subnet override that does not exist',
+      input({ overrides: { subnet: 'nope' } }),
+      /--target-subnet "nope" does not exist in target network prod-vnet-dr \(it has: web 10.1.1.0\/24, db/,
+    ],
+    [
+      'target network without subnets',
+      input({ overrides: { network: 'empty-vnet' } }),
+      /target network empty-vnet has no subnet/,
+    ],
+    [
+      'full subnet',
+      input({ source: { subnet: 'db', ip: '10.1.2.4' }, usedIps: ['10.1.2.4', '10.1.2.5', '10.1.2.6'] }),
+      /subnet db \(10.1.2.0\/29\) has no free address for web01; choose another subnet/,
+    ],
+    [
+      '/31 subnet has no usable address',
+      input({ region: { networks: [{ name: 'prod-vnet-dr', subnets: [{ name: 'web', cidr: '10.1.1.0/31' }] }] } }),
+      /has no free address/,
+    ],
     ['empty override name', input({ overrides: { network: '' } }), /--target-network "" must be a non-empty name/],
-    ['duplicate network in the region', input({ region: { networks: [REGION.networks[0]!, REGION.networks[0]!] } }), /listed twice/],
+    [
+      'duplicate network in the region',
+      input({ region: { networks: [REGION.networks[0]!, REGION.networks[0]!] } }),
+      /listed twice/,
+    ],
     ['empty source network', input({ source: { network: ' ' } }), /source network/],
   ];
 
@@ -228,36 +345,70 @@ describe('IPv4 helpers', () => {
   });
 
   it('round-trips addresses across the unsigned range', () => {
-    for (const ip of ['0.0.0.0', '1.2.3.4', '128.0.0.1', '255.255.255.255']) expect(formatIpv4(parseIpv4(ip, 'x'))).toBe(ip);
+    for (const ip of ['0.0.0.0', '1.2.3.4', '128.0.0.1', '255.255.255.255'])
+      expect(formatIpv4(parseIpv4(ip, 'x'))).toBe(ip);
   });
 });
 
 describe('createTargetPlanner', () => {
   it('plans a failover from a partial config with the default rules', () => {
     const planner = createTargetPlanner();
-    expect(planner.plan({ vm: 'db01', source: { network: 'prod', subnet: 'data', ip: '10.0.2.9' }, target: {}, test: false })).toEqual({
+    expect(
+      planner.plan({
+        vm: 'db01',
+        source: { network: 'prod', subnet: 'data', ip: '10.0.2.9' },
+        target: {},
+        test: false,
+      }),
+    ).toEqual({
       resourceGroup: 'db01-asr',
       network: 'prod-asr',
       subnet: 'data',
       ip: '10.0.2.9',
       availabilitySet: null,
     });
-    expect(planner.plan({ vm: 'db01', source: {}, target: {}, test: false })).toMatchObject({ network: 'default-asr', subnet: 'default', ip: 'dhcp' });
+    expect(planner.plan({ vm: 'db01', source: {}, target: {}, test: false })).toMatchObject({
+      network: 'default-asr',
+      subnet: 'default',
+      ip: 'dhcp',
+    });
   });
 
   it('puts a test failover in the network it names, by the same subnet and IP rules', () => {
-    const planner = createTargetPlanner({ region: REGION, networkMapping: { 'prod-vnet': 'prod-vnet-dr' }, usedIps: () => ['172.16.8.20'] });
+    const planner = createTargetPlanner({
+      region: REGION,
+      networkMapping: { 'prod-vnet': 'prod-vnet-dr' },
+      usedIps: () => ['172.16.8.20'],
+    });
     const source = { network: 'prod-vnet', subnet: 'beta', ip: '172.16.8.20' };
-    expect(planner.plan({ vm: 'web01', source, target: {}, test: false })).toMatchObject({ network: 'prod-vnet-dr', subnet: 'apps', ip: '10.1.3.4' });
-    expect(planner.plan({ vm: 'web01', source, target: {}, test: true, network: 'corp-asr' })).toMatchObject({ network: 'corp-asr', subnet: 'beta', ip: '172.16.8.21' });
-    expect(planner.plan({ vm: 'web01', source, target: {}, test: true, network: 'iso-net' })).toMatchObject({ network: 'iso-net', subnet: 'beta', ip: '172.16.8.20' });
+    expect(planner.plan({ vm: 'web01', source, target: {}, test: false })).toMatchObject({
+      network: 'prod-vnet-dr',
+      subnet: 'apps',
+      ip: '10.1.3.4',
+    });
+    expect(planner.plan({ vm: 'web01', source, target: {}, test: true, network: 'corp-asr' })).toMatchObject({
+      network: 'corp-asr',
+      subnet: 'beta',
+      ip: '172.16.8.21',
+    });
+    expect(planner.plan({ vm: 'web01', source, target: {}, test: true, network: 'iso-net' })).toMatchObject({
+      network: 'iso-net',
+      subnet: 'beta',
+      ip: '172.16.8.20',
+    });
   });
 
   it('gives a VM the next free address when an earlier failover placed another VM on its address', () => {
     const planner = createTargetPlanner({ region: REGION, networkMapping: { 'prod-vnet': 'prod-vnet-dr' } });
     const source = { network: 'prod-vnet', subnet: 'web', ip: '10.1.1.10' };
     const first = planner.plan({ vm: 'web01', source, target: {}, test: false });
-    const second = planner.plan({ vm: 'web02', source, target: {}, test: false, taken: [{ network: first.network, ip: first.ip }] });
+    const second = planner.plan({
+      vm: 'web02',
+      source,
+      target: {},
+      test: false,
+      taken: [{ network: first.network, ip: first.ip }],
+    });
     expect([first.ip, second.ip]).toEqual(['10.1.1.10', '10.1.1.11']);
   });
 });

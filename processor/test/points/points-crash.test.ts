@@ -60,7 +60,22 @@ describe('recovery points across kill -9', () => {
     w.random(20, 128 * 1024);
     const fake = await FakeCacheStore.start();
     serve(fake, w);
-    const args = ['--listen', '127.0.0.1:0', '--cache-store', fake.url, '--data-dir', dataDir, '--confirm-interval-ms', '50', '--reconnect-initial-ms', '20', '--reconnect-max-ms', '200', '--undo-block-size', '16384'];
+    const args = [
+      '--listen',
+      '127.0.0.1:0',
+      '--cache-store',
+      fake.url,
+      '--data-dir',
+      dataDir,
+      '--confirm-interval-ms',
+      '50',
+      '--reconnect-initial-ms',
+      '20',
+      '--reconnect-max-ms',
+      '200',
+      '--undo-block-size',
+      '16384',
+    ];
     let cli: CliProcess | undefined;
     try {
       // Several kills, each after a different number of durable undo appends.
@@ -77,7 +92,12 @@ describe('recovery points across kill -9', () => {
           new Promise<never>((_, reject) =>
             setTimeout(() => {
               void vmStatus(c.listen, VM).then(
-                (st) => reject(new Error(`not killed after ${appends} undo appends; status ${JSON.stringify(st)}; stderr ${c.stderr().slice(-3000)}`)),
+                (st) =>
+                  reject(
+                    new Error(
+                      `not killed after ${appends} undo appends; status ${JSON.stringify(st)}; stderr ${c.stderr().slice(-3000)}`,
+                    ),
+                  ),
                 (err: unknown) => reject(err as Error),
               );
             }, 20_000),
@@ -87,12 +107,19 @@ describe('recovery points across kill -9', () => {
       }
       cli = await startCli(args);
       const listen = cli.listen;
-      await until('everything applied', async () => ((await vmStatus(listen, VM)).appliedLsn === w.lastLsn ? true : undefined), 30_000);
+      await until(
+        'everything applied',
+        async () => ((await vmStatus(listen, VM)).appliedLsn === w.lastLsn ? true : undefined),
+        30_000,
+      );
       const points = (await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body;
       const markers = w.records.filter((r) => r.kind === 5).map((r) => r.lsn);
       expect(points.filter((p) => p.kind === 'app').map((p) => p.lsn)).toEqual(markers);
       for (const p of points) {
-        const r = await api<{ disks: { path: string }[] }>(listen, 'POST', `/vms/${VM}/test-failover`, { point: p.id, network: 'iso' });
+        const r = await api<{ disks: { path: string }[] }>(listen, 'POST', `/vms/${VM}/test-failover`, {
+          point: p.id,
+          network: 'iso',
+        });
         expect(r.status, JSON.stringify(r.body)).toBe(200);
         expectImages(await Promise.all(r.body.disks.map((d) => fsp.readFile(d.path))), w.imagesAt(p.lsn));
         expect((await api(listen, 'POST', `/vms/${VM}/test-failover-cleanup`)).status).toBe(200);

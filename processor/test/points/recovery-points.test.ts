@@ -4,7 +4,17 @@ import type { DiskInfo } from '@site-recovery/shared';
 import { describe, expect, it } from 'vitest';
 import type { Processor } from '../../src/processor.js';
 import { FakeCacheStore, Workload, type FakeSession } from '../fake-cache-store.js';
-import { MiB, api, expectImages, listTree, startProcessor, streaming, until, vmStatus, useCaseDirs } from '../helpers.js';
+import {
+  MiB,
+  api,
+  expectImages,
+  listTree,
+  startProcessor,
+  streaming,
+  until,
+  vmStatus,
+  useCaseDirs,
+} from '../helpers.js';
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 6 * MiB },
@@ -44,7 +54,12 @@ async function send(s: FakeSession, w: Workload, from: number, to: number, rnd: 
   while (at <= to) {
     const size = 1 + (rnd() % 12);
     const end = Math.min(to, at + size - 1);
-    await s.batch(VM, G, w.range(at, end), w.records.slice(at - 1, end).some((r) => r.kind === 4) ? { done: 1, total: 1 } : undefined);
+    await s.batch(
+      VM,
+      G,
+      w.range(at, end),
+      w.records.slice(at - 1, end).some((r) => r.kind === 4) ? { done: 1, total: 1 } : undefined,
+    );
     at = end + 1;
   }
   await s.appliedAtLeast(VM, to);
@@ -71,7 +86,12 @@ async function checkPoint(listen: string, dataDir: string, w: Workload, p: Point
   const before = await outside();
   const r = await api<Manifest>(listen, 'POST', `/vms/${VM}/test-failover`, { point: p.id, network: 'isolated-net' });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
-  expect(r.body).toMatchObject({ vm: VM, kind: 'test-failover', point: { id: p.id, lsn: p.lsn }, target: { network: 'isolated-net' } });
+  expect(r.body).toMatchObject({
+    vm: VM,
+    kind: 'test-failover',
+    point: { id: p.id, lsn: p.lsn },
+    target: { network: 'isolated-net' },
+  });
   expectImages(await disksOf(r.body), w.imagesAt(p.lsn));
   const c = await api<{ removed: string[] }>(listen, 'POST', `/vms/${VM}/test-failover-cleanup`);
   expect(c.status).toBe(200);
@@ -87,7 +107,14 @@ describe('recovery points', () => {
     processor = await startProcessor(dataDir, fake.url, {
       pointTickMs: 50,
       // Small blocks so that one batch touches many, and block edges fall inside records.
-      defaultVmConfig: { crashConsistentFrequencyMs: 1000, appConsistentFrequencyMs: 1000, retentionMs: 3_600_000, thinning: [], source: { network: 'prod', subnet: 'web', ip: '10.0.0.5' }, target: {} },
+      defaultVmConfig: {
+        crashConsistentFrequencyMs: 1000,
+        appConsistentFrequencyMs: 1000,
+        retentionMs: 3_600_000,
+        thinning: [],
+        source: { network: 'prod', subnet: 'web', ip: '10.0.0.5' },
+        target: {},
+      },
     });
     const listen = processor.listen;
     const rnd = rng(7);
@@ -109,7 +136,10 @@ describe('recovery points', () => {
       sent = w.lastLsn;
       if (round % 3 === 1) {
         // A cut through the API (a test failover at 'latest-processed' cuts at the applied LSN).
-        const t = await api<Manifest>(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'latest-processed', network: 'iso' });
+        const t = await api<Manifest>(listen, 'POST', `/vms/${VM}/test-failover`, {
+          point: 'latest-processed',
+          network: 'iso',
+        });
         expect(t.status, JSON.stringify(t.body)).toBe(200);
         expect(t.body.point.lsn).toBe(sent);
         expectImages(await disksOf(t.body), w.images);
@@ -133,7 +163,9 @@ describe('recovery points', () => {
       const latest = (await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body.at(-1)!;
       return Date.parse(latest.time) - Date.parse(points.at(-1)!.time) > 1500 ? latest : undefined;
     });
-    const put = await api(listen, 'PUT', `/vms/${VM}/config`, { thinning: [{ olderThanMs: 1000, keepOneEveryMs: 1000 }] });
+    const put = await api(listen, 'PUT', `/vms/${VM}/config`, {
+      thinning: [{ olderThanMs: 1000, keepOneEveryMs: 1000 }],
+    });
     expect(put.status).toBe(200);
     await processor.points.tick();
     const thinned = (await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body;
@@ -142,7 +174,10 @@ describe('recovery points', () => {
     // Some removed points were not the oldest: their logs were merged into their older neighbour.
     expect(gone.some((p) => p.id !== points[0]!.id)).toBe(true);
     for (const p of thinned) await checkPoint(listen, dataDir, w, p);
-    const pruned = await api<ApiError>(listen, 'POST', `/vms/${VM}/test-failover`, { point: gone[0]!.id, network: 'iso' });
+    const pruned = await api<ApiError>(listen, 'POST', `/vms/${VM}/test-failover`, {
+      point: gone[0]!.id,
+      network: 'iso',
+    });
     expect(pruned).toMatchObject({ status: 410, body: { code: 'SR_POINT_PRUNED' } });
 
     // A real failover to the oldest point left, while a second one is refused.
@@ -153,10 +188,16 @@ describe('recovery points', () => {
     expect(fo.status, JSON.stringify(fo.body)).toBe(200);
     if (second.status !== 409) throw new Error(`second failover: ${JSON.stringify(second)}`);
     expect(['SR_FAILOVER_IN_PROGRESS', 'SR_FAILED_OVER']).toContain(second.body.code);
-    expect(fo.body).toMatchObject({ kind: 'failover', point: { id: oldest.id, lsn: oldest.lsn }, target: { resourceGroup: `${VM}-asr`, network: 'prod-asr', subnet: 'web', ip: '10.0.0.5' } });
+    expect(fo.body).toMatchObject({
+      kind: 'failover',
+      point: { id: oldest.id, lsn: oldest.lsn },
+      target: { resourceGroup: `${VM}-asr`, network: 'prod-asr', subnet: 'web', ip: '10.0.0.5' },
+    });
     expect(fo.body.disks[0]!.path.startsWith(path.join(dataDir, 'failover', VM, `${VM}-asr`))).toBe(true);
     expectImages(await disksOf(fo.body), w.imagesAt(oldest.lsn));
-    expect(JSON.parse(await fsp.readFile(path.join(path.dirname(fo.body.disks[0]!.path), 'manifest.json'), 'utf8'))).toEqual(fo.body);
+    expect(
+      JSON.parse(await fsp.readFile(path.join(path.dirname(fo.body.disks[0]!.path), 'manifest.json'), 'utf8')),
+    ).toEqual(fo.body);
     const st = await vmStatus(listen, VM);
     expect(st).toMatchObject({ state: 'failed-over', failover: 'failed-over' });
     // The stream no longer lands.
@@ -165,7 +206,10 @@ describe('recovery points', () => {
     await s.batch(VM, G, w.range(sent + 1, w.lastLsn));
     await new Promise((r) => setTimeout(r, 100));
     expect((await vmStatus(listen, VM)).appliedLsn).toBe(applied);
-    expect(await api<ApiError>(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest-processed' })).toMatchObject({ status: 409, body: { code: 'SR_FAILED_OVER' } });
+    expect(await api<ApiError>(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest-processed' })).toMatchObject({
+      status: 409,
+      body: { code: 'SR_FAILED_OVER' },
+    });
     // Test failovers still work after a failover.
     await checkPoint(listen, dataDir, w, thinned.at(-1)!);
 
@@ -176,14 +220,26 @@ describe('recovery points', () => {
     // Newer points were merged into it: it still restores.
     await checkPoint(listen, dataDir, w, left[0]!);
     expect((await vmStatus(listen, VM)).state).toBe('committed');
-    const undoLogs = (await fsp.readdir(path.join(dataDir, 'replicas', VM, 'points'))).filter((f) => f.startsWith('undo-'));
+    const undoLogs = (await fsp.readdir(path.join(dataDir, 'replicas', VM, 'points'))).filter((f) =>
+      f.startsWith('undo-'),
+    );
     expect(undoLogs).toHaveLength(1);
   });
 
   it('refuses clearly: unknown point, unknown VM, bad config, mid-resync, doubled test failover, commit before failover', async () => {
     const dataDir = caseDir();
     fake = await FakeCacheStore.start();
-    processor = await startProcessor(dataDir, fake.url, { pointTickMs: 20, defaultVmConfig: { crashConsistentFrequencyMs: 1000, appConsistentFrequencyMs: 1000, retentionMs: 86_400_000, thinning: [], source: {}, target: {} } });
+    processor = await startProcessor(dataDir, fake.url, {
+      pointTickMs: 20,
+      defaultVmConfig: {
+        crashConsistentFrequencyMs: 1000,
+        appConsistentFrequencyMs: 1000,
+        retentionMs: 86_400_000,
+        thinning: [],
+        source: {},
+        target: {},
+      },
+    });
     const listen = processor.listen;
     const w = new Workload(DISKS, 3);
     w.random(10, 64 * 1024);
@@ -196,31 +252,78 @@ describe('recovery points', () => {
     await s.appliedAtLeast(VM, 11);
     await new Promise((r) => setTimeout(r, 1200));
     expect((await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body).toEqual([]);
-    expect(await api(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest-processed' })).toMatchObject({ status: 409, body: { code: 'SR_RESYNCING' } });
-    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'latest', network: 'iso' })).toMatchObject({ status: 409, body: { code: 'SR_RESYNCING' } });
+    expect(await api(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest-processed' })).toMatchObject({
+      status: 409,
+      body: { code: 'SR_RESYNCING' },
+    });
+    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'latest', network: 'iso' })).toMatchObject({
+      status: 409,
+      body: { code: 'SR_RESYNCING' },
+    });
     expect((await vmStatus(listen, VM)).failover).toBe('none');
 
     w.sync(1);
     await s.batch(VM, G, w.range(12, 12), { done: 1, total: 1 });
     await s.appliedAtLeast(VM, 12);
-    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'p-99-1', network: 'iso' })).toMatchObject({ status: 404, body: { code: 'SR_POINT_NOT_FOUND' } });
-    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'latest-app-consistent', network: 'iso' })).toMatchObject({ status: 404, body: { code: 'SR_POINT_NOT_FOUND' } });
-    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: '2001-01-01T00:00:00Z', network: 'iso' })).toMatchObject({ status: 404, body: { code: 'SR_POINT_NOT_FOUND' } });
-    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'yesterday-ish', network: 'iso' })).toMatchObject({ status: 400, body: { code: 'SR_BAD_OPTION' } });
-    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'latest' })).toMatchObject({ status: 400, body: { code: 'SR_BAD_OPTION' } });
-    expect(await api(listen, 'GET', `/vms/nope/points`)).toMatchObject({ status: 404, body: { code: 'SR_VM_NOT_FOUND' } });
-    expect(await api(listen, 'GET', `/vms/..%2Fetc/points`)).toMatchObject({ status: 400, body: { code: 'SR_BAD_ID' } });
-    expect(await api(listen, 'POST', `/vms/${VM}/commit`)).toMatchObject({ status: 409, body: { code: 'SR_NOT_FAILED_OVER' } });
-    expect(await api(listen, 'POST', `/vms/${VM}/test-failover-cleanup`)).toMatchObject({ status: 404, body: { code: 'SR_NO_TEST_FAILOVER' } });
+    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'p-99-1', network: 'iso' })).toMatchObject({
+      status: 404,
+      body: { code: 'SR_POINT_NOT_FOUND' },
+    });
+    expect(
+      await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'latest-app-consistent', network: 'iso' }),
+    ).toMatchObject({ status: 404, body: { code: 'SR_POINT_NOT_FOUND' } });
+    expect(
+      await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: '2001-01-01T00:00:00Z', network: 'iso' }),
+    ).toMatchObject({ status: 404, body: { code: 'SR_POINT_NOT_FOUND' } });
+    expect(
+      await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'yesterday-ish', network: 'iso' }),
+    ).toMatchObject({ status: 400, body: { code: 'SR_BAD_OPTION' } });
+    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'latest' })).toMatchObject({
+      status: 400,
+      body: { code: 'SR_BAD_OPTION' },
+    });
+    expect(await api(listen, 'GET', `/vms/nope/points`)).toMatchObject({
+      status: 404,
+      body: { code: 'SR_VM_NOT_FOUND' },
+    });
+    expect(await api(listen, 'GET', `/vms/..%2Fetc/points`)).toMatchObject({
+      status: 400,
+      body: { code: 'SR_BAD_ID' },
+    });
+    expect(await api(listen, 'POST', `/vms/${VM}/commit`)).toMatchObject({
+      status: 409,
+      body: { code: 'SR_NOT_FAILED_OVER' },
+    });
+    expect(await api(listen, 'POST', `/vms/${VM}/test-failover-cleanup`)).toMatchObject({
+      status: 404,
+      body: { code: 'SR_NO_TEST_FAILOVER' },
+    });
 
     // Config: validated as a whole, persisted, nothing changed by a bad request.
     const cfg0 = (await api<Record<string, unknown>>(listen, 'GET', `/vms/${VM}/config`)).body;
-    for (const bad of [{ crashConsistentFrequencyMs: 999 }, { retentionMs: 16 * 86_400_000 }, { crashConsistentFrequencyMs: 2000, bogus: 1 }, { source: { ip: 'x' } }]) {
-      expect(await api(listen, 'PUT', `/vms/${VM}/config`, bad)).toMatchObject({ status: 400, body: { code: 'SR_BAD_OPTION' } });
+    for (const bad of [
+      { crashConsistentFrequencyMs: 999 },
+      { retentionMs: 16 * 86_400_000 },
+      { crashConsistentFrequencyMs: 2000, bogus: 1 },
+      { source: { ip: 'x' } },
+    ]) {
+      expect(await api(listen, 'PUT', `/vms/${VM}/config`, bad)).toMatchObject({
+        status: 400,
+        body: { code: 'SR_BAD_OPTION' },
+      });
     }
     expect((await api(listen, 'GET', `/vms/${VM}/config`)).body).toEqual(cfg0);
-    const put = await api<Record<string, unknown>>(listen, 'PUT', `/vms/${VM}/config`, { retentionMs: 15 * 86_400_000, source: { network: 'prod', subnet: 's1', ip: '10.1.0.4' }, target: { resourceGroup: 'rg-dr' } });
-    expect(put.body).toMatchObject({ retentionMs: 15 * 86_400_000, source: { network: 'prod' }, target: { resourceGroup: 'rg-dr' }, crashConsistentFrequencyMs: 1000 });
+    const put = await api<Record<string, unknown>>(listen, 'PUT', `/vms/${VM}/config`, {
+      retentionMs: 15 * 86_400_000,
+      source: { network: 'prod', subnet: 's1', ip: '10.1.0.4' },
+      target: { resourceGroup: 'rg-dr' },
+    });
+    expect(put.body).toMatchObject({
+      retentionMs: 15 * 86_400_000,
+      source: { network: 'prod' },
+      target: { resourceGroup: 'rg-dr' },
+      crashConsistentFrequencyMs: 1000,
+    });
     expect(JSON.parse(await fsp.readFile(path.join(dataDir, 'vms', VM, 'config.json'), 'utf8'))).toEqual(put.body);
 
     // One test failover at a time.
@@ -228,7 +331,10 @@ describe('recovery points', () => {
     expect(t1.status, JSON.stringify(t1.body)).toBe(200);
     expect(t1.body.point.lsn).toBe(12);
     expectImages(await disksOf(t1.body), w.imagesAt(12));
-    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'latest', network: 'iso' })).toMatchObject({ status: 409, body: { code: 'SR_FAILOVER_IN_PROGRESS' } });
+    expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'latest', network: 'iso' })).toMatchObject({
+      status: 409,
+      body: { code: 'SR_FAILOVER_IN_PROGRESS' },
+    });
     expect((await api(listen, 'POST', `/vms/${VM}/test-failover-cleanup`)).status).toBe(200);
 
     // 'latest' waits for what the cache-store holds; a second failover meanwhile is refused.
@@ -236,7 +342,10 @@ describe('recovery points', () => {
     w.random(8, 64 * 1024);
     const failing = api<Manifest>(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest', deadlineMs: 10_000 });
     await new Promise((r) => setTimeout(r, 150));
-    expect(await api(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest-processed' })).toMatchObject({ status: 409, body: { code: 'SR_FAILOVER_IN_PROGRESS' } });
+    expect(await api(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest-processed' })).toMatchObject({
+      status: 409,
+      body: { code: 'SR_FAILOVER_IN_PROGRESS' },
+    });
     await s.batch(VM, G, w.range(13, 20));
     const fo = await failing;
     expect(fo.status, JSON.stringify(fo.body)).toBe(200);

@@ -59,7 +59,11 @@ describe('undo log', () => {
 
 describe('retention', () => {
   const t0 = Date.parse('2030-01-01T00:00:00Z');
-  const at = (min: number, kind: 'crash' | 'app' = 'crash') => ({ id: `p-${min}`, time: new Date(t0 + min * 60_000).toISOString(), kind });
+  const at = (min: number, kind: 'crash' | 'app' = 'crash') => ({
+    id: `p-${min}`,
+    time: new Date(t0 + min * 60_000).toISOString(),
+    kind,
+  });
 
   it('measures age from the newest point, keeps the last 2 h whole and one an hour before, preferring app-consistent', () => {
     const points = [at(0), at(20, 'app'), at(40), at(60), at(100), at(119), at(200), at(250), at(300)];
@@ -82,7 +86,14 @@ describe('points on a 32 GiB sparse replica', () => {
     await r.savePosition({ appliedLsn: 0, initialSync: { state: 'done', done: 1, total: 1 } });
     let lsn = 0;
     const write = async (offset: number, byte: number): Promise<void> => {
-      const rec: ChangeRecord = { lsn: ++lsn, kind: RecordKind.WRITE, disk: 0, offset, length: 8192, data: Buffer.alloc(8192, byte) };
+      const rec: ChangeRecord = {
+        lsn: ++lsn,
+        kind: RecordKind.WRITE,
+        disk: 0,
+        offset,
+        length: 8192,
+        data: Buffer.alloc(8192, byte),
+      };
       await r.points.protect([rec], 'g1');
       await r.apply(rec);
     };

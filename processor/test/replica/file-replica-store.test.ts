@@ -19,7 +19,9 @@ afterAll(async () => {
 
 replicaStoreContract('FileReplicaStore', (key) => Promise.resolve(new FileReplicaStore(path.join(root, key))));
 // The same contract with every write through the thread pool, so both paths of the one write path run.
-replicaStoreContract('FileReplicaStore (no inline writes)', (key) => Promise.resolve(new FileReplicaStore(path.join(root, `noinline-${key}`), { inlineWriteMaxBytes: 0 })));
+replicaStoreContract('FileReplicaStore (no inline writes)', (key) =>
+  Promise.resolve(new FileReplicaStore(path.join(root, `noinline-${key}`), { inlineWriteMaxBytes: 0 })),
+);
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 64 * MiB },
@@ -46,7 +48,14 @@ describe('FileReplicaStore on disk', () => {
     const r = await new FileReplicaStore(dataDir).create('web01', 'gen-1', DISKS);
     const dir = path.join(dataDir, 'replicas', 'web01');
     const state = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as Record<string, unknown>;
-    expect(state).toMatchObject({ version: 1, vm: 'web01', generation: 'gen-1', disks: DISKS, appliedLsn: 0, initialSync: { state: 'copying' } });
+    expect(state).toMatchObject({
+      version: 1,
+      vm: 'web01',
+      generation: 'gen-1',
+      disks: DISKS,
+      appliedLsn: 0,
+      initialSync: { state: 'copying' },
+    });
     for (const [i, d] of DISKS.entries()) {
       const file = path.join(dir, 'disks', `${d.id}.img`);
       expect(r.locate(i)).toBe(file);
@@ -81,9 +90,29 @@ describe('FileReplicaStore on disk', () => {
     const file = path.join(dataDir, 'replicas', 'vm1', 'state.json');
     await fsp.writeFile(file, '{"version":1,"vm":"vm1"');
     expect(await codeOf(() => store.open('vm1'))).toBe('SR_STATE_MISMATCH');
-    await fsp.writeFile(file, JSON.stringify({ version: 1, vm: 'vm1', generation: 'g1', disks: DISKS, appliedLsn: -3, initialSync: { state: 'done', done: 0, total: 0 } }));
+    await fsp.writeFile(
+      file,
+      JSON.stringify({
+        version: 1,
+        vm: 'vm1',
+        generation: 'g1',
+        disks: DISKS,
+        appliedLsn: -3,
+        initialSync: { state: 'done', done: 0, total: 0 },
+      }),
+    );
     expect(await codeOf(() => store.open('vm1'))).toBe('SR_STATE_MISMATCH');
-    await fsp.writeFile(file, JSON.stringify({ version: 1, vm: 'other', generation: 'g1', disks: DISKS, appliedLsn: 0, initialSync: { state: 'done', done: 0, total: 0 } }));
+    await fsp.writeFile(
+      file,
+      JSON.stringify({
+        version: 1,
+        vm: 'other',
+        generation: 'g1',
+        disks: DISKS,
+        appliedLsn: 0,
+        initialSync: { state: 'done', done: 0, total: 0 },
+      }),
+    );
     expect(await codeOf(() => store.open('vm1'))).toBe('SR_STATE_MISMATCH');
   });
 
@@ -119,7 +148,7 @@ describe('FileReplicaStore on disk', () => {
     await r.close();
   });
 
-  it('finishes a new generation\'s zeroing that a crash interrupted', async () => {
+  it("finishes a new generation's zeroing that a crash interrupted", async () => {
     const dataDir = path.join(root, 'wipe');
     const store = new FileReplicaStore(dataDir);
     const r = await store.create('vm1', 'g1', DISKS);
@@ -130,9 +159,24 @@ describe('FileReplicaStore on disk', () => {
     // As reset() leaves it when killed between persisting the new generation and zeroing the disks.
     const file = path.join(dataDir, 'replicas', 'vm1', 'state.json');
     const state = JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
-    await fsp.writeFile(file, JSON.stringify({ ...state, generation: 'g2', appliedLsn: 0, initialSync: { state: 'copying', done: 0, total: 0 }, wipePending: true }));
+    await fsp.writeFile(
+      file,
+      JSON.stringify({
+        ...state,
+        generation: 'g2',
+        appliedLsn: 0,
+        initialSync: { state: 'copying', done: 0, total: 0 },
+        wipePending: true,
+      }),
+    );
     const again = (await store.open('vm1'))!;
-    expect(again.info()).toEqual({ vm: 'vm1', generation: 'g2', disks: DISKS, appliedLsn: 0, initialSync: { state: 'copying', done: 0, total: 0 } });
+    expect(again.info()).toEqual({
+      vm: 'vm1',
+      generation: 'g2',
+      disks: DISKS,
+      appliedLsn: 0,
+      initialSync: { state: 'copying', done: 0, total: 0 },
+    });
     expect((await again.read(1, 0, DISKS[1]!.size)).equals(Buffer.alloc(DISKS[1]!.size))).toBe(true);
     expect(JSON.parse(await fsp.readFile(file, 'utf8'))).not.toHaveProperty('wipePending');
     await again.close();

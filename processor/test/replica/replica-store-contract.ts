@@ -59,7 +59,13 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
     it('creates a replica of zeroed disks at position 0, copying, and refuses to create it twice', async () => {
       const s = await open('create');
       const r = await s.create('web01', 'g1', DISKS);
-      expect(r.info()).toEqual({ vm: 'web01', generation: 'g1', disks: DISKS, appliedLsn: 0, initialSync: { state: 'copying', done: 0, total: 0 } });
+      expect(r.info()).toEqual({
+        vm: 'web01',
+        generation: 'g1',
+        disks: DISKS,
+        appliedLsn: 0,
+        initialSync: { state: 'copying', done: 0, total: 0 },
+      });
       expect(await s.list()).toEqual(['web01']);
       for (const [i, d] of DISKS.entries()) {
         expect((await readAll(r, i)).equals(Buffer.alloc(d.size))).toBe(true);
@@ -99,7 +105,9 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
       const before = await readAll(r, 1);
       expect(codeOf(() => r.apply(write(2, 1, DISKS[1]!.size - 512, pattern(1024, 1))))).toBe('SR_BOUNDS');
       expect(codeOf(() => r.apply(write(2, 2, 0, pattern(512, 1))))).toBe('SR_BOUNDS');
-      expect(codeOf(() => r.apply({ lsn: 2, kind: RecordKind.ZERO, disk: 1, offset: DISKS[1]!.size, length: 512 }))).toBe('SR_BOUNDS');
+      expect(
+        codeOf(() => r.apply({ lsn: 2, kind: RecordKind.ZERO, disk: 1, offset: DISKS[1]!.size, length: 512 })),
+      ).toBe('SR_BOUNDS');
       expect((await readAll(r, 1)).equals(before)).toBe(true);
       expect(await asyncCodeOf(() => r.read(0, DISKS[0]!.size - 10, 20))).toBe('SR_BOUNDS');
       await r.close();
@@ -117,7 +125,13 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
 
       const again = await (await open('reopen')).open('vm1');
       expect(again).toBeDefined();
-      expect(again!.info()).toEqual({ vm: 'vm1', generation: 'g1', disks: DISKS, appliedLsn: 1, initialSync: { state: 'copying', done: 10, total: 100 } });
+      expect(again!.info()).toEqual({
+        vm: 'vm1',
+        generation: 'g1',
+        disks: DISKS,
+        appliedLsn: 1,
+        initialSync: { state: 'copying', done: 10, total: 100 },
+      });
       expect((await again!.read(0, 4 * MiB, data.length)).equals(data)).toBe(true);
       await again!.close();
     });
@@ -125,7 +139,12 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
     it('applies overlapping savePosition calls in call order', async () => {
       const s = await open('order');
       const r = await s.create('vm1', 'g1', DISKS);
-      const saves = [1, 2, 3, 4, 5].map((lsn) => r.savePosition({ appliedLsn: lsn, initialSync: { state: lsn === 5 ? 'done' : 'copying', done: lsn, total: 5 } }));
+      const saves = [1, 2, 3, 4, 5].map((lsn) =>
+        r.savePosition({
+          appliedLsn: lsn,
+          initialSync: { state: lsn === 5 ? 'done' : 'copying', done: lsn, total: 5 },
+        }),
+      );
       await Promise.all(saves);
       expect(r.info().appliedLsn).toBe(5);
       await r.close();
@@ -143,7 +162,13 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
       await r.flush();
       await r.savePosition({ appliedLsn: 1, initialSync: { state: 'done', done: 1, total: 1 } });
       await r.reset('g2', DISKS);
-      expect(r.info()).toEqual({ vm: 'vm1', generation: 'g2', disks: DISKS, appliedLsn: 0, initialSync: { state: 'copying', done: 0, total: 0 } });
+      expect(r.info()).toEqual({
+        vm: 'vm1',
+        generation: 'g2',
+        disks: DISKS,
+        appliedLsn: 0,
+        initialSync: { state: 'copying', done: 0, total: 0 },
+      });
       expect((await readAll(r, 1)).equals(Buffer.alloc(DISKS[1]!.size))).toBe(true);
       const next = pattern(4096, 8);
       await apply(r, write(1, 1, 0, next));
@@ -170,7 +195,10 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
       await apply(r, write(1, 0, 0, pattern(4096, 6)));
       await r.flush();
       await r.savePosition({ appliedLsn: 1, initialSync: { state: 'done', done: 1, total: 1 } });
-      const next: DiskInfo[] = [{ id: 'os', size: 2 * MiB }, { id: 'logs', size: MiB }];
+      const next: DiskInfo[] = [
+        { id: 'os', size: 2 * MiB },
+        { id: 'logs', size: MiB },
+      ];
       await r.reset('g2', next);
       expect(r.info()).toMatchObject({ generation: 'g2', disks: next, appliedLsn: 0 });
       expect((await readAll(r, 0)).equals(Buffer.alloc(2 * MiB))).toBe(true);

@@ -4,7 +4,18 @@ import { FileReplicaStore } from '../../src/replica/file-replica-store.js';
 import { Processor } from '../../src/processor.js';
 import type { Replica, ReplicaStore } from '../../src/replica/replica-store.js';
 import { FakeCacheStore, Workload } from '../fake-cache-store.js';
-import { MiB, expectImages, getJson, readState, replicaBytes, startProcessor, streaming, until, vmStatus, useCaseDirs } from '../helpers.js';
+import {
+  MiB,
+  expectImages,
+  getJson,
+  readState,
+  replicaBytes,
+  startProcessor,
+  streaming,
+  until,
+  vmStatus,
+  useCaseDirs,
+} from '../helpers.js';
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 16 * MiB },
@@ -34,9 +45,18 @@ describe('processor after a restart or a storage failure', () => {
     await gone.close();
     processor = await startProcessor(dataDir, url);
     const st = await vmStatus(processor.listen, VM);
-    expect(st).toMatchObject({ generation: 'g7', appliedLsn: 42, durableLsn: 42, state: 'replicating', initialSync: { state: 'done', percent: 100 } });
+    expect(st).toMatchObject({
+      generation: 'g7',
+      appliedLsn: 42,
+      durableLsn: 42,
+      state: 'replicating',
+      initialSync: { state: 'done', percent: 100 },
+    });
     const status = await until('a few reconnect attempts', async () => {
-      const s = await getJson<{ cacheStore: { connected: boolean; reconnects: number; lastError?: { code: string } } }>(processor!.listen, '/status');
+      const s = await getJson<{ cacheStore: { connected: boolean; reconnects: number; lastError?: { code: string } } }>(
+        processor!.listen,
+        '/status',
+      );
       return s.cacheStore.reconnects >= 2 ? s : undefined;
     });
     expect(status.cacheStore).toMatchObject({ connected: false, lastError: { code: 'SR_IO' } });

@@ -4,7 +4,19 @@ import { RecordKind, encodeMessage, recordChecksum, type ChangeRecord, type Disk
 import { describe, expect, it } from 'vitest';
 import type { Processor } from '../../src/processor.js';
 import { FakeCacheStore, Workload, chunks } from '../fake-cache-store.js';
-import { MiB, expectImages, getJson, readState, replicaBytes, replicaFile, startProcessor, streaming, until, vmStatus, useCaseDirs } from '../helpers.js';
+import {
+  MiB,
+  expectImages,
+  getJson,
+  readState,
+  replicaBytes,
+  replicaFile,
+  startProcessor,
+  streaming,
+  until,
+  vmStatus,
+  useCaseDirs,
+} from '../helpers.js';
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 16 * MiB },
@@ -56,7 +68,14 @@ describe('processor applying a stream from the cache-store', () => {
     expectImages(await replicaBytes(dataDir, VM, DISKS), w.images);
 
     const st = await vmStatus(processor.listen, VM);
-    expect(st).toMatchObject({ vm: VM, generation: 'g1', appliedLsn: w.lastLsn, durableLsn: w.lastLsn, cacheStoreLastLsn: w.lastLsn, pendingRecords: 0 });
+    expect(st).toMatchObject({
+      vm: VM,
+      generation: 'g1',
+      appliedLsn: w.lastLsn,
+      durableLsn: w.lastLsn,
+      cacheStoreLastLsn: w.lastLsn,
+      pendingRecords: 0,
+    });
     expect(st.disks).toEqual(DISKS.map((d) => ({ ...d, path: replicaFile(dataDir, VM, d.id) })));
     expect(st.lagMs.samples).toBeGreaterThan(0);
     expect(st.lagMs.p50).not.toBeNull();
@@ -88,7 +107,14 @@ describe('processor applying a stream from the cache-store', () => {
         batch: next.map((r, i) => {
           if (i !== 10) return r;
           const data = Buffer.alloc(8192, 0xee);
-          const oob = { lsn: r.lsn, kind: RecordKind.WRITE, disk: 1, offset: DISKS[1]!.size - 4096, length: 8192, data } as const;
+          const oob = {
+            lsn: r.lsn,
+            kind: RecordKind.WRITE,
+            disk: 1,
+            offset: DISKS[1]!.size - 4096,
+            length: 8192,
+            data,
+          } as const;
           return { ...oob, crc: recordChecksum(oob, data) };
         }),
       },
@@ -166,7 +192,17 @@ describe('processor applying a stream from the cache-store', () => {
 
     // A batch whose record table does not match its count.
     const { s: s4 } = await streaming(fake, 4, VM, 'g1', w);
-    s4.send({ t: 'batch', vm: VM, generation: 'g1', first: 1, count: 3, recs: Buffer.alloc(40), codec: 'none', raw: 0, data: Buffer.alloc(0) });
+    s4.send({
+      t: 'batch',
+      vm: VM,
+      generation: 'g1',
+      first: 1,
+      count: 3,
+      recs: Buffer.alloc(40),
+      codec: 'none',
+      raw: 0,
+      data: Buffer.alloc(0),
+    });
     expect(await s4.waitFor((m) => m.t === 'error')).toMatchObject({ code: 'SR_PROTOCOL' });
     await s4.closed;
   });
@@ -181,8 +217,12 @@ describe('processor applying a stream from the cache-store', () => {
       const m = s.received[s.received.length - 1];
       if (m?.t !== 'applied') return;
       // Read synchronously on arrival: the state on disk must already cover what is confirmed.
-      const state = JSON.parse(fs.readFileSync(path.join(dataDir, 'replicas', VM, 'state.json'), 'utf8')) as { appliedLsn: number; generation: string };
-      if (state.appliedLsn < (m['lsn'] as number) || state.generation !== m['generation']) violations.push(`confirmed ${String(m['lsn'])}, persisted ${state.appliedLsn}`);
+      const state = JSON.parse(fs.readFileSync(path.join(dataDir, 'replicas', VM, 'state.json'), 'utf8')) as {
+        appliedLsn: number;
+        generation: string;
+      };
+      if (state.appliedLsn < (m['lsn'] as number) || state.generation !== m['generation'])
+        violations.push(`confirmed ${String(m['lsn'])}, persisted ${state.appliedLsn}`);
     });
     const batches = chunks(w.records, 10);
     for (const c of batches) await s.batch(VM, 'g1', c);
@@ -206,7 +246,8 @@ describe('processor applying a stream from the cache-store', () => {
       w.sync(((i + 1) * total) / slices);
     }
     const { s } = await streaming(fake, 0, VM, 'g1', w);
-    const send = (i: number): Promise<void> => s.batch(VM, 'g1', w.range(2 * i + 1, 2 * i + 2), { done: ((i + 1) * total) / slices, total });
+    const send = (i: number): Promise<void> =>
+      s.batch(VM, 'g1', w.range(2 * i + 1, 2 * i + 2), { done: ((i + 1) * total) / slices, total });
     for (let i = 0; i < slices / 2; i++) await send(i);
     const half = await until('half-way progress', async () => {
       const v = await vmStatus(processor.listen, VM);
@@ -240,12 +281,26 @@ describe('processor applying a stream from the cache-store', () => {
       const v = await vmStatus(processor.listen, VM);
       return v.generation === 'g2' && v.appliedLsn === 1 ? v : undefined;
     });
-    expect(resync).toMatchObject({ state: 'resyncing', initialSync: { state: 'copying', done: 1, total: 4, percent: 25 } });
+    expect(resync).toMatchObject({
+      state: 'resyncing',
+      initialSync: { state: 'copying', done: 1, total: 4, percent: 25 },
+    });
     await until('g2 persisted', async () => ((await readState(dataDir, VM)).generation === 'g2' ? true : undefined));
-    expect(await readState(dataDir, VM)).toMatchObject({ generation: 'g2', appliedLsn: 1, initialSync: { state: 'copying' } });
-    expect(fake.applied(VM).filter((m) => m['generation'] === 'g2').every((m) => (m['lsn'] as number) <= 2)).toBe(true);
+    expect(await readState(dataDir, VM)).toMatchObject({
+      generation: 'g2',
+      appliedLsn: 1,
+      initialSync: { state: 'copying' },
+    });
+    expect(
+      fake
+        .applied(VM)
+        .filter((m) => m['generation'] === 'g2')
+        .every((m) => (m['lsn'] as number) <= 2),
+    ).toBe(true);
     await s.batch(VM, 'g2', g2.range(2, 2), { done: 4, total: 4 });
-    await until('g2 fully applied', async () => ((await vmStatus(processor.listen, VM)).appliedLsn === 2 ? true : undefined));
+    await until('g2 fully applied', async () =>
+      (await vmStatus(processor.listen, VM)).appliedLsn === 2 ? true : undefined,
+    );
     // A new generation's copy sends only non-zero chunks, so nothing of g1 may remain under it.
     expectImages(await replicaBytes(dataDir, VM, DISKS), g2.images);
     expect((await vmStatus(processor.listen, VM)).state).toBe('replicating');
@@ -272,7 +327,10 @@ describe('processor applying a stream from the cache-store', () => {
     s0.ws.close(1008, 'auth');
     const s1 = await fake.session(1);
     await s1.waitFor((m) => m.t === 'hello');
-    const status = await getJson<{ cacheStore: { lastError?: { code: string }; reconnects: number } }>(processor.listen, '/status');
+    const status = await getJson<{ cacheStore: { lastError?: { code: string }; reconnects: number } }>(
+      processor.listen,
+      '/status',
+    );
     expect(status.cacheStore.lastError?.code).toBe('SR_AUTH');
     expect(status.cacheStore.reconnects).toBeGreaterThanOrEqual(1);
   });

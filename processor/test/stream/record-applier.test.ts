@@ -85,7 +85,8 @@ describe('RecordApplier', () => {
     const check = (): void => {
       const applied = applier.applied;
       const landed = new Set(target.landed);
-      for (let l = 1; l <= applied; l++) if (!landed.has(l)) throw new Error(`applied ${applied} but ${l} has not landed`);
+      for (let l = 1; l <= applied; l++)
+        if (!landed.has(l)) throw new Error(`applied ${applied} but ${l} has not landed`);
     };
     for (let i = 0; i < recs.length; i += 10) {
       await applier.submit(recs.slice(i, i + 10));
@@ -100,7 +101,9 @@ describe('RecordApplier', () => {
 
   it('refuses records that do not continue the sequence', async () => {
     const applier = new RecordApplier(new ScrambledTarget(), 10);
-    const err = await applier.submit([{ lsn: 12, kind: RecordKind.ZERO, disk: 0, offset: 0, length: 8 }]).catch((e: unknown) => e);
+    const err = await applier
+      .submit([{ lsn: 12, kind: RecordKind.ZERO, disk: 0, offset: 0, length: 8 }])
+      .catch((e: unknown) => e);
     expect(isSrError(err, 'SR_SEQUENCE')).toBe(true);
     expect(applier.submitted).toBe(10);
   });
@@ -143,7 +146,13 @@ describe('RecordApplier', () => {
       },
     };
     const applier = new RecordApplier(target, 0, { maxInFlightRecords: 1000, maxInFlightBytes: 64 * 1024 });
-    const recs = Array.from({ length: 100 }, (_, i): ChangeRecord => ({ lsn: i + 1, kind: RecordKind.ZERO, disk: 0, offset: i * 16384, length: 16384 }));
+    const recs = Array.from({ length: 100 }, (_, i): ChangeRecord => ({
+      lsn: i + 1,
+      kind: RecordKind.ZERO,
+      disk: 0,
+      offset: i * 16384,
+      length: 16384,
+    }));
     await applier.submit(recs);
     await applier.drain();
     expect(maxInFlight).toBeLessThanOrEqual(64 * 1024);

@@ -160,7 +160,10 @@ export class NbdConnection {
       },
       (err: unknown) => {
         payload?.release();
-        this.log.warn({ err: (err as Error).message, type: req.type, offset: req.offset, length: req.length }, 'nbd request failed');
+        this.log.warn(
+          { err: (err as Error).message, type: req.type, offset: req.offset, length: req.length },
+          'nbd request failed',
+        );
         this.done(req, bytes, errnoOf(err), undefined);
       },
     );

@@ -1,5 +1,15 @@
 import type { ByteQueue } from './byte-queue.js';
-import { ClientFlag, HandshakeFlag, IHAVEOPT, Info, NBDMAGIC, Opt, OPTION_REPLY_MAGIC, Rep, TxFlag } from './constants.js';
+import {
+  ClientFlag,
+  HandshakeFlag,
+  IHAVEOPT,
+  Info,
+  NBDMAGIC,
+  Opt,
+  OPTION_REPLY_MAGIC,
+  Rep,
+  TxFlag,
+} from './constants.js';
 import type { ExportRegistry, NbdExport } from './export-registry.js';
 import type { NbdServerLimits } from './limits.js';
 
@@ -9,7 +19,12 @@ export const PREFERRED_BLOCK = 4096;
 export type HandshakeResult =
   | { readonly state: 'more' }
   | { readonly state: 'close'; readonly reason: string }
-  | { readonly state: 'transmission'; readonly export: NbdExport; readonly flags: number; readonly blockSizeNegotiated: boolean };
+  | {
+      readonly state: 'transmission';
+      readonly export: NbdExport;
+      readonly flags: number;
+      readonly blockSizeNegotiated: boolean;
+    };
 
 /** Minimum block size of an export: 512 when the size allows it, else byte granularity. */
 export function minimumBlock(size: number): number {
@@ -18,7 +33,12 @@ export function minimumBlock(size: number): number {
 
 export function transmissionFlags(e: NbdExport): number {
   let flags =
-    TxFlag.HAS_FLAGS | TxFlag.SEND_FLUSH | TxFlag.SEND_FUA | TxFlag.SEND_TRIM | TxFlag.SEND_WRITE_ZEROES | TxFlag.SEND_CACHE;
+    TxFlag.HAS_FLAGS |
+    TxFlag.SEND_FLUSH |
+    TxFlag.SEND_FUA |
+    TxFlag.SEND_TRIM |
+    TxFlag.SEND_WRITE_ZEROES |
+    TxFlag.SEND_CACHE;
   // One backend instance serves every connection and flush drains it as a whole, so FLUSH on any
   // connection covers writes completed on all of them.
   flags |= TxFlag.CAN_MULTI_CONN;

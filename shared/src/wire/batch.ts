@@ -53,7 +53,8 @@ export async function encodeBatch(
   const payloads: Buffer[] = [];
   let raw = 0;
   records.forEach((r, i) => {
-    if (r.lsn !== first + i) throw new SrError(ErrorCode.SEQUENCE, `batch records must be consecutive: ${r.lsn} after ${first + i - 1}`);
+    if (r.lsn !== first + i)
+      throw new SrError(ErrorCode.SEQUENCE, `batch records must be consecutive: ${r.lsn} after ${first + i - 1}`);
     const at = i * RECORD_ENTRY_BYTES;
     recs.writeUInt8(r.kind, at);
     recs.writeUInt8(0, at + 1);
@@ -69,7 +70,8 @@ export async function encodeBatch(
       raw += r.data.length;
     }
   });
-  const plain = payloads.length === 1 ? payloads[0]! : joinInto(scratch?.take(raw) ?? Buffer.allocUnsafe(raw), payloads);
+  const plain =
+    payloads.length === 1 ? payloads[0]! : joinInto(scratch?.take(raw) ?? Buffer.allocUnsafe(raw), payloads);
   let codec: 'lz4' | 'none' = 'none';
   let data: Uint8Array = plain;
   if (raw >= MIN_COMPRESS_BYTES && h.tryCompress !== false) {
@@ -79,7 +81,18 @@ export async function encodeBatch(
       data = packed;
     }
   }
-  const msg: Batch = { t: 'batch', vm: h.vm, generation: h.generation, first, count: records.length, recs, codec, raw, data, ...(h.progress ? { progress: h.progress } : {}) };
+  const msg: Batch = {
+    t: 'batch',
+    vm: h.vm,
+    generation: h.generation,
+    first,
+    count: records.length,
+    recs,
+    codec,
+    raw,
+    data,
+    ...(h.progress ? { progress: h.progress } : {}),
+  };
   return { frame: encodeBulkMessage(msg, recs.length + data.length), raw, compressed: codec === 'lz4' };
 }
 
@@ -99,14 +112,22 @@ export function lastLsn(b: Batch): number {
  * decompressed: record count, entry table size, payload size, lz4 size prefix.
  */
 export function checkBatchShape(b: Batch, limits: WireLimits): void {
-  if (b.count > limits.maxBatchRecords) throw new SrError(ErrorCode.LIMIT, `batch of ${b.count} records exceeds maxBatchRecords ${limits.maxBatchRecords}`);
-  if (b.recs.length !== b.count * RECORD_ENTRY_BYTES) throw new SrError(ErrorCode.PROTOCOL, `batch record table is ${b.recs.length} bytes for ${b.count} records`);
-  if (b.raw > limits.maxBatchRawBytes) throw new SrError(ErrorCode.LIMIT, `batch payload of ${b.raw} bytes exceeds maxBatchRawBytes ${limits.maxBatchRawBytes}`);
-  if (b.codec === 'none' && b.data.length !== b.raw) throw new SrError(ErrorCode.PROTOCOL, `uncompressed payload is ${b.data.length} bytes, declared ${b.raw}`);
+  if (b.count > limits.maxBatchRecords)
+    throw new SrError(ErrorCode.LIMIT, `batch of ${b.count} records exceeds maxBatchRecords ${limits.maxBatchRecords}`);
+  if (b.recs.length !== b.count * RECORD_ENTRY_BYTES)
+    throw new SrError(ErrorCode.PROTOCOL, `batch record table is ${b.recs.length} bytes for ${b.count} records`);
+  if (b.raw > limits.maxBatchRawBytes)
+    throw new SrError(
+      ErrorCode.LIMIT,
+      `batch payload of ${b.raw} bytes exceeds maxBatchRawBytes ${limits.maxBatchRawBytes}`,
+    );
+  if (b.codec === 'none' && b.data.length !== b.raw)
+    throw new SrError(ErrorCode.PROTOCOL, `uncompressed payload is ${b.data.length} bytes, declared ${b.raw}`);
   if (b.codec === 'lz4') {
     if (b.data.length < 4) throw new SrError(ErrorCode.PROTOCOL, 'lz4 payload shorter than its size prefix');
     const declared = Buffer.from(b.data.buffer, b.data.byteOffset, 4).readUInt32LE(0);
-    if (declared !== b.raw) throw new SrError(ErrorCode.PROTOCOL, `lz4 payload declares ${declared} bytes, batch declares ${b.raw}`);
+    if (declared !== b.raw)
+      throw new SrError(ErrorCode.PROTOCOL, `lz4 payload declares ${declared} bytes, batch declares ${b.raw}`);
   }
   if (b.first + b.count - 1 > Number.MAX_SAFE_INTEGER) throw new SrError(ErrorCode.PROTOCOL, 'batch LSNs overflow');
 }
@@ -127,7 +148,8 @@ export function decodeBatch(b: Batch, disks: readonly DiskInfo[], limits: WireLi
   } catch (err) {
     throw new SrError(ErrorCode.PROTOCOL, `lz4 payload does not decompress: ${(err as Error).message}`);
   }
-  if (payload.length !== b.raw) throw new SrError(ErrorCode.PROTOCOL, `payload decompressed to ${payload.length} bytes, declared ${b.raw}`);
+  if (payload.length !== b.raw)
+    throw new SrError(ErrorCode.PROTOCOL, `payload decompressed to ${payload.length} bytes, declared ${b.raw}`);
   const out: ChangeRecord[] = new Array<ChangeRecord>(b.count);
   let pos = 0;
   for (let i = 0; i < b.count; i++) {
@@ -139,20 +161,37 @@ export function decodeBatch(b: Batch, disks: readonly DiskInfo[], limits: WireLi
     const offset = recs.readUInt32BE(at + 8) * 0x1_0000_0000 + recs.readUInt32BE(at + 12);
     const length = recs.readUInt32BE(at + 16);
     const size = disks[disk]?.size;
-    if (size === undefined) throw new SrError(ErrorCode.BOUNDS, `record ${lsn}: disk index ${disk}, the VM has ${disks.length} disks`);
+    if (size === undefined)
+      throw new SrError(ErrorCode.BOUNDS, `record ${lsn}: disk index ${disk}, the VM has ${disks.length} disks`);
     if (kind === RecordKind.SYNC || kind === RecordKind.APP) {
       if (length !== 0) throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: marker with length ${length}`);
-    } else if (offset + length > size) throw new SrError(ErrorCode.BOUNDS, `record ${lsn}: bytes ${offset}+${length} past the end of disk ${disks[disk]!.id} (${size})`);
-    let rec: ChangeRecord = { lsn, kind, disk, offset, length, crc: recs.readUInt32BE(at + 4), time: recs.readDoubleBE(at + 24) };
+    } else if (offset + length > size)
+      throw new SrError(
+        ErrorCode.BOUNDS,
+        `record ${lsn}: bytes ${offset}+${length} past the end of disk ${disks[disk]!.id} (${size})`,
+      );
+    let rec: ChangeRecord = {
+      lsn,
+      kind,
+      disk,
+      offset,
+      length,
+      crc: recs.readUInt32BE(at + 4),
+      time: recs.readDoubleBE(at + 24),
+    };
     if (kind === RecordKind.WRITE) {
-      if (length > limits.maxRecordBytes) throw new SrError(ErrorCode.LIMIT, `record ${lsn}: ${length} bytes exceeds maxRecordBytes`);
-      if (pos + length > payload.length) throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: payload runs past the batch data`);
+      if (length > limits.maxRecordBytes)
+        throw new SrError(ErrorCode.LIMIT, `record ${lsn}: ${length} bytes exceeds maxRecordBytes`);
+      if (pos + length > payload.length)
+        throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: payload runs past the batch data`);
       rec = { ...rec, data: payload.subarray(pos, pos + length) };
       pos += length;
     }
-    if (recordChecksum(rec, rec.data) !== rec.crc) throw new SrError(ErrorCode.CHECKSUM, `record ${lsn}: checksum mismatch`);
+    if (recordChecksum(rec, rec.data) !== rec.crc)
+      throw new SrError(ErrorCode.CHECKSUM, `record ${lsn}: checksum mismatch`);
     out[i] = rec;
   }
-  if (pos !== payload.length) throw new SrError(ErrorCode.PROTOCOL, `batch carries ${payload.length - pos} payload bytes no record claims`);
+  if (pos !== payload.length)
+    throw new SrError(ErrorCode.PROTOCOL, `batch carries ${payload.length - pos} payload bytes no record claims`);
   return out;
 }

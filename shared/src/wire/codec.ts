@@ -37,9 +37,12 @@ export function decodeMessage<S extends z.ZodType>(frame: Buffer, schema: S): z.
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const t = typeof raw === 'object' && raw !== null && 't' in raw ? String((raw).t) : '?';
+    const t = typeof raw === 'object' && raw !== null && 't' in raw ? String(raw.t) : '?';
     const issue = parsed.error.issues[0];
-    throw new SrError(ErrorCode.PROTOCOL, `invalid "${t}" message: ${issue?.path.join('.') ?? ''} ${issue?.message ?? ''}`.trim());
+    throw new SrError(
+      ErrorCode.PROTOCOL,
+      `invalid "${t}" message: ${issue?.path.join('.') ?? ''} ${issue?.message ?? ''}`.trim(),
+    );
   }
   return parsed.data;
 }

@@ -30,7 +30,12 @@ export const AgentHelloSchema = z.object({
 });
 export type AgentHello = z.infer<typeof AgentHelloSchema>;
 
-export const ProcessorHelloSchema = z.object({ t: z.literal('hello'), v: z.literal(PROTOCOL_VERSION), role: z.literal('processor'), credential });
+export const ProcessorHelloSchema = z.object({
+  t: z.literal('hello'),
+  v: z.literal(PROTOCOL_VERSION),
+  role: z.literal('processor'),
+  credential,
+});
 export type ProcessorHello = z.infer<typeof ProcessorHelloSchema>;
 
 export const HelloSchema = z.discriminatedUnion('role', [AgentHelloSchema, ProcessorHelloSchema]);
@@ -65,18 +70,35 @@ export type Batch = z.infer<typeof BatchSchema>;
 export const AckSchema = z.object({ t: z.literal('ack'), lsn });
 export type Ack = z.infer<typeof AckSchema>;
 
-export const VmInfoSchema = z.object({ vm: id, generation, disks: z.array(DiskInfoSchema).min(1), firstLsn: lsn, lastLsn: lsn });
+export const VmInfoSchema = z.object({
+  vm: id,
+  generation,
+  disks: z.array(DiskInfoSchema).min(1),
+  firstLsn: lsn,
+  lastLsn: lsn,
+});
 export type VmInfo = z.infer<typeof VmInfoSchema>;
 
 /** cache-store → processor: the VMs it holds streams for (sent on connect and on every change). */
 export const VmsSchema = z.object({ t: z.literal('vms'), vms: z.array(VmInfoSchema) });
 
 /** processor → cache-store: send records of `vm` from LSN `from` of `generation` (null: any). */
-export const SubscribeSchema = z.object({ t: z.literal('subscribe'), vm: id, generation: generation.nullable(), from: lsn.min(1) });
+export const SubscribeSchema = z.object({
+  t: z.literal('subscribe'),
+  vm: id,
+  generation: generation.nullable(),
+  from: lsn.min(1),
+});
 export type Subscribe = z.infer<typeof SubscribeSchema>;
 
 /** cache-store → processor: batches of `vm` follow, starting at `from` of `generation`. */
-export const StreamSchema = z.object({ t: z.literal('stream'), vm: id, generation, disks: z.array(DiskInfoSchema).min(1), from: lsn.min(1) });
+export const StreamSchema = z.object({
+  t: z.literal('stream'),
+  vm: id,
+  generation,
+  disks: z.array(DiskInfoSchema).min(1),
+  from: lsn.min(1),
+});
 export type Stream = z.infer<typeof StreamSchema>;
 
 /** processor → cache-store: records up to `lsn` are applied and durable in the replicas. */
@@ -88,10 +110,18 @@ export type Applied = z.infer<typeof AppliedSchema>;
  * `appConsistentFrequencyMs` 0 turns app-consistent points off. The commands themselves stay in the
  * agent's configuration: the target region never sends a command line to run beside the VM.
  */
-export const PolicySchema = z.object({ t: z.literal('policy'), vm: id, appConsistentFrequencyMs: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) });
+export const PolicySchema = z.object({
+  t: z.literal('policy'),
+  vm: id,
+  appConsistentFrequencyMs: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+});
 export type Policy = z.infer<typeof PolicySchema>;
 
-export const ErrorMessageSchema = z.object({ t: z.literal('error'), code: z.string().max(64), message: z.string().max(4096) });
+export const ErrorMessageSchema = z.object({
+  t: z.literal('error'),
+  code: z.string().max(64),
+  message: z.string().max(4096),
+});
 export type ErrorMessage = z.infer<typeof ErrorMessageSchema>;
 
 export const MessageSchema = z.discriminatedUnion('t', [
