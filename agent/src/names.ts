@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { lsnFileName, parseLsnFileName } from '@site-recovery/shared';
 
 /**
  * Every name the agent gives a file in its data directory is built and parsed here, and nowhere else.
@@ -12,7 +13,7 @@ import path from 'node:path';
 export const STATE_FILE = 'agent-state.json';
 export const CHECKPOINT_FILE = 'checkpoint.json';
 export const JOURNAL_DIR = 'journal';
-const SEGMENT_RE = /^([0-9a-f]{16})\.srj$/;
+const SEGMENT_EXT = 'srj';
 
 export function stateFile(dataDir: string): string {
   return path.join(dataDir, STATE_FILE);
@@ -27,13 +28,10 @@ export function journalDir(dataDir: string): string {
 }
 
 export function segmentFileName(firstLsn: number): string {
-  return `${firstLsn.toString(16).padStart(16, '0')}.srj`;
+  return lsnFileName(firstLsn, SEGMENT_EXT);
 }
 
 /** The first LSN named by a segment file, or `undefined` for any other file. */
 export function parseSegmentFileName(name: string): number | undefined {
-  const m = SEGMENT_RE.exec(name);
-  if (m === null) return undefined;
-  const lsn = Number.parseInt(m[1]!, 16);
-  return Number.isSafeInteger(lsn) && lsn > 0 ? lsn : undefined;
+  return parseLsnFileName(name, SEGMENT_EXT);
 }

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { ID_PATTERN, checkId } from '@site-recovery/shared';
+import { ID_PATTERN, checkId, lsnFileName, parseLsnFileName } from '@site-recovery/shared';
 
 /**
  * Every name the cache-store gives a file in its data directory is built and parsed here, and nowhere else.
@@ -15,7 +15,7 @@ import { ID_PATTERN, checkId } from '@site-recovery/shared';
  */
 export const VMS_DIR = 'vms';
 export const META_FILE = 'meta.json';
-const SEGMENT_RE = /^([0-9a-f]{16})\.srs$/;
+const SEGMENT_EXT = 'srs';
 
 export function vmsDir(dataDir: string): string {
   return path.join(dataDir, VMS_DIR);
@@ -36,7 +36,7 @@ export function metaFile(dir: string): string {
 }
 
 export function segmentFileName(firstLsn: number): string {
-  return `${firstLsn.toString(16).padStart(16, '0')}.srs`;
+  return lsnFileName(firstLsn, SEGMENT_EXT);
 }
 
 export function segmentFile(dir: string, firstLsn: number): string {
@@ -45,8 +45,5 @@ export function segmentFile(dir: string, firstLsn: number): string {
 
 /** The first LSN named by a segment file, or `undefined` for any other file. */
 export function parseSegmentFileName(name: string): number | undefined {
-  const m = SEGMENT_RE.exec(name);
-  if (m === null) return undefined;
-  const lsn = Number.parseInt(m[1]!, 16);
-  return Number.isSafeInteger(lsn) && lsn > 0 ? lsn : undefined;
+  return parseLsnFileName(name, SEGMENT_EXT);
 }

@@ -41,3 +41,14 @@ export function stopOnSignals(log: Logger, stop: () => Promise<unknown>): void {
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
 }
+
+/** A commander argument parser for an integer option of at least `min`; bad text is SR_BAD_OPTION. */
+export function intOption(option: string, min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isSafeInteger(n) || n < min) {
+      throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" must be an integer of at least ${min}`);
+    }
+    return n;
+  };
+}

@@ -11,7 +11,10 @@ export { RECORD_MAGIC, RECORD_CANONICAL_BYTES, recordChecksum, writeCanonical } 
 export type { RecordFields } from './record-checksum.js';
 export * from './wire/index.js';
 export { parseDuration, formatDuration } from './duration.js';
-export { parseHostPort, runCli, stopOnSignals } from './cli-runtime.js';
+export { intOption, parseHostPort, runCli, stopOnSignals } from './cli-runtime.js';
 export { Backoff, DEFAULT_BACKOFF } from './backoff.js';
 export type { BackoffOptions } from './backoff.js';
 export { DIRECT_IO_ALIGNMENT, allocAligned, isPageAligned, alignUp, openDirect } from './direct-io.js';
+export { SerialQueue, KeyedSerialQueue } from './serial-queue.js';
+export { lsnFileName, parseLsnFileName } from './lsn-file-name.js';
+export * from './http/index.js';

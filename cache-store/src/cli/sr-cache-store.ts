@@ -9,11 +9,11 @@ import {
   ErrorCode,
   SrError,
   createLogger,
+  intOption,
   parseHostPort,
   runCli,
   stopOnSignals,
 } from '@site-recovery/shared';
-import { intOption } from './options.js';
 import { DEFAULT_READ_CHUNK_BYTES, DEFAULT_SEGMENT_BYTES } from '../log/file-stream-log.js';
 import { FileStreamStore } from '../log/file-stream-store.js';
 import { CacheStoreServer } from '../net/server.js';

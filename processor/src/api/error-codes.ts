@@ -1,4 +1,4 @@
-import { ErrorCode, isSrError } from '@site-recovery/shared';
+import { defaultHttpError } from '@site-recovery/shared';
 
 /**
  * Codes only the processor's control API produces (recovery points and failover). They live here and
@@ -46,16 +46,11 @@ const STATUS: Readonly<Record<string, number>> = {
   [PointErrorCode.FAILOVER_IN_PROGRESS]: 409,
   [PointErrorCode.FAILED_OVER]: 409,
   [PointErrorCode.NOT_FAILED_OVER]: 409,
-  [ErrorCode.BAD_OPTION]: 400,
-  [ErrorCode.BAD_ID]: 400,
-  [ErrorCode.PROTOCOL]: 400,
-  [ErrorCode.LIMIT]: 413,
-  [ErrorCode.NO_SPACE]: 507,
 };
 
 /** The HTTP status and `{code, message}` body for an error thrown by a handler. */
 export function httpError(err: unknown): { status: number; body: { code: string; message: string } } {
-  if (err instanceof PointError || isSrError(err))
+  if (err instanceof PointError)
     return { status: STATUS[err.code] ?? 500, body: { code: err.code, message: err.message } };
-  return { status: 500, body: { code: ErrorCode.INTERNAL, message: (err as Error).message } };
+  return defaultHttpError(err);
 }

@@ -13,13 +13,3 @@ export function parseWsUrl(value: string, option: string): string {
   }
   return url.toString();
 }
-
-/** A positive integer option of at least `min`. */
-export function intOption(option: string, min: number): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min)
-      throw new SrError(ErrorCode.BAD_OPTION, `${option} "${value}" must be an integer of at least ${min}`);
-    return n;
-  };
-}

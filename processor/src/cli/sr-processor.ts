@@ -5,14 +5,22 @@
 // (npx, node_modules/.bin, or the file itself); tools read the flags from here.
 import '@site-recovery/shared/io-threads';
 import { Command, Option } from 'commander';
-import { ErrorCode, SrError, createLogger, parseHostPort, runCli, stopOnSignals } from '@site-recovery/shared';
-import { intOption, parseWsUrl } from './options.js';
+import {
+  DEFAULT_BACKOFF,
+  ErrorCode,
+  SrError,
+  createLogger,
+  intOption,
+  parseHostPort,
+  runCli,
+  stopOnSignals,
+} from '@site-recovery/shared';
+import { parseWsUrl } from './options.js';
 import { FileReplicaStore, DEFAULT_INLINE_WRITE_MAX_BYTES } from '../replica/file-replica-store.js';
 import { DEFAULT_UNDO_BLOCK_SIZE } from '../points/file-point-store.js';
 import { DEFAULT_POINT_TICK_MS } from '../points/scheduler.js';
 import { DEFAULT_CONFIRM_INTERVAL_MS, Processor } from '../processor.js';
 import { DEFAULT_CONFIRM_BYTES } from '../stream/vm-replication.js';
-import { DEFAULT_BACKOFF } from '@site-recovery/shared';
 import { readRegionConfig, watchRegionConfig } from '../failover/region-config.js';
 import { createTargetPlanner } from '../failover/target-resources.js';
 
