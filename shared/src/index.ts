@@ -18,3 +18,4 @@ export { DIRECT_IO_ALIGNMENT, allocAligned, isPageAligned, alignUp, openDirect }
 export { SerialQueue, KeyedSerialQueue } from './serial-queue.js';
 export { lsnFileName, parseLsnFileName } from './lsn-file-name.js';
 export * from './http/index.js';
+export * from './auth/index.js';
