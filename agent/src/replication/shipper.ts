@@ -1,6 +1,7 @@
 import WebSocket from 'ws';
 import {
   AgentInboundSchema,
+  Backoff,
   BatchScratch,
   DEFAULT_WIRE_LIMITS,
   ErrorCode,
@@ -12,6 +13,7 @@ import {
   decodeMessage,
   encodeBatch,
   encodeMessage,
+  isSrError,
   type ChangeRecord,
   type DiskInfo,
   type Logger,
@@ -30,7 +32,12 @@ export interface ShipperOptions {
   readonly log: Logger;
   /** Sent in HELLO; checked by the cache-store once authentication lands. */
   readonly credential?: string;
-  /** Called with the cumulative LSN the cache-store has made durable. */
+  /**
+   * Called with the cumulative LSN the cache-store has made durable: on each welcome, and on each ack
+   * that advances it. Never more than this shipper sent it (an ack past that is refused as SR_PROTOCOL).
+   * It goes down when a cache-store that lost records welcomes with less than it acknowledged before:
+   * nothing above the new value may be released, and the shipper sends it again.
+   */
   readonly onAcked: (lsn: number) => void;
   /**
    * Where the journal ended when the agent started without having had the cache-store's position
@@ -50,7 +57,10 @@ export interface ShipperLimits {
   readonly batchBytes: number;
   /** Records per batch. Default 16 384 (the wire allows 65 536). */
   readonly batchRecords: number;
-  /** Bytes sent and not yet acknowledged; sending pauses beyond it. Default 64 MiB. */
+  /**
+   * Bytes sent and not yet acknowledged: a batch waits until it fits under this (one larger than it
+   * goes alone). Default 64 MiB.
+   */
   readonly inFlightBytes: number;
   /** First reconnect delay; doubles per failure up to `reconnectMaxMs`, with jitter. Default 200 ms. */
   readonly reconnectMinMs: number;
@@ -75,6 +85,8 @@ export interface ShipperStatus {
   readonly ackedLsn: number;
   readonly sentLsn: number;
   readonly inFlightBytes: number;
+  /** Sending waits for acknowledgements: the next batch would pass `limits.inFlightBytes`. */
+  readonly windowFull: boolean;
   readonly bytesSent: number;
   readonly rawBytesSent: number;
   readonly reconnects: number;
@@ -94,6 +106,11 @@ export class Shipper {
   private acked = 0;
   private sent = 0;
   private inFlight = 0;
+  /** Batches sent on the current connection and not yet acknowledged, oldest first. */
+  private unacked: { last: number; bytes: number }[] = [];
+  /** Wakes the pump waiting for room in the window (an ack, or the connection closing). */
+  private windowOpen: (() => void) | undefined;
+  private windowFull = false;
   private bytesSent = 0;
   private rawBytesSent = 0;
   private reconnects = 0;
@@ -102,6 +119,13 @@ export class Shipper {
   private ws: WebSocket | undefined;
   private cursor: JournalCursor | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private readonly backoff: Backoff;
+  /**
+   * The last connection ended in a protocol error and no ack has advanced since: the next welcome does
+   * not reset the backoff, so a cache-store that welcomes and then misbehaves is not redialled at the
+   * shortest delay forever.
+   */
+  private faulted = false;
   private readonly totalBytes: number;
   /**
    * The journal's last LSN when the agent started (before serving the VM; see ShipperOptions.startLsn),
@@ -116,11 +140,16 @@ export class Shipper {
   constructor(private readonly o: ShipperOptions) {
     this.startLsn = Math.min(o.startLsn ?? Infinity, o.journal.lastLsn);
     this.limits = { ...DEFAULTS, ...o.limits };
+    this.backoff = new Backoff({
+      initialDelayMs: this.limits.reconnectMinMs,
+      maxDelayMs: this.limits.reconnectMaxMs,
+      jitter: 0.5,
+    });
     this.totalBytes = o.disks.reduce((n, d) => n + d.size, 0);
   }
 
   start(): void {
-    this.connect(0);
+    this.connect();
   }
 
   status(): ShipperStatus {
@@ -130,6 +159,7 @@ export class Shipper {
       ackedLsn: this.acked,
       sentLsn: this.sent,
       inFlightBytes: this.inFlight,
+      windowFull: this.windowFull,
       bytesSent: this.bytesSent,
       rawBytesSent: this.rawBytesSent,
       reconnects: this.reconnects,
@@ -152,7 +182,7 @@ export class Shipper {
     }
   }
 
-  private connect(failures: number): void {
+  private connect(): void {
     if (this.stopped) return;
     this.state = 'connecting';
     const ws = new WebSocket(this.o.url, {
@@ -180,28 +210,27 @@ export class Shipper {
       );
     });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (ws !== this.ws) return; // a replaced connection's last frames say nothing about this one
       try {
         if (!isBinary) throw new SrError(ErrorCode.PROTOCOL, 'text frame from the cache-store');
         if (!welcomed) {
           const w = decodeMessage(data, WelcomeSchema.or(ErrorMessageSchema));
-          if (w.t === 'error') throw new SrError(ErrorCode.PROTOCOL, `cache-store refused: ${w.code}: ${w.message}`);
+          if (w.t === 'error') throw new Error(`cache-store refused: ${w.code}: ${w.message}`);
           welcomed = true;
           clearTimeout(welcomeTimer);
-          failures = 0;
           this.onWelcome(ws, w.durableLsn);
           return;
         }
         const m = decodeMessage(data, AgentInboundSchema);
-        if (m.t === 'error') throw new SrError(ErrorCode.PROTOCOL, `cache-store error: ${m.code}: ${m.message}`);
+        if (m.t === 'error') throw new Error(`cache-store error: ${m.code}: ${m.message}`);
         if (m.t === 'policy') {
           if (m.vm === this.o.vm) this.o.onPolicy?.(m.appConsistentFrequencyMs);
           return;
         }
         this.onAck(m.lsn);
       } catch (err) {
-        this.lastError = (err as Error).message;
-        this.o.log.warn({ err: this.lastError }, 'replication stream error');
-        ws.terminate();
+        this.faulted = true;
+        this.fail(ws, err, 'replication stream error');
       }
     });
     ws.on('error', (err) => {
@@ -212,13 +241,10 @@ export class Shipper {
       this.windowOpen?.();
       this.cursor?.close();
       this.cursor = undefined;
-      this.inFlight = 0;
       if (this.stopped || this.state === 'failed') return;
       this.state = 'waiting';
       this.reconnects++;
-      const delay =
-        Math.min(this.limits.reconnectMaxMs, this.limits.reconnectMinMs * 2 ** failures) * (0.5 + Math.random() / 2);
-      this.retryTimer = setTimeout(() => this.connect(failures + 1), delay);
+      this.retryTimer = setTimeout(() => this.connect(), this.backoff.next());
     });
   }
 
@@ -237,47 +263,71 @@ export class Shipper {
       ws.close(1011, 'continuity lost');
       return;
     }
+    if (!this.faulted) this.backoff.reset();
     this.state = 'streaming';
     if (!this.confirmed) {
       this.confirmed = true;
       this.o.onPositionConfirmed?.();
     }
-    this.onAck(durable);
-    this.sent = durable;
+    if (durable < this.acked)
+      this.o.log.warn(
+        { durableLsn: durable, ackedLsn: this.acked },
+        'the cache-store holds less than it acknowledged before; shipping again from its position',
+      );
+    // Acks count from here: what an earlier connection had in flight is either in `durable` or sent again.
+    this.acked = this.sent = durable;
+    this.unacked = [];
+    this.inFlight = 0;
+    this.o.onAcked(durable);
     this.cursor = j.cursor(durable + 1);
-    void this.pump(ws, this.cursor).catch((err: unknown) => {
-      this.lastError = (err as Error).message;
-      this.o.log.error({ err: this.lastError }, 'reading the journal for shipping failed');
-      ws.terminate();
-    });
+    void this.pump(ws, this.cursor).catch((err: unknown) =>
+      this.fail(ws, err, 'reading the journal for shipping failed', 'error'),
+    );
   }
 
+  /**
+   * A cumulative ack. The cache-store can only have made durable what it was sent (or held at the
+   * welcome), so an ack past that or behind an earlier one is refused (DESIGN.md invariant 6): the
+   * caller closes the connection and nothing is released on its word.
+   */
   private onAck(lsn: number): void {
-    if (lsn < this.acked) return;
+    if (lsn > this.sent)
+      throw new SrError(
+        ErrorCode.PROTOCOL,
+        `cache-store acknowledged LSN ${lsn}, but this connection shipped only through LSN ${this.sent}; nothing is released on an acknowledgement of records never sent`,
+      );
+    if (lsn < this.acked)
+      throw new SrError(
+        ErrorCode.PROTOCOL,
+        `cache-store acknowledged LSN ${lsn} after LSN ${this.acked}; acknowledgements are cumulative and never go back`,
+      );
+    if (lsn === this.acked) return;
     this.acked = lsn;
-    const done = this.unacked.filter((b) => b.last <= lsn);
-    this.unacked = this.unacked.filter((b) => b.last > lsn);
-    for (const b of done) this.inFlight -= b.bytes;
+    this.faulted = false;
+    this.backoff.reset();
+    while (this.unacked.length > 0 && this.unacked[0]!.last <= lsn) this.inFlight -= this.unacked.shift()!.bytes;
     this.windowOpen?.();
     this.o.onAcked(lsn);
   }
 
-  private unacked: { last: number; bytes: number }[] = [];
-  private windowOpen: (() => void) | undefined;
+  /** Records the failure and drops the connection; the 'close' handler reconnects. */
+  private fail(ws: WebSocket, err: unknown, what: string, level: 'warn' | 'error' = 'warn'): void {
+    const message = err instanceof Error ? err.message : String(err);
+    this.lastError = isSrError(err) ? `${err.code}: ${message}` : message;
+    this.o.log[level]({ err: this.lastError }, what);
+    ws.terminate();
+  }
 
   private async pump(ws: WebSocket, cursor: JournalCursor): Promise<void> {
-    this.unacked = [];
     // This pump encodes one batch at a time, so one scratch serves all of its batches.
     const scratch = new BatchScratch();
     const gate = new CompressionGate();
-    while (ws.readyState === WebSocket.OPEN && this.cursor === cursor) {
-      while (this.inFlight >= this.limits.inFlightBytes && ws.readyState === WebSocket.OPEN) {
-        // Woken by an ack, or by the connection closing (see the 'close' handler).
-        await new Promise<void>((resolve) => (this.windowOpen = resolve));
-        this.windowOpen = undefined;
-      }
+    const live = (): boolean => ws.readyState === WebSocket.OPEN && this.cursor === cursor;
+    while (live()) {
+      // Reading only once a whole batch fits keeps batches full while the link is the bottleneck.
+      await this.room(this.limits.batchBytes, live);
       const records = await cursor.next(this.limits.batchBytes);
-      for (let i = 0; i < records.length && ws.readyState === WebSocket.OPEN; i += this.limits.batchRecords) {
+      for (let i = 0; i < records.length && live(); i += this.limits.batchRecords) {
         const part =
           records.length <= this.limits.batchRecords ? records : records.slice(i, i + this.limits.batchRecords);
         const tryCompress = gate.shouldTry();
@@ -287,7 +337,8 @@ export class Shipper {
           scratch,
         );
         if (tryCompress) gate.record(compressed);
-        if (ws.readyState !== WebSocket.OPEN || this.cursor !== cursor) return;
+        await this.room(frame.length, live);
+        if (!live()) return;
         ws.send(frame);
         const last = part[part.length - 1]!.lsn;
         this.unacked.push({ last, bytes: frame.length });
@@ -298,6 +349,17 @@ export class Shipper {
         this.shippedMax = Math.max(this.shippedMax, last);
       }
     }
+  }
+
+  /** Waits until `bytes` more fit under the in-flight cap; a batch larger than the cap goes alone. */
+  private async room(bytes: number, live: () => boolean): Promise<void> {
+    while (live() && this.inFlight > 0 && this.inFlight + bytes > this.limits.inFlightBytes) {
+      this.windowFull = true;
+      // Woken by an ack, or by the connection closing (see the 'close' handler).
+      await new Promise<void>((resolve) => (this.windowOpen = resolve));
+      this.windowOpen = undefined;
+    }
+    this.windowFull = false;
   }
 
   /** Progress of the initial copy, when the batch carries one of its markers. */
