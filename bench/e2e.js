@@ -5,19 +5,27 @@
 //              that churn, and at what lag? This is the figure a churn limit is quoted as.
 //   max        fio writes as fast as the agent takes it; the path's ceiling on this machine, with the
 //              lag that builds up while the writer outruns replication.
+//   drill      (MODE=drill only) as sustained, with a test failover of the VM created a quarter of the
+//              way in and kept to the end: does a drill slow replication down? (The scenario test only
+//              checks that replication goes on; how far behind it runs is this figure.)
 // Reports source MB/s replicated (bytes written / time until the replica caught up), wire bytes per
-// byte written, and replication lag p50/p99 (NBD reply to apply) over the processor's window of the
-// last 4096 records.
-import { spawn, execFileSync } from 'node:child_process';
+// byte written, replication lag p50/p99 (NBD reply to apply) over the processor's window of the
+// last 4096 records, and the most records the processor was seen behind the agent (sampled every 250 ms).
+import { spawn, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT, benchDir, median, nodeFlagsOf } from './lib.js';
+import { promisify } from 'node:util';
+import { ROOT, benchDir, inScratchDir, median, nodeFlagsOf } from './lib.js';
 
 const RUNS = Number(process.env.RUNS ?? 3);
 const SECONDS = Number(process.env.SECONDS_PER_RUN ?? 20);
 const DISK = 2 * 2 ** 30;
 const RATE = process.env.RATE ?? '100m';
-const MODES = { sustained: [`--rate=${RATE}`], max: [] };
+const MODES = { sustained: [`--rate=${RATE}`], max: [], drill: [`--rate=${RATE}`] };
+/** Modes run when MODE does not name one. */
+const DEFAULT_MODES = ['sustained', 'max'];
+const SR_CLI = path.join(ROOT, 'processor/dist/cli/sr.js');
+const execFileAsync = promisify(execFile);
 const DATA = {
   mixed: ['--buffer_compress_percentage=50', '--buffer_compress_chunk=4k', '--refill_buffers'],
   random: ['--refill_buffers'],
@@ -88,26 +96,50 @@ async function runOnce(kind, mode) {
       await sleep(100);
     }
     const t0 = Date.now();
-    const out = execFileSync(
-      'fio',
-      [
-        '--output-format=json',
-        '--name=churn',
-        '--ioengine=nbd',
-        `--uri=nbd://${ag.ready.nbd}/os`,
-        '--rw=randwrite',
-        '--bsrange=4k-1m',
-        '--iodepth=16',
-        `--size=${DISK}`,
-        '--time_based',
-        `--runtime=${SECONDS}`,
-        ...DATA[kind],
-        ...MODES[mode],
-      ],
-      { encoding: 'utf8', maxBuffer: 64 << 20 },
+    const sr = async (...args) =>
+      JSON.parse(
+        (await execFileAsync(process.execPath, [SR_CLI, '--processor', `http://${pr.ready.listen}`, ...args, '--json']))
+          .stdout,
+      );
+    let churning = true;
+    let behindMax = 0;
+    const sampler = (async () => {
+      while (churning) {
+        const [a, v] = await Promise.all([agentStatus(), vmStatus()]);
+        if (v) behindMax = Math.max(behindMax, a.lsn - v.appliedLsn);
+        await sleep(250);
+      }
+    })();
+    const drill =
+      mode === 'drill'
+        ? sleep((SECONDS * 1000) / 4).then(() =>
+            sr('test-failover', 'bench', '--point', 'latest-processed', '--network', 'drill-net'),
+          )
+        : undefined;
+    const { stdout: out } = await inScratchDir((cwd) =>
+      execFileAsync(
+        'fio',
+        [
+          '--output-format=json',
+          '--name=churn',
+          '--ioengine=nbd',
+          `--uri=nbd://${ag.ready.nbd}/os`,
+          '--rw=randwrite',
+          '--bsrange=4k-1m',
+          '--iodepth=16',
+          `--size=${DISK}`,
+          '--time_based',
+          `--runtime=${SECONDS}`,
+          ...DATA[kind],
+          ...MODES[mode],
+        ],
+        { encoding: 'utf8', maxBuffer: 64 << 20, cwd },
+      ),
     );
     const written = JSON.parse(out.slice(out.indexOf('{'))).jobs[0].write.io_bytes;
     const fioEnd = Date.now();
+    churning = false;
+    await sampler;
     let a, v;
     for (;;) {
       a = await agentStatus();
@@ -116,6 +148,10 @@ async function runOnce(kind, mode) {
       await sleep(100);
     }
     const caughtUp = Date.now();
+    if (drill !== undefined) {
+      await drill;
+      await sr('test-failover-cleanup', 'bench');
+    }
     return {
       kind,
       mode,
@@ -126,6 +162,7 @@ async function runOnce(kind, mode) {
       wirePerByte: a.replication.stream.bytesSent / Math.max(1, a.replication.stream.rawBytesSent),
       lagP50ms: v.lagMs?.p50,
       lagP99ms: v.lagMs?.p99,
+      behindMaxRecords: behindMax,
     };
   } finally {
     await ag.stop();
@@ -136,7 +173,9 @@ async function runOnce(kind, mode) {
 }
 
 const rows = [];
-for (const mode of Object.keys(MODES).filter((m) => (process.env.MODE ?? m) === m))
+for (const mode of Object.keys(MODES).filter((m) =>
+  process.env.MODE ? process.env.MODE === m : DEFAULT_MODES.includes(m),
+))
   for (const kind of Object.keys(DATA)) {
     const runs = [];
     for (let i = 0; i < RUNS; i++) {
@@ -146,7 +185,7 @@ for (const mode of Object.keys(MODES).filter((m) => (process.env.MODE ?? m) === 
     }
     const m = (k) => +median(runs.map((r) => r[k])).toFixed(2);
     rows.push({
-      mode: mode === 'sustained' ? `sustained ${RATE}` : mode,
+      mode: mode === 'max' ? mode : `${mode} ${RATE}`,
       data: kind,
       replicatedMBps: m('replicatedMBps'),
       fioMBps: m('fioMBps'),
@@ -154,6 +193,7 @@ for (const mode of Object.keys(MODES).filter((m) => (process.env.MODE ?? m) === 
       wirePerByte: m('wirePerByte'),
       lagP50ms: m('lagP50ms'),
       lagP99ms: m('lagP99ms'),
+      behindMaxRecords: m('behindMaxRecords'),
     });
   }
 console.log(

@@ -2,6 +2,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 
 // The test harness's helper, so bench and tests start the CLIs the same way.
@@ -53,9 +54,28 @@ export function fio(uri, job) {
     '--end_fsync=1',
     ...job,
   ];
-  const out = execFileSync('fio', args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const out = inScratchDir((cwd) => execFileSync('fio', args, { encoding: 'utf8', maxBuffer: 64 << 20, cwd }));
   const w = JSON.parse(out.slice(out.indexOf('{'))).jobs[0].write;
   return { iops: w.iops, mbps: w.bw_bytes / 1e6 };
+}
+
+/**
+ * Runs `fn(dir)` with a fresh temporary directory and removes it afterwards (also when `fn` is async).
+ * fio runs there: it leaves files of its own (a `--verify` state file) in its working directory.
+ */
+export function inScratchDir(fn) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sr-bench-'));
+  const remove = () => fs.rmSync(dir, { recursive: true, force: true });
+  let out;
+  try {
+    out = fn(dir);
+  } catch (err) {
+    remove();
+    throw err;
+  }
+  if (out instanceof Promise) return out.finally(remove);
+  remove();
+  return out;
 }
 
 /** A loopback port that was free a moment ago (the OS picks it). */

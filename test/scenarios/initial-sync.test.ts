@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ReplicationEnv, ThrottleProxy, requireTools, runOk, waitUntil } from '@site-recovery/test';
+import { ReplicationEnv, ThrottleProxy, requireTools, runFioOk, waitUntil } from '@site-recovery/test';
 
 // A VM protected with data already on its disk: the agent copies the existing content through the
 // same ordered stream while fio writes; writes that race the copy must never be overwritten by it.
@@ -36,7 +36,7 @@ describe('initial replication', () => {
       100,
     );
     // Rate-bound, so the data to drain through the 40 MiB/s link does not grow with the agent's speed.
-    await runOk('fio', [
+    await runFioOk([
       '--name=race',
       '--ioengine=nbd',
       `--uri=${vm.agent.uri('os')}`,

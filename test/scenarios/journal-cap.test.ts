@@ -5,10 +5,11 @@ import {
   JOURNAL_CLI,
   ReplicationEnv,
   ThrottleProxy,
+  bytesReadBy,
   makeImage,
   requireTools,
   run,
-  runOk,
+  runFioOk,
   startAgent,
   waitUntil,
 } from '@site-recovery/test';
@@ -48,8 +49,7 @@ describe('journal cap with a long checkpoint interval', () => {
       );
     }, 50);
     // 192 MiB: six times the cap.
-    await runOk(
-      'fio',
+    await runFioOk(
       [
         '--name=fill',
         '--ioengine=nbd',
@@ -89,8 +89,7 @@ describe('journal cap with a long checkpoint interval', () => {
     try {
       // 96 MiB, three times the cap, read back and checked: before, the writes past 32 MiB waited for good.
       const uri = agent.uri('os');
-      await runOk(
-        'fio',
+      await runFioOk(
         [
           '--name=fill',
           '--ioengine=nbd',
@@ -205,8 +204,18 @@ describe('journal cap with a long checkpoint interval', () => {
         30_000,
         50,
       );
+      // Nothing else reads while the agent is stalled (the initial copy waits, the link is cut), so what it
+      // reads from here on is the write: once it has taken in the whole MiB, the write is in and waiting.
+      const readBefore = await bytesReadBy(agent.child.pid!);
       const write = run('qemu-io', ['-f', 'raw', agent.uri('os'), '-c', 'write -P 0x5a 100M 1M']);
-      await new Promise((r) => setTimeout(r, 500)); // the write is in and waiting
+      await waitUntil(
+        'the agent to read the 1 MiB write from qemu-io',
+        async () => ((await bytesReadBy(agent.child.pid!)) - readBefore >= MiB ? true : undefined),
+        30_000,
+        50,
+      );
+      const waiting = (await (await fetch(statusUrl)).json()) as { journal: { stalled: boolean } };
+      expect(waiting.journal.stalled, 'the write waits at the cap').toBe(true);
       const stopped = await Promise.race([
         agent.stop(),
         new Promise((r) => setTimeout(() => r('still running after 30 s'), 30_000)),

@@ -53,21 +53,37 @@ describe('recovery points', () => {
       30_000,
       250,
     );
-    await new Promise((r) => setTimeout(r, 14_000));
+    // Long enough for retention to act: the first points aged out, and points older than 5 s thinned.
+    await waitUntil(
+      'retention to prune the first points while points older than 5 s remain (to be thinned)',
+      async () => {
+        const pts = await srJson<SrPoint[]>(p, ['points', 'pts01']);
+        const newestMs = Date.parse(pts.at(-1)!.time);
+        const pruned = !pts.some((x) => x.id === early[0]!.id);
+        return pruned && pts.some((x) => newestMs - Date.parse(x.time) > 6000) ? true : undefined;
+      },
+      60_000,
+      250,
+    );
     const log = await writer.stop();
     await env.drained(vm);
     const lastLsn = baseLsn + log.ended!;
     expect((await env.agentStatus(vm)).lsn).toBe(lastLsn); // only the writer wrote
+    // The last point is cut at the last LSN, and nothing moves after it: retention, measured from the
+    // newest point, has then nothing more to take than what the pass that cut it takes. So wait for a
+    // catalog that ends at the last LSN and holds nothing older than 8 s; the checks below go on from it.
     await waitUntil(
-      'a point at the last LSN',
+      'a point at the last LSN, and retention done with the points older than 8 s',
       async () => {
         const pts = await srJson<SrPoint[]>(p, ['points', 'pts01']);
-        return pts.at(-1)?.lsn === lastLsn ? true : undefined;
+        const newestMs = Date.parse(pts.at(-1)!.time);
+        const aged = pts.some((x) => newestMs - Date.parse(x.time) > 8000);
+        return pts.at(-1)?.lsn === lastLsn && !aged ? true : undefined;
       },
       30_000,
       250,
     );
-    // Freeze the catalog: no more points, no more pruning, so every listed point can be checked.
+    // Freeze the catalog all the same (no more points, no more pruning), so every listed point can be checked.
     await srOk(p, [
       'configure',
       'pts01',
@@ -78,7 +94,6 @@ describe('recovery points', () => {
       '--thinning',
       'none',
     ]);
-    await new Promise((r) => setTimeout(r, 1500));
     const points = await srJson<SrPoint[]>(p, ['points', 'pts01']);
 
     // Retention worked: the first points are gone, and asking for one says so.
@@ -93,6 +108,10 @@ describe('recovery points', () => {
     expect(points.length).toBeGreaterThanOrEqual(5);
     const newestMs = Date.parse(points.at(-1)!.time);
     const buckets = new Set<number>();
+    expect(
+      points.some((x) => newestMs - Date.parse(x.time) > 5000),
+      'points in the thinned range are left',
+    ).toBe(true);
     for (const x of points) {
       const age = newestMs - Date.parse(x.time);
       expect(age).toBeLessThanOrEqual(8000);

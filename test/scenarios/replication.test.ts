@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ReplicationEnv, requireTools, runOk } from '@site-recovery/test';
+import { ReplicationEnv, requireTools, runFioOk, runOk } from '@site-recovery/test';
 
 // Two VMs (one with two disks) written through their agents by fio and qemu-io at the same time;
 // after the stream drains every replica must be byte-identical to its source image.
@@ -20,7 +20,7 @@ describe('replication: agent → cache-store → processor', () => {
       { id: 'data', size: 256 << 20, extents: [{ offset: 0, length: 4 << 20 }] },
     ]);
     const fio = (uri: string, extra: string[]): Promise<unknown> =>
-      runOk('fio', [
+      runFioOk([
         '--name=w',
         '--ioengine=nbd',
         `--uri=${uri}`,

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ReplicationEnv, ThrottleProxy, requireTools, runOk } from '@site-recovery/test';
+import { ReplicationEnv, ThrottleProxy, requireTools, runFioOk } from '@site-recovery/test';
 
 async function rssBytes(pid: number): Promise<number> {
   const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
@@ -37,7 +37,7 @@ describe('slow link between agent and cache-store', () => {
       );
     }, 100);
     // ~400 MB of random writes against a 4 MB/s link: 100x more than the link carries meanwhile.
-    await runOk('fio', [
+    await runFioOk([
       '--name=burst',
       '--ioengine=nbd',
       `--uri=${vm.agent.uri('os')}`,

@@ -53,9 +53,22 @@ describe('test failover', () => {
       250,
     );
     // Stop cutting points so that the data dir's file set only changes by what the test failover does.
+    // A scheduler pass that read the old policy may still cut one: wait until writes were applied past
+    // the newest point and a whole old period (1 s, plus a pass of 250 ms) went by without a cut.
     await srOk(p, ['configure', 'drill01', '--crash-consistent-frequency', '1h']);
-    await new Promise((r) => setTimeout(r, 1500));
-    const points = await srJson<SrPoint[]>(p, ['points', 'drill01']);
+    const configuredAt = Date.now();
+    const points = await waitUntil(
+      'a 1 s period with writes applied and no point cut, once points are configured hourly',
+      async () => {
+        const pts = await srJson<SrPoint[]>(p, ['points', 'drill01']);
+        const last = pts.at(-1)!;
+        const quietSince = Math.max(Date.parse(last.time), configuredAt);
+        const applied = (await env.processorVm('drill01'))!.appliedLsn;
+        return applied > last.lsn && Date.now() - quietSince > 1500 ? pts : undefined;
+      },
+      30_000,
+      250,
+    );
     const newest = points.at(-1)!;
     const before = await listTree(dataDir, transient);
 
@@ -94,24 +107,20 @@ describe('test failover', () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toMatch(/^sr: SR_FAILOVER_IN_PROGRESS: .+/);
 
-    // Replication goes on: the applied position keeps moving, within a second of writes of the agent,
-    // and new records arrive within a second (the median; the p99 window also holds the start-up).
-    let applied = appliedAtStart;
-    for (let i = 0; i < 6; i++) {
-      await new Promise((r) => setTimeout(r, 500));
-      const captured = (await env.agentStatus(vm)).lsn;
-      const s = (await env.processorVm('drill01')) as unknown as {
-        appliedLsn: number;
-        state: string;
-        lagMs: { p50: number };
-      };
-      expect(s.state).toBe('replicating');
-      expect(s.appliedLsn).toBeGreaterThan(applied);
-      expect(captured - s.appliedLsn).toBeLessThan(400);
-      expect(s.lagMs.p50).toBeLessThan(1000);
-      applied = s.appliedLsn;
-    }
-    expect(applied - appliedAtStart).toBeGreaterThan(400); // ~400 writes/s for 3 s, less a margin
+    // Replication goes on: writes the agent captured after the test VM was created reach the replica,
+    // and the VM stays replicating. (How far behind it runs is a figure: MODE=drill npm run bench:e2e.)
+    const target = Math.max((await env.agentStatus(vm)).lsn, appliedAtStart + 1);
+    await waitUntil(
+      `the processor to apply the writes up to LSN ${target}, captured after the test VM was created`,
+      async () => {
+        const s = (await env.processorVm('drill01'))!;
+        if (s.state !== 'replicating') throw new Error(`drill01 is ${s.state}: ${s.error ?? ''}`);
+        return s.appliedLsn >= target ? s : undefined;
+      },
+      30_000,
+      100,
+    );
+    expect((await env.processorVm('drill01'))!.state).toBe('replicating');
 
     // The test VM still is exactly its point, after all those writes to the replica.
     expect(await writerPrefixOf(m.disks[0]!.path, await writer.log(), BLOCKS)).toBe(m.point.lsn - baseLsn);

@@ -6,15 +6,7 @@ export type { AgentProcess, StartAgentOptions } from './agent-process.js';
 export { REQUIRED_TOOLS, missingTools, requireTools } from './tools.js';
 export { ThrottleProxy } from './throttle-proxy.js';
 export type { ThrottleOptions } from './throttle-proxy.js';
-export {
-  startService,
-  startCacheStore,
-  startProcessor,
-  getJson,
-  waitUntil,
-  CACHE_STORE_CLI,
-  PROCESSOR_CLI,
-} from './services.js';
+export { startService, startCacheStore, startProcessor, getJson, CACHE_STORE_CLI, PROCESSOR_CLI } from './services.js';
 export type { ServiceProcess } from './services.js';
 export { ReplicationEnv } from './replication-env.js';
 export type { ProtectedVm } from './replication-env.js';
@@ -23,3 +15,7 @@ export type { SrManifest, SrPoint } from './sr-cli.js';
 export { BLOCK, parseWriterLog, startBlockWriter, writerPrefixOf } from './block-writer.js';
 export { listTree } from './dir-tree.js';
 export type { BlockWriter, BlockWriterOptions, WriterLog } from './block-writer.js';
+export { waitUntil } from './wait-until.js';
+export { fioJobs, runFio, runFioOk, startFio } from './fio.js';
+export type { FioJobReport, FioRun } from './fio.js';
+export { bytesReadBy } from './proc-io.js';

@@ -2,15 +2,18 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { startAgent, type AgentProcess } from './agent-process.js';
 import { makeImage, tempDir, firstDifference } from './files.js';
-import { getJson, startCacheStore, startProcessor, waitUntil, type ServiceProcess } from './services.js';
+import { getJson, startCacheStore, startProcessor, type ServiceProcess } from './services.js';
+import { waitUntil } from './wait-until.js';
 
 interface AgentStatusDoc {
   lsn: number;
   checkpointLsn: number;
+  connections: number;
   journal: { bytes: number; maxBytes: number; stalled: boolean };
   replication?: {
     generation: string;
-    stream: { ackedLsn: number; state: string; lastError?: string };
+    /** `sentLsn` past `ackedLsn`: records on their way to the cache-store, not yet acknowledged. */
+    stream: { ackedLsn: number; sentLsn: number; inFlightBytes: number; state: string; lastError?: string };
     initialCopy: { state: string; percent: number };
   };
 }
@@ -18,10 +21,28 @@ interface AgentStatusDoc {
 interface ProcessorVmDoc {
   vm: string;
   appliedLsn: number;
+  /** Applied and fsynced; `confirmedLsn` is what the cache-store was told of it. */
+  durableLsn: number;
+  confirmedLsn: number;
+  /** The cache-store's newest LSN as the processor last heard it; null before it has. */
+  cacheStoreLastLsn: number | null;
+  pendingRecords: number;
   disks: { id: string; size: number; path: string }[];
   initialSync?: { state: string; percent: number };
   state?: string;
   error?: string;
+}
+
+/** One VM's row of the cache-store's `GET /status`. */
+interface CacheStoreVmDoc {
+  vm: string;
+  generation: string;
+  /** Stored and fsynced (what the agent may have been acknowledged). */
+  durableLsn: number;
+  /** What the processor confirmed as applied. */
+  appliedLsn: number;
+  agentConnected: boolean;
+  processorSubscribed: boolean;
 }
 
 export interface ProtectedVm {
@@ -115,6 +136,11 @@ export class ReplicationEnv {
 
   agentStatus(vm: ProtectedVm): Promise<AgentStatusDoc> {
     return getJson(vm.statusUrl) as Promise<AgentStatusDoc>;
+  }
+
+  async cacheStoreVm(name: string): Promise<CacheStoreVmDoc | undefined> {
+    const s = (await getJson(`http://${this.cacheStore.listen}/status`)) as { vms: CacheStoreVmDoc[] };
+    return s.vms.find((v) => v.vm === name);
   }
 
   async processorVm(name: string): Promise<ProcessorVmDoc | undefined> {

@@ -6,7 +6,7 @@ const require = createRequire(import.meta.url);
 /** The built `sr` CLI of the processor workspace. */
 export const SR_CLI = path.join(path.dirname(require.resolve('@site-recovery/processor')), 'cli', 'sr.js');
 
-/** Runs `sr --processor http://LISTEN ARGS...`; never throws on a non-zero exit. */
+/** Runs `sr --processor http://LISTEN ARGS...`; never throws on a non-zero exit (SIGKILL after `timeoutMs`). */
 export function runSr(processorListen: string, args: readonly string[], timeoutMs = 120_000): Promise<RunResult> {
   return run(process.execPath, [SR_CLI, '--processor', `http://${processorListen}`, ...args], { timeoutMs });
 }
@@ -14,7 +14,7 @@ export function runSr(processorListen: string, args: readonly string[], timeoutM
 /** Runs an `sr` command that must succeed and print JSON (`--json` is appended); returns the parsed document. */
 export async function srJson<T>(processorListen: string, args: readonly string[], timeoutMs = 120_000): Promise<T> {
   const r = await runSr(processorListen, [...args, '--json'], timeoutMs);
-  if (r.code !== 0) throw new Error(`sr ${args.join(' ')} exited ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+  if (r.code !== 0) throw new Error(`sr ${args.join(' ')} ${outcome(r, timeoutMs)}: ${r.stderr.trim()}`);
   try {
     return JSON.parse(r.stdout) as T;
   } catch {
@@ -25,8 +25,12 @@ export async function srJson<T>(processorListen: string, args: readonly string[]
 /** Runs an `sr` command that must succeed; returns its output. */
 export async function srOk(processorListen: string, args: readonly string[], timeoutMs = 120_000): Promise<RunResult> {
   const r = await runSr(processorListen, args, timeoutMs);
-  if (r.code !== 0) throw new Error(`sr ${args.join(' ')} exited ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+  if (r.code !== 0) throw new Error(`sr ${args.join(' ')} ${outcome(r, timeoutMs)}: ${r.stderr.trim()}`);
   return r;
+}
+
+function outcome(r: RunResult, timeoutMs: number): string {
+  return r.signal === 'SIGKILL' ? `did not finish within ${timeoutMs} ms` : `exited ${r.code ?? r.signal}`;
 }
 
 /** The control API's documents as the scenarios read them (the contract in processor/README.md). */

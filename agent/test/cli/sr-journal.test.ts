@@ -12,6 +12,7 @@ import {
   runOk,
   startAgent,
   tempDir,
+  waitUntil,
   type AgentProcess,
 } from '@site-recovery/test';
 
@@ -124,22 +125,35 @@ function workload(agent: AgentProcess, timeBased: boolean): [string, string[]][]
 }
 
 interface Client {
+  readonly cmd: string;
   readonly done: Promise<{ code: number | null; tail: string }>;
+  /** Still running (it has not exited). */
+  running(): boolean;
   kill(): void;
 }
 
 /**
  * Starts a client keeping only the tail of its stderr: fio's nbd engine floods stderr once its
- * server is gone, and collecting that whole would exhaust memory.
+ * server is gone, and collecting that whole would exhaust memory. It runs in `cwd`, a scratch
+ * directory: fio leaves files of its own in its working directory.
  */
-function client(cmd: string, args: readonly string[]): Client {
-  const child = spawn(cmd, args, { env: { ...process.env, PATH: SYSTEM_PATH }, stdio: ['ignore', 'ignore', 'pipe'] });
+function client(cmd: string, args: readonly string[], cwd: string): Client {
+  const child = spawn(cmd, args, {
+    env: { ...process.env, PATH: SYSTEM_PATH },
+    cwd,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let tail = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (tail = (tail + d).slice(-4000)));
   const done = new Promise<{ code: number | null; tail: string }>((resolve) =>
     child.once('close', (code) => resolve({ code, tail })),
   );
-  return { done, kill: () => void child.kill('SIGKILL') };
+  return {
+    cmd,
+    done,
+    running: () => child.exitCode === null && child.signalCode === null,
+    kill: () => void child.kill('SIGKILL'),
+  };
 }
 
 describe('journal replay rebuilds the images', () => {
@@ -148,12 +162,17 @@ describe('journal replay rebuilds the images', () => {
   const agents: AgentProcess[] = [];
   const clients: Client[] = [];
   const launch = (agent: AgentProcess, timeBased: boolean): Client[] => {
-    const started = workload(agent, timeBased).map(([cmd, args]) => client(cmd, args));
+    const started = workload(agent, timeBased).map(([cmd, args]) => client(cmd, args, root));
     clients.push(...started);
     return started;
   };
   const start = async (l: Layout): Promise<AgentProcess> => {
-    const a = await startAgent({ vm: 'replay', disks: l.disks, dataDir: l.dataDir, args: AGENT_ARGS });
+    const a = await startAgent({
+      vm: 'replay',
+      disks: l.disks,
+      dataDir: l.dataDir,
+      args: [...AGENT_ARGS, '--status', '127.0.0.1:0'],
+    });
     agents.push(a);
     return a;
   };
@@ -201,7 +220,20 @@ describe('journal replay rebuilds the images', () => {
     const l = await layout(path.join(root, 'crash'));
     const first = await start(l);
     const running = launch(first, true);
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const fio = running.filter((c) => c.cmd === 'fio');
+    // Killed mid-workload: once a few hundred records are journaled, while every (time-based) fio job
+    // is still writing.
+    const statusUrl = `http://${String(first.ready['status'])}/status`;
+    await waitUntil(
+      'the workload to journal 500 records while every fio client is still writing',
+      async () => {
+        if (!fio.every((c) => c.running())) throw new Error('a time-based fio client exited early');
+        const s = (await (await fetch(statusUrl)).json()) as { lsn: number };
+        return s.lsn >= 500 ? true : undefined;
+      },
+      60_000,
+      50,
+    );
     await first.kill();
     // fio's nbd engine spins once its server is gone instead of exiting; the clients go too.
     for (const c of running) c.kill();
