@@ -5,6 +5,7 @@ import { ID_PATTERN, checkId, lsnFileName, parseLsnFileName } from '@site-recove
  * Every name the cache-store gives a file in its data directory is built and parsed here, and nowhere else.
  *
  * <data-dir>/
+ *   .health-probe               written, synced and deleted by each GET /health
  *   vms/
  *     <vm>/                     one directory per VM (the VM name passed the id pattern)
  *       meta.json               generation, disks and applied LSN of the stream held
@@ -15,7 +16,12 @@ import { ID_PATTERN, checkId, lsnFileName, parseLsnFileName } from '@site-recove
  */
 export const VMS_DIR = 'vms';
 export const META_FILE = 'meta.json';
+export const HEALTH_PROBE_FILE = '.health-probe';
 const SEGMENT_EXT = 'srs';
+
+export function healthProbeFile(dataDir: string): string {
+  return path.join(dataDir, HEALTH_PROBE_FILE);
+}
 
 export function vmsDir(dataDir: string): string {
   return path.join(dataDir, VMS_DIR);

@@ -152,6 +152,19 @@ export function agentHello(vm: string, generation: string, disks = DISKS): objec
 
 export const PROCESSOR_HELLO = { t: 'hello', v: 1, role: 'processor' };
 
+/** `p`, or a failure naming `what` if it has not settled within `timeoutMs`. */
+export async function within<T>(p: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not happen within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Polls `check` until it returns true. */
 export async function eventually(
   check: () => boolean | Promise<boolean>,

@@ -31,7 +31,8 @@ const program = new Command('sr-cache-store')
   .description(
     'Accept record streams from sr-agent, make them durable (fsync) before acknowledging them, and serve them to ' +
       'sr-processor from any LSN; records the processor confirms as applied are deleted. Agents and processors ' +
-      'connect over WebSocket to ws://HOST:PORT/; GET /status and GET /health answer JSON.',
+      'connect over WebSocket to ws://HOST:PORT/; GET /status and GET /health answer JSON (/health: 200 when ' +
+      'storage takes writes and every VM log takes appends, else 503 with the problems).',
   )
   .option('--listen <host:port>', 'address to listen on; port 0 picks a free port', '127.0.0.1:7400')
   .option('--data-dir <dir>', 'where the streams are kept: <dir>/vms/<vm>/ (meta.json and segment files)')
@@ -109,6 +110,15 @@ const program = new Command('sr-cache-store')
       1,
     ),
   )
+  .addOption(
+    numOpt(
+      '--max-vms <n>',
+      'VMs tracked at once (stored streams plus VMs a connection names without one); a new VM past it is ' +
+        'refused with SR_LIMIT and nothing is stored for it',
+      D.maxVms,
+      1,
+    ),
+  )
   .addHelpText(
     'after',
     '\nOn start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout; logs (JSON) go to stderr.\n' +
@@ -132,6 +142,7 @@ interface Opts {
   helloTimeoutMs: number;
   pingIntervalMs: number;
   maxConnections: number;
+  maxVms: number;
 }
 
 async function main(): Promise<void> {
@@ -161,6 +172,7 @@ async function main(): Promise<void> {
       helloTimeoutMs: o.helloTimeoutMs,
       pingIntervalMs: o.pingIntervalMs,
       maxConnections: o.maxConnections,
+      maxVms: o.maxVms,
     },
   });
   const status = server.status();

@@ -1,11 +1,10 @@
-import fsp from 'node:fs/promises';
 import {
   DEFAULT_WIRE_LIMITS,
   ErrorCode,
+  SerialQueue,
   SrError,
   closeFd,
   fdatasync,
-  fsyncDir,
   pwritev,
   type DiskInfo,
   type Logger,
@@ -13,6 +12,7 @@ import {
 import { metaFile } from '../names.js';
 import type { Segment } from './segment.js';
 import { encodeFrameHeader } from './segment-format.js';
+import { SegmentList } from './segment-list.js';
 import { readSegmentFrames } from './segment-reader.js';
 import { createSegment, loadSegments } from './segment-scan.js';
 import { ftruncateFd, storageError } from './storage-errors.js';
@@ -66,12 +66,14 @@ export class FileStreamLog implements StreamLog {
   private applied: number;
   private pending = 0;
   private releaseQueued: Promise<void> | undefined;
-  private releaseChain: Promise<void> = Promise.resolve();
+  /** Meta writes and segment deletions, one at a time. */
+  private readonly releases = new SerialQueue();
+  private readonly segments: SegmentList;
 
   private constructor(
     private readonly dir: string,
     private readonly meta: VmMeta,
-    private readonly segments: Segment[],
+    segments: Segment[],
     private fd: number,
     options: FileStreamLogOptions,
   ) {
@@ -79,7 +81,8 @@ export class FileStreamLog implements StreamLog {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_WIRE_LIMITS.maxFrameBytes;
     this.readChunkBytes = options.readChunkBytes ?? DEFAULT_READ_CHUNK_BYTES;
     this.log = options.log;
-    this.appended = this.durable = segments[segments.length - 1]!.lastLsn;
+    this.segments = new SegmentList(dir, segments);
+    this.appended = this.durable = this.segments.newest.lastLsn;
     this.applied = meta.appliedLsn;
   }
 
@@ -96,7 +99,7 @@ export class FileStreamLog implements StreamLog {
     );
     const log = new FileStreamLog(dir, meta, segments, fd, options);
     try {
-      await log.dropSegments(meta.appliedLsn); // a crash between recording a release and deleting
+      await log.segments.drop(meta.appliedLsn, meta.vm); // a crash between recording a release and deleting
     } catch (err) {
       await closeFd(fd).catch(() => undefined);
       throw err;
@@ -117,7 +120,7 @@ export class FileStreamLog implements StreamLog {
   }
 
   get firstLsn(): number {
-    return this.segments[0]!.firstLsn;
+    return this.segments.oldest.firstLsn;
   }
 
   get appendedLsn(): number {
@@ -181,7 +184,7 @@ export class FileStreamLog implements StreamLog {
   private async writeGroup(group: readonly StoredFrame[]): Promise<void> {
     let i = 0;
     while (i < group.length) {
-      let seg = this.segments[this.segments.length - 1]!;
+      let seg = this.segments.newest;
       if (seg.bytes >= this.segmentBytes && seg.frames > 0) seg = await this.roll();
       const start = seg.bytes;
       const bufs: Buffer[] = [];
@@ -209,7 +212,7 @@ export class FileStreamLog implements StreamLog {
 
   /** Makes the full segment durable, then begins the next; a crash in between leaves no gap. */
   private async roll(): Promise<Segment> {
-    const old = this.segments[this.segments.length - 1]!;
+    const old = this.segments.newest;
     await fdatasync(this.fd);
     this.madeDurable();
     const next = await createSegment(this.dir, old.lastLsn + 1, this.generation);
@@ -273,7 +276,7 @@ export class FileStreamLog implements StreamLog {
     if (this.closed) throw new SrError(ErrorCode.SHUTTING_DOWN, `stream log of ${this.vm} is closed`);
     if (this.failure === undefined) return this.sync();
     await this.idle();
-    const seg = this.segments[this.segments.length - 1]!;
+    const seg = this.segments.newest;
     try {
       await ftruncateFd(this.fd, seg.truncateAfter(this.durable));
       await fdatasync(this.fd);
@@ -298,7 +301,7 @@ export class FileStreamLog implements StreamLog {
     let next = from;
     while (next <= this.durable) {
       if (this.closed) throw new SrError(ErrorCode.SHUTTING_DOWN, `stream log of ${this.vm} is closed`);
-      const seg = this.segmentHolding(next);
+      const seg = this.segments.holding(next);
       if (seg === undefined) {
         throw new SrError(
           ErrorCode.SEQUENCE,
@@ -315,19 +318,6 @@ export class FileStreamLog implements StreamLog {
     }
   }
 
-  /** The segment whose range holds `lsn` (the newest for any LSN past its start). */
-  private segmentHolding(lsn: number): Segment | undefined {
-    let lo = 0;
-    let hi = this.segments.length - 1;
-    if (hi < 0 || lsn < this.segments[0]!.firstLsn) return undefined;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if (this.segments[mid]!.firstLsn <= lsn) lo = mid;
-      else hi = mid - 1;
-    }
-    return this.segments[lo];
-  }
-
   release(lsn: number): Promise<void> {
     if (lsn > this.durable)
       return Promise.reject(
@@ -336,11 +326,11 @@ export class FileStreamLog implements StreamLog {
           `${this.vm}: cannot release up to LSN ${lsn}, durable only up to ${this.durable}`,
         ),
       );
-    if (lsn <= this.applied) return this.releaseQueued ?? this.releaseChain;
+    if (lsn <= this.applied) return this.releaseQueued ?? this.releases.idle();
     this.applied = lsn;
     // Releases that arrive while one is being written fold into the next: one meta write each.
     if (this.releaseQueued !== undefined) return this.releaseQueued;
-    const run = this.releaseChain.then(async () => {
+    const run = this.releases.run(async () => {
       this.releaseQueued = undefined;
       const applied = this.applied;
       try {
@@ -348,25 +338,10 @@ export class FileStreamLog implements StreamLog {
       } catch (err) {
         throw storageError(err, `${this.vm}: cannot record the applied LSN`);
       }
-      await this.dropSegments(applied);
+      await this.segments.drop(applied, this.vm);
     });
     this.releaseQueued = run;
-    this.releaseChain = run.catch(() => undefined);
     return run;
-  }
-
-  /** Deletes the oldest segments whose every record is <= `through`, never the newest. */
-  private async dropSegments(through: number): Promise<void> {
-    const drop: Segment[] = [];
-    while (this.segments.length > 1 && this.segments[0]!.lastLsn <= through) drop.push(this.segments.shift()!);
-    if (drop.length === 0) return;
-    try {
-      // Oldest first, so a crash part-way leaves a contiguous run of segments.
-      for (const s of drop) await fsp.unlink(s.file);
-      await fsyncDir(this.dir);
-    } catch (err) {
-      throw storageError(err, `${this.vm}: cannot delete released segments`);
-    }
   }
 
   watch(watcher: StreamLogWatcher): () => void {
@@ -382,9 +357,10 @@ export class FileStreamLog implements StreamLog {
       firstLsn: this.firstLsn,
       durableLsn: this.durable,
       appliedLsn: this.applied,
-      segments: this.segments.length,
-      bytes: this.segments.reduce((n, s) => n + s.bytes, 0),
+      segments: this.segments.count,
+      bytes: this.segments.bytes,
       failed: this.failure?.message,
+      failedCode: this.failure?.code,
     };
   }
 
@@ -392,7 +368,7 @@ export class FileStreamLog implements StreamLog {
     if (this.closed) return;
     this.closed = true;
     await this.idle();
-    await this.releaseChain;
+    await this.releases.idle();
     this.watchers.clear();
     const waiters = this.syncWaiters;
     this.syncWaiters = [];

@@ -1,9 +1,28 @@
 import fsp from 'node:fs/promises';
-import { ErrorCode, SrError, checkId, closeFd, fsyncDir, isSrError, type DiskInfo } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  KeyedSerialQueue,
+  SrError,
+  checkId,
+  closeFd,
+  fdatasync,
+  fsyncDir,
+  isSrError,
+  pwrite,
+  type DiskInfo,
+} from '@site-recovery/shared';
 import { FileStreamLog, type FileStreamLogOptions } from './file-stream-log.js';
 import { createSegment } from './segment-scan.js';
-import { metaFile, parseSegmentFileName, parseVmDirName, segmentFile, vmDir, vmsDir } from '../names.js';
-import { storageError } from './storage-errors.js';
+import {
+  healthProbeFile,
+  metaFile,
+  parseSegmentFileName,
+  parseVmDirName,
+  segmentFile,
+  vmDir,
+  vmsDir,
+} from '../names.js';
+import { openFd, storageError } from './storage-errors.js';
 import type { DamagedStream, StreamLog, StreamStore } from './stream-log.js';
 import { readVmMeta, writeVmMeta, type VmMeta } from './vm-meta.js';
 
@@ -19,8 +38,12 @@ export class FileStreamStore implements StreamStore {
   private readonly byVm = new Map<string, FileStreamLog>();
   private readonly damagedVms = new Map<string, DamagedStream>();
   /** One generation change at a time per VM. */
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly switches = new KeyedSerialQueue<string>();
+  /** Generation changes queued or running, which `close` waits for. */
+  private readonly inFlight = new Set<Promise<unknown>>();
   private closed = false;
+  /** The write check under way; concurrent health requests share it. */
+  private checking: Promise<SrError | undefined> | undefined;
 
   private constructor(
     private readonly dataDir: string,
@@ -83,14 +106,12 @@ export class FileStreamStore implements StreamStore {
 
   openGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
     checkId('VM name', vm);
-    const prev = this.locks.get(vm) ?? Promise.resolve();
-    const run = prev.catch(() => undefined).then(() => this.switchGeneration(vm, generation, disks));
-    this.locks.set(vm, run);
-    void run
-      .catch(() => undefined)
-      .then(() => {
-        if (this.locks.get(vm) === run) this.locks.delete(vm);
-      });
+    const run = this.switches.run(vm, () => this.switchGeneration(vm, generation, disks));
+    this.inFlight.add(run);
+    void run.then(
+      () => this.inFlight.delete(run),
+      () => this.inFlight.delete(run),
+    );
     return run;
   }
 
@@ -145,9 +166,33 @@ export class FileStreamStore implements StreamStore {
     return log;
   }
 
+  checkWritable(): Promise<SrError | undefined> {
+    this.checking ??= this.writeProbe().finally(() => (this.checking = undefined));
+    return this.checking;
+  }
+
+  /** One page, so a file system with no whole page left fails it (a smaller write might still fit). */
+  private async writeProbe(): Promise<SrError | undefined> {
+    const file = healthProbeFile(this.dataDir);
+    try {
+      const fd = await openFd(file, 'w');
+      try {
+        await pwrite(fd, Buffer.alloc(4096), 0);
+        await fdatasync(fd);
+      } finally {
+        await closeFd(fd);
+      }
+      await fsp.unlink(file);
+      return undefined;
+    } catch (err) {
+      await fsp.rm(file, { force: true }).catch(() => undefined);
+      return storageError(err, `the data directory ${this.dataDir} takes no writes`);
+    }
+  }
+
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.allSettled([...this.locks.values()]);
+    await Promise.allSettled([...this.inFlight]);
     const logs = [...this.byVm.values()];
     this.byVm.clear();
     const results = await Promise.allSettled(logs.map((l) => l.close()));

@@ -29,6 +29,8 @@ export interface StreamLogStats {
   readonly bytes: number;
   /** Why the log takes no appends, while it does not. */
   readonly failed: string | undefined;
+  /** The stable code of that failure (SR_NO_SPACE, SR_IO). */
+  readonly failedCode?: string;
 }
 
 /**
@@ -96,6 +98,7 @@ export interface StreamLog {
  * - `openGeneration(vm, generation, disks)` returns the VM's log when its generation matches;
  *   otherwise it closes the old log, drops its records, and returns a new empty log (durable LSN 0)
  *   that replaces it, also across a crash at any step. Calls for one VM run one at a time.
+ * - `checkWritable` resolves `undefined` while the storage takes writes, and leaves no VM behind.
  * - `close` closes every log.
  */
 /** A VM whose stored stream failed validation when the store opened; the other VMs are unaffected. */
@@ -115,5 +118,11 @@ export interface StreamStore {
    */
   damaged(): readonly DamagedStream[];
   openGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog>;
+  /**
+   * Checks that the storage takes a small durable write now, for `GET /health`: a full disk or a
+   * read-only one shows here before an agent's append meets it. Resolves with the error the write
+   * failed with (SR_NO_SPACE, SR_IO) or `undefined`; never rejects.
+   */
+  checkWritable(): Promise<SrError | undefined>;
   close(): Promise<void>;
 }

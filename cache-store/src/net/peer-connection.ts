@@ -1,6 +1,7 @@
 import {
   ErrorCode,
   HelloSchema,
+  SerialQueue,
   SrError,
   decodeMessage,
   encodeMessage,
@@ -51,7 +52,7 @@ const MAX_ERROR_MESSAGE = 4096;
 export class PeerConnection {
   private session: RoleSession | undefined;
   /** Messages are handled in order; the hello's asynchronous start holds back the ones after it. */
-  private chain: Promise<void> = Promise.resolve();
+  private readonly messages = new SerialQueue();
   private isClosed = false;
   private helloTimer: NodeJS.Timeout | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
@@ -111,14 +112,23 @@ export class PeerConnection {
     if (this.isClosed) return;
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING)
       this.ws.close(code, reason.slice(0, 120));
+    // A socket paused (session starting, flow control) would never read the peer's close reply, and
+    // the peer would see its connection end only at ws's 30 s close timeout.
+    if (this.ws.isPaused) this.ws.resume();
     this.gone();
   }
 
   private receive(data: RawData, isBinary: boolean): void {
     if (this.isClosed) return;
-    this.chain = this.chain
-      .then(() => (this.isClosed ? undefined : this.handle(data, isBinary)))
-      .catch((err: unknown) => this.fail(err));
+    // The failure is reported inside the task, so the next message already finds the connection closed.
+    void this.messages.run(async () => {
+      if (this.isClosed) return;
+      try {
+        await this.handle(data, isBinary);
+      } catch (err) {
+        this.fail(err);
+      }
+    });
   }
 
   private async handle(data: RawData, isBinary: boolean): Promise<void> {

@@ -67,8 +67,14 @@ export class ProcessorSession implements RoleSession, ProcessorPeer {
       (err) => this.conn.fail(err),
       this.conn.log,
     );
+    // In the map first: a subscription that fails as it attaches is cleaned up by closed().
     this.subscriptions.set(m.vm, sub);
-    this.hub.subscribe(m.vm, sub);
+    try {
+      this.hub.subscribe(m.vm, sub);
+    } catch (err) {
+      this.subscriptions.delete(m.vm); // refused (SR_LIMIT) before the hub took it
+      throw err;
+    }
     if (!sub.streaming) this.conn.log.info({ vm: m.vm }, 'subscription waits for the VM to appear');
   }
 

@@ -25,6 +25,15 @@ export interface CacheStoreLimits extends WireLimits {
    * Default 4096.
    */
   readonly maxConnections: number;
+  /**
+   * VMs the cache-store tracks at once: every VM with a stored stream, plus every VM named by a
+   * connected agent or a processor's subscription that has none yet. VM names come from peers, so
+   * this bounds the memory (and directories) they can make the cache-store hold; a VM nothing holds
+   * any more is forgotten. A new VM past it is refused with SR_LIMIT (error message, then close
+   * 1008) and nothing is stored for it; VMs already stored are always served. Default 1024 (the
+   * processor's own default).
+   */
+  readonly maxVms: number;
 }
 
 export const DEFAULT_CACHE_STORE_LIMITS: CacheStoreLimits = {
@@ -34,6 +43,7 @@ export const DEFAULT_CACHE_STORE_LIMITS: CacheStoreLimits = {
   helloTimeoutMs: 30_000,
   pingIntervalMs: 30_000,
   maxConnections: 4096,
+  maxVms: 1024,
 };
 
 export interface CacheStoreServerOptions {

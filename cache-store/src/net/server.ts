@@ -1,9 +1,10 @@
-import http, { type IncomingMessage, type ServerResponse, type Server as HttpServer } from 'node:http';
+import http, { type IncomingMessage, type Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { AgentHello, Logger, ProcessorHello } from '@site-recovery/shared';
+import { jsonApi, type AgentHello, type Logger, type ProcessorHello, type Route } from '@site-recovery/shared';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { AgentSession } from './agent-session.js';
+import { HealthCheck } from './health.js';
 import { CloseCode, PeerConnection, type RoleSession } from './peer-connection.js';
 import { ProcessorSession } from './processor-session.js';
 import { DEFAULT_CACHE_STORE_LIMITS, type CacheStoreLimits, type CacheStoreServerOptions } from './server-options.js';
@@ -14,6 +15,10 @@ import type { DamagedStream, StreamStore } from '../log/stream-log.js';
 export interface CacheStoreStatus {
   readonly listen: string;
   readonly vms: readonly VmStatus[];
+  /** VMs the cache-store holds state for: `vms` plus VMs named by a connection that have no stream yet. */
+  readonly trackedVms: number;
+  /** The most it tracks; a new VM past it is refused (SR_LIMIT). */
+  readonly maxVms: number;
   /** VMs set aside because their stored stream is damaged (see StreamStore.damaged). */
   readonly damaged?: readonly DamagedStream[];
 }
@@ -23,7 +28,8 @@ const SHUTDOWN_GRACE_MS = 1000;
 
 /**
  * The cache-store's listener: one HTTP server with the WebSocket endpoint for agents and processors
- * (any path) plus `GET /status` and `GET /health`. It serves the streams of a {@link StreamStore}
+ * (any path) plus `GET /status` and `GET /health` (health.ts), answered through the shared JSON API
+ * module (plain requests arrive on 'request', upgrades go to ws). It serves the streams of a {@link StreamStore}
  * it does not own: the caller closes the store after the server.
  */
 export class CacheStoreServer {
@@ -43,7 +49,7 @@ export class CacheStoreServer {
     const limits: CacheStoreLimits = { ...DEFAULT_CACHE_STORE_LIMITS, ...options.limits };
     const server = options.server ?? http.createServer();
     const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: limits.maxFrameBytes });
-    const hub = new StreamHub(options.store, options.log);
+    const hub = new StreamHub(options.store, options.log, limits.maxVms);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(options.port, options.host, () => {
@@ -53,7 +59,10 @@ export class CacheStoreServer {
     });
     const a = server.address() as AddressInfo;
     const self = new CacheStoreServer(server, wss, hub, limits, options.log, { host: a.address, port: a.port });
-    server.on('request', (req, res) => self.onRequest(req, res));
+    server.on(
+      'request',
+      jsonApi(self.routes(), { log: options.log, hint: 'try /status, /health or a WebSocket upgrade' }),
+    );
     server.on('error', (err) => options.log.error({ err: err.message }, 'http server error'));
     wss.on('connection', (ws, req) => self.onConnection(ws, req));
     wss.on('error', (err) => options.log.error({ err: err.message }, 'websocket server error'));
@@ -72,7 +81,13 @@ export class CacheStoreServer {
 
   status(): CacheStoreStatus {
     const damaged = this.hub.store.damaged();
-    return { listen: this.listen, vms: this.hub.status(), ...(damaged.length > 0 ? { damaged } : {}) };
+    return {
+      listen: this.listen,
+      vms: this.hub.status(),
+      trackedVms: this.hub.trackedVms,
+      maxVms: this.hub.maxVms,
+      ...(damaged.length > 0 ? { damaged } : {}),
+    };
   }
 
   private onConnection(ws: WebSocket, req: IncomingMessage): void {
@@ -103,15 +118,12 @@ export class CacheStoreServer {
       : new ProcessorSession(conn, this.hub, this.limits);
   }
 
-  private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? '/').split('?')[0];
-    const reply = (status: number, body: unknown): void => {
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body) + '\n');
-    };
-    if (req.method !== 'GET') return reply(405, { error: 'only GET is served' });
-    if (path === '/health') return reply(200, { ok: true });
-    if (path === '/status') return reply(200, this.status());
-    reply(404, { error: 'not found: GET /status, GET /health, or a WebSocket upgrade' });
+  private routes(): Route[] {
+    const health = new HealthCheck(this.hub, this.log);
+    return [
+      { method: 'GET', path: '/status', handler: () => this.status() },
+      { method: 'GET', path: '/health', handler: () => health.answer() },
+    ];
   }
 
   /** Stops listening and closes every connection; the store stays open. */

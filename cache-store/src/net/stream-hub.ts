@@ -1,4 +1,4 @@
-import type { DiskInfo, Logger, VmInfo } from '@site-recovery/shared';
+import { ErrorCode, KeyedSerialQueue, SrError, type DiskInfo, type Logger, type VmInfo } from '@site-recovery/shared';
 import type { StreamLog, StreamLogStats, StreamStore } from '../log/stream-log.js';
 
 /** What the hub needs of an agent connection. */
@@ -25,60 +25,104 @@ export interface ProcessorPeer {
 }
 
 /** One VM's row of `GET /status`: its log's figures and who is connected. */
-export interface VmStatus extends Omit<StreamLogStats, 'failed'> {
+export interface VmStatus extends Omit<StreamLogStats, 'failed' | 'failedCode'> {
   readonly agentConnected: boolean;
   readonly processorSubscribed: boolean;
   readonly failed?: string;
+  /** The stable code of `failed` (SR_NO_SPACE, SR_IO). */
+  readonly failedCode?: string;
 }
 
 interface VmChannel {
   log: StreamLog | undefined;
   agent: AgentPeer | undefined;
   readonly subscribers: Set<SubscriberPeer>;
+  /** Latest policy from a processor (in memory: the processor sends it again on every subscribe). */
+  policy: number | undefined;
+  /** Generation switches queued or running: the channel they will fill must not be pruned meanwhile. */
+  switches: number;
 }
 
 /**
  * Who is connected to which VM's stream: at most one agent per VM, any number of processor
  * subscriptions, and the VM's current log. Switching generations goes through here so that every
  * subscription follows and every processor hears of it.
+ *
+ * VM names come from peers, so the hub holds a channel only for a VM with a log, an agent, a
+ * subscription or a switch under way, prunes it when the last of those goes, and refuses a VM past
+ * `maxVms` (SR_LIMIT) before anything is stored for it.
  */
 export class StreamHub {
   private readonly channels = new Map<string, VmChannel>();
-  /** Latest policy per VM from a processor (in memory: the processor sends it again on every subscribe). */
-  private readonly policies = new Map<string, number>();
   private readonly processors = new Set<ProcessorPeer>();
   /** One generation switch at a time per VM, so subscriptions never read a log being closed. */
-  private readonly switching = new Map<string, Promise<unknown>>();
+  private readonly switching = new KeyedSerialQueue<string>();
 
   constructor(
     readonly store: StreamStore,
     private readonly log: Logger,
+    /** Most VMs tracked at once (CacheStoreLimits.maxVms); VMs already stored are always taken. */
+    readonly maxVms: number,
   ) {
-    for (const l of store.logs()) this.channel(l.vm).log = l;
+    for (const l of store.logs()) this.create(l.vm).log = l;
+    if (this.channels.size > maxVms)
+      log.warn({ vms: this.channels.size, maxVms }, 'the store holds more VMs than maxVms; new VMs are refused');
   }
 
-  private channel(vm: string): VmChannel {
-    let c = this.channels.get(vm);
-    if (c === undefined) {
-      c = { log: undefined, agent: undefined, subscribers: new Set() };
-      this.channels.set(vm, c);
-    }
+  /** VMs the hub holds state for: stored logs plus VMs that only have a connection waiting. */
+  get trackedVms(): number {
+    return this.channels.size;
+  }
+
+  private create(vm: string): VmChannel {
+    const c: VmChannel = { log: undefined, agent: undefined, subscribers: new Set(), policy: undefined, switches: 0 };
+    this.channels.set(vm, c);
     return c;
   }
 
-  /** Records a VM's policy and relays it to its agent, if one is connected. */
-  setPolicy(vm: string, appConsistentFrequencyMs: number): void {
-    this.policies.set(vm, appConsistentFrequencyMs);
-    this.channels.get(vm)?.agent?.policy(appConsistentFrequencyMs);
+  /** The VM's channel; a new one only while under `maxVms`, else SR_LIMIT and nothing changes. */
+  private admit(vm: string): VmChannel {
+    const c = this.channels.get(vm);
+    if (c !== undefined) return c;
+    if (this.channels.size >= this.maxVms) {
+      throw new SrError(
+        ErrorCode.LIMIT,
+        `VM "${vm}" refused: this cache-store already tracks ${this.channels.size} VMs, its maxVms; ` +
+          'raise --max-vms or serve the VM from another cache-store',
+      );
+    }
+    return this.create(vm);
   }
 
-  /** Makes `agent` the VM's writer; the previous one, if any, is told it was replaced. */
+  /** Forgets a VM that nothing holds any more. */
+  private prune(vm: string, c: VmChannel): void {
+    if (c.log !== undefined || c.agent !== undefined || c.subscribers.size > 0 || c.switches > 0) return;
+    if (this.channels.get(vm) === c) this.channels.delete(vm);
+  }
+
+  /**
+   * Records a VM's policy and relays it to its agent, if one is connected. A VM the hub does not
+   * track has nobody to relay it to: the processor sends it again after its next subscribe.
+   */
+  setPolicy(vm: string, appConsistentFrequencyMs: number): void {
+    const c = this.channels.get(vm);
+    if (c === undefined) {
+      this.log.debug({ vm }, 'policy for a VM not tracked; ignored');
+      return;
+    }
+    c.policy = appConsistentFrequencyMs;
+    c.agent?.policy(appConsistentFrequencyMs);
+  }
+
+  /**
+   * Makes `agent` the VM's writer; the previous one, if any, is told it was replaced. A new VM
+   * past `maxVms` is refused with SR_LIMIT.
+   */
   attachAgent(vm: string, agent: AgentPeer): void {
-    const c = this.channel(vm);
+    const c = this.admit(vm);
     const old = c.agent;
     c.agent = agent;
-    const policy = this.policies.get(vm);
-    if (policy !== undefined) agent.policy(policy);
+    if (c.policy !== undefined) agent.policy(c.policy);
     if (old !== undefined && old !== agent) {
       this.log.info({ vm }, 'a newer agent connection replaces the current one');
       old.replaced();
@@ -92,24 +136,24 @@ export class StreamHub {
 
   detachAgent(vm: string, agent: AgentPeer): void {
     const c = this.channels.get(vm);
-    if (c?.agent === agent) c.agent = undefined;
+    if (c?.agent !== agent) return;
+    c.agent = undefined;
+    this.prune(vm, c);
   }
 
   /** The VM's log for `generation`, replacing an older generation (see StreamStore.openGeneration). */
-  openGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
-    const prev = this.switching.get(vm) ?? Promise.resolve();
-    const run = prev.catch(() => undefined).then(() => this.switchTo(vm, generation, disks));
-    this.switching.set(vm, run);
-    void run
-      .catch(() => undefined)
-      .then(() => {
-        if (this.switching.get(vm) === run) this.switching.delete(vm);
-      });
-    return run;
+  async openGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
+    const c = this.admit(vm);
+    c.switches++;
+    try {
+      return await this.switching.run(vm, () => this.switchTo(c, vm, generation, disks));
+    } finally {
+      c.switches--;
+      this.prune(vm, c);
+    }
   }
 
-  private async switchTo(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
-    const c = this.channel(vm);
+  private async switchTo(c: VmChannel, vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
     if (c.log !== undefined && c.log.generation === generation) return c.log;
     if (c.log !== undefined) {
       c.log = undefined;
@@ -130,15 +174,20 @@ export class StreamHub {
     return this.channels.get(vm)?.log;
   }
 
-  /** Adds a subscription; it is attached at once when the VM has a log, else when one appears. */
+  /**
+   * Adds a subscription; it is attached at once when the VM has a log, else when one appears. A new
+   * VM past `maxVms` is refused with SR_LIMIT.
+   */
   subscribe(vm: string, s: SubscriberPeer): void {
-    const c = this.channel(vm);
+    const c = this.admit(vm);
     c.subscribers.add(s);
     if (c.log !== undefined) s.attach(c.log);
   }
 
   unsubscribe(vm: string, s: SubscriberPeer): void {
-    this.channels.get(vm)?.subscribers.delete(s);
+    const c = this.channels.get(vm);
+    if (c === undefined || !c.subscribers.delete(s)) return;
+    this.prune(vm, c);
   }
 
   addProcessor(p: ProcessorPeer): void {
@@ -175,7 +224,7 @@ export class StreamHub {
         bytes: s.bytes,
         agentConnected: c.agent !== undefined,
         processorSubscribed: c.subscribers.size > 0,
-        ...(s.failed !== undefined ? { failed: s.failed } : {}),
+        ...(s.failed !== undefined ? { failed: s.failed, failedCode: s.failedCode ?? ErrorCode.IO } : {}),
       };
     });
   }

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { AckSchema, decodeMessage } from '@site-recovery/shared';
 import { afterAll, describe, expect, it } from 'vitest';
 import { segmentFileName, vmDir } from '../../src/names.js';
-import { Peer, PROCESSOR_HELLO, agentHello, batches } from '../helpers.js';
+import { Peer, PROCESSOR_HELLO, agentHello, batches, eventually } from '../helpers.js';
 
 /** The built CLI (`npx tsc -b` first). */
 const CLI = fileURLToPath(new URL('../../dist/cli/sr-cache-store.js', import.meta.url));
@@ -37,8 +37,8 @@ function run(args: string[]): { child: ChildProcess; out: () => string; err: () 
   return { child, out: () => out, err: () => err, exited };
 }
 
-async function startCli(dataDir: string): Promise<Cli> {
-  const r = run(['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--segment-bytes', String(1024 * 1024)]);
+async function startCli(dataDir: string, extra: string[] = []): Promise<Cli> {
+  const r = run(['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--segment-bytes', String(1024 * 1024), ...extra]);
   const deadline = Date.now() + 30_000;
   for (;;) {
     const line = r
@@ -68,12 +68,41 @@ describe('sr-cache-store CLI', () => {
       '--max-unsynced-bytes',
       '--hello-timeout-ms',
       '--max-connections',
+      '--max-vms',
     ]) {
       expect(help.out()).toContain(flag);
     }
     const bad = run(['--listen', 'nowhere', '--data-dir', root]);
     expect((await bad.exited).code).toBe(2);
     expect(bad.err()).toContain('SR_BAD_OPTION');
+    const zero = run(['--listen', '127.0.0.1:0', '--data-dir', root, '--max-vms', '0']);
+    expect((await zero.exited).code).toBe(2);
+    expect(zero.err()).toMatch(/SR_BAD_OPTION.*--max-vms/);
+  });
+
+  it('--max-vms: refuses a VM past the limit with SR_LIMIT and logs it; the VM it holds goes on', async () => {
+    const cli = await startCli(path.join(root, 'max-vms'), ['--max-vms', '1']);
+    const a = await Peer.open(cli.url);
+    a.send(agentHello('vm1', 'g1'));
+    await a.expect('welcome');
+    const b = await Peer.open(cli.url);
+    b.send(agentHello('vm2', 'g1'));
+    const refused = await b.expect('error');
+    expect(refused).toMatchObject({ code: 'SR_LIMIT' });
+    expect(refused.message).toContain('--max-vms');
+    expect((await b.closed).code).toBe(1008);
+    await eventually(() => cli.stderr().includes('SR_LIMIT'), 5000, 'a log line with SR_LIMIT');
+    const logged = cli
+      .stderr()
+      .split('\n')
+      .filter((l) => l.includes('SR_LIMIT'));
+    expect(logged.length).toBeGreaterThan(0);
+    expect(logged[0]).toContain('vm2');
+    for (const batch of await batches('vm1', 'g1', 1, 2)) a.send(batch.frame);
+    expect(await a.ackedThrough(8)).toBe(8);
+    a.close();
+    cli.child.kill('SIGTERM');
+    expect((await cli.exited).code).toBe(0);
   });
 
   it('after kill -9 mid-stream, restarts with every acked batch durable and serves them back byte for byte', async () => {

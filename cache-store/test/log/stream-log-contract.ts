@@ -195,6 +195,17 @@ export function streamStoreContract(name: string, open: (key: string) => Promise
       await again.close();
     });
 
+    it('checkWritable resolves undefined while storage works, also for concurrent checks, and stores no VM', async () => {
+      const store = await open('writable');
+      expect(await Promise.all([store.checkWritable(), store.checkWritable()])).toEqual([undefined, undefined]);
+      expect(await store.checkWritable()).toBeUndefined();
+      await store.close();
+      const again = await open('writable');
+      expect(again.logs()).toEqual([]);
+      expect(again.damaged()).toEqual([]);
+      await again.close();
+    });
+
     it('a reader that runs while appends go on sees only durable frames, in order', async () => {
       const store = await open('concurrent');
       const log = await store.openGeneration('vm1', 'g1', DISKS);

@@ -1,7 +1,17 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createLogger, type DiskInfo, type SrError } from '@site-recovery/shared';
+import {
+  BatchSchema,
+  createLogger,
+  decodeMessage,
+  lastLsn,
+  type DiskInfo,
+  type Logger,
+  type SrError,
+} from '@site-recovery/shared';
+import { afterEach, expect } from 'vitest';
+import { Peer, PROCESSOR_HELLO, agentHello } from '../helpers.js';
 import { FileStreamStore, type FileStreamStoreOptions } from '../../src/log/file-stream-store.js';
 import { CacheStoreServer } from '../../src/net/server.js';
 import type { CacheStoreLimits } from '../../src/net/server-options.js';
@@ -13,12 +23,21 @@ import type {
   StreamStore,
 } from '../../src/log/stream-log.js';
 
+export interface StatusBody {
+  vms: Record<string, unknown>[];
+  trackedVms: number;
+  maxVms: number;
+  damaged?: { vm: string; generation?: string; error: string }[];
+}
+
 export interface RunningServer {
   readonly server: CacheStoreServer;
   readonly store: StreamStore;
   readonly dataDir: string;
   readonly url: string;
-  status(): Promise<{ vms: Record<string, unknown>[] }>;
+  status(): Promise<StatusBody>;
+  /** A plain HTTP request to the server, over a real socket. */
+  http(path: string, method?: string): Promise<{ status: number; body: unknown }>;
   stop(): Promise<void>;
 }
 
@@ -31,24 +50,115 @@ export async function startServer(
     store?: FileStreamStoreOptions;
     limits?: Partial<CacheStoreLimits>;
     wrap?: (s: StreamStore) => StreamStore;
+    log?: Logger;
   } = {},
 ): Promise<RunningServer> {
   const dataDir = o.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cs-server-')));
-  const file = await FileStreamStore.open(dataDir, { log, ...o.store });
+  const logger = o.log ?? log;
+  const file = await FileStreamStore.open(dataDir, { log: logger, ...o.store });
   const store = o.wrap ? o.wrap(file) : file;
-  const server = await CacheStoreServer.start({ store, log, host: '127.0.0.1', port: 0, limits: o.limits ?? {} });
+  const server = await CacheStoreServer.start({
+    store,
+    log: logger,
+    host: '127.0.0.1',
+    port: 0,
+    limits: o.limits ?? {},
+  });
   const base = `127.0.0.1:${server.address.port}`;
+  const http = async (p: string, method = 'GET'): Promise<{ status: number; body: unknown }> => {
+    const res = await fetch(`http://${base}${p}`, { method });
+    const text = await res.text();
+    return { status: res.status, body: text === '' ? undefined : (JSON.parse(text) as unknown) };
+  };
   return {
     server,
     store,
     dataDir,
     url: `ws://${base}/`,
-    status: async () => (await (await fetch(`http://${base}/status`)).json()) as { vms: Record<string, unknown>[] },
+    status: async () => (await http('/status')).body as StatusBody,
+    http,
     stop: async () => {
       await server.close();
       await store.close();
     },
   };
+}
+
+/** What a test file uses to start servers and peers; everything is stopped after each test. */
+export interface ServerFixture {
+  server: (o?: Parameters<typeof startServer>[0]) => Promise<RunningServer>;
+  /** A WebSocket connection that has said nothing yet. */
+  connect: (s: RunningServer, o?: { autoPong?: boolean }) => Promise<Peer>;
+  /** An agent connection that said hello and got its welcome. */
+  agent: (s: RunningServer, vm?: string, generation?: string) => Promise<{ peer: Peer; durableLsn: number }>;
+  /** A processor connection that said hello and got the first `vms`. */
+  processor: (s: RunningServer) => Promise<{ peer: Peer; vms: VmRow[] }>;
+}
+
+export interface VmRow {
+  vm: string;
+  generation: string;
+  firstLsn: number;
+  lastLsn: number;
+}
+
+/** Registers the cleanup (afterEach) of the file calling it. */
+export function useServers(): ServerFixture {
+  const running: RunningServer[] = [];
+  const peers: Peer[] = [];
+  afterEach(async () => {
+    peers.splice(0).forEach((p) => p.close());
+    for (const s of running.splice(0)) {
+      await s.stop();
+      await fs.rm(s.dataDir, { recursive: true, force: true });
+    }
+  });
+  const connect = async (s: RunningServer, o: { autoPong?: boolean } = {}): Promise<Peer> => {
+    const p = await Peer.open(s.url, o);
+    peers.push(p);
+    return p;
+  };
+  return {
+    server: async (o = {}) => {
+      const s = await startServer(o);
+      running.push(s);
+      return s;
+    },
+    connect,
+    agent: async (s, vm = 'vm1', generation = 'g1') => {
+      const peer = await connect(s);
+      peer.send(agentHello(vm, generation));
+      const w = await peer.expect('welcome');
+      return { peer, durableLsn: w.durableLsn };
+    },
+    processor: async (s) => {
+      const peer = await connect(s);
+      peer.send(PROCESSOR_HELLO);
+      const m = await peer.expect('vms');
+      return { peer, vms: m.vms };
+    },
+  };
+}
+
+/** Expects an error message with `code`, then a close other than normal; returns the message and close code. */
+export async function expectError(p: Peer, code: string): Promise<string> {
+  const m = await p.expect('error');
+  expect(m.code).toBe(code);
+  const closed = await p.closed;
+  expect(closed.code).not.toBe(1000);
+  return m.message;
+}
+
+/** Receives batches until one reaches `last`; returns them as raw frames. */
+export async function receiveThrough(p: Peer, last: number): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  let reached = 0;
+  while (reached < last) {
+    const raw = await p.recvRaw();
+    reached = lastLsn(decodeMessage(raw, BatchSchema));
+    out.push(raw);
+  }
+  return out;
 }
 
 /**
@@ -90,6 +200,10 @@ export class GatedStore implements StreamStore {
 
   async openGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
     return this.wrap(await this.inner.openGeneration(vm, generation, disks));
+  }
+
+  checkWritable(): Promise<SrError | undefined> {
+    return this.inner.checkWritable();
   }
 
   close(): Promise<void> {
