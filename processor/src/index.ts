@@ -1,62 +1,58 @@
+// The processor as a library: run one in a process of your own, plug in another replica store, plan
+// failover placement, or drive the control API. The CLIs (cli/) are built on the same exports.
+
+// Running a processor: options, status and health.
 export { Processor, DEFAULT_CONFIRM_INTERVAL_MS } from './processor.js';
 export type { ProcessorConfig, ProcessorOptions, ProcessorStatus } from './processor.js';
-export { FileReplicaStore, DEFAULT_INLINE_WRITE_MAX_BYTES } from './replica/file-replica-store.js';
-export type { FileReplicaStoreOptions } from './replica/file-replica-store.js';
+export { DEFAULT_CONFIRM_BYTES } from './stream/vm-replication.js';
+export type { PullerStatus } from './stream/puller.js';
+export type { ErrorInfo, FailoverState, VmState, VmStatus } from './stream/vm-status.js';
+export { HealthProblemCode, DEFAULT_CACHE_STORE_UNREACHABLE_MS } from './health.js';
+export type { HealthProblem, HealthReport } from './health.js';
+
+// The storage boundary: the replica store contract, its local-file implementation and recovery points.
 export { sameDisks } from './replica/replica-store.js';
 export type {
   InitialSync,
   InitialSyncState,
+  MaterializePlan,
+  NewPoint,
   Replica,
   ReplicaInfo,
+  ReplicaPoints,
   ReplicaPosition,
   ReplicaStore,
 } from './replica/replica-store.js';
-export { RecordApplier } from './stream/record-applier.js';
-export type { ApplyTarget, RecordApplierOptions } from './stream/record-applier.js';
-export { Puller } from './stream/puller.js';
-export type { PullerOptions, PullerStatus, VmDirectory } from './stream/puller.js';
-export { VmReplication, DEFAULT_CONFIRM_BYTES } from './stream/vm-replication.js';
-export type { ErrorInfo, VmReplicationOptions, VmState, VmStatus } from './stream/vm-replication.js';
-export { ControlServer } from './api/control-server.js';
-export type { ControlServerOptions } from './api/control-server.js';
-export { InitialSyncTracker, syncPercent } from './stream/initial-copy-tracker.js';
-export { LagStats } from './stream/lag-stats.js';
+export { FileReplicaStore, DEFAULT_INLINE_WRITE_MAX_BYTES } from './replica/file-replica-store.js';
+export type { FileReplicaStoreOptions } from './replica/file-replica-store.js';
+export { FilePointStore, DEFAULT_UNDO_BLOCK_SIZE } from './points/file-point-store.js';
+export type { PointStoreOptions } from './points/file-point-store.js';
+export type { DiskSource } from './points/undo-blocks.js';
+export type { PointInfo, PointKind, RecoveryPoint } from './points/recovery-point.js';
 export * as names from './names.js';
-export {
-  planTarget,
-  createTargetPlanner,
-  parseCidr,
-  parseIpv4,
-  formatIpv4,
-  DHCP,
-  UNKNOWN_SOURCE,
-} from './failover/target-resources.js';
+
+// Per-VM policy: point schedule, retention, placement.
+export { DEFAULT_VM_CONFIG, MAX_RETENTION_MS, MIN_FREQUENCY_MS } from './vm-config.js';
+export type { SourceConfig, ThinningTier, VmConfig } from './vm-config.js';
+
+// Failover placement (Azure Site Recovery's rules) and what a failover writes.
+export { planTarget, createTargetPlanner, DHCP } from './failover/target-resources.js';
 export type {
-  ConfiguredPlacement,
   NetworkSpec,
   PlacementReasons,
-  TargetPlannerOptions,
   PlanTargetInput,
   RegionDefaults,
   SourcePlacement,
   SubnetSpec,
+  TakenAddress,
   TargetOverrides,
   TargetPlacement,
+  TargetPlannerOptions,
 } from './failover/target-resources.js';
-export { parseDuration, formatDuration } from '@site-recovery/shared';
+export type { ConfiguredPlacement, ResolvedTarget, TargetPlanner } from './failover/target-planner.js';
+export type { Manifest } from './failover/manifest.js';
+
+// The control API: a client, and the codes its refusals carry.
 export { ControlClient, ControlApiError } from './api/control-client.js';
-export type { Manifest, RecoveryPoint, VmConfigUpdate } from './api/control-client.js';
-export { FilePointStore, DEFAULT_UNDO_BLOCK_SIZE } from './points/file-point-store.js';
-export type { PointStoreOptions, DiskSource } from './points/file-point-store.js';
-export type { MaterializePlan, NewPoint, ReplicaPoints } from './replica/replica-store.js';
-export type { PointInfo, PointKind, RecoveryPoint as StoredRecoveryPoint } from './points/recovery-point.js';
-export { UndoLog } from './points/undo-log.js';
-export { pointsToPrune } from './points/retention.js';
-export type { RetentionPolicy } from './points/retention.js';
-export { DEFAULT_VM_CONFIG, MAX_RETENTION_MS, MIN_FREQUENCY_MS } from './vm-config.js';
-export type { VmConfig, ThinningTier } from './vm-config.js';
-export { FailoverService, defaultTargetPlanner } from './failover/failover.js';
-export type { Manifest as FailoverManifest, ResolvedTarget, TargetPlanner } from './failover/failover.js';
+export type { StatusDoc, VmConfigUpdate } from './api/control-client.js';
 export { PointError, PointErrorCode } from './api/error-codes.js';
-export { PointScheduler } from './points/scheduler.js';
-export type { FailoverState } from './stream/vm-replication.js';

@@ -25,9 +25,9 @@ import { ID_PATTERN, checkId, isWriteTempName } from '@site-recovery/shared';
  *   test-failover/
  *     <vm>/                   the same for a test failover
  */
-export const REPLICAS_DIR = 'replicas';
-export const STATE_FILE = 'state.json';
-export const DISKS_DIR = 'disks';
+const REPLICAS_DIR = 'replicas';
+const STATE_FILE = 'state.json';
+const DISKS_DIR = 'disks';
 const IMAGE_SUFFIX = '.img';
 
 export function replicasDir(dataDir: string): string {
@@ -50,17 +50,17 @@ export function diskImageFile(replicaDir: string, diskId: string): string {
   return path.join(disksDir(replicaDir), `${checkId('disk id', diskId)}${IMAGE_SUFFIX}`);
 }
 
-export const POINTS_DIR = 'points';
-export const CATALOG_FILE = 'points.json';
+const POINTS_DIR = 'points';
+const CATALOG_FILE = 'points.json';
 const UNDO_PREFIX = 'undo-';
 const UNDO_SUFFIX = '.log';
-export const VMS_DIR = 'vms';
-export const VM_CONFIG_FILE = 'config.json';
-export const FAILOVER_STATE_FILE = 'failover.json';
-export const TEST_FAILOVER_STATE_FILE = 'test-failover.json';
-export const FAILOVER_DIR = 'failover';
-export const TEST_FAILOVER_DIR = 'test-failover';
-export const MANIFEST_FILE = 'manifest.json';
+const VMS_DIR = 'vms';
+const VM_CONFIG_FILE = 'config.json';
+const FAILOVER_STATE_FILE = 'failover.json';
+const TEST_FAILOVER_STATE_FILE = 'test-failover.json';
+const FAILOVER_DIR = 'failover';
+const TEST_FAILOVER_DIR = 'test-failover';
+const MANIFEST_FILE = 'manifest.json';
 /** Point ids are built here: `p-<lsn>-<ms since the epoch>`, optionally `-<n>` to stay unique. */
 export const POINT_ID_PATTERN = /^p-\d{1,16}-\d{1,16}(?:-\d{1,4})?$/;
 
@@ -90,6 +90,14 @@ export function undoLogFile(replicaDir: string, name: string): string {
   return path.join(pointsDir(replicaDir), path.basename(name));
 }
 
+/**
+ * True for any file under `points/` named like an undo log, even one whose point id no longer parses:
+ * what a crash or a removal left there, to be deleted when no point owns it.
+ */
+export function hasUndoLogPrefix(name: string): boolean {
+  return name.startsWith(UNDO_PREFIX);
+}
+
 /** True for a file under `points/` that is an undo log. */
 export function isUndoLogName(name: string): boolean {
   return (
@@ -99,8 +107,12 @@ export function isUndoLogName(name: string): boolean {
   );
 }
 
+export function vmsDir(dataDir: string): string {
+  return path.join(dataDir, VMS_DIR);
+}
+
 export function vmStateDir(dataDir: string, vm: string): string {
-  return path.join(dataDir, VMS_DIR, checkId('VM name', vm));
+  return path.join(vmsDir(dataDir), checkId('VM name', vm));
 }
 
 export function vmConfigFile(dataDir: string, vm: string): string {
@@ -119,8 +131,13 @@ export function failoverRoot(dataDir: string): string {
   return path.join(dataDir, FAILOVER_DIR);
 }
 
+/** Where the failovers of one VM go: one directory per resource group below it. */
+export function vmFailoverDir(dataDir: string, vm: string): string {
+  return path.join(failoverRoot(dataDir), checkId('VM name', vm));
+}
+
 export function failoverDir(dataDir: string, vm: string, resourceGroup: string): string {
-  return path.join(failoverRoot(dataDir), checkId('VM name', vm), checkId('resource group', resourceGroup));
+  return path.join(vmFailoverDir(dataDir, vm), checkId('resource group', resourceGroup));
 }
 
 export function testFailoverRoot(dataDir: string): string {
@@ -139,8 +156,11 @@ export function manifestFile(dir: string): string {
   return path.join(dir, MANIFEST_FILE);
 }
 
-/** The VM a directory under `replicas/` belongs to, or `undefined` for anything that is not one. */
-export function parseReplicaDirName(name: string): string | undefined {
+/**
+ * The id a directory named by one holds (a VM under `replicas/`, `failover/` or `test-failover/`, a
+ * resource group under `failover/<vm>/`), or `undefined` for anything else found there.
+ */
+export function parseIdDirName(name: string): string | undefined {
   return ID_PATTERN.test(name) ? name : undefined;
 }
 

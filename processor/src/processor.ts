@@ -1,9 +1,11 @@
 import type https from 'node:https';
-import { ErrorCode, SrError, checkId, type Logger, type WireLimits } from '@site-recovery/shared';
+import { ErrorCode, JsonReply, SrError, checkId, type Logger, type WireLimits } from '@site-recovery/shared';
 import type { BackoffOptions } from '@site-recovery/shared';
 import { ControlServer, type ControlServerLimits, type Route } from './api/control-server.js';
 import { PointError, PointErrorCode } from './api/error-codes.js';
-import { FailoverService, type FailoverOptions, type TargetPlanner } from './failover/failover.js';
+import { FailoverService, type FailoverOptions } from './failover/failover.js';
+import type { TargetPlanner } from './failover/target-planner.js';
+import { DEFAULT_CACHE_STORE_UNREACHABLE_MS, assessHealth, type HealthReport } from './health.js';
 import { FileReplicaStore } from './replica/file-replica-store.js';
 import { PointScheduler, type PointSchedulerOptions } from './points/scheduler.js';
 import {
@@ -16,9 +18,9 @@ import {
 } from './vm-config.js';
 import { DEFAULT_PULLER, Puller, type PullerOptions, type PullerStatus, type VmDirectory } from './stream/puller.js';
 import type { ReplicaStore } from './replica/replica-store.js';
+import { asStorageError } from './stream/storage-error.js';
 import {
   VmReplication,
-  asStorageError,
   type VmReplicationHooks,
   type VmReplicationOptions,
   type VmStatus,
@@ -39,6 +41,11 @@ export interface ProcessorOptions
    * groups them. Default 200 ms.
    */
   readonly confirmIntervalMs?: number;
+  /**
+   * How long no connection to the cache-store may get as far as its VM list before `GET /health`
+   * reports it (503, `SR_CACHE_STORE_UNREACHABLE`). Default 60 s.
+   */
+  readonly cacheStoreUnreachableMs?: number;
   readonly backoff?: BackoffOptions;
   readonly limits?: WireLimits;
 }
@@ -173,14 +180,17 @@ export class Processor implements VmDirectory {
     return { cacheStore: this.puller.status(), vms: [...this.vms.values()].map((v) => v.status()) };
   }
 
-  health(): { ok: true; cacheStore: { connected: boolean }; vms: number; vmsInError: number } {
-    const vms = [...this.vms.values()].map((v) => v.status());
-    return {
-      ok: true,
-      cacheStore: { connected: this.puller.status().connected },
-      vms: vms.length,
-      vmsInError: vms.filter((v) => v.state === 'error').length,
-    };
+  /** Whether every VM is replicated and protected and the cache-store is within reach (see health.ts). */
+  health(): HealthReport {
+    return assessHealth({
+      now: Date.now(),
+      cacheStoreUrl: this.config.cacheStoreUrl,
+      cacheStoreConnected: this.puller.status().connected,
+      cacheStoreUnreachableSince: this.puller.unreachableSince(),
+      cacheStoreUnreachableMs: this.config.options?.cacheStoreUnreachableMs ?? DEFAULT_CACHE_STORE_UNREACHABLE_MS,
+      vms: [...this.vms.values()].map((v) => ({ vm: v.vm, trouble: v.trouble() })),
+      pointFailures: this.scheduler.failing(),
+    });
   }
 
   /**
@@ -209,7 +219,14 @@ export class Processor implements VmDirectory {
   private routes(): Route[] {
     const f = this.failovers;
     return [
-      { method: 'GET', path: '/health', handler: () => this.health() },
+      {
+        method: 'GET',
+        path: '/health',
+        handler: () => {
+          const h = this.health();
+          return h.ok ? h : new JsonReply(503, h);
+        },
+      },
       { method: 'GET', path: '/status', handler: () => this.status() },
       {
         method: 'GET',

@@ -2,6 +2,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { ErrorCode, SrError, readJsonIfExists, writeFileAtomic } from '@site-recovery/shared';
+import type { TargetOverrides } from './failover/target-resources.js';
 import { vmConfigFile } from './names.js';
 
 /** One thinning tier: points older than `olderThanMs` (relative to the newest point) keep one per `keepOneEveryMs`. */
@@ -10,15 +11,11 @@ export interface ThinningTier {
   readonly keepOneEveryMs: number;
 }
 
-export interface SourcePlacement {
+/** Where the VM sits in the source region (`sr configure --source-*`); unset fields are unknown. */
+export interface SourceConfig {
   readonly network?: string;
   readonly subnet?: string;
   readonly ip?: string;
-}
-
-export interface TargetPlacement extends SourcePlacement {
-  readonly resourceGroup?: string;
-  readonly availabilitySet?: string;
 }
 
 /** A VM's replication policy and placement, as `GET /vms/:vm/config` shows it. */
@@ -30,13 +27,14 @@ export interface VmConfig {
   /** Points older than this (relative to the newest point) are removed. */
   readonly retentionMs: number;
   readonly thinning: readonly ThinningTier[];
-  readonly source: SourcePlacement;
-  readonly target: TargetPlacement;
+  readonly source: SourceConfig;
+  /** Per-VM choices of where a failover puts it (`sr configure --target-*`). */
+  readonly target: TargetOverrides;
 }
 
 export const MIN_FREQUENCY_MS = 1000;
 export const MAX_RETENTION_MS = 15 * 24 * 3600_000;
-export const HOUR_MS = 3600_000;
+const HOUR_MS = 3600_000;
 
 export const DEFAULT_VM_CONFIG: VmConfig = {
   crashConsistentFrequencyMs: 5 * 60_000,

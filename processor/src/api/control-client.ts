@@ -1,25 +1,12 @@
 import http from 'node:http';
 import https from 'node:https';
 import { ErrorCode } from '@site-recovery/shared';
-import type { Manifest } from '../failover/failover.js';
+import type { Manifest } from '../failover/manifest.js';
+import type { PointInfo } from '../points/recovery-point.js';
 
 // The `sr` CLI's view of the processor's control API (JSON over HTTP). node:http rather than fetch:
 // fetch (undici) gives up on a response after 300 s without headers, and materialising the disks of a
 // large VM for a failover can take longer than that.
-
-export type PointKind = 'crash' | 'app' | 'multi-vm';
-
-export interface RecoveryPoint {
-  readonly id: string;
-  /** ISO 8601. */
-  readonly time: string;
-  readonly lsn: number;
-  readonly kind: PointKind;
-  readonly undoBytes: number;
-}
-
-/** What failover and test-failover return: the manifest the processor writes beside the disks. */
-export type { Manifest };
 
 export interface VmConfigUpdate {
   crashConsistentFrequencyMs?: number;
@@ -62,7 +49,7 @@ export class ControlApiError extends Error {
 }
 
 /** Transport failure code: not one of the processor's, so `sr` says what it means itself. */
-export const UNREACHABLE = 'SR_UNREACHABLE';
+const UNREACHABLE = 'SR_UNREACHABLE';
 
 export class ControlClient {
   readonly base: URL;
@@ -87,8 +74,8 @@ export class ControlClient {
     this.base = u;
   }
 
-  points(vm: string): Promise<RecoveryPoint[]> {
-    return this.call('GET', `vms/${enc(vm)}/points`) as Promise<RecoveryPoint[]>;
+  points(vm: string): Promise<PointInfo[]> {
+    return this.call('GET', `vms/${enc(vm)}/points`) as Promise<PointInfo[]>;
   }
 
   config(vm: string): Promise<Record<string, unknown>> {

@@ -1,5 +1,7 @@
 import { formatDuration } from '@site-recovery/shared';
-import type { Manifest, RecoveryPoint, StatusDoc } from '../api/control-client.js';
+import type { StatusDoc } from '../api/control-client.js';
+import type { Manifest } from '../failover/manifest.js';
+import type { PointInfo } from '../points/recovery-point.js';
 
 // Human output of the `sr` CLI. Scripts use --json; these layouts may change.
 
@@ -28,7 +30,7 @@ export function humanBytes(n: number): string {
   return u === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${UNITS[u]}`;
 }
 
-export function formatPoints(points: readonly RecoveryPoint[]): string {
+export function formatPoints(points: readonly PointInfo[]): string {
   if (points.length === 0) return 'no recovery points yet\n';
   return table(
     ['ID', 'TIME', 'LSN', 'KIND', 'UNDO'],

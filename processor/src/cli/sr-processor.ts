@@ -19,6 +19,7 @@ import { parseWsUrl } from './options.js';
 import { FileReplicaStore, DEFAULT_INLINE_WRITE_MAX_BYTES } from '../replica/file-replica-store.js';
 import { DEFAULT_UNDO_BLOCK_SIZE } from '../points/file-point-store.js';
 import { DEFAULT_POINT_TICK_MS } from '../points/scheduler.js';
+import { DEFAULT_CACHE_STORE_UNREACHABLE_MS } from '../health.js';
 import { DEFAULT_CONFIRM_INTERVAL_MS, Processor } from '../processor.js';
 import { DEFAULT_CONFIRM_BYTES } from '../stream/vm-replication.js';
 import { readRegionConfig, watchRegionConfig } from '../failover/region-config.js';
@@ -90,6 +91,14 @@ const program = new Command('sr-processor')
       .default(DEFAULT_BACKOFF.maxDelayMs)
       .argParser(intOption('--reconnect-max-ms', 1)),
   )
+  .addOption(
+    new Option(
+      '--cache-store-unreachable-ms <ms>',
+      'GET /health answers 503 (SR_CACHE_STORE_UNREACHABLE) once no connection to the cache-store has got as far as its VM list for this long',
+    )
+      .default(DEFAULT_CACHE_STORE_UNREACHABLE_MS)
+      .argParser(intOption('--cache-store-unreachable-ms', 0)),
+  )
   .addHelpText(
     'after',
     '\nOn start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout. SIGTERM or SIGINT stop it\n' +
@@ -110,6 +119,7 @@ interface CliOptions {
   pointTickMs: number;
   reconnectInitialMs: number;
   reconnectMaxMs: number;
+  cacheStoreUnreachableMs: number;
 }
 
 async function main(): Promise<void> {
@@ -149,6 +159,7 @@ async function main(): Promise<void> {
       confirmBytes: o.confirmBytes,
       pointTickMs: o.pointTickMs,
       backoff: { initialDelayMs: o.reconnectInitialMs, maxDelayMs: o.reconnectMaxMs },
+      cacheStoreUnreachableMs: o.cacheStoreUnreachableMs,
     },
   });
   // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.

@@ -1,4 +1,6 @@
 import { ErrorCode, SrError } from '@site-recovery/shared';
+import { contains, formatIpv4, parseCidr, parseIpv4, type Cidr } from './ipv4.js';
+import type { TargetPlanner } from './target-planner.js';
 
 // Where a failed-over VM lands, decided the way Azure Site Recovery decides it for Azure-to-Azure
 // replication, so an operator who knows ASR can predict the result. Pure functions: the processor
@@ -89,8 +91,8 @@ export interface TargetPlacement {
 }
 
 /** Azure keeps the network address, the first three host addresses (gateway, DNS) and the broadcast address. */
-export const RESERVED_AT_START = 4;
-export const RESERVED_AT_END = 1;
+const RESERVED_AT_START = 4;
+const RESERVED_AT_END = 1;
 export const DHCP = 'dhcp';
 
 /**
@@ -271,61 +273,6 @@ function pickIp(a: {
   );
 }
 
-// --- IPv4 -------------------------------------------------------------------------------------------
-
-export interface Cidr {
-  /** Network address as an unsigned 32-bit number. */
-  readonly network: number;
-  readonly prefix: number;
-  /** Last address of the block (the broadcast address). */
-  readonly broadcast: number;
-}
-
-const OCTET = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
-const IPV4 = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
-
-/** Parses dotted-quad IPv4 (no leading zeros: "010" would be octal to some tools) into an unsigned 32-bit number. */
-export function parseIpv4(text: string, what: string): number {
-  const m = IPV4.exec(text);
-  if (m === null)
-    throw new SrError(
-      ErrorCode.BAD_OPTION,
-      `${what} "${text}" is not an IPv4 address like 10.0.1.4${text === '' ? '' : ' (or "dhcp" where a dynamic address is meant)'}`,
-    );
-  return ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
-}
-
-export function formatIpv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
-
-/** Parses `a.b.c.d/len`; host bits must be zero, as Azure requires of a subnet's address prefix. */
-export function parseCidr(text: string, what: string): Cidr {
-  const slash = text.indexOf('/');
-  const prefixText = slash < 0 ? '' : text.slice(slash + 1);
-  if (slash < 0 || !/^(3[0-2]|[12]?\d)$/.test(prefixText)) {
-    throw new SrError(
-      ErrorCode.BAD_OPTION,
-      `${what} "${text}" is not a CIDR block like 10.0.1.0/24 (an IPv4 address, "/", a prefix length 0-32)`,
-    );
-  }
-  const address = parseIpv4(text.slice(0, slash), `${what} address`);
-  const prefix = Number(prefixText);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  const network = (address & mask) >>> 0;
-  if (network !== address) {
-    throw new SrError(
-      ErrorCode.BAD_OPTION,
-      `${what} "${text}" has host bits set; the block starting there is ${formatIpv4(network)}/${prefix}`,
-    );
-  }
-  return { network, prefix, broadcast: (network | (~mask >>> 0)) >>> 0 };
-}
-
-export function contains(c: Cidr, ip: number): boolean {
-  return ip >= c.network && ip <= c.broadcast;
-}
-
 function isReserved(c: Cidr, ip: number): boolean {
   return ip < c.network + RESERVED_AT_START || ip > c.broadcast - RESERVED_AT_END;
 }
@@ -372,19 +319,7 @@ function subnetNames(n: NetworkSpec): string {
   return n.subnets.length === 0 ? 'no subnets' : n.subnets.map((s) => `${s.name} ${s.cidr}`).join(', ');
 }
 
-// --- adapter for the failover service -----------------------------------------------------------------
-
-/** A VM's placement as its config holds it: any field may still be unset. */
-export interface ConfiguredPlacement {
-  readonly vm: string;
-  readonly source: { readonly network?: string; readonly subnet?: string; readonly ip?: string };
-  readonly target: TargetOverrides;
-  /** A test failover: `network` is the isolated network it goes to. */
-  readonly test: boolean;
-  readonly network?: string;
-  /** Addresses held by VMs that earlier failovers and test failovers placed. */
-  readonly taken?: readonly TakenAddress[];
-}
+// --- the planner the failover service takes -----------------------------------------------------------
 
 export interface TargetPlannerOptions {
   readonly region?: RegionDefaults;
@@ -394,22 +329,14 @@ export interface TargetPlannerOptions {
 }
 
 /** Source names used when a VM's config does not say where it sits (no `sr configure --source-*` yet). */
-export const UNKNOWN_SOURCE = { network: 'default', subnet: 'default', ip: DHCP } as const;
+const UNKNOWN_SOURCE = { network: 'default', subnet: 'default', ip: DHCP } as const;
 
 /**
  * {@link planTarget} behind the `plan()` shape the failover service takes. A test failover's network
  * is an override: ASR places the test VM in the network the operator picks, by the same subnet and IP
  * rules.
  */
-export function createTargetPlanner(o: TargetPlannerOptions = {}): {
-  plan(input: ConfiguredPlacement): {
-    resourceGroup: string;
-    network: string;
-    subnet: string;
-    ip: string;
-    availabilitySet: string | null;
-  };
-} {
+export function createTargetPlanner(o: TargetPlannerOptions = {}): TargetPlanner {
   return {
     plan: (input) => {
       const overrides: TargetOverrides = {

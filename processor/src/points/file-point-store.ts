@@ -1,19 +1,20 @@
 import fsp from 'node:fs/promises';
+import { ErrorCode, SerialQueue, SrError, fsyncDir, type ChangeRecord, type Logger } from '@site-recovery/shared';
 import {
-  ErrorCode,
-  RecordKind,
-  SrError,
-  fsyncDir,
-  type ChangeRecord,
-  type DiskInfo,
-  type Logger,
-} from '@site-recovery/shared';
-import { catalogFile, isTempFileName, pointId, pointsDir, undoLogFile, undoLogName } from '../names.js';
+  catalogFile,
+  hasUndoLogPrefix,
+  isTempFileName,
+  pointId,
+  pointsDir,
+  undoLogFile,
+  undoLogName,
+} from '../names.js';
 import { readCatalog, writeCatalog, type PointCatalog } from './catalog.js';
 import { materializePoint, type MaterializeLog } from './materializer.js';
 import type { PointKind, RecoveryPoint } from './recovery-point.js';
 import type { MaterializePlan, NewPoint, ReplicaPoints } from '../replica/replica-store.js';
-import { UndoLog, type UndoEntry } from './undo-log.js';
+import { blocksToSave, mergeInto, readBlocks, saveDataBlocks, type BlockSet, type DiskSource } from './undo-blocks.js';
+import { UndoLog } from './undo-log.js';
 
 export interface PointStoreOptions {
   /** Copy-on-write granularity: the unit an undo entry saves. Used when a replica has no points yet. Default 64 KiB. */
@@ -25,19 +26,7 @@ export interface PointStoreOptions {
 }
 
 export const DEFAULT_UNDO_BLOCK_SIZE = 64 * 1024;
-export const DEFAULT_MAX_PRUNED_IDS = 10_000;
-/** Reads of old block contents coalesce adjacent blocks up to this many bytes. */
-const READ_RUN_BYTES = 4 << 20;
-/** Merges and whole-disk saves append in groups of about this many bytes (one fdatasync each). */
-const APPEND_GROUP_BYTES = 8 << 20;
-
-/** What the point store needs of the replica it protects. */
-export interface DiskSource {
-  disks(): readonly DiskInfo[];
-  /** Where disk `index` lives (the materialiser copies it). */
-  file(index: number): string;
-  read(disk: number, offset: number, length: number): Promise<Buffer>;
-}
+const DEFAULT_MAX_PRUNED_IDS = 10_000;
 
 /**
  * Recovery points of one local replica (DESIGN.md "Recovery points"): the replica holds the newest
@@ -48,7 +37,8 @@ export class FilePointStore implements ReplicaPoints {
   private catalog: PointCatalog;
   /** Undo logs by point id, loaded (index rebuilt) at open. */
   private readonly logs = new Map<string, UndoLog>();
-  private serial: Promise<unknown> = Promise.resolve();
+  /** Catalog changes, undo appends and log snapshots, one at a time. */
+  private readonly queue = new SerialQueue();
   private pins = 0;
   private readonly maxPruned: number;
 
@@ -81,7 +71,7 @@ export class FilePointStore implements ReplicaPoints {
     const owned = new Set(catalog.points.map((p) => p.undoLog));
     for (const name of await fsp.readdir(dir)) {
       // Leftovers of a crash: a log made for a cut that never reached the catalog, or one removed from it.
-      if (!owned.has(name) && (isTempFileName(name) || name.startsWith('undo-')))
+      if (!owned.has(name) && (isTempFileName(name) || hasUndoLogPrefix(name)))
         await fsp.rm(undoLogFile(replicaDir, name), { force: true });
     }
     const newest = catalog.points.at(-1);
@@ -119,7 +109,7 @@ export class FilePointStore implements ReplicaPoints {
   protect(records: readonly ChangeRecord[], generation: string): Promise<void> | undefined {
     const wanted = this.unprotected(records, generation);
     if (wanted === undefined) return undefined;
-    return this.exclusive(async () => {
+    return this.queue.run(async () => {
       const again = this.unprotected(records, generation);
       if (again !== undefined) await this.save(again);
     });
@@ -141,32 +131,9 @@ export class FilePointStore implements ReplicaPoints {
    * so the ordinary copy-on-write saves them when the new generation writes them.
    */
   protectAll(): Promise<void> {
-    return this.exclusive(async () => {
+    return this.queue.run(async () => {
       const open = this.openLog();
-      if (open === undefined) return;
-      const bs = this.blockSize;
-      const disks = this.source.disks();
-      let group: UndoEntry[] = [];
-      let groupBytes = 0;
-      for (let d = 0; d < disks.length; d++) {
-        const size = disks[d]!.size;
-        for (let at = 0; at < size; at += READ_RUN_BYTES) {
-          const buf = await this.source.read(d, at, Math.min(READ_RUN_BYTES, size - at));
-          for (let o = 0; o < buf.length; o += bs) {
-            const block = (at + o) / bs;
-            const data = buf.subarray(o, Math.min(o + bs, buf.length));
-            if (open.has(d, block) || isZero(data)) continue;
-            group.push({ disk: d, offset: at + o, length: data.length, data: Buffer.from(data) });
-            groupBytes += data.length;
-          }
-          if (groupBytes >= APPEND_GROUP_BYTES) {
-            await open.append(group);
-            group = [];
-            groupBytes = 0;
-          }
-        }
-      }
-      await open.append(group);
+      if (open !== undefined) await saveDataBlocks(this.source, open, this.blockSize);
     });
   }
 
@@ -176,7 +143,7 @@ export class FilePointStore implements ReplicaPoints {
    * A point at the newest point's LSN is that point (an 'app' cut upgrades its kind).
    */
   cut(p: NewPoint): Promise<RecoveryPoint> {
-    return this.exclusive(async () => {
+    return this.queue.run(async () => {
       const points = this.catalog.points;
       const newest = points.at(-1);
       if (newest !== undefined && newest.generation === p.generation) {
@@ -230,7 +197,7 @@ export class FilePointStore implements ReplicaPoints {
    * (`false`) while a materialisation is reading the logs.
    */
   remove(ids: readonly string[], pruned: boolean): Promise<boolean> {
-    return this.exclusive(async () => {
+    return this.queue.run(async () => {
       if (this.pins > 0) return false;
       const doomed = new Set(ids);
       for (const p of [...this.catalog.points]) {
@@ -239,7 +206,11 @@ export class FilePointStore implements ReplicaPoints {
         const i = points.findIndex((q) => q.id === p.id);
         const removed = this.logs.get(p.id)!;
         const older = i > 0 ? this.logs.get(points[i - 1]!.id) : undefined;
-        if (older !== undefined) await this.merge(removed, older, i === points.length - 1);
+        if (older !== undefined) {
+          await mergeInto(removed, older, this.blockSize);
+          // The older point becomes the newest only if the removed one was: then its log stays open.
+          if (i !== points.length - 1) await older.close();
+        }
         const keptPruned = pruned ? [...this.catalog.pruned, p.id].slice(-this.maxPruned) : this.catalog.pruned;
         await this.writeCatalog({ ...this.catalog, points: points.filter((q) => q.id !== p.id), pruned: keptPruned });
         this.logs.delete(p.id);
@@ -282,7 +253,7 @@ export class FilePointStore implements ReplicaPoints {
         sources: plan.disks.map((_, i) => this.source.file(i)),
         targets,
         snapshotLogs: () =>
-          this.exclusive(() => {
+          this.queue.run(() => {
             const points = this.catalog.points;
             const i = points.findIndex((p) => p.id === plan.point.id);
             if (i < 0)
@@ -305,14 +276,14 @@ export class FilePointStore implements ReplicaPoints {
   }
 
   async close(): Promise<void> {
-    await this.exclusive(async () => {
+    await this.queue.run(async () => {
       for (const l of this.logs.values()) await l.close();
     });
   }
 
   /** Drops every point (their logs cannot describe another disk layout). */
   discardAll(): Promise<void> {
-    return this.exclusive(async () => {
+    return this.queue.run(async () => {
       const ids = this.catalog.points.map((p) => p.id);
       await this.writeCatalog({
         ...this.catalog,
@@ -333,69 +304,14 @@ export class FilePointStore implements ReplicaPoints {
   }
 
   /** Blocks the records overwrite that need saving, by disk; `undefined` when none do. */
-  private unprotected(records: readonly ChangeRecord[], generation: string): Map<number, Set<number>> | undefined {
-    const newest = this.catalog.points.at(-1);
-    if (newest === undefined) return undefined;
-    const open = this.logs.get(newest.id)!;
-    const bs = this.blockSize;
-    let wanted: Map<number, Set<number>> | undefined;
-    for (const r of records) {
-      if (r.kind === RecordKind.SYNC || r.kind === RecordKind.APP || r.length === 0) continue;
-      if (newest.generation === generation && r.lsn <= newest.lsn) continue;
-      const last = Math.floor((r.offset + r.length - 1) / bs);
-      for (let b = Math.floor(r.offset / bs); b <= last; b++) {
-        if (open.has(r.disk, b)) continue;
-        wanted ??= new Map();
-        let s = wanted.get(r.disk);
-        if (s === undefined) wanted.set(r.disk, (s = new Set()));
-        s.add(b);
-      }
-    }
-    return wanted;
+  private unprotected(records: readonly ChangeRecord[], generation: string): BlockSet | undefined {
+    return blocksToSave(records, generation, this.catalog.points.at(-1), this.openLog(), this.blockSize);
   }
 
-  /** Reads the blocks' current contents (coalesced into runs) and appends them with one fdatasync. */
-  private async save(wanted: Map<number, Set<number>>): Promise<void> {
-    const open = this.openLog()!;
-    const bs = this.blockSize;
-    const entries: UndoEntry[] = [];
-    for (const [disk, set] of wanted) {
-      const size = this.source.disks()[disk]!.size;
-      const blocks = [...set].sort((a, b) => a - b);
-      for (let i = 0; i < blocks.length;) {
-        let j = i + 1;
-        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && (j - i + 1) * bs <= READ_RUN_BYTES) j++;
-        const start = blocks[i]! * bs;
-        const end = Math.min(size, (blocks[j - 1]! + 1) * bs);
-        const buf = await this.source.read(disk, start, end - start);
-        for (let o = 0; o < buf.length; o += bs) {
-          const data = buf.subarray(o, Math.min(o + bs, buf.length));
-          entries.push({ disk, offset: start + o, length: data.length, data: isZero(data) ? undefined : data });
-        }
-        i = j;
-      }
-    }
-    await open.append(entries);
+  /** Reads the blocks' current contents and appends them to the open log with one fdatasync. */
+  private async save(wanted: BlockSet): Promise<void> {
+    await this.openLog()!.append(await readBlocks(this.source, wanted, this.blockSize));
     this.o.onUndoDurable?.();
-  }
-
-  /** Appends to `older` the entries of `removed` for blocks `older` lacks. */
-  private async merge(removed: UndoLog, older: UndoLog, removedIsOpen: boolean): Promise<void> {
-    let group: UndoEntry[] = [];
-    let groupBytes = 0;
-    await removed.forEach(async (e) => {
-      if (older.has(e.disk, e.offset / this.blockSize)) return;
-      group.push(e);
-      groupBytes += e.length;
-      if (groupBytes >= APPEND_GROUP_BYTES) {
-        await older.append(group);
-        group = [];
-        groupBytes = 0;
-      }
-    });
-    await older.append(group);
-    // The older point becomes the newest: its log takes the appends from now on.
-    if (!removedIsOpen) await older.close();
   }
 
   private async writeCatalog(next: PointCatalog): Promise<void> {
@@ -405,25 +321,9 @@ export class FilePointStore implements ReplicaPoints {
     });
     this.catalog = next;
   }
-
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.serial.then(fn, fn);
-    this.serial = p.catch(() => undefined);
-    return p;
-  }
 }
 
 /** App-consistent beats crash-consistent when two cuts land on one LSN. */
 function rank(k: PointKind): number {
   return k === 'crash' ? 0 : 1;
-}
-
-const ZERO_BLOCK = Buffer.alloc(64 * 1024);
-
-function isZero(b: Buffer): boolean {
-  for (let o = 0; o < b.length; o += ZERO_BLOCK.length) {
-    const n = Math.min(ZERO_BLOCK.length, b.length - o);
-    if (b.compare(ZERO_BLOCK, 0, n, o, o + n) !== 0) return false;
-  }
-  return true;
 }

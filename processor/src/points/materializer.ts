@@ -64,7 +64,7 @@ export async function materializePoint(job: MaterializeJob): Promise<void> {
  * milliseconds; else a copy that reads everything and writes only blocks holding data. Each leaves
  * the target as thin as the source.
  */
-export async function copySparse(source: string, target: string, size: number): Promise<void> {
+async function copySparse(source: string, target: string, size: number): Promise<void> {
   try {
     await fsp.copyFile(source, target, fs.constants.COPYFILE_FICLONE_FORCE);
     // A reflink copies the replica's current length; the disk's is what counts.

@@ -1,5 +1,7 @@
 import type { Logger } from '@site-recovery/shared';
 import { PointError } from '../api/error-codes.js';
+import { asStorageError, errorInfo } from '../stream/storage-error.js';
+import type { ErrorInfo } from '../stream/vm-status.js';
 import { pointsToPrune } from './retention.js';
 import type { VmConfig } from '../vm-config.js';
 import type { VmReplication } from '../stream/vm-replication.js';
@@ -20,6 +22,8 @@ export class PointScheduler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private readonly lastCut = new Map<string, number>();
+  /** VMs whose last cut or prune failed, with why; a later pass that cuts or prunes clears it. */
+  private readonly failures = new Map<string, ErrorInfo>();
 
   constructor(
     private readonly vms: () => Iterable<VmReplication>,
@@ -43,25 +47,32 @@ export class PointScheduler {
   async tick(): Promise<void> {
     for (const v of this.vms()) {
       try {
-        await this.runVm(v);
+        // A failure stands until a later pass cuts or prunes (or has nothing left to do for the VM).
+        if (await this.runVm(v)) this.failures.delete(v.vm);
       } catch (err) {
-        this.log.warn(
-          { vm: v.vm, code: (err as { code?: string }).code, err: (err as Error).message },
-          'recovery point schedule failed',
-        );
+        const e = asStorageError(err, `recovery points of ${v.vm}`);
+        this.failures.set(v.vm, errorInfo(e));
+        this.log.warn({ vm: v.vm, code: e.code, err: e.message }, 'recovery point schedule failed');
       }
     }
   }
 
-  private async runVm(v: VmReplication): Promise<void> {
+  /** VMs whose last cut or prune failed and has not succeeded since, with the failure. */
+  failing(): ReadonlyMap<string, ErrorInfo> {
+    return this.failures;
+  }
+
+  /** One VM's pass; false when it had nothing to do (no cut due, nothing to prune). */
+  private async runVm(v: VmReplication): Promise<boolean> {
     const replica = v.current;
-    if (replica === undefined || v.failover !== 'none' || !v.usable) return;
+    if (replica === undefined || v.failover !== 'none' || !v.usable) return true;
     const config = await this.config(v.vm);
     const now = Date.now();
     const newest = replica.points.newest();
     const last = this.lastCut.get(v.vm) ?? (newest !== undefined ? Date.parse(newest.time) : 0);
     const moved = newest === undefined || newest.generation !== replica.info().generation || v.appliedLsn > newest.lsn;
-    if (moved && now - last >= config.crashConsistentFrequencyMs) {
+    const due = moved && now - last >= config.crashConsistentFrequencyMs;
+    if (due) {
       this.lastCut.set(v.vm, now);
       try {
         await v.cutPoint('crash');
@@ -73,5 +84,6 @@ export class PointScheduler {
     const prune = pointsToPrune(replica.points.list(), config);
     if (prune.length > 0 && !(await replica.points.remove(prune, true)))
       this.log.debug({ vm: v.vm }, 'retention deferred: a point is being recovered');
+    return due || prune.length > 0;
   }
 }

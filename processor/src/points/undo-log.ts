@@ -14,8 +14,8 @@ import { ErrorCode, SrError, closeFd, crc32c, fdatasync, pread, pwritev } from '
  * `open` truncates there. Entries are only ever trusted after an fdatasync, so nothing past a torn
  * entry can have protected a replica write.
  */
-export const UNDO_HEADER_BYTES = 16;
-export const UNDO_ENTRY_HEADER_BYTES = 24;
+const UNDO_HEADER_BYTES = 16;
+const UNDO_ENTRY_HEADER_BYTES = 24;
 const FILE_MAGIC = Buffer.from('SRUNDO01', 'latin1');
 const ENTRY_MAGIC = 0x55444f31; // "UDO1"
 const FLAG_ZERO = 1;
@@ -32,7 +32,7 @@ export interface UndoEntry {
 }
 
 /** Per disk: block index → file offset of the entry that saved it. */
-export type BlockIndex = Map<number, number>[];
+type BlockIndex = Map<number, number>[];
 
 export class UndoLog {
   private constructor(

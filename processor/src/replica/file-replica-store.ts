@@ -2,6 +2,7 @@ import fsp from 'node:fs/promises';
 import {
   ErrorCode,
   RecordKind,
+  SerialQueue,
   SrError,
   checkId,
   fsyncDir,
@@ -14,7 +15,7 @@ import {
   disksDir,
   isTempFileName,
   parseDiskImageName,
-  parseReplicaDirName,
+  parseIdDirName,
   replicaEntry,
   replicaDir,
   replicasDir,
@@ -24,8 +25,8 @@ import { FilePointStore, type PointStoreOptions } from '../points/file-point-sto
 import { ReplicaImage } from './replica-image.js';
 import { readReplicaState, writeReplicaState, type ReplicaStateFile } from './replica-state-file.js';
 import {
+  COPYING,
   sameDisks,
-  type InitialSync,
   type Replica,
   type ReplicaInfo,
   type ReplicaPosition,
@@ -43,8 +44,6 @@ export interface FileReplicaStoreOptions extends PointStoreOptions {
 }
 
 export const DEFAULT_INLINE_WRITE_MAX_BYTES = 64 * 1024;
-
-const COPYING: InitialSync = { state: 'copying', done: 0, total: 0 };
 
 /** Replicas as local files under `<data-dir>/replicas` (layout in names.ts). */
 export class FileReplicaStore implements ReplicaStore {
@@ -67,7 +66,7 @@ export class FileReplicaStore implements ReplicaStore {
     }
     const vms: string[] = [];
     for (const name of names.sort()) {
-      const vm = parseReplicaDirName(name);
+      const vm = parseIdDirName(name);
       if (vm !== undefined && (await exists(stateFile(replicaDir(this.dataDir, vm))))) vms.push(vm);
     }
     return vms;
@@ -131,7 +130,8 @@ export class FileReplicaStore implements ReplicaStore {
 
 class FileReplica implements Replica {
   readonly vm: string;
-  private stateWrites: Promise<void> = Promise.resolve();
+  /** State file changes, in call order. */
+  private readonly stateWrites = new SerialQueue();
   private view: ReplicaInfo;
   private pointStore: FilePointStore | undefined;
 
@@ -268,7 +268,7 @@ class FileReplica implements Replica {
   }
 
   async close(): Promise<void> {
-    await this.stateWrites.catch(() => undefined);
+    await this.stateWrites.idle();
     await this.pointStore?.close();
     const images = this.images;
     this.images = [];
@@ -277,15 +277,12 @@ class FileReplica implements Replica {
 
   /** Writes one state change after the ones before it; `info()` shows it once it is on disk. */
   private persist(change: (s: ReplicaStateFile) => ReplicaStateFile): Promise<void> {
-    const run = async (): Promise<void> => {
+    return this.stateWrites.run(async () => {
       const next = change(this.state);
       await writeReplicaState(stateFile(this.dir), next);
       this.state = next;
       this.view = infoOf(next);
-    };
-    const p = this.stateWrites.then(run, run);
-    this.stateWrites = p.catch(() => undefined);
-    return p;
+    });
   }
 }
 

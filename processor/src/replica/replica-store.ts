@@ -17,6 +17,9 @@ export interface InitialSync {
   readonly total: number;
 }
 
+/** Where a new generation's initial copy starts. */
+export const COPYING: InitialSync = { state: 'copying', done: 0, total: 0 };
+
 /** What a replica records about itself, so that a restart resumes exactly where it left off. */
 export interface ReplicaPosition {
   /**

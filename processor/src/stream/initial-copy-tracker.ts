@@ -1,7 +1,5 @@
-import type { Progress } from '@site-recovery/shared';
+import { RecordKind, type ChangeRecord, type Progress } from '@site-recovery/shared';
 import type { InitialSync } from '../replica/replica-store.js';
-
-export const COPYING: InitialSync = { state: 'copying', done: 0, total: 0 };
 
 /**
  * Follows the initial copy of a generation as `progress` rides on its batches. Progress counts only
@@ -71,4 +69,13 @@ export function syncPercent(s: InitialSync): number {
   if (s.state === 'done') return 100;
   if (s.total <= 0) return 0;
   return Math.min(100, Math.floor((s.done * 1000) / s.total) / 10);
+}
+
+/**
+ * The record a batch's `progress` belongs to: its last SYNC marker (the agent reports the marker's
+ * count), or else the batch's last record.
+ */
+export function progressLsn(records: readonly ChangeRecord[]): number {
+  for (let i = records.length - 1; i >= 0; i--) if (records[i]!.kind === RecordKind.SYNC) return records[i]!.lsn;
+  return records[records.length - 1]!.lsn;
 }

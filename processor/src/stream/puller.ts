@@ -21,7 +21,9 @@ import {
   type WireLimits,
 } from '@site-recovery/shared';
 import { Backoff, type BackoffOptions } from '@site-recovery/shared';
-import { asStorageError, type ErrorInfo, type VmReplication } from './vm-replication.js';
+import { asStorageError } from './storage-error.js';
+import type { VmReplication } from './vm-replication.js';
+import type { ErrorInfo } from './vm-status.js';
 
 export interface PullerOptions {
   /** `ws://` or `wss://` address of the cache-store. */
@@ -110,6 +112,8 @@ export class Puller {
   private stopped = false;
   private reconnects = 0;
   private lastError: ErrorInfo | undefined;
+  /** Since when no connection has got as far as the VM list (`undefined` while one has). */
+  private downSince: number | undefined;
   private readonly backoff: Backoff;
   private readonly limits: WireLimits;
   private readonly maxQueued: number;
@@ -125,7 +129,16 @@ export class Puller {
   }
 
   start(): void {
+    this.downSince = Date.now();
     this.connect();
+  }
+
+  /**
+   * Since when (ms since the epoch) the cache-store has been out of reach: no connection has got as
+   * far as the VM list since then. `undefined` while one has, and before `start`.
+   */
+  unreachableSince(): number | undefined {
+    return this.downSince;
   }
 
   status(): PullerStatus {
@@ -261,6 +274,7 @@ export class Puller {
 
   private async onVms(c: Connection, list: readonly VmInfo[]): Promise<void> {
     c.listed = true;
+    this.downSince = undefined;
     for (const info of list) {
       const vm = this.vms.get(info.vm) ?? this.vms.add(info.vm);
       if (vm === undefined) {
@@ -351,7 +365,10 @@ export class Puller {
   private onClose(c: Connection, code: number, reason: string): void {
     c.closed = true;
     if (c.heartbeat !== undefined) clearInterval(c.heartbeat);
-    if (this.conn === c) this.conn = undefined;
+    if (this.conn === c) {
+      this.conn = undefined;
+      this.downSince ??= Date.now();
+    }
     // A connection that got as far as the VM list and was not refused counts as a success.
     if (c.listed && !c.faulted) this.backoff.reset();
     if (this.stopped) return;

@@ -18,8 +18,8 @@ export interface RecordApplierOptions {
   readonly onApplied?: (record: ChangeRecord) => void;
 }
 
-export const DEFAULT_MAX_IN_FLIGHT_RECORDS = 64;
-export const DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+const DEFAULT_MAX_IN_FLIGHT_RECORDS = 64;
+const DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 
 interface InFlight {
   readonly lsn: number;

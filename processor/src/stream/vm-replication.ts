@@ -1,22 +1,22 @@
 import {
   ErrorCode,
-  RecordKind,
+  SerialQueue,
   SrError,
-  isSrError,
-  systemErrorCode,
   type ChangeRecord,
   type DiskInfo,
   type Logger,
   type Progress,
   type VmInfo,
 } from '@site-recovery/shared';
-import { COPYING, InitialSyncTracker, sameSync, syncPercent } from './initial-copy-tracker.js';
+import { InitialSyncTracker, progressLsn, sameSync } from './initial-copy-tracker.js';
 import { PointError, PointErrorCode } from '../api/error-codes.js';
 import { LagStats } from './lag-stats.js';
 import type { PointKind, RecoveryPoint } from '../points/recovery-point.js';
 import { RecordApplier, type RecordApplierOptions } from './record-applier.js';
-import { sameDisks, type InitialSync, type Replica, type ReplicaStore } from '../replica/replica-store.js';
-import type { ErrorInfo, FailoverState, VmState, VmStatus } from './vm-status.js';
+import { submitProtected } from './protected-submit.js';
+import { COPYING, sameDisks, type Replica, type ReplicaStore } from '../replica/replica-store.js';
+import { asStorageError, errorInfo, isStorageCode } from './storage-error.js';
+import { describeVm, type ErrorInfo, type FailoverState, type VmStatus } from './vm-status.js';
 
 export interface VmReplicationOptions extends Omit<RecordApplierOptions, 'onApplied'> {
   /** Applied bytes after which a confirmation round starts before the interval is up. Default 64 MiB. */
@@ -26,7 +26,7 @@ export interface VmReplicationOptions extends Omit<RecordApplierOptions, 'onAppl
 }
 
 export const DEFAULT_CONFIRM_BYTES = 64 * 1024 * 1024;
-export const DEFAULT_LAG_WINDOW = 4096;
+const DEFAULT_LAG_WINDOW = 4096;
 
 /** What a VM's replication needs from the rest of the processor. */
 export interface VmReplicationHooks {
@@ -55,12 +55,13 @@ export class VmReplication {
   private lastError: ErrorInfo | undefined;
   /** Set when storage failed: what was applied after the durable position cannot be trusted. */
   private rewindToDurable = false;
-  private serial: Promise<void> = Promise.resolve();
+  /** Generation changes, durability rounds and close, one at a time. */
+  private readonly exclusive = new SerialQueue();
   private flushing: Promise<void> | undefined;
   private flushAgain = false;
   private readonly confirmBytes: number;
   /** Serialises applying batches with cutting points: a cut sees no batch half-submitted. */
-  private applying: Promise<unknown> = Promise.resolve();
+  private readonly applying = new SerialQueue();
   private failoverState: FailoverState = 'none';
 
   constructor(
@@ -106,7 +107,7 @@ export class VmReplication {
    */
   async setFailover(state: FailoverState): Promise<void> {
     this.failoverState = state;
-    if (state !== 'none') await this.lockApply(async () => this.applier?.drain());
+    if (state !== 'none') await this.applying.run(async () => this.applier?.drain());
   }
 
   get appliedLsn(): number {
@@ -124,7 +125,7 @@ export class VmReplication {
    * so a restart never resumes below the newest point. Refused mid-resync (invariant 5).
    */
   cutPoint(kind: PointKind): Promise<RecoveryPoint> {
-    return this.lockApply(() => this.cutLocked(kind));
+    return this.applying.run(() => this.cutLocked(kind));
   }
 
   noteCacheStore(info: VmInfo): void {
@@ -136,7 +137,7 @@ export class VmReplication {
    * after a storage failure, steps back to the durable position so lost writes are sent again.
    */
   async subscription(): Promise<{ generation: string | null; from: number }> {
-    await this.exclusive(async () => {
+    await this.exclusive.run(async () => {
       const applier = this.applier;
       if (applier === undefined) return;
       await applier.drain();
@@ -155,7 +156,7 @@ export class VmReplication {
    * disk layout is fixed, so a different one is refused.
    */
   beginStream(generation: string, disks: readonly DiskInfo[]): Promise<void> {
-    return this.exclusive(async () => {
+    return this.exclusive.run(async () => {
       // A new stream (often a new connection) has not been told what is durable: the next round does.
       this.confirmedLsn = 0;
       const replica = this.replica;
@@ -189,7 +190,7 @@ export class VmReplication {
    * on from it (SR_SEQUENCE otherwise, before anything of the batch is applied).
    */
   applyBatch(generation: string, records: readonly ChangeRecord[], progress: Progress | undefined): Promise<void> {
-    return this.lockApply(() => this.applyLocked(generation, records, progress));
+    return this.applying.run(() => this.applyLocked(generation, records, progress));
   }
 
   private async applyLocked(
@@ -217,49 +218,18 @@ export class VmReplication {
         );
       }
       if (progress !== undefined) this.sync.note(progressLsn(records), progress);
-      await this.submitProtected(applier, generation, skip === 0 ? records : records.slice(skip));
+      const fresh = skip === 0 ? records : records.slice(skip);
+      await submitProtected(applier, this.replica!.points, generation, fresh, (m) => this.atMarker(m));
       for (let i = skip; i < records.length; i++) this.bytesSinceFlush += records[i]!.length;
     } else if (progress !== undefined) this.sync.note(progressLsn(records), progress);
     this.error = undefined;
     if (this.bytesSinceFlush >= this.confirmBytes) void this.flush();
   }
 
-  /**
-   * Submits records in segments ending at each app-consistent marker: each segment's overwritten
-   * blocks are saved first (write-ahead, one fdatasync per segment), and at a marker the applier is
-   * drained and an 'app' point cut at the marker's LSN before anything after it is submitted.
-   */
-  private async submitProtected(
-    applier: RecordApplier,
-    generation: string,
-    records: readonly ChangeRecord[],
-  ): Promise<void> {
-    const replica = this.replica!;
-    let from = 0;
-    while (from < records.length) {
-      let to = from;
-      while (to < records.length && records[to]!.kind !== RecordKind.APP) to++;
-      const segment = records.slice(from, Math.min(to + 1, records.length));
-      const newest = replica.points.newest();
-      // Records replayed below the newest point are not protected; one of them still in flight
-      // must land before old contents are read for the records after the point.
-      if (
-        newest !== undefined &&
-        newest.generation === generation &&
-        applier.applied < applier.submitted &&
-        applier.submitted <= newest.lsn
-      )
-        await applier.drain();
-      const saving = replica.points.protect(segment, generation);
-      if (saving !== undefined) await saving;
-      await applier.submit(segment);
-      if (to < records.length) {
-        const marker = records[to]!;
-        if (this.sync.at(marker.lsn).state === 'done') await this.cutLocked('app');
-        else this.log.warn({ vm: this.vm, lsn: marker.lsn }, 'app-consistent marker during resync: no point cut');
-      }
-      from = to + 1;
-    }
+  /** At an app-consistent marker: an 'app' point, unless the initial copy is still running. */
+  private async atMarker(marker: ChangeRecord): Promise<void> {
+    if (this.sync.at(marker.lsn).state === 'done') await this.cutLocked('app');
+    else this.log.warn({ vm: this.vm, lsn: marker.lsn }, 'app-consistent marker during resync: no point cut');
   }
 
   private async cutLocked(kind: PointKind): Promise<RecoveryPoint> {
@@ -275,21 +245,26 @@ export class VmReplication {
         PointErrorCode.RESYNCING,
         `${this.vm} is resyncing (initial copy not done): no recovery point can be cut`,
       );
-    await this.exclusive(() => this.flushOnce());
+    await this.exclusive.run(() => this.flushOnce());
     if (this.durableLsn < lsn)
       throw new SrError(ErrorCode.IO, `replica of ${this.vm} could not be made durable up to LSN ${lsn}; no point cut`);
     return replica.points.cut({ lsn, generation: replica.info().generation, kind, time: new Date() });
   }
 
-  private lockApply<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.applying.then(fn, fn);
-    this.applying = p.catch(() => undefined);
-    return p;
-  }
-
   recordError(err: SrError): void {
     this.error = errorInfo(err);
     this.lastError = this.error;
+  }
+
+  /**
+   * What keeps the VM from replicating, for `/health`: its replica cannot be opened or made durable
+   * (`replica-store`), or its stream cannot be applied (`apply`). `undefined` while it replicates or
+   * resyncs, and once it is failed over (its stream no longer matters).
+   */
+  trouble(): { kind: 'replica-store' | 'apply'; error: ErrorInfo } | undefined {
+    const e = this.error;
+    if (e === undefined || this.failoverState === 'failed-over' || this.failoverState === 'committed') return undefined;
+    return { kind: this.openError !== undefined || isStorageCode(e.code) ? 'replica-store' : 'apply', error: e };
   }
 
   /**
@@ -304,7 +279,7 @@ export class VmReplication {
     const run = async (): Promise<void> => {
       do {
         this.flushAgain = false;
-        await this.exclusive(() => this.flushOnce());
+        await this.exclusive.run(() => this.flushOnce());
       } while (this.flushAgain);
     };
     this.flushing = run()
@@ -320,52 +295,28 @@ export class VmReplication {
   }
 
   async close(): Promise<void> {
-    await this.lockApply(() => Promise.resolve());
-    await this.exclusive(async () => {
+    await this.applying.run(() => Promise.resolve());
+    await this.exclusive.run(async () => {
       await this.applier?.drain();
       await this.replica?.close();
     });
   }
 
   status(): VmStatus {
-    const info = this.replica?.info();
     const applied = this.applier?.applied ?? 0;
-    const sync: InitialSync = info === undefined ? { state: 'none', done: 0, total: 0 } : this.sync.at(applied);
-    const cs = this.cacheStore;
-    let pending = 0;
-    if (cs !== undefined)
-      pending = Math.max(0, cs.lastLsn - (cs.generation === info?.generation ? applied : Math.max(0, cs.firstLsn - 1)));
-    const state: VmState =
-      this.failoverState === 'failed-over' || this.failoverState === 'committed'
-        ? this.failoverState
-        : this.error !== undefined
-          ? 'error'
-          : sync.state === 'done'
-            ? 'replicating'
-            : 'resyncing';
-    const points = this.replica?.points.list() ?? [];
-    const latest = points.at(-1);
-    return {
+    return describeVm({
       vm: this.vm,
-      generation: info?.generation ?? null,
-      disks: (info?.disks ?? []).map((d, i) => ({ id: d.id, size: d.size, path: this.replica!.locate(i) })),
-      appliedLsn: applied,
-      durableLsn: this.durableLsn,
-      confirmedLsn: this.confirmedLsn,
-      cacheStoreLastLsn: cs?.lastLsn ?? null,
-      pendingRecords: pending,
-      lagMs: this.lag.summary(),
-      initialSync: { ...sync, percent: syncPercent(sync) },
-      state,
-      ...(this.error !== undefined
-        ? { error: `${this.error.code}: ${this.error.message}`, errorCode: this.error.code }
-        : {}),
-      ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
-      points: points.length,
-      latestPoint:
-        latest !== undefined ? { id: latest.id, time: latest.time, lsn: latest.lsn, kind: latest.kind } : null,
+      replica: this.replica,
+      applied,
+      durable: this.durableLsn,
+      confirmed: this.confirmedLsn,
+      sync: this.replica === undefined ? { state: 'none', done: 0, total: 0 } : this.sync.at(applied),
+      cacheStore: this.cacheStore,
+      lag: this.lag.summary(),
       failover: this.failoverState,
-    };
+      ...(this.error !== undefined ? { error: this.error } : {}),
+      ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+    });
   }
 
   private async flushOnce(): Promise<void> {
@@ -420,34 +371,6 @@ export class VmReplication {
       },
     });
   }
-
-  /** Runs `fn` after every earlier exclusive section (generation changes, durability rounds, close). */
-  private exclusive(fn: () => Promise<void>): Promise<void> {
-    const p = this.serial.then(fn);
-    this.serial = p.catch(() => undefined);
-    return p;
-  }
-}
-
-/**
- * The record a batch's `progress` belongs to: its last SYNC marker (the agent reports the marker's
- * count), or else the batch's last record.
- */
-function progressLsn(records: readonly ChangeRecord[]): number {
-  for (let i = records.length - 1; i >= 0; i--) if (records[i]!.kind === RecordKind.SYNC) return records[i]!.lsn;
-  return records[records.length - 1]!.lsn;
-}
-
-/** A storage failure with a stable code: SR_NO_SPACE for a full disk, SR_IO otherwise. */
-export function asStorageError(err: unknown, what: string): SrError {
-  if (isSrError(err)) return err;
-  const sys = systemErrorCode(err);
-  const code = sys === 'ENOSPC' || sys === 'EDQUOT' ? ErrorCode.NO_SPACE : ErrorCode.IO;
-  return new SrError(code, `${what}: ${(err as Error).message}`, { cause: err });
-}
-
-function errorInfo(err: SrError): ErrorInfo {
-  return { code: err.code, message: err.message, at: new Date().toISOString() };
 }
 
 function describe(disks: readonly DiskInfo[]): string {

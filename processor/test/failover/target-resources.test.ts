@@ -1,50 +1,7 @@
 import { ErrorCode, isSrError } from '@site-recovery/shared';
 import { describe, expect, it } from 'vitest';
-import {
-  createTargetPlanner,
-  formatIpv4,
-  parseCidr,
-  parseIpv4,
-  planTarget,
-  type PlanTargetInput,
-  type RegionDefaults,
-  type TargetPlacement,
-} from '../../src/failover/target-resources.js';
-
-// The target region of most rows: a mapped network with three subnets and a second network.
-const REGION: RegionDefaults = {
-  networks: [
-    {
-      name: 'prod-vnet-dr',
-      subnets: [
-        { name: 'web', cidr: '10.1.1.0/24' },
-        { name: 'db', cidr: '10.1.2.0/29' }, // 8 addresses, usable .4 .5 .6
-        { name: 'apps', cidr: '10.1.3.0/24' },
-      ],
-    },
-    {
-      name: 'corp-asr',
-      subnets: [
-        { name: 'zeta', cidr: '172.16.9.0/24' },
-        { name: 'beta', cidr: '172.16.8.0/24' },
-      ],
-    },
-    { name: 'empty-vnet', subnets: [] },
-  ],
-};
-
-const base: PlanTargetInput = {
-  vm: 'web01',
-  source: { network: 'prod-vnet', subnet: 'web', ip: '10.1.1.10' },
-  region: REGION,
-  networkMapping: { 'prod-vnet': 'prod-vnet-dr' },
-};
-
-type InputPatch = Partial<Omit<PlanTargetInput, 'source'>> & { source?: Partial<PlanTargetInput['source']> };
-
-function input(patch: InputPatch): PlanTargetInput {
-  return { ...base, ...patch, source: { ...base.source, ...patch.source } };
-}
+import { planTarget, type PlanTargetInput, type TargetPlacement } from '../../src/failover/target-resources.js';
+import { REGION, base, input } from './target-region-fixture.js';
 
 type Expected = Partial<Omit<TargetPlacement, 'reasons'>> & { reasons?: Partial<TargetPlacement['reasons']> };
 type Row = [name: string, input: PlanTargetInput, expected: Expected];
@@ -329,86 +286,5 @@ describe('planTarget', () => {
     }
     expect(isSrError(caught, ErrorCode.BAD_OPTION)).toBe(true);
     expect((caught as Error).message).toMatch(message);
-  });
-});
-
-describe('IPv4 helpers', () => {
-  it.each([
-    ['0.0.0.0/0', '0.0.0.0', '255.255.255.255'],
-    ['10.0.0.0/8', '10.0.0.0', '10.255.255.255'],
-    ['192.168.1.128/25', '192.168.1.128', '192.168.1.255'],
-    ['10.1.2.3/32', '10.1.2.3', '10.1.2.3'],
-  ])('%s spans %s - %s', (cidr, first, last) => {
-    const c = parseCidr(cidr, 'x');
-    expect(formatIpv4(c.network)).toBe(first);
-    expect(formatIpv4(c.broadcast)).toBe(last);
-  });
-
-  it('round-trips addresses across the unsigned range', () => {
-    for (const ip of ['0.0.0.0', '1.2.3.4', '128.0.0.1', '255.255.255.255'])
-      expect(formatIpv4(parseIpv4(ip, 'x'))).toBe(ip);
-  });
-});
-
-describe('createTargetPlanner', () => {
-  it('plans a failover from a partial config with the default rules', () => {
-    const planner = createTargetPlanner();
-    expect(
-      planner.plan({
-        vm: 'db01',
-        source: { network: 'prod', subnet: 'data', ip: '10.0.2.9' },
-        target: {},
-        test: false,
-      }),
-    ).toEqual({
-      resourceGroup: 'db01-asr',
-      network: 'prod-asr',
-      subnet: 'data',
-      ip: '10.0.2.9',
-      availabilitySet: null,
-    });
-    expect(planner.plan({ vm: 'db01', source: {}, target: {}, test: false })).toMatchObject({
-      network: 'default-asr',
-      subnet: 'default',
-      ip: 'dhcp',
-    });
-  });
-
-  it('puts a test failover in the network it names, by the same subnet and IP rules', () => {
-    const planner = createTargetPlanner({
-      region: REGION,
-      networkMapping: { 'prod-vnet': 'prod-vnet-dr' },
-      usedIps: () => ['172.16.8.20'],
-    });
-    const source = { network: 'prod-vnet', subnet: 'beta', ip: '172.16.8.20' };
-    expect(planner.plan({ vm: 'web01', source, target: {}, test: false })).toMatchObject({
-      network: 'prod-vnet-dr',
-      subnet: 'apps',
-      ip: '10.1.3.4',
-    });
-    expect(planner.plan({ vm: 'web01', source, target: {}, test: true, network: 'corp-asr' })).toMatchObject({
-      network: 'corp-asr',
-      subnet: 'beta',
-      ip: '172.16.8.21',
-    });
-    expect(planner.plan({ vm: 'web01', source, target: {}, test: true, network: 'iso-net' })).toMatchObject({
-      network: 'iso-net',
-      subnet: 'beta',
-      ip: '172.16.8.20',
-    });
-  });
-
-  it('gives a VM the next free address when an earlier failover placed another VM on its address', () => {
-    const planner = createTargetPlanner({ region: REGION, networkMapping: { 'prod-vnet': 'prod-vnet-dr' } });
-    const source = { network: 'prod-vnet', subnet: 'web', ip: '10.1.1.10' };
-    const first = planner.plan({ vm: 'web01', source, target: {}, test: false });
-    const second = planner.plan({
-      vm: 'web02',
-      source,
-      target: {},
-      test: false,
-      taken: [{ network: first.network, ip: first.ip }],
-    });
-    expect([first.ip, second.ip]).toEqual(['10.1.1.10', '10.1.1.11']);
   });
 });
