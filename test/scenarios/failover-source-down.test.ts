@@ -102,7 +102,7 @@ describe('failover with the source region down', () => {
     await waitUntil(
       'the processor to notice the cache-store is gone',
       async () => {
-        const h = (await getJson(`http://${p}/health`)) as { cacheStore: { connected: boolean } };
+        const h = (await getJson(`http://${p}/status`)) as { cacheStore: { connected: boolean } };
         return h.cacheStore.connected ? undefined : true;
       },
       30_000,
