@@ -1,6 +1,6 @@
 import fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { ErrorCode, SrError, readJsonIfExists, writeFileAtomic } from '@site-recovery/shared';
+import { ErrorCode, SerialQueue, SrError, readJsonIfExists, writeFileAtomic } from '@site-recovery/shared';
 import { checkpointFile, stateFile } from './names.js';
 
 /** Which VM and disk layout a data directory belongs to. Disk indexes in the journal refer to it. */
@@ -34,6 +34,30 @@ export function newGeneration(): string {
 
 export async function saveState(dataDir: string, state: AgentState): Promise<void> {
   await writeFileAtomic(stateFile(dataDir), JSON.stringify(state, null, 2) + '\n');
+}
+
+/**
+ * The state of a running agent's data dir. The initial copy and the shipper both change it: saves go
+ * one after another, each writing the state as it is when its turn comes, so an older state never
+ * lands over a newer one.
+ */
+export class StateStore {
+  private readonly saves = new SerialQueue();
+
+  constructor(
+    private readonly dataDir: string,
+    private current: AgentState,
+  ) {}
+
+  get state(): AgentState {
+    return this.current;
+  }
+
+  /** Changes the state now and resolves once it (or a later state) is saved. */
+  update(change: (state: AgentState) => AgentState): Promise<void> {
+    this.current = change(this.current);
+    return this.saves.run(() => saveState(this.dataDir, this.current));
+  }
 }
 
 /**

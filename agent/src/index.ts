@@ -1,8 +1,11 @@
 export { Agent } from './agent.js';
-export type { AgentConfig, AgentStatus, DiskConfig } from './agent.js';
+export type { AgentConfig, DiskConfig, HealthOptions, ReplicationConfig } from './agent-config.js';
+export type { AgentStatus } from './agent-status.js';
+export { HealthCode } from './health.js';
+export type { AgentHealth, HealthProblem } from './health.js';
 export { FileBackend } from './backend/file-backend.js';
-export { CaptureBackend, LsnSequence, captureFilter } from './backend/capture-filter.js';
+export { CaptureBackend, LsnSequence } from './backend/capture-filter.js';
 export { FileJournal } from './journal/file-journal.js';
-export type { FileJournalOptions } from './journal/file-journal.js';
+export type { FileJournalOptions } from './journal/file-journal-options.js';
 export type { Journal, JournalStats } from './journal/journal.js';
 export { applyRecord } from './backend/apply-record.js';

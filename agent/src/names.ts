@@ -10,9 +10,9 @@ import { lsnFileName, parseLsnFileName } from '@site-recovery/shared';
  *   journal/
  *     0000000000000001.srj    segment whose first record has LSN 1 (16 hex digits)
  */
-export const STATE_FILE = 'agent-state.json';
-export const CHECKPOINT_FILE = 'checkpoint.json';
-export const JOURNAL_DIR = 'journal';
+const STATE_FILE = 'agent-state.json';
+const CHECKPOINT_FILE = 'checkpoint.json';
+const JOURNAL_DIR = 'journal';
 const SEGMENT_EXT = 'srj';
 
 export function stateFile(dataDir: string): string {

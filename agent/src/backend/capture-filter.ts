@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
-import { BackendError, type BackendFilter, type BlockBackend } from '@site-recovery/shared/nbd';
-import { Errno } from '@site-recovery/shared/nbd';
+import { BackendError, Errno, type BlockBackend } from '@site-recovery/shared/nbd';
 import type { Journal } from '../journal/journal.js';
+import { ImageSync } from './image-sync.js';
 import { WriteOrder } from './write-order.js';
 
 const ZERO_CHUNK = Buffer.alloc(64 * 1024);
@@ -28,10 +28,12 @@ export class LsnSequence {
   }
 }
 
-export interface CaptureOptions {
+interface CaptureOptions {
   readonly disk: number;
   readonly lsns: LsnSequence;
   readonly journal: Journal;
+  /** LSN through which the image is on stable storage at the start. Default `lsns.current`. */
+  readonly syncedThroughLsn?: number;
   /** Granularity of the initial copy, and of the record of which ranges were written when. Default 1 MiB. */
   readonly copyChunkBytes?: number;
   /**
@@ -39,43 +41,44 @@ export interface CaptureOptions {
    * they are used up the disk fails (see {@link ImageFailure}). Default 20, 200 and 1000 ms.
    */
   readonly imageRetryDelaysMs?: readonly number[];
-  /** Told once, when the disk fails that way. */
+  /** Told once, when the disk fails (see {@link ImageFailure}). */
   readonly onImageFailure?: (failure: ImageFailure) => void;
 }
 
 /**
- * An image write that kept failing after its record was journaled. The journal (and so the replica)
- * holds that write and the image does not, so the image is no longer the journal's state: the disk
- * refuses every later write-type request (EIO) rather than let the two drift further apart, and the
- * checkpoint stays below `lsn` so that restarting the agent, once the image is writable again,
- * replays the record onto it.
+ * The image can no longer be trusted to hold the journal's state from `lsn` on:
+ * - `write`: an image write kept failing after its record was journaled. The journal (and so the
+ *   replica) holds that write and the image does not;
+ * - `sync`: an fdatasync of the image failed, so writes applied since the last good one may be gone
+ *   from the disk although they read back from the page cache (see {@link ImageSync}).
+ * Either way the disk refuses every later write-type request and flush (EIO) rather than let image and
+ * journal drift further apart, and the checkpoint stays below `lsn`, so that restarting the agent,
+ * once the image is writable again, replays the records from `lsn` onto it.
  */
 export interface ImageFailure {
+  readonly op: 'write' | 'sync';
   readonly lsn: number;
   readonly error: string;
 }
 
 const DEFAULT_IMAGE_RETRY_DELAYS_MS = [20, 200, 1000];
 
-export const DEFAULT_COPY_CHUNK_BYTES = 1024 * 1024;
+const DEFAULT_COPY_CHUNK_BYTES = 1024 * 1024;
 
 /**
- * The agent's capture point (nbdkit-style filter). Every write-type request gets the next LSN and is
- * appended to the journal in that order, synchronously, so journal order is LSN order. The journal
- * record is written before the image (write-ahead), so after a crash the journal holds at least
- * what the image holds and replaying its tail repairs the image. Overlapping writes reach the image
- * in LSN order, so image and journal agree on every winner.
+ * The agent's capture point (nbdkit-style filter over the image). Every write-type request gets the
+ * next LSN and is appended to the journal in that order, synchronously, so journal order is LSN
+ * order. The journal record is written before the image (write-ahead), so after a crash the journal
+ * holds at least what the image holds and replaying its tail repairs the image. Overlapping writes
+ * reach the image in LSN order, so image and journal agree on every winner.
  */
-export function captureFilter(options: CaptureOptions): BackendFilter {
-  return (next) => new CaptureBackend(next, options);
-}
-
 export class CaptureBackend implements BlockBackend {
   private readonly order = new WriteOrder();
   readonly chunkBytes: number;
   /** LSN of the last write that touched each chunk; lets the initial copy detect a racing write. */
   private readonly lastWrite: Float64Array;
   private imageFailure: ImageFailure | undefined;
+  private readonly imageSync: ImageSync;
 
   constructor(
     private readonly next: BlockBackend,
@@ -83,6 +86,12 @@ export class CaptureBackend implements BlockBackend {
   ) {
     this.chunkBytes = o.copyChunkBytes ?? DEFAULT_COPY_CHUNK_BYTES;
     this.lastWrite = new Float64Array(Math.ceil(next.size / this.chunkBytes));
+    this.imageSync = new ImageSync(
+      next,
+      o.syncedThroughLsn ?? o.lsns.current,
+      () => Math.min(o.lsns.current, this.order.oldest() - 1),
+      (lsn, err) => this.latch({ op: 'sync', lsn, error: err.message }),
+    );
   }
 
   get size(): number {
@@ -110,7 +119,15 @@ export class CaptureBackend implements BlockBackend {
   }
 
   async flush(): Promise<void> {
-    await Promise.all([this.o.journal.sync(), this.next.flush()]);
+    await Promise.all([this.o.journal.sync(), this.syncImage()]);
+  }
+
+  /**
+   * fdatasyncs the image alone (the checkpoint syncs the journal once for every disk). Once one has
+   * failed, every later one fails too: see {@link ImageSync}.
+   */
+  syncImage(): Promise<void> {
+    return this.imageSync.sync();
   }
 
   close(): Promise<void> {
@@ -153,9 +170,7 @@ export class CaptureBackend implements BlockBackend {
       } catch (err) {
         const delay = delays[attempt];
         if (delay === undefined || this.imageFailure !== undefined) {
-          const prev = this.imageFailure;
-          if (prev === undefined || lsn < prev.lsn) this.imageFailure = { lsn, error: (err as Error).message };
-          if (prev === undefined) this.o.onImageFailure?.(this.imageFailure!);
+          this.latch({ op: 'write', lsn, error: (err as Error).message });
           throw err;
         }
         await sleep(delay);
@@ -163,16 +178,25 @@ export class CaptureBackend implements BlockBackend {
     }
   }
 
+  /** Keeps the lowest failed LSN: the checkpoint and the replay after a restart go by it. */
+  private latch(f: ImageFailure): void {
+    const prev = this.imageFailure;
+    if (prev === undefined || f.lsn < prev.lsn) this.imageFailure = f;
+    if (prev === undefined) this.o.onImageFailure?.(f);
+  }
+
   private refuseIfFailed(): void {
     const f = this.imageFailure;
     if (f === undefined) return;
     throw new BackendError(
       Errno.EIO,
-      `the image lacks journaled LSN ${f.lsn} (${f.error}); writes are refused until the agent restarts and replays it`,
+      f.op === 'write'
+        ? `the image lacks journaled LSN ${f.lsn} (${f.error}); writes are refused until the agent restarts and replays it`
+        : `an fdatasync of the image failed (${f.error}); writes are refused until the agent restarts and replays the journal from LSN ${f.lsn}`,
     );
   }
 
-  /** The image write that failed for good, if one did; the disk takes no more writes. */
+  /** How the image failed for good, if it did; the disk takes no more writes. */
   failure(): ImageFailure | undefined {
     return this.imageFailure;
   }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { ErrorCode, SrError } from '@site-recovery/shared';
-import type { DiskConfig } from '../agent.js';
+import type { DiskConfig } from '../agent-config.js';
 
 /** Parses ID=PATH. */
 export function parseDisk(value: string): DiskConfig {
@@ -15,7 +15,7 @@ export function parseDisk(value: string): DiskConfig {
 }
 
 /** Keys a config file may hold; the same as the long options. */
-export interface AgentFileConfig {
+interface AgentFileConfig {
   vm?: string;
   disk?: string[];
   nbd?: string;

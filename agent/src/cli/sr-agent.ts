@@ -9,14 +9,21 @@ import {
   ErrorCode,
   SrError,
   createLogger,
+  intOption,
   parseDuration,
   parseHostPort,
   runCli,
   stopOnSignals,
 } from '@site-recovery/shared';
-import { Agent, DEFAULT_CHECKPOINT_INTERVAL_MS } from '../agent.js';
+import { DEFAULT_NBD_LIMITS } from '@site-recovery/shared/nbd';
+import { Agent } from '../agent.js';
+import { DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_HEALTH_DISCONNECTED_MS } from '../agent-config.js';
 import { parseDisk, readConfigFile } from './options.js';
-import { DEFAULT_DIRECT_WRITE_MIN_BYTES, DEFAULT_JOURNAL_MAX_BYTES } from '../journal/file-journal.js';
+import {
+  DEFAULT_DIRECT_WRITE_MIN_BYTES,
+  DEFAULT_JOURNAL_MAX_BYTES,
+  DEFAULT_SEGMENT_BYTES,
+} from '../journal/file-journal-options.js';
 import { serveStatus } from './status-server.js';
 
 const program = new Command('sr-agent')
@@ -35,8 +42,8 @@ const program = new Command('sr-agent')
   .option('--data-dir <dir>', 'where the agent keeps its journal and state (one directory per VM)')
   .addOption(
     new Option('--journal-segment-bytes <n>', 'size at which a journal segment file is closed and a new one begun')
-      .default(64 * 1024 * 1024)
-      .argParser(intArg),
+      .default(DEFAULT_SEGMENT_BYTES)
+      .argParser(intOption('--journal-segment-bytes', 1 << 20)),
   )
   .addOption(
     new Option(
@@ -44,7 +51,7 @@ const program = new Command('sr-agent')
       "cap on the journal's disk space; past it the VM's writes wait until the cache-store acknowledges (nothing is dropped). At least 4 segments",
     )
       .default(DEFAULT_JOURNAL_MAX_BYTES)
-      .argParser(intArg),
+      .argParser(intOption('--journal-max-bytes', 1 << 20)),
   )
   .addOption(
     new Option(
@@ -57,7 +64,20 @@ const program = new Command('sr-agent')
   .option('--cache-store <url>', 'replicate to the cache-store at this ws:// URL (without it the agent only journals)')
   .option('--credential <token>', 'credential presented to the cache-store in HELLO')
   .option('--resync', 'start a new replication generation: copy the disks in full again')
-  .option('--status <host:port>', 'serve GET /status (JSON) on this address')
+  .option('--status <host:port>', 'serve GET /status and GET /health (JSON; 503 when unhealthy) on this address')
+  .option(
+    '--health-disconnected-after <duration>',
+    'GET /health reports the cache-store unreachable once the stream has been down this long',
+    `${DEFAULT_HEALTH_DISCONNECTED_MS / 1000}s`,
+  )
+  .addOption(
+    new Option(
+      '--max-nbd-connections <n>',
+      'NBD connections open at once; one more is closed on accept (counted as refusedConnections in the status)',
+    )
+      .default(DEFAULT_NBD_LIMITS.maxConnections)
+      .argParser(intOption('--max-nbd-connections', 1)),
+  )
   .option(
     '--app-consistent-frequency <duration>',
     'take an app-consistent point this often (e.g. 60m); off unless given or a pre-snapshot command is set (then 60m)',
@@ -76,7 +96,7 @@ const program = new Command('sr-agent')
       'how often the images are fsynced; after a crash the journal is replayed from the last such point, and shipped journal segments are released only below it (also taken early when the journal passes half its cap)',
     )
       .default(DEFAULT_CHECKPOINT_INTERVAL_MS)
-      .argParser(msArg),
+      .argParser(intOption('--checkpoint-interval (milliseconds)', 100)),
   )
   .option(
     '--config <file>',
@@ -90,20 +110,6 @@ const program = new Command('sr-agent')
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
-}
-
-function msArg(value: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 100)
-    throw new SrError(ErrorCode.BAD_OPTION, `"${value}" must be a whole number of milliseconds, at least 100`);
-  return n;
-}
-
-function intArg(value: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1 << 20)
-    throw new SrError(ErrorCode.BAD_OPTION, `"${value}" must be an integer of at least 1048576`);
-  return n;
 }
 
 function directArg(value: string): number {
@@ -132,6 +138,8 @@ async function main(): Promise<void> {
     credential?: string;
     resync?: boolean;
     status?: string;
+    healthDisconnectedAfter: string;
+    maxNbdConnections: number;
     checkpointInterval: number;
     appConsistentFrequency?: string;
     preSnapshot?: string;
@@ -183,6 +191,7 @@ async function main(): Promise<void> {
         }
       : undefined;
   const statusAddr = o.status !== undefined ? parseHostPort(o.status, '--status') : undefined;
+  const disconnectedMs = parseDuration(o.healthDisconnectedAfter, '--health-disconnected-after');
   const log = createLogger('sr-agent');
   const agent = await Agent.start({
     vm,
@@ -192,6 +201,8 @@ async function main(): Promise<void> {
     dataDir,
     journal: { segmentBytes, maxBytes: o.journalMaxBytes, directWriteMinBytes: o.journalDirectWrites },
     checkpointIntervalMs: o.checkpointInterval,
+    nbdLimits: { maxConnections: o.maxNbdConnections },
+    health: { disconnectedMs },
     log,
     ...(cacheStore !== undefined
       ? {
@@ -204,12 +215,11 @@ async function main(): Promise<void> {
         }
       : {}),
   });
-  const status =
-    statusAddr !== undefined ? await serveStatus(statusAddr.host, statusAddr.port, () => agent.status()) : undefined;
+  const status = statusAddr !== undefined ? await serveStatus(statusAddr, agent, log) : undefined;
   // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
   stopOnSignals(log, () => Promise.all([agent.close(), status?.close()]));
   process.stdout.write(
-    JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status.address } : {}) }) + '\n',
+    JSON.stringify({ event: 'ready', ...agent.status(), ...(status ? { status: status.listen } : {}) }) + '\n',
   );
 }
 

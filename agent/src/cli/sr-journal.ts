@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import path from 'node:path';
 import { Command } from 'commander';
-import { ErrorCode, SrError, isSrError, readJsonIfExists, recordKindName } from '@site-recovery/shared';
+import { ErrorCode, SrError, intOption, readJsonIfExists, recordKindName, runCli } from '@site-recovery/shared';
 import type { AgentState } from '../agent-state.js';
 import { applyRecord } from '../backend/apply-record.js';
 import { parseDisk } from './options.js';
@@ -55,11 +55,11 @@ program
   .command('dump')
   .description('print one line per record: lsn kind disk offset length')
   .requiredOption('--data-dir <dir>', "the agent's data dir")
-  .option('--from <lsn>', 'first LSN to print', '1')
-  .action(async (o: { dataDir: string; from: string }) => {
+  .option('--from <lsn>', 'first LSN to print', intOption('--from', 1), 1)
+  .action(async (o: { dataDir: string; from: number }) => {
     const state = await loadState(o.dataDir);
     const j = await FileJournal.open(journalDir(o.dataDir));
-    for await (const r of j.read(Number(o.from))) {
+    for await (const r of j.read(o.from)) {
       process.stdout.write(
         `${r.lsn} ${recordKindName(r.kind)} ${state.disks[r.disk]?.id ?? r.disk} ${r.offset} ${r.length}\n`,
       );
@@ -82,15 +82,14 @@ program
   .option(
     '--from <lsn>',
     'the images given already hold every write before this LSN (default 1: copies of the starting images)',
-    '1',
+    intOption('--from', 1),
+    1,
   )
-  .option('--to <lsn>', 'stop after this LSN (default: the last record)')
-  .action(async (o: { dataDir: string; disk: string[]; from: string; to?: string }) => {
-    const from = Number(o.from);
-    if (!Number.isSafeInteger(from) || from < 1)
-      throw new SrError(ErrorCode.BAD_OPTION, `--from must be an LSN of 1 or more, not "${o.from}"`);
+  .option('--to <lsn>', 'stop after this LSN (default: the last record)', intOption('--to', 0))
+  .action(async (o: { dataDir: string; disk: string[]; from: number; to?: number }) => {
+    const from = o.from;
     const state = await loadState(o.dataDir);
-    const to = o.to === undefined ? Infinity : Number(o.to);
+    const to = o.to ?? Infinity;
     const j = await FileJournal.open(journalDir(o.dataDir));
     if (j.firstLsn > from) {
       await j.close();
@@ -135,8 +134,6 @@ program
     process.stdout.write(JSON.stringify({ applied, throughLsn: last }) + '\n');
   });
 
-program.parseAsync().catch((err: unknown) => {
-  const code = isSrError(err) ? err.code : 'SR_INTERNAL';
-  process.stderr.write(`sr-journal: ${code}: ${(err as Error).message}\n`);
-  process.exit(2);
+runCli('sr-journal', async () => {
+  await program.parseAsync();
 });

@@ -1,29 +1,36 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type https from 'node:https';
+import { JsonReply, jsonApi, listenHttp, type HttpListener, type Logger } from '@site-recovery/shared';
+import type { AgentStatus } from '../agent-status.js';
+import type { AgentHealth } from '../health.js';
 
-/** A read-only HTTP endpoint: GET /status answers the JSON `status()` returns; anything else 404. */
-export async function serveStatus(
-  host: string,
-  port: number,
-  status: () => unknown,
-): Promise<{ address: string; close: () => Promise<void> }> {
-  const server = http.createServer((req, res) => {
-    if (req.method === 'GET' && (req.url === '/status' || req.url === '/health')) {
-      const body = JSON.stringify(req.url === '/health' ? { ok: true } : status());
-      res.writeHead(200, { 'content-type': 'application/json' }).end(body);
-    } else {
-      res
-        .writeHead(404, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ error: 'not found: try GET /status' }));
-    }
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => resolve());
-  });
-  const a = server.address() as AddressInfo;
-  return {
-    address: `${a.address}:${a.port}`,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+export interface StatusSource {
+  status(): AgentStatus;
+  health(): AgentHealth;
+}
+
+/**
+ * The agent's read-only HTTP endpoint: `GET /status` (the agent's status) and `GET /health` (200
+ * `{ok: true, ...}` when healthy, 503 `{ok: false, problems: [{code, message}]}` when not, for
+ * load balancers and monitors that only look at the status code).
+ */
+export function serveStatus(
+  o: { readonly host: string; readonly port: number; readonly tls?: https.ServerOptions },
+  agent: StatusSource,
+  log: Logger,
+): Promise<HttpListener> {
+  const handler = jsonApi(
+    [
+      { method: 'GET', path: '/status', handler: () => agent.status() },
+      {
+        method: 'GET',
+        path: '/health',
+        handler: () => {
+          const h = agent.health();
+          return h.ok ? h : new JsonReply(503, h);
+        },
+      },
+    ],
+    { log, hint: 'try GET /status or GET /health' },
+  );
+  return listenHttp(o, handler, log);
 }

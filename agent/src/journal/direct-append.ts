@@ -20,7 +20,7 @@ const DEFAULT_STAGING_BYTES = 32 * 1024 * 1024;
 const DEFAULT_IN_PLACE_MIN_BYTES = 64 * 1024;
 
 /** How an append went: `direct` false means the filesystem refused O_DIRECT and the caller must write `end` onward itself. */
-export interface DirectAppendResult {
+interface DirectAppendResult {
   readonly direct: boolean;
   /** The segment's new end. */
   readonly end: number;

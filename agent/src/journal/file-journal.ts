@@ -13,56 +13,23 @@ import {
 import type { Journal, JournalCursor, JournalStats } from './journal.js';
 import { FileJournalCursor } from './cursor.js';
 import { JournalTail } from './tail.js';
-import { DirectAppender, type DirectAppendOptions } from './direct-append.js';
+import { DirectAppender } from './direct-append.js';
 import { SEGMENT_HEADER_BYTES, decodeRecord, encodeRecordHeader } from './format.js';
 import { corrupt, createSegment, type Segment } from './segment.js';
 import { applyOpenPlan, planOpen } from './open-plan.js';
 import { newBatch, type Batch } from './batch.js';
 import { JournalRoom } from './room.js';
+import {
+  DEFAULT_DIRECT_WRITE_MIN_BYTES,
+  DEFAULT_INLINE_WRITE_MAX_BYTES,
+  DEFAULT_JOURNAL_MAX_BYTES,
+  DEFAULT_MAX_RECORD_BYTES,
+  DEFAULT_SEGMENT_BYTES,
+  DEFAULT_TAIL_CACHE_BYTES,
+  type FileJournalOptions,
+} from './file-journal-options.js';
 
-export interface FileJournalOptions {
-  /** A segment is closed and a new one started once it reaches this size. Default 64 MiB. */
-  readonly segmentBytes?: number;
-  /** Largest record payload accepted when reading back. Default 32 MiB (the NBD maximum). */
-  readonly maxRecordBytes?: number;
-  /**
-   * Group writes up to this size go into the page cache synchronously from the event loop rather
-   * than through the thread pool (see FileBackendOptions.inlineWriteMaxBytes for the trade-off).
-   * Default 1 MiB; 0 sends every write through the thread pool.
-   */
-  readonly inlineWriteMaxBytes?: number;
-  /**
-   * Size cap of all segments together. Past it, `room()` makes writers wait until segments are
-   * released (shipped and acknowledged), so the VM's writes stall instead of anything being dropped.
-   * Default 8 GiB.
-   */
-  readonly maxBytes?: number;
-  /**
-   * Group writes of at least this size bypass the page cache (O_DIRECT, see DirectAppender), on
-   * filesystems that allow it. Default 256 KiB; Infinity keeps every write buffered.
-   */
-  readonly directWriteMinBytes?: number;
-  /**
-   * Bytes of the newest journal content kept in memory for the shipper's reads (JournalTail).
-   * Default 32 MiB; 0 reads everything back from the files.
-   */
-  readonly tailCacheBytes?: number;
-  /**
-   * LSN through which the journal is known to have been synced (the agent's checkpoint). Opening cuts
-   * damage after it, in any segment, as the unsynced tail of a crash; damage at or before it is
-   * refused. Default: only the newest segment's tail may be cut.
-   */
-  readonly syncedThroughLsn?: number;
-  /** Options of the direct writer (staging size; a test hook for filesystems without O_DIRECT). */
-  readonly direct?: DirectAppendOptions;
-}
-
-const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
-const DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024;
-const DEFAULT_INLINE_WRITE_MAX_BYTES = 1024 * 1024;
-export const DEFAULT_JOURNAL_MAX_BYTES = 8 * 1024 * 1024 * 1024;
-export const DEFAULT_DIRECT_WRITE_MIN_BYTES = 256 * 1024;
-const DEFAULT_TAIL_CACHE_BYTES = 32 * 1024 * 1024;
+export type { FileJournalOptions } from './file-journal-options.js';
 
 /**
  * Journal in append-only segment files. Appends made in the same tick are written with one
@@ -116,7 +83,7 @@ export class FileJournal implements Journal {
   /**
    * Opens (or creates) the journal in `dir`: validates every segment, cuts the unsynced tail a crash
    * may have torn, and refuses (SR_JOURNAL_CORRUPT) damage where the journal was known synced
-   * (journal-open-plan.ts). What it cut is listed in `repairs`.
+   * (open-plan.ts). What it cut is listed in `repairs`.
    */
   static async open(dir: string, options: FileJournalOptions = {}): Promise<FileJournal> {
     await fsp.mkdir(dir, { recursive: true });

@@ -44,7 +44,7 @@ export const RECORD_HEADER_BYTES = 44;
 export const PAD_MAGIC = 0x53524a50; // "SRJP"
 export const PAD_HEADER_BYTES = 12;
 /** A pad reaches the next alignment boundary, one block further when the gap is under a header. */
-export const PAD_MAX_BYTES = 2 * DIRECT_IO_ALIGNMENT;
+const PAD_MAX_BYTES = 2 * DIRECT_IO_ALIGNMENT;
 
 function writeU64(b: Buffer, v: number, at: number): void {
   b.writeUInt32BE(Math.floor(v / 0x1_0000_0000), at);
@@ -110,7 +110,7 @@ export function isPadAt(b: Buffer, at: number): boolean {
   return b.length - at >= 4 && b.readUInt32BE(at) === PAD_MAGIC;
 }
 
-export type DecodeResult =
+type DecodeResult =
   | { readonly ok: true; readonly record: ChangeRecord; readonly bytes: number }
   /** A pad: no change, skip `bytes`. */
   | { readonly ok: true; readonly record: undefined; readonly bytes: number }

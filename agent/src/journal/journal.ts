@@ -3,7 +3,7 @@ import type { ChangeRecord } from '@site-recovery/shared';
 /**
  * The agent's change log: the VM's write-type requests in LSN order.
  *
- * Contract every implementation passes (agent/test/journal-contract.ts):
+ * Contract every implementation passes (agent/test/journal/journal-contract.ts):
  * - `append` takes records with consecutive LSNs (each exactly one more than the last); anything
  *   else is refused with SR_JOURNAL_CORRUPT and changes nothing. It resolves once the record would
  *   survive a crash of this process (written to the OS), not necessarily a power loss.

@@ -6,7 +6,7 @@ import { corrupt, scanSegment, type Segment } from './segment.js';
 import { parseSegmentFileName } from '../names.js';
 
 /** What opening a journal directory found, and what must change on disk before the journal is used. */
-export interface OpenPlan {
+interface OpenPlan {
   /** The segments kept, oldest first, with their lengths after any cut. */
   readonly segments: Segment[];
   /** Last LSN the kept segments hold (or, when they hold none, the LSN before the first one's name). */

@@ -29,7 +29,7 @@ export function corrupt(message: string): SrError {
  * before this returns; without, the caller owes an fdatasync of the file and an fsync of the
  * directory before it counts any record in it as durable (FileJournal does both in `sync`); a crash
  * before then can leave segments without a header past the last sync, which opening removes
- * (journal-open-plan.ts).
+ * (open-plan.ts).
  */
 export async function createSegment(
   dir: string,

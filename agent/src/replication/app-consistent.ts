@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
-import { RecordKind, type Logger } from '@site-recovery/shared';
+import { ErrorCode, RecordKind, isSrError, type Logger } from '@site-recovery/shared';
 import type { LsnSequence } from '../backend/capture-filter.js';
 import type { Journal } from '../journal/journal.js';
 
-export interface AppConsistentOptions {
+interface AppConsistentOptions {
   /** How often to take an app-consistent point; 0 is off. The processor's policy may change it. */
   readonly frequencyMs: number;
   /** Shell command that quiesces the applications (e.g. `fsfreeze -f /data`, a database flush). */
@@ -22,8 +22,17 @@ export interface AppConsistentStatus {
   readonly taken: number;
   readonly failed: number;
   readonly last?: { readonly seq: number; readonly lsn: number; readonly at: string };
-  readonly lastFailure?: { readonly seq: number; readonly at: string; readonly error: string };
+  readonly lastFailure?: {
+    readonly seq: number;
+    readonly at: string;
+    /** SR_APP_PRE_SNAPSHOT when the pre-snapshot command failed, else the journal's error code. */
+    readonly code: string;
+    readonly error: string;
+  };
 }
+
+/** The pre-snapshot command failed, so no point was marked. */
+export const PRE_SNAPSHOT_FAILED = 'SR_APP_PRE_SNAPSHOT';
 
 /**
  * Takes app-consistent points: runs the pre-snapshot command, and only if it succeeded appends an
@@ -41,6 +50,7 @@ export class AppConsistentSnapshots {
   private lastFailure: AppConsistentStatus['lastFailure'];
 
   private frequencyMs: number;
+  private stopped = false;
 
   constructor(private readonly o: AppConsistentOptions) {
     this.frequencyMs = o.frequencyMs;
@@ -48,7 +58,7 @@ export class AppConsistentSnapshots {
 
   start(): void {
     clearInterval(this.timer);
-    if (this.frequencyMs <= 0) return;
+    if (this.frequencyMs <= 0 || this.stopped) return; // a policy may still arrive while the agent stops
     this.timer = setInterval(() => void this.take(), this.frequencyMs);
     this.timer.unref();
   }
@@ -62,11 +72,15 @@ export class AppConsistentSnapshots {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
-    await this.running?.catch(() => undefined); // a point cut short by the stop is simply not taken
+    await this.running;
   }
 
-  /** Takes one point now (skipped if one is already being taken). */
+  /**
+   * Takes one point now (skipped if one is already being taken). Never rejects: a failure is logged
+   * and kept in the status, as the timer that calls this has no one to tell.
+   */
   take(): Promise<void> {
     this.running ??= this.once().finally(() => (this.running = undefined));
     return this.running;
@@ -87,21 +101,14 @@ export class AppConsistentSnapshots {
     const pre = this.o.preSnapshot !== undefined ? await this.run(this.o.preSnapshot) : undefined;
     try {
       if (pre !== undefined) {
-        this.failed++;
-        this.lastFailure = { seq, at: new Date().toISOString(), error: `pre-snapshot command failed: ${pre}` };
+        this.fail(seq, PRE_SNAPSHOT_FAILED, `pre-snapshot command failed: ${pre}`);
         this.o.log.warn(
           { seq, err: pre },
           'app-consistent point skipped: the pre-snapshot command failed; points stay crash-consistent',
         );
         return;
       }
-      const room = this.o.journal.room();
-      if (room !== undefined) await room;
-      const lsn = this.o.lsns.next();
-      await this.o.journal.append({ lsn, kind: RecordKind.APP, disk: 0, offset: seq, length: 0, time: Date.now() });
-      this.taken++;
-      this.last = { seq, lsn, at: new Date().toISOString() };
-      this.o.log.info({ seq, lsn }, 'app-consistent point marked');
+      await this.mark(seq);
     } finally {
       if (this.o.postSnapshot !== undefined) {
         const post = await this.run(this.o.postSnapshot);
@@ -109,6 +116,34 @@ export class AppConsistentSnapshots {
           this.o.log.error({ seq, err: post }, 'post-snapshot command failed: the applications may still be frozen');
       }
     }
+  }
+
+  private async mark(seq: number): Promise<void> {
+    try {
+      const room = this.o.journal.room();
+      if (room !== undefined) await room;
+      const lsn = this.o.lsns.next();
+      await this.o.journal.append({ lsn, kind: RecordKind.APP, disk: 0, offset: seq, length: 0, time: Date.now() });
+      this.taken++;
+      this.last = { seq, lsn, at: new Date().toISOString() };
+      this.o.log.info({ seq, lsn }, 'app-consistent point marked');
+    } catch (err) {
+      if (isSrError(err, ErrorCode.SHUTTING_DOWN)) {
+        this.o.log.info({ seq }, 'app-consistent point not taken: the agent is stopping');
+        return;
+      }
+      const code = isSrError(err) ? err.code : ErrorCode.IO;
+      this.fail(seq, code, `the marker could not be journaled: ${(err as Error).message}`);
+      this.o.log.error(
+        { seq, code, err: (err as Error).message },
+        'app-consistent point not marked: the journal refused it',
+      );
+    }
+  }
+
+  private fail(seq: number, code: string, error: string): void {
+    this.failed++;
+    this.lastFailure = { seq, at: new Date().toISOString(), code, error };
   }
 
   /** Runs a shell command; resolves to an error description, or undefined on success. */

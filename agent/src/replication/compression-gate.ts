@@ -1,5 +1,5 @@
 /** When to stop trying lz4 on a stream that does not compress, and how often to look again. */
-export interface CompressionGateOptions {
+interface CompressionGateOptions {
   /** Consecutive batches that did not shrink before attempts pause. Default 4. */
   readonly misses?: number;
   /** Batches sent uncompressed, without an attempt, before the next probe. Default 32. */

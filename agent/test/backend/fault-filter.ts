@@ -1,6 +1,6 @@
 import type { BackendFilter, BlockBackend } from '@site-recovery/shared/nbd';
 
-export type FaultOp = 'write' | 'zero' | 'trim' | 'flush';
+export type FaultOp = 'read' | 'write' | 'zero' | 'trim' | 'flush';
 
 /**
  * Decides whether one call fails: return the error to throw, or undefined to pass the call on.
@@ -10,7 +10,7 @@ export type FaultPlan = (op: FaultOp, offset: number, length: number) => Error |
 
 /**
  * Fault injection as a filter (nbdkit's `error` filter): failing storage below the capture point,
- * so tests can show what a disk error does to ordering, journal and replica. Reads pass through.
+ * so tests can show what a disk error does to ordering, journal, checkpoint and replica.
  */
 export function faultFilter(plan: FaultPlan): BackendFilter {
   return (next: BlockBackend): BlockBackend => {
@@ -22,7 +22,10 @@ export function faultFilter(plan: FaultPlan): BackendFilter {
       get size() {
         return next.size;
       },
-      read: (offset, length) => next.read(offset, length),
+      read: async (offset, length) => {
+        check('read', offset, length);
+        return next.read(offset, length);
+      },
       write: async (offset, data, fua) => {
         check('write', offset, data.length);
         await next.write(offset, data, fua);

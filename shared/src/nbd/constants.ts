@@ -84,4 +84,3 @@ export const Errno = {
 export type Errno = (typeof Errno)[keyof typeof Errno];
 
 export const REQUEST_HEADER_BYTES = 28;
-export const SIMPLE_REPLY_BYTES = 16;

@@ -14,9 +14,9 @@ import type { ExportRegistry, NbdExport } from './export-registry.js';
 import type { NbdServerLimits } from './limits.js';
 
 /** Block-size constraints advertised in INFO_BLOCK_SIZE. */
-export const PREFERRED_BLOCK = 4096;
+const PREFERRED_BLOCK = 4096;
 
-export type HandshakeResult =
+type HandshakeResult =
   | { readonly state: 'more' }
   | { readonly state: 'close'; readonly reason: string }
   | {
@@ -31,7 +31,7 @@ export function minimumBlock(size: number): number {
   return size % 512 === 0 ? 512 : 1;
 }
 
-export function transmissionFlags(e: NbdExport): number {
+function transmissionFlags(e: NbdExport): number {
   let flags =
     TxFlag.HAS_FLAGS |
     TxFlag.SEND_FLUSH |

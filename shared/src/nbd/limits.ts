@@ -12,6 +12,13 @@ export interface NbdServerLimits {
   readonly maxInFlightRequests: number;
   /** WRITE payload and READ reply bytes executing at once per connection; reading pauses beyond it. Default 128 MiB. */
   readonly maxInFlightBytes: number;
+  /**
+   * Client connections open at once, handshaking or transmitting. One more is closed as soon as it is
+   * accepted, before the greeting, logged and counted ({@link NbdServer.refusedConnections}): each
+   * connection may pin `maxInFlightBytes`, so this bounds what clients together can make the server
+   * hold. A VM needs one per disk (a few more for multi-connection clients such as nbdcopy). Default 128.
+   */
+  readonly maxConnections: number;
 }
 
 export const DEFAULT_NBD_LIMITS: NbdServerLimits = {
@@ -21,4 +28,5 @@ export const DEFAULT_NBD_LIMITS: NbdServerLimits = {
   handshakeTimeoutMs: 30_000,
   maxInFlightRequests: 128,
   maxInFlightBytes: 128 * 1024 * 1024,
+  maxConnections: 128,
 };

@@ -19,15 +19,31 @@ export class NbdServer {
   private readonly connections = new Set<NbdConnection>();
   readonly limits: NbdServerLimits;
   private readonly pool: PayloadPool;
+  private refused = 0;
 
   constructor(private readonly options: NbdServerOptions) {
     this.limits = { ...DEFAULT_NBD_LIMITS, ...options.limits };
     this.pool = new PayloadPool(options.payloadPool);
-    this.server = net.createServer((socket) => {
-      const c = new NbdConnection(socket, options.exports, this.limits, options.log, this.pool);
-      this.connections.add(c);
-      void c.closed.then(() => this.connections.delete(c));
-    });
+    this.server = net.createServer((socket) => this.accept(socket));
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.connections.size >= this.limits.maxConnections) {
+      this.refused++;
+      this.options.log.warn(
+        {
+          remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
+          maxConnections: this.limits.maxConnections,
+        },
+        'nbd connection refused: the server is at maxConnections; close an idle client or raise the limit',
+      );
+      socket.on('error', () => undefined); // a reset from the peer we are dropping is no news
+      socket.destroy();
+      return;
+    }
+    const c = new NbdConnection(socket, this.options.exports, this.limits, this.options.log, this.pool);
+    this.connections.add(c);
+    void c.closed.then(() => this.connections.delete(c));
   }
 
   /** Starts listening; resolves to the bound address (port 0 picks a free port). */
@@ -43,6 +59,11 @@ export class NbdServer {
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** Connections closed on accept because `maxConnections` were open, since the server started. */
+  get refusedConnections(): number {
+    return this.refused;
   }
 
   /** Stops accepting, drops every connection, and resolves when all sockets are closed. */

@@ -1,0 +1,83 @@
+import type { BackoffOptions, Logger } from '@site-recovery/shared';
+import type { BackendFilter, NbdServerLimits } from '@site-recovery/shared/nbd';
+import type { FileJournalOptions } from './journal/file-journal-options.js';
+import type { ShipperLimits } from './replication/shipper.js';
+
+/** See AgentConfig.checkpointIntervalMs. */
+export const DEFAULT_CHECKPOINT_INTERVAL_MS = 30_000;
+/** See HealthOptions.disconnectedMs. */
+export const DEFAULT_HEALTH_DISCONNECTED_MS = 60_000;
+
+export interface DiskConfig {
+  readonly id: string;
+  readonly path: string;
+}
+
+export interface AgentConfig {
+  readonly vm: string;
+  readonly disks: readonly DiskConfig[];
+  readonly nbdHost: string;
+  /** 0 picks a free port. */
+  readonly nbdPort: number;
+  readonly dataDir: string;
+  readonly journal?: FileJournalOptions;
+  readonly nbdLimits?: Partial<NbdServerLimits>;
+  /**
+   * How often the images are fsynced and the checkpoint advanced. Default 30 s, the kernel's own
+   * age for writing back dirty pages (vm.dirty_expire_centisecs): a checkpoint then mostly finds the
+   * images already written, instead of forcing out blocks the VM is about to overwrite again. At 5 s
+   * the forced writeback took about a quarter of this disk's bandwidth on sequential writes.
+   *
+   * The checkpoint bounds two things. Redo after a crash replays the journal from it (so at most one
+   * interval of writes, and never more than the journal's cap). Shipped segments are released only
+   * below it, so a checkpoint is also taken early whenever the journal passes half its cap and the
+   * cache-store has acknowledged past the last one.
+   */
+  readonly checkpointIntervalMs?: number;
+  /**
+   * Replicate to a cache-store; without it the agent only captures into its journal. An agent whose
+   * data dir has never replicated keeps its journal from the starting images (so `sr-journal replay`
+   * can rebuild them) until the journal passes half its cap, and from then on lets go of the oldest
+   * segments the images hold (below a checkpoint): its first replicated start begins a new generation
+   * with a full copy and has no use for them. One that has replicated keeps them as the backlog for
+   * its next replicated start, and stalls at the cap.
+   */
+  readonly replication?: ReplicationConfig;
+  readonly health?: HealthOptions;
+  /**
+   * Wraps each disk image below the capture point, as nbdkit filters do: fault injection for tests
+   * (a failing write, read or fdatasync). Default none.
+   */
+  readonly imageFilter?: BackendFilter;
+  readonly log: Logger;
+}
+
+export interface ReplicationConfig {
+  /** ws:// URL of the cache-store. */
+  readonly url: string;
+  readonly credential?: string;
+  /** Start a new generation (and a full initial copy) even if the data dir holds one. */
+  readonly resync?: boolean;
+  readonly shipper?: Partial<ShipperLimits>;
+  /**
+   * Spacing of the initial copy's retries after a failed attempt (a disk read error, say); each
+   * retry resumes where the copy stopped. Default 1 s doubling to 60 s, half of it random.
+   */
+  readonly initialCopyRetry?: BackoffOptions;
+  /** App-consistent points: commands run around an APP marker every `frequencyMs`. */
+  readonly appConsistent?: {
+    readonly frequencyMs: number;
+    readonly preSnapshot?: string;
+    readonly postSnapshot?: string;
+  };
+}
+
+/** When `GET /health` calls the agent unhealthy, beyond failures that are unhealthy at once. */
+export interface HealthOptions {
+  /**
+   * The replication stream has been down (connecting, or waiting to reconnect) this long: the
+   * cache-store is unreachable and the journal is growing towards its cap. Short outages are normal
+   * (a cache-store restart), so they are not reported. Default 60 s.
+   */
+  readonly disconnectedMs?: number;
+}

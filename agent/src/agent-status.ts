@@ -1,0 +1,24 @@
+import type { ImageFailure } from './backend/capture-filter.js';
+import type { JournalStats } from './journal/journal.js';
+import type { ReplicationStatus } from './replication/agent-replication.js';
+
+/** What `GET /status` answers (and the ready line carries). */
+export interface AgentStatus {
+  readonly vm: string;
+  /** The NBD listener, host:port. */
+  readonly nbd: string;
+  /** The last LSN handed out. */
+  readonly lsn: number;
+  /** LSN through which the journal and every image are on stable storage; redo starts after it. */
+  readonly checkpointLsn: number;
+  readonly journal: JournalStats;
+  /** NBD connections open now. */
+  readonly connections: number;
+  /** NBD connections closed on accept because `maxConnections` were open, since the start. */
+  readonly refusedConnections: number;
+  readonly replication?: ReplicationStatus;
+  /** Why writes are waiting, when they are. */
+  readonly stalled?: string;
+  /** Disks whose image failed (a journaled write or an fdatasync): they refuse writes until a restart replays the journal. */
+  readonly imageFailures?: readonly ({ readonly disk: string } & ImageFailure)[];
+}
