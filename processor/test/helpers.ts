@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fsp from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +9,6 @@ import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { FileReplicaStore } from '../src/replica/file-replica-store.js';
 import { Processor, type ProcessorOptions, type ProcessorStatus } from '../src/processor.js';
 import type { VmStatus } from '../src/stream/vm-replication.js';
-import type { FakeCacheStore, FakeSession, Workload } from './fake-cache-store.js';
 
 export const MiB = 1 << 20;
 
@@ -17,7 +17,6 @@ export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: (
   return { dir, cleanup: () => fsp.rm(dir, { recursive: true, force: true }) };
 }
 
-/** A processor in this process, fast rounds and retries so tests do not wait. */
 /**
  * The lifecycle the processor's scenario tests share: one temp dir per file and a fresh data dir per
  * case; `closeCase` (stop what the case started) runs after each case. Returns the data-dir maker.
@@ -35,6 +34,7 @@ export function useCaseDirs(name: string, closeCase: () => Promise<void>): () =>
   return () => path.join(root!.dir, `case-${++n}`);
 }
 
+/** A processor in this process, fast rounds and retries so tests do not wait. */
 export function startProcessor(
   dataDir: string,
   cacheStoreUrl: string,
@@ -116,6 +116,15 @@ export function firstDiff(a: Buffer, b: Buffer): number {
   return n;
 }
 
+/** A `ws://` address nothing listens on (a port that was free a moment ago). */
+export async function deadUrl(): Promise<string> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return `ws://127.0.0.1:${port}/`;
+}
+
 /** The built CLI (tests run after `tsc -b`). */
 export const PROCESSOR_CLI = fileURLToPath(new URL('../dist/cli/sr-processor.js', import.meta.url));
 
@@ -176,23 +185,6 @@ export async function replicaBytes(dataDir: string, vm: string, disks: readonly 
 /** Every replica disk equals its expected image (the failure names the first differing byte). */
 export function expectImages(actual: Buffer[], expected: Buffer[]): void {
   expect(actual.map((a, i) => firstDiff(a, expected[i]!))).toEqual(expected.map(() => -1));
-}
-
-/**
- * Connection `index` of the fake: hello answered with the VM list, the subscription received, the
- * stream announced where a cache-store would start it. Returns the session and the `from` asked for.
- */
-export async function streaming(
-  f: FakeCacheStore,
-  index: number,
-  vm: string,
-  generation: string,
-  w: Workload,
-): Promise<{ s: FakeSession; from: number }> {
-  const s = await f.listed(index, [{ vm, generation, disks: w.disks, firstLsn: 1, lastLsn: w.lastLsn }]);
-  const sub = await s.subscribeOf(vm);
-  s.stream(vm, generation, w.disks, sub['generation'] === generation ? (sub['from'] as number) : 1);
-  return { s, from: sub['from'] as number };
 }
 
 /** One control API call: status and parsed JSON body (errors are `{code, message}`). */

@@ -2,7 +2,9 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskInfo } from '@site-recovery/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FakeCacheStore, Workload, chunks, type FakeSession } from '../fake-cache-store.js';
+import { CacheStoreFixture } from '../cache-store-fixture.js';
+import type { TestAgent } from '../test-agent.js';
+import { Workload, chunks } from '../workload.js';
 import {
   MiB,
   firstDiff,
@@ -29,42 +31,12 @@ afterAll(async () => {
   await root.cleanup();
 });
 
-/**
- * Makes the fake cache-store serve `w` to every connection the way the real one would: list the VM,
- * answer the subscription from where the processor asks, then send batches paced a little so a
- * test can act mid-stream.
- */
-function serve(
-  fake: FakeCacheStore,
-  generation: string,
-  w: Workload,
-  o: { batchRecords: number; pauseMs: number },
-): void {
-  fake.onSession = (s: FakeSession) => {
-    void (async () => {
-      try {
-        await s.waitFor((m) => m.t === 'hello');
-        s.vms([{ vm: VM, generation, disks: w.disks, firstLsn: 1, lastLsn: w.lastLsn }]);
-        const sub = await s.subscribeOf(VM);
-        const from = sub['generation'] === generation ? (sub['from'] as number) : 1;
-        s.stream(VM, generation, w.disks, from);
-        for (const c of chunks(w.range(from, w.lastLsn), o.batchRecords)) {
-          await s.batch(VM, generation, c);
-          await new Promise((r) => setTimeout(r, o.pauseMs));
-        }
-      } catch {
-        // the processor went away (killed by the test)
-      }
-    })();
-  };
-}
-
-function cliArgs(fake: FakeCacheStore, dataDir: string): string[] {
+function cliArgs(cacheStoreUrl: string, dataDir: string): string[] {
   return [
     '--listen',
     '127.0.0.1:0',
     '--cache-store',
-    fake.url,
+    cacheStoreUrl,
     '--data-dir',
     dataDir,
     '--confirm-interval-ms',
@@ -74,6 +46,12 @@ function cliArgs(fake: FakeCacheStore, dataDir: string): string[] {
     '--reconnect-max-ms',
     '200',
   ];
+}
+
+/** Stores records `from`..`to` in batches of `per`; resolves once the cache-store has acknowledged them all. */
+async function feed(agent: TestAgent, w: Workload, from: number, to: number, per: number): Promise<void> {
+  for (const c of chunks(w.range(from, to), per)) await agent.send(c);
+  await agent.ackedThrough(to);
 }
 
 describe('sr-processor CLI', () => {
@@ -112,29 +90,35 @@ describe('sr-processor CLI', () => {
 
   it('killed with -9 mid-stream, restarts from its persisted position and ends byte-identical', async () => {
     const dataDir = path.join(root.dir, 'restart');
-    const fake = await FakeCacheStore.start();
+    const cs = await CacheStoreFixture.start(path.join(root.dir, 'restart-cache-store'));
     let p: CliProcess | undefined;
     try {
       const w = new Workload(DISKS, 4242);
       w.fill(1, 0, DISKS[1]!.size, 0x11);
       w.random(3000, 64 * 1024);
-      serve(fake, 'gen-a', w, { batchRecords: 20, pauseMs: 3 });
-
-      p = await startCli(cliArgs(fake, dataDir));
-      const s0 = await fake.session(0);
-      await s0.appliedAtLeast(VM, Math.floor(w.lastLsn / 4), undefined, 60_000);
+      // The last records are stored only after the kill, so it lands mid-stream.
+      const tail = w.lastLsn - 200;
+      const agent = await cs.agent(VM, 'gen-a', DISKS);
+      p = await startCli(cliArgs(cs.url, dataDir));
+      const feeding = feed(agent, w, 1, tail, 20);
+      await cs.tap.confirmedAtLeast(VM, Math.floor(w.lastLsn / 4), undefined, 60_000);
       p.child.kill('SIGKILL');
       expect((await p.exited).signal).toBe('SIGKILL');
-      const confirmed = Math.max(...fake.applied(VM).map((m) => m['lsn'] as number));
+      await (
+        await cs.tap.session(0)
+      ).closed;
+      const confirmed = cs.tap.confirmed(VM);
       const persisted = await readState(dataDir, VM);
       // Every confirmation must survive the crash (DESIGN.md invariant 2), and the kill landed mid-stream.
       expect(persisted.appliedLsn).toBeGreaterThanOrEqual(confirmed);
       expect(persisted.appliedLsn).toBeLessThan(w.lastLsn);
+      await feeding;
+      await feed(agent, w, tail + 1, w.lastLsn, 20);
 
-      p = await startCli(cliArgs(fake, dataDir));
-      const s1 = await fake.session(1);
+      p = await startCli(cliArgs(cs.url, dataDir));
+      const s1 = await cs.tap.session(1);
       expect(await s1.subscribeOf(VM)).toMatchObject({ generation: 'gen-a', from: persisted.appliedLsn + 1 });
-      await s1.appliedAtLeast(VM, w.lastLsn, 'gen-a', 60_000);
+      await cs.tap.confirmedAtLeast(VM, w.lastLsn, 'gen-a', 60_000);
       expect(await vmStatus(p.listen, VM)).toMatchObject({
         appliedLsn: w.lastLsn,
         durableLsn: w.lastLsn,
@@ -149,31 +133,36 @@ describe('sr-processor CLI', () => {
       }
     } finally {
       p?.child.kill('SIGKILL');
-      await fake.close();
+      await cs.stop();
     }
   });
 
   it('stops cleanly on SIGTERM mid-stream: what it applied is persisted and confirmed', async () => {
     const dataDir = path.join(root.dir, 'sigterm');
-    const fake = await FakeCacheStore.start();
+    const cs = await CacheStoreFixture.start(path.join(root.dir, 'sigterm-cache-store'));
     let p: CliProcess | undefined;
     try {
       const w = new Workload(DISKS, 99);
       w.random(3000, 32 * 1024);
-      serve(fake, 'gen-b', w, { batchRecords: 10, pauseMs: 5 });
-      p = await startCli(cliArgs(fake, dataDir));
-      const s0 = await fake.session(0);
-      await s0.appliedAtLeast(VM, 100, undefined, 60_000);
+      // The last records are stored only after the stop, so it lands mid-stream.
+      const tail = w.lastLsn - 200;
+      const agent = await cs.agent(VM, 'gen-b', DISKS);
+      p = await startCli(cliArgs(cs.url, dataDir));
+      const feeding = feed(agent, w, 1, tail, 10);
+      await cs.tap.confirmedAtLeast(VM, 100, undefined, 60_000);
       p.child.kill('SIGTERM');
       expect(await p.exited).toEqual({ code: 0, signal: null });
+      await (
+        await cs.tap.session(0)
+      ).closed;
+      await feeding;
       const state = await readState(dataDir, VM);
-      const confirmed = Math.max(...fake.applied(VM).map((m) => m['lsn'] as number));
       expect(state.appliedLsn).toBeLessThan(w.lastLsn);
       // The last round before exit confirmed everything it had applied.
-      expect(confirmed).toBe(state.appliedLsn);
+      expect(cs.tap.confirmed(VM)).toBe(state.appliedLsn);
     } finally {
       p?.child.kill('SIGKILL');
-      await fake.close();
+      await cs.stop();
     }
   });
 });

@@ -1,10 +1,11 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createLogger } from '@site-recovery/shared';
 import { readRegionConfig, watchRegionConfig, type RegionConfig } from '../../src/failover/region-config.js';
 import { createTargetPlanner } from '../../src/failover/target-resources.js';
+import { Condition } from '../condition.js';
 
 describe('--region file', () => {
   it('drives failover placement: mapped network, subnet by name, static IP kept when free', async () => {
@@ -56,15 +57,35 @@ describe('--region file', () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-region-'));
     const file = path.join(dir, 'region.json');
     await fs.writeFile(file, JSON.stringify({ resourceGroup: 'first-rg', networks: [] }));
+    const events = new Condition();
     const seen: RegionConfig[] = [];
-    const stop = watchRegionConfig(file, (c) => seen.push(c), createLogger('test', 'silent'));
-    await new Promise((r) => setTimeout(r, 300)); // let the watcher settle
-    await fs.writeFile(file, JSON.stringify({ resourceGroup: 'second-rg', networks: [] }));
-    for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
-    expect(seen.map((c) => c.region.resourceGroup)).toEqual(['second-rg']);
+    const refused: string[] = [];
+    const log = createLogger('test', 'silent');
+    vi.spyOn(log, 'error').mockImplementation((_obj: unknown, msg?: string) => {
+      refused.push(String(msg));
+      events.changed();
+    });
+    const stop = watchRegionConfig(
+      file,
+      (c) => {
+        seen.push(c);
+        events.changed();
+      },
+      log,
+    );
+    // The watcher tells no one when it is ready: the edit is made again until it is seen.
+    const second = JSON.stringify({ resourceGroup: 'second-rg', networks: [] });
+    const deadline = Date.now() + 15_000;
+    while (seen.length === 0) {
+      if (Date.now() > deadline) throw new Error('the watcher never reported the edit to second-rg');
+      await fs.writeFile(file, second);
+      await events.until('the edit to second-rg', () => (seen.length > 0 ? true : undefined), 1000).catch(() => {});
+    }
     await fs.writeFile(file, '{ not json');
-    await new Promise((r) => setTimeout(r, 800));
-    expect(seen.map((c) => c.region.resourceGroup)).toEqual(['second-rg']); // the broken edit changed nothing
+    await events.until('the watcher to refuse the broken edit', () => (refused.length > 0 ? true : undefined));
+    expect(refused).toHaveLength(1);
+    // The broken edit changed nothing: no config but the good edit was ever applied.
+    expect([...new Set(seen.map((c) => c.region.resourceGroup))]).toEqual(['second-rg']);
     await stop();
     await fs.rm(dir, { recursive: true, force: true });
   });

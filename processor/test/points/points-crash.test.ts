@@ -1,8 +1,9 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { DiskInfo } from '@site-recovery/shared';
+import { RecordKind, type DiskInfo } from '@site-recovery/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FakeCacheStore, Workload, chunks, type FakeSession } from '../fake-cache-store.js';
+import { CacheStoreFixture } from '../cache-store-fixture.js';
+import { Workload, chunks } from '../workload.js';
 import { MiB, api, expectImages, startCli, tempDir, until, vmStatus, type CliProcess } from '../helpers.js';
 
 const VM = 'db02';
@@ -19,27 +20,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await root.cleanup();
 });
-
-/** Serves `w` to every connection from where the processor asks, in small paced batches. */
-function serve(fake: FakeCacheStore, w: Workload): void {
-  fake.onSession = (s: FakeSession) => {
-    void (async () => {
-      try {
-        await s.waitFor((m) => m.t === 'hello');
-        s.vms([{ vm: VM, generation: G, disks: w.disks, firstLsn: 1, lastLsn: w.lastLsn }]);
-        const sub = await s.subscribeOf(VM);
-        const from = sub['generation'] === G ? (sub['from'] as number) : 1;
-        s.stream(VM, G, w.disks, from);
-        for (const c of chunks(w.range(from, w.lastLsn), 7)) {
-          await s.batch(VM, G, c, c.some((r) => r.kind === 4) ? { done: 1, total: 1 } : undefined);
-          await new Promise((r) => setTimeout(r, 2));
-        }
-      } catch {
-        // the processor was killed
-      }
-    })();
-  };
-}
 
 interface Point {
   id: string;
@@ -58,13 +38,17 @@ describe('recovery points across kill -9', () => {
       w.app(i);
     }
     w.random(20, 128 * 1024);
-    const fake = await FakeCacheStore.start();
-    serve(fake, w);
+    // The cache-store holds the whole stream; each run of the processor takes it from where its replica stands.
+    const cs = await CacheStoreFixture.start(path.join(root.dir, 'cache-store'));
+    const agent = await cs.agent(VM, G, DISKS);
+    for (const c of chunks(w.records, 7))
+      await agent.send(c, c.some((r) => r.kind === RecordKind.SYNC) ? { done: 1, total: 1 } : undefined);
+    await agent.ackedThrough(w.lastLsn);
     const args = [
       '--listen',
       '127.0.0.1:0',
       '--cache-store',
-      fake.url,
+      cs.url,
       '--data-dir',
       dataDir,
       '--confirm-interval-ms',
@@ -87,10 +71,11 @@ describe('recovery points across kill -9', () => {
           delete process.env['SR_TEST_KILL_AFTER_UNDO_APPENDS'];
         }
         const c = cli;
+        let deadline: NodeJS.Timeout | undefined;
         const exit = await Promise.race([
           c.exited,
-          new Promise<never>((_, reject) =>
-            setTimeout(() => {
+          new Promise<never>((_, reject) => {
+            deadline = setTimeout(() => {
               void vmStatus(c.listen, VM).then(
                 (st) =>
                   reject(
@@ -100,9 +85,9 @@ describe('recovery points across kill -9', () => {
                   ),
                 (err: unknown) => reject(err as Error),
               );
-            }, 20_000),
-          ),
-        ]);
+            }, 20_000);
+          }),
+        ]).finally(() => clearTimeout(deadline));
         expect(exit.signal).toBe('SIGKILL');
       }
       cli = await startCli(args);
@@ -113,7 +98,7 @@ describe('recovery points across kill -9', () => {
         30_000,
       );
       const points = (await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body;
-      const markers = w.records.filter((r) => r.kind === 5).map((r) => r.lsn);
+      const markers = w.records.filter((r) => r.kind === RecordKind.APP).map((r) => r.lsn);
       expect(points.filter((p) => p.kind === 'app').map((p) => p.lsn)).toEqual(markers);
       for (const p of points) {
         const r = await api<{ disks: { path: string }[] }>(listen, 'POST', `/vms/${VM}/test-failover`, {
@@ -128,7 +113,7 @@ describe('recovery points across kill -9', () => {
       expect((await cli.exited).code).toBe(0);
     } finally {
       cli?.child.kill('SIGKILL');
-      await fake.close();
+      await cs.stop();
     }
   });
 });

@@ -1,20 +1,12 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { DiskInfo } from '@site-recovery/shared';
+import { RecordKind, type DiskInfo } from '@site-recovery/shared';
 import { describe, expect, it } from 'vitest';
-import type { Processor } from '../../src/processor.js';
-import { FakeCacheStore, Workload, type FakeSession } from '../fake-cache-store.js';
-import {
-  MiB,
-  api,
-  expectImages,
-  listTree,
-  startProcessor,
-  streaming,
-  until,
-  vmStatus,
-  useCaseDirs,
-} from '../helpers.js';
+import type { Processor, ProcessorOptions } from '../../src/processor.js';
+import { CacheStoreFixture } from '../cache-store-fixture.js';
+import type { TestAgent } from '../test-agent.js';
+import { Workload } from '../workload.js';
+import { MiB, api, expectImages, listTree, startProcessor, until, vmStatus, useCaseDirs } from '../helpers.js';
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 6 * MiB },
@@ -39,30 +31,37 @@ interface Manifest {
 }
 type ApiError = { code: string; message: string };
 
-let fake: FakeCacheStore | undefined;
+let cs: CacheStoreFixture | undefined;
 let processor: Processor | undefined;
 const caseDir = useCaseDirs('recovery-points', async () => {
   await processor?.close();
-  await fake?.close();
+  await cs?.stop();
   processor = undefined;
-  fake = undefined;
+  cs = undefined;
 });
 
+/** A fresh cache-store, an agent of VM on it, and a processor pulling from it. */
+async function setup(
+  options: ProcessorOptions,
+): Promise<{ dataDir: string; cs: CacheStoreFixture; agent: TestAgent; processor: Processor }> {
+  const dir = caseDir();
+  const dataDir = path.join(dir, 'processor');
+  cs = await CacheStoreFixture.start(path.join(dir, 'cache-store'));
+  processor = await startProcessor(dataDir, cs.url, options);
+  return { dataDir, cs, agent: await cs.agent(VM, G, DISKS), processor };
+}
+
 /** Sends records `from`..`to` in batches of random size and waits until they are confirmed. */
-async function send(s: FakeSession, w: Workload, from: number, to: number, rnd: () => number): Promise<void> {
+async function send(agent: TestAgent, w: Workload, from: number, to: number, rnd: () => number): Promise<void> {
   let at = from;
   while (at <= to) {
     const size = 1 + (rnd() % 12);
     const end = Math.min(to, at + size - 1);
-    await s.batch(
-      VM,
-      G,
-      w.range(at, end),
-      w.records.slice(at - 1, end).some((r) => r.kind === 4) ? { done: 1, total: 1 } : undefined,
-    );
+    const copyDone = w.records.slice(at - 1, end).some((r) => r.kind === RecordKind.SYNC);
+    await agent.send(w.range(at, end), copyDone ? { done: 1, total: 1 } : undefined);
     at = end + 1;
   }
-  await s.appliedAtLeast(VM, to);
+  await cs!.tap.confirmedAtLeast(VM, to);
 }
 
 function rng(seed: number): () => number {
@@ -102,9 +101,7 @@ async function checkPoint(listen: string, dataDir: string, w: Workload, p: Point
 
 describe('recovery points', () => {
   it('every listed point materialises to exactly its LSN prefix, before and after retention thins them, then fails over and commits', async () => {
-    const dataDir = caseDir();
-    fake = await FakeCacheStore.start();
-    processor = await startProcessor(dataDir, fake.url, {
+    const { dataDir, cs, agent, processor } = await setup({
       pointTickMs: 50,
       // Small blocks so that one batch touches many, and block edges fall inside records.
       defaultVmConfig: {
@@ -122,8 +119,7 @@ describe('recovery points', () => {
     // Initial copy, completed by a SYNC marker.
     w.random(10, 128 * 1024);
     w.sync(1);
-    const { s } = await streaming(fake, 0, VM, G, w);
-    await send(s, w, 1, w.lastLsn, rnd);
+    await send(agent, w, 1, w.lastLsn, rnd);
     expect((await vmStatus(listen, VM)).state).toBe('replicating');
 
     // Points at many LSNs: app markers inside batches, explicit cuts, and the 1 s schedule.
@@ -132,7 +128,8 @@ describe('recovery points', () => {
       w.random(5 + (rnd() % 20), 256 * 1024);
       if (round % 2 === 0) w.app(round);
       w.random(rnd() % 6, 64 * 1024);
-      await send(s, w, sent + 1, w.lastLsn, rnd);
+      if (round === 6) w.write(0, 0, 4096); // the app point is not the newest: the schedule has something to cut
+      await send(agent, w, sent + 1, w.lastLsn, rnd);
       sent = w.lastLsn;
       if (round % 3 === 1) {
         // A cut through the API (a test failover at 'latest-processed' cuts at the applied LSN).
@@ -145,7 +142,13 @@ describe('recovery points', () => {
         expectImages(await disksOf(t.body), w.images);
         expect((await api(listen, 'POST', `/vms/${VM}/test-failover-cleanup`)).status).toBe(200);
       }
-      if (round === 6) await new Promise((r) => setTimeout(r, 1200)); // let the schedule cut one
+      if (round === 6) {
+        const at = sent;
+        await until(`the 1 s schedule to cut a crash point at LSN ${at}`, async () => {
+          const listed = (await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body;
+          return listed.some((p) => p.kind === 'crash' && p.lsn === at) ? true : undefined;
+        });
+      }
     }
     const points = (await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body;
     expect(points.length).toBeGreaterThanOrEqual(10);
@@ -158,7 +161,7 @@ describe('recovery points', () => {
     // Retention thins: the last 1 s keeps everything, older points one per second (app ones preferred).
     await until('a newer point', async () => {
       w.random(4, 64 * 1024);
-      await send(s, w, sent + 1, w.lastLsn, rnd);
+      await send(agent, w, sent + 1, w.lastLsn, rnd);
       sent = w.lastLsn;
       const latest = (await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body.at(-1)!;
       return Date.parse(latest.time) - Date.parse(points.at(-1)!.time) > 1500 ? latest : undefined;
@@ -200,11 +203,21 @@ describe('recovery points', () => {
     ).toEqual(fo.body);
     const st = await vmStatus(listen, VM);
     expect(st).toMatchObject({ state: 'failed-over', failover: 'failed-over' });
-    // The stream no longer lands.
+    // The stream no longer lands: records stored after the failover reach the processor and are dropped.
     const applied = st.appliedLsn;
     w.random(5);
-    await s.batch(VM, G, w.range(sent + 1, w.lastLsn));
-    await new Promise((r) => setTimeout(r, 100));
+    await agent.store(w.range(sent + 1, w.lastLsn));
+    await cs.tap.sessions
+      .at(-1)!
+      .waitForSent(
+        'the records stored after the failover to reach the processor',
+        (m) => m.t === 'batch' && m['vm'] === VM && (m['last'] as number) >= w.lastLsn,
+      );
+    // The processor takes one message at a time: once another VM's later record is confirmed, these were handled.
+    const other = new Workload(DISKS, 12);
+    other.write(0, 0, 4096);
+    await (await cs.agent('app02', G, DISKS)).store(other.records);
+    await cs.tap.confirmedAtLeast('app02', 1);
     expect((await vmStatus(listen, VM)).appliedLsn).toBe(applied);
     expect(await api<ApiError>(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest-processed' })).toMatchObject({
       status: 409,
@@ -227,9 +240,7 @@ describe('recovery points', () => {
   });
 
   it('refuses clearly: unknown point, unknown VM, bad config, mid-resync, doubled test failover, commit before failover', async () => {
-    const dataDir = caseDir();
-    fake = await FakeCacheStore.start();
-    processor = await startProcessor(dataDir, fake.url, {
+    const { dataDir, cs, agent, processor } = await setup({
       pointTickMs: 20,
       defaultVmConfig: {
         crashConsistentFrequencyMs: 1000,
@@ -244,13 +255,13 @@ describe('recovery points', () => {
     const w = new Workload(DISKS, 3);
     w.random(10, 64 * 1024);
     // Mid-resync: the initial copy never completes, so no point may be cut (invariant 5).
-    const { s } = await streaming(fake, 0, VM, G, w);
-    await s.batch(VM, G, w.range(1, 10));
-    await s.appliedAtLeast(VM, 10);
+    await agent.send(w.range(1, 10));
+    await cs.tap.confirmedAtLeast(VM, 10);
     w.app(1);
-    await s.batch(VM, G, w.range(11, 11));
-    await s.appliedAtLeast(VM, 11);
-    await new Promise((r) => setTimeout(r, 1200));
+    await agent.send(w.range(11, 11));
+    await cs.tap.confirmedAtLeast(VM, 11);
+    // A schedule pass now: with no point yet, one is due at once, and the copy is not done.
+    await processor.points.tick();
     expect((await api<Point[]>(listen, 'GET', `/vms/${VM}/points`)).body).toEqual([]);
     expect(await api(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest-processed' })).toMatchObject({
       status: 409,
@@ -263,8 +274,8 @@ describe('recovery points', () => {
     expect((await vmStatus(listen, VM)).failover).toBe('none');
 
     w.sync(1);
-    await s.batch(VM, G, w.range(12, 12), { done: 1, total: 1 });
-    await s.appliedAtLeast(VM, 12);
+    await agent.send(w.range(12, 12), { done: 1, total: 1 });
+    await cs.tap.confirmedAtLeast(VM, 12);
     expect(await api(listen, 'POST', `/vms/${VM}/test-failover`, { point: 'p-99-1', network: 'iso' })).toMatchObject({
       status: 404,
       body: { code: 'SR_POINT_NOT_FOUND' },
@@ -337,16 +348,31 @@ describe('recovery points', () => {
     });
     expect((await api(listen, 'POST', `/vms/${VM}/test-failover-cleanup`)).status).toBe(200);
 
-    // 'latest' waits for what the cache-store holds; a second failover meanwhile is refused.
-    s.vms([{ vm: VM, generation: G, disks: DISKS, firstLsn: 1, lastLsn: 20 }]);
+    // 'latest' waits for what the cache-store holds; a second failover meanwhile is refused. The link
+    // stalls before records 13..20 reach the processor and bounces, so it learns of them from the VM list alone.
+    cs.tap.hold = (m) => m.t === 'batch';
     w.random(8, 64 * 1024);
-    const failing = api<Manifest>(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest', deadlineMs: 10_000 });
-    await new Promise((r) => setTimeout(r, 150));
-    expect(await api(listen, 'POST', `/vms/${VM}/failover`, { point: 'latest-processed' })).toMatchObject({
+    await agent.store(w.range(13, 20));
+    cs.tap.dropAll();
+    const behind = await until('the processor to learn that the cache-store holds LSN 20', async () => {
+      const v = await vmStatus(listen, VM);
+      return v.cacheStoreLastLsn === 20 ? v : undefined;
+    });
+    expect(behind.appliedLsn).toBe(12);
+    const failover = `/vms/${VM}/failover`;
+    const failing = api<Manifest>(listen, 'POST', failover, { point: 'latest', deadlineMs: 10_000 });
+    // A failover to a point that does not exist is refused with 409 while another runs, else with 404
+    // without starting anything: it shows when the first one is under way.
+    const busy = await until('the failover to latest to be under way', async () => {
+      const r = await api<ApiError>(listen, 'POST', failover, { point: 'p-99-1' });
+      return r.status === 404 ? undefined : r;
+    });
+    expect(busy).toMatchObject({ status: 409, body: { code: 'SR_FAILOVER_IN_PROGRESS' } });
+    expect(await api(listen, 'POST', failover, { point: 'latest-processed' })).toMatchObject({
       status: 409,
       body: { code: 'SR_FAILOVER_IN_PROGRESS' },
     });
-    await s.batch(VM, G, w.range(13, 20));
+    cs.tap.release();
     const fo = await failing;
     expect(fo.status, JSON.stringify(fo.body)).toBe(200);
     expect(fo.body.point.lsn).toBe(20);

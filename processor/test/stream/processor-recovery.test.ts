@@ -1,17 +1,19 @@
+import path from 'node:path';
 import { createLogger, type DiskInfo } from '@site-recovery/shared';
 import { describe, expect, it } from 'vitest';
 import { FileReplicaStore } from '../../src/replica/file-replica-store.js';
 import { Processor } from '../../src/processor.js';
 import type { Replica, ReplicaStore } from '../../src/replica/replica-store.js';
-import { FakeCacheStore, Workload } from '../fake-cache-store.js';
+import { CacheStoreFixture } from '../cache-store-fixture.js';
+import { Workload } from '../workload.js';
 import {
   MiB,
+  deadUrl,
   expectImages,
   getJson,
   readState,
   replicaBytes,
   startProcessor,
-  streaming,
   until,
   vmStatus,
   useCaseDirs,
@@ -23,13 +25,13 @@ const DISKS: DiskInfo[] = [
 ];
 const VM = 'web01';
 
-let fake: FakeCacheStore | undefined;
+let cs: CacheStoreFixture | undefined;
 let processor: Processor | undefined;
 const caseDir = useCaseDirs('processor-recovery', async () => {
   await processor?.close();
-  await fake?.close();
+  await cs?.stop();
   processor = undefined;
-  fake = undefined;
+  cs = undefined;
 });
 
 describe('processor after a restart or a storage failure', () => {
@@ -40,10 +42,7 @@ describe('processor after a restart or a storage failure', () => {
     await r.savePosition({ appliedLsn: 42, initialSync: { state: 'done', done: 10, total: 10 } });
     await r.close();
     // Nothing listens on the cache-store address.
-    const gone = await FakeCacheStore.start();
-    const url = gone.url;
-    await gone.close();
-    processor = await startProcessor(dataDir, url);
+    processor = await startProcessor(dataDir, await deadUrl());
     const st = await vmStatus(processor.listen, VM);
     expect(st).toMatchObject({
       generation: 'g7',
@@ -63,12 +62,13 @@ describe('processor after a restart or a storage failure', () => {
   });
 
   it('after a failed flush, confirms nothing more and has the stream sent again from the durable position', async () => {
-    const dataDir = caseDir();
-    fake = await FakeCacheStore.start();
+    const dir = caseDir();
+    const dataDir = path.join(dir, 'processor');
+    cs = await CacheStoreFixture.start(path.join(dir, 'cache-store'));
     const flaky = new FlakyStore(new FileReplicaStore(dataDir));
     processor = await Processor.start({
       store: flaky,
-      cacheStoreUrl: fake.url,
+      cacheStoreUrl: cs.url,
       listenHost: '127.0.0.1',
       listenPort: 0,
       log: createLogger('test-processor', process.env['SR_LOG_LEVEL'] ?? 'silent'),
@@ -76,26 +76,31 @@ describe('processor after a restart or a storage failure', () => {
     });
     const w = new Workload(DISKS, 31);
     w.random(30, 64 * 1024);
-    const { s: s0 } = await streaming(fake, 0, VM, 'g1', w);
-    await s0.batch(VM, 'g1', w.range(1, 30));
-    await s0.appliedAtLeast(VM, 30);
+    const agent = await cs.agent(VM, 'g1', DISKS);
+    await agent.store(w.range(1, 30));
+    await cs.tap.confirmedAtLeast(VM, 30);
+    const s0 = await cs.tap.session(0);
+    // Later connections hear nothing from the cache-store until the test lets them.
+    cs.tap.hold = (_m, s) => s !== s0;
     w.random(30, 64 * 1024);
     flaky.failFlushes = 1;
-    await s0.batch(VM, 'g1', w.range(31, 60));
+    await agent.store(w.range(31, 60));
     // The failed round drops the connection (a local fault: no error message is sent).
     await s0.closed;
-    expect(s0.received.filter((m) => m.t === 'error')).toEqual([]);
-    expect(fake.applied(VM).every((m) => (m['lsn'] as number) <= 30)).toBe(true);
+    expect(s0.fromProcessor.filter((m) => m.t === 'error')).toEqual([]);
+    expect(cs.tap.confirmed(VM)).toBe(30);
     const failed = await vmStatus(processor.listen, VM);
     expect(failed.lastError?.code).toBe('SR_IO');
-    // Several durability rounds pass before the cache-store answers again: none may persist the
-    // records whose fsync failed (a later fsync proves nothing about pages the failed one dropped).
-    await new Promise((r) => setTimeout(r, 200));
+    // Durability rounds run before the cache-store answers again: none may persist the records whose
+    // fsync failed (a later fsync proves nothing about pages the failed one dropped).
+    const vm = processor.get(VM)!;
+    for (let round = 0; round < 3; round++) await vm.flush();
     expect((await readState(dataDir, VM)).appliedLsn).toBe(30);
-    const { s: s1, from } = await streaming(fake, 1, VM, 'g1', w);
-    expect(from).toBe(31);
-    await s1.batch(VM, 'g1', w.range(31, 60));
-    await s1.appliedAtLeast(VM, 60);
+    expect(cs.tap.confirmed(VM)).toBe(30);
+    cs.tap.release();
+    const s1 = await cs.tap.session(1);
+    expect(await s1.subscribeOf(VM)).toMatchObject({ generation: 'g1', from: 31 });
+    await cs.tap.confirmedAtLeast(VM, 60);
     expectImages(await replicaBytes(dataDir, VM, DISKS), w.images);
     expect((await vmStatus(processor.listen, VM)).state).not.toBe('error');
   });

@@ -12,6 +12,7 @@ class ScrambledTarget implements ApplyTarget {
   running = 0;
   maxRunning = 0;
   failAt: number | undefined;
+  private readonly pending: (() => void)[] = [];
 
   constructor(private seed = 7) {}
 
@@ -21,16 +22,15 @@ class ScrambledTarget implements ApplyTarget {
       this.disk.fill(r.lsn & 0xff, r.offset, r.offset + r.length);
       this.landed.push(r.lsn);
     };
-    // Small records land at once (the inline path), the rest after a random delay.
+    // Small records land at once (the inline path), the rest in a random order (see finishOne).
     if (r.length <= 64) {
       land();
       return undefined;
     }
     this.running++;
     this.maxRunning = Math.max(this.maxRunning, this.running);
-    const delay = this.rand() % 5;
-    return new Promise<void>((resolve, reject) =>
-      setTimeout(() => {
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push(() => {
         this.running--;
         try {
           land();
@@ -38,8 +38,16 @@ class ScrambledTarget implements ApplyTarget {
         } catch (err) {
           reject(err instanceof Error ? err : new Error(String(err)));
         }
-      }, delay),
-    );
+      });
+      if (this.pending.length === 1) setImmediate(() => this.finishOne());
+    });
+  }
+
+  /** Each turn of the event loop, one apply in flight — picked at random — finishes. */
+  private finishOne(): void {
+    const [finish] = this.pending.splice(this.rand() % this.pending.length, 1);
+    finish!();
+    if (this.pending.length > 0) setImmediate(() => this.finishOne());
   }
 
   private rand(): number {
@@ -91,7 +99,7 @@ describe('RecordApplier', () => {
     for (let i = 0; i < recs.length; i += 10) {
       await applier.submit(recs.slice(i, i + 10));
       check();
-      checks.push(new Promise((resolve) => setTimeout(resolve, 1)).then(check));
+      checks.push(new Promise((resolve) => setImmediate(resolve)).then(check));
     }
     await Promise.all(checks);
     await applier.drain();
@@ -138,10 +146,10 @@ describe('RecordApplier', () => {
         inFlight += r.length;
         maxInFlight = Math.max(maxInFlight, inFlight);
         return new Promise((resolve) =>
-          setTimeout(() => {
+          setImmediate(() => {
             inFlight -= r.length;
             resolve();
-          }, 1),
+          }),
         );
       },
     };

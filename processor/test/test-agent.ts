@@ -1,0 +1,110 @@
+import {
+  MessageSchema,
+  PROTOCOL_VERSION,
+  decodeMessage,
+  encodeBatch,
+  encodeMessage,
+  type ChangeRecord,
+  type DiskInfo,
+  type Progress,
+} from '@site-recovery/shared';
+import { WebSocket } from 'ws';
+import { Condition } from './condition.js';
+
+/**
+ * The agent's side of the replication protocol, driven by the test: it feeds a real cache-store
+ * the records a test builds, framed by the shared batch codec exactly as the agent frames them.
+ * Records are sent as given, so a record with a wrong checksum or out of its disk's bounds reaches
+ * the processor through the cache-store, which stores batches without opening their records.
+ */
+export class TestAgent {
+  private acked: number;
+  private refused: { code: string; message: string } | undefined;
+  private closeInfo: { code: number; reason: string } | undefined;
+  private readonly cond = new Condition();
+
+  private constructor(
+    private readonly ws: WebSocket,
+    readonly vm: string,
+    readonly generation: string,
+    /** What the cache-store held durably of this generation when the agent said hello. */
+    readonly welcomeLsn: number,
+  ) {
+    this.acked = welcomeLsn;
+    ws.on('message', (data: Buffer) => {
+      const m = decodeMessage(data, MessageSchema);
+      if (m.t === 'ack') this.acked = Math.max(this.acked, m.lsn);
+      else if (m.t === 'error') this.refused = { code: m.code, message: m.message };
+      this.cond.changed();
+    });
+    ws.on('close', (code, reason) => {
+      this.closeInfo = { code, reason: reason.toString() };
+      this.cond.changed();
+    });
+  }
+
+  /** Says hello for `vm` and `generation` and waits for the cache-store's welcome. */
+  static async connect(url: string, vm: string, generation: string, disks: readonly DiskInfo[]): Promise<TestAgent> {
+    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20 });
+    ws.on('error', () => undefined); // a refused or dropped link shows in the close
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('close', (code) => reject(new Error(`agent ${vm}: connection closed (${code}) before it opened`)));
+    });
+    const welcome = new Promise<number>((resolve, reject) => {
+      ws.once('message', (data: Buffer) => {
+        const m = decodeMessage(data, MessageSchema);
+        if (m.t === 'welcome') resolve(m.durableLsn);
+        else reject(new Error(`agent ${vm}: expected a welcome, got ${JSON.stringify(m.t === 'error' ? m : m.t)}`));
+      });
+      ws.once('close', (code) => reject(new Error(`agent ${vm}: connection closed (${code}) before the welcome`)));
+    });
+    ws.send(encodeMessage({ t: 'hello', v: PROTOCOL_VERSION, role: 'agent', vm, generation, disks }));
+    return new TestAgent(ws, vm, generation, await welcome);
+  }
+
+  /** Sends `records` (consecutive LSNs) as one batch; resolves once it is written to the socket. */
+  async send(records: readonly ChangeRecord[], progress?: Progress): Promise<void> {
+    const { frame } = await encodeBatch(records, {
+      vm: this.vm,
+      generation: this.generation,
+      ...(progress ? { progress } : {}),
+    });
+    await new Promise<void>((resolve, reject) => this.ws.send(frame, (err) => (err ? reject(err) : resolve())));
+  }
+
+  /** Sends `records` as one batch and waits until the cache-store has made them durable. */
+  async store(records: readonly ChangeRecord[], progress?: Progress): Promise<void> {
+    await this.send(records, progress);
+    await this.ackedThrough(records[records.length - 1]!.lsn);
+  }
+
+  /** Waits for the cache-store's acknowledgement of `lsn`; fails at once if it refused the stream. */
+  ackedThrough(lsn: number, timeoutMs = 20_000): Promise<void> {
+    return this.cond
+      .until(
+        `the cache-store to acknowledge ${this.vm} LSN ${lsn}`,
+        () => {
+          if (this.acked >= lsn) return true;
+          if (this.refused !== undefined)
+            throw new Error(`the cache-store refused ${this.vm}: ${this.refused.code}: ${this.refused.message}`);
+          if (this.closeInfo !== undefined)
+            throw new Error(
+              `the cache-store closed ${this.vm}'s stream (${this.closeInfo.code} ${this.closeInfo.reason})`,
+            );
+          return undefined;
+        },
+        timeoutMs,
+        () => `acknowledged through ${this.acked}`,
+      )
+      .then(() => undefined);
+  }
+
+  close(): Promise<void> {
+    if (this.closeInfo !== undefined) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.ws.once('close', () => resolve());
+      this.ws.close();
+    });
+  }
+}
