@@ -41,4 +41,9 @@ export class KeyedSerialQueue<K> {
   get size(): number {
     return this.tails.size;
   }
+
+  /** Resolves once every task queued so far, of every key, has settled (never rejects). */
+  async idle(): Promise<void> {
+    await Promise.all([...this.tails.values()]);
+  }
 }

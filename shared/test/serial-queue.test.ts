@@ -71,8 +71,13 @@ describe('KeyedSerialQueue', () => {
     await p3;
     a1.fail();
     await expect(p1).rejects.toThrow('a1 failed');
+    let idle = false;
+    void q.idle().then(() => (idle = true));
+    await new Promise((r) => setImmediate(r));
+    expect(idle).toBe(false); // a2 is still queued
     a2.open();
     await expect(p2).resolves.toBe('a2');
+    await q.idle();
     await new Promise((r) => setImmediate(r));
     expect(q.size).toBe(0);
   });

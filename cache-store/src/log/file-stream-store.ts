@@ -38,9 +38,8 @@ export class FileStreamStore implements StreamStore {
   private readonly byVm = new Map<string, FileStreamLog>();
   private readonly damagedVms = new Map<string, DamagedStream>();
   /** One generation change at a time per VM. */
+  /** Generation changes, one at a time per VM; `close` waits for them. */
   private readonly switches = new KeyedSerialQueue<string>();
-  /** Generation changes queued or running, which `close` waits for. */
-  private readonly inFlight = new Set<Promise<unknown>>();
   private closed = false;
   /** The write check under way; concurrent health requests share it. */
   private checking: Promise<SrError | undefined> | undefined;
@@ -106,13 +105,7 @@ export class FileStreamStore implements StreamStore {
 
   openGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
     checkId('VM name', vm);
-    const run = this.switches.run(vm, () => this.switchGeneration(vm, generation, disks));
-    this.inFlight.add(run);
-    void run.then(
-      () => this.inFlight.delete(run),
-      () => this.inFlight.delete(run),
-    );
-    return run;
+    return this.switches.run(vm, () => this.switchGeneration(vm, generation, disks));
   }
 
   private async switchGeneration(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
@@ -192,7 +185,7 @@ export class FileStreamStore implements StreamStore {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.allSettled([...this.inFlight]);
+    await this.switches.idle();
     const logs = [...this.byVm.values()];
     this.byVm.clear();
     const results = await Promise.allSettled(logs.map((l) => l.close()));
