@@ -9,7 +9,20 @@ export interface RouteRequest {
   readonly params: Readonly<Record<string, string>>;
   /** The parsed JSON body; `{}` when there is none. */
   readonly body: unknown;
+  /** Who `authorize` let in (a token id, for audit logs); undefined on open routes. */
+  readonly caller?: Caller;
 }
+
+/** Who made a request, as `authorize` found. */
+export interface Caller {
+  readonly id: string;
+  readonly role: string;
+}
+
+/** `authorize`'s answer: the caller, or why not (401 without a good credential, 403 with the wrong one). */
+export type Authorization =
+  | { readonly ok: true; readonly caller: Caller }
+  | { readonly ok: false; readonly status: number; readonly code: string; readonly message: string };
 
 export interface Route {
   readonly method: Method;
@@ -17,6 +30,8 @@ export interface Route {
   readonly path: string;
   /** Its result is the 200 body, or a {@link JsonReply} for another status; a throw becomes an error body. */
   readonly handler: (req: RouteRequest) => unknown;
+  /** Served without `authorize` (a bare liveness check); such a route must reveal nothing. */
+  readonly open?: boolean;
 }
 
 /** A handler's answer with a status other than 200 (an unhealthy `/health` answers 503). */
@@ -38,6 +53,21 @@ export interface JsonApiOptions {
   readonly httpError?: ErrorMapper;
   /** Said in a 404's message, e.g. "try GET /status". */
   readonly hint?: string;
+  /**
+   * Checks every request to a route that is not `open`, before its body is read. Without it every
+   * route is served to everyone (a daemon started with --insecure on loopback).
+   */
+  readonly authorize?: (req: http.IncomingMessage) => Authorization;
+  /**
+   * Host headers served (DNS rebinding: a page of another site resolved to this address sends its own
+   * name). Without it any Host is served. A request with another Host gets 421 `SR_BAD_HOST`.
+   */
+  readonly allowedHost?: (host: string) => boolean;
+  /**
+   * POST and PUT must say `Content-Type: application/json` even without a body (a cross-site `fetch`
+   * may POST an empty body with no type). A body, or a type, other than JSON is refused (415) always.
+   */
+  readonly requireJsonContentType?: boolean;
 }
 
 /** Every request of these APIs is a small JSON object. */
@@ -90,8 +120,29 @@ export function jsonApi(
       return reply(res, 405, { code: 'SR_METHOD_NOT_ALLOWED', message });
     }
     const headOnly = req.method === 'HEAD';
+    if (options.allowedHost !== undefined && !options.allowedHost(req.headers.host ?? '')) {
+      const message = `Host "${req.headers.host ?? ''}" is not served here; add it to --allowed-hosts if it is yours`;
+      return reply(res, 421, { code: 'SR_BAD_HOST', message });
+    }
+    let caller: Caller | undefined;
+    if (options.authorize !== undefined && found.r.open !== true) {
+      const auth = options.authorize(req);
+      if (!auth.ok) return reply(res, auth.status, { code: auth.code, message: auth.message });
+      caller = auth.caller;
+    }
+    // Browsers send form and text bodies across sites without asking first; JSON alone is taken.
+    const contentType = req.headers['content-type'];
+    const hasBody =
+      req.headers['content-length'] !== undefined
+        ? req.headers['content-length'] !== '0'
+        : req.headers['transfer-encoding'] !== undefined;
+    const declared = contentType !== undefined || hasBody || options.requireJsonContentType === true;
+    if ((method === 'POST' || method === 'PUT') && declared && !isJson(contentType)) {
+      const message = `${method} ${path} takes a JSON body: send Content-Type: application/json`;
+      return reply(res, 415, { code: 'SR_UNSUPPORTED_MEDIA_TYPE', message });
+    }
     readBody(req, maxBody)
-      .then((body) => found.r.handler({ params: found.params!, body }))
+      .then((body) => found.r.handler({ params: found.params!, body, ...(caller !== undefined ? { caller } : {}) }))
       .then(
         (result) =>
           result instanceof JsonReply
@@ -104,6 +155,10 @@ export function jsonApi(
         },
       );
   };
+}
+
+function isJson(contentType: string | undefined): boolean {
+  return contentType !== undefined && contentType.split(';')[0]!.trim().toLowerCase() === 'application/json';
 }
 
 /** The route's parameters if `path` matches `pattern`. */

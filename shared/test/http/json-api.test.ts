@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, SrError, createLogger } from '../../src/index.js';
-import { JsonReply, jsonApi, type Route } from '../../src/http/json-api.js';
+import { JsonReply, jsonApi, type Authorization, type Route } from '../../src/http/json-api.js';
 import { listenHttp, type HttpListener } from '../../src/http/listen.js';
 
 const log = createLogger('json-api-test', 'silent');
@@ -39,9 +39,11 @@ function request(
   method: string,
   path: string,
   body?: string,
+  headers: http.OutgoingHttpHeaders = body !== undefined ? { 'content-type': 'application/json' } : {},
+  port = server.address.port,
 ): Promise<{ status: number; headers: http.IncomingHttpHeaders; json: unknown }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: server.address.port, method, path }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));
       res.on('end', () => {
@@ -103,5 +105,69 @@ describe('jsonApi', () => {
       status: 500,
       json: { code: ErrorCode.INTERNAL, message: 'boom' },
     });
+  });
+});
+
+describe('jsonApi guards', () => {
+  let guarded: HttpListener;
+  const seen: (string | undefined)[] = [];
+  const authorize = (req: http.IncomingMessage): Authorization =>
+    req.headers['x-test-token'] === 'good'
+      ? { ok: true, caller: { id: 'op-1', role: 'operator' } }
+      : { ok: false, status: 401, code: 'SR_AUTH', message: 'no credential' };
+
+  beforeAll(async () => {
+    const guardedRoutes: Route[] = [
+      { method: 'GET', path: '/health', open: true, handler: () => ({ ok: true }) },
+      {
+        method: 'POST',
+        path: '/act',
+        handler: ({ caller }) => {
+          seen.push(caller?.id);
+          return { done: true };
+        },
+      },
+    ];
+    guarded = await listenHttp(
+      { host: '127.0.0.1', port: 0 },
+      jsonApi(guardedRoutes, {
+        log,
+        authorize,
+        requireJsonContentType: true,
+        allowedHost: (host) => host === `127.0.0.1:${guarded.address.port}`,
+      }),
+      log,
+    );
+  });
+  afterAll(() => guarded.close());
+
+  const port = (): number => guarded.address.port;
+  const json = { 'content-type': 'application/json' };
+
+  it('an open route needs no credential; every other one does, and the handler learns who called', async () => {
+    expect(await request('GET', '/health', undefined, {}, port())).toMatchObject({ status: 200 });
+    expect(await request('POST', '/act', '{}', json, port())).toMatchObject({ status: 401, json: { code: 'SR_AUTH' } });
+    expect(await request('POST', '/act', '{}', { ...json, 'x-test-token': 'good' }, port())).toMatchObject({
+      status: 200,
+    });
+    expect(seen).toEqual(['op-1']);
+  });
+
+  it('refuses what a browser can send across sites: no JSON type (even empty), or another type', async () => {
+    const good = { 'x-test-token': 'good' };
+    for (const headers of [good, { ...good, 'content-type': 'text/plain' }]) {
+      expect(await request('POST', '/act', undefined, headers, port())).toMatchObject({
+        status: 415,
+        json: { code: 'SR_UNSUPPORTED_MEDIA_TYPE' },
+      });
+    }
+    const form = { ...good, 'content-type': 'application/x-www-form-urlencoded' };
+    expect(await request('POST', '/act', 'a=1', form, port())).toMatchObject({ status: 415 });
+    expect(seen).toEqual(['op-1']);
+  });
+
+  it('refuses a Host it does not serve (DNS rebinding), before anything else', async () => {
+    const r = await request('GET', '/health', undefined, { host: 'evil.example' }, port());
+    expect(r).toMatchObject({ status: 421, json: { code: 'SR_BAD_HOST' } });
   });
 });
