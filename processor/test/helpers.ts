@@ -1,47 +1,48 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger } from '@site-recovery/shared';
+import { createLogger, type DiskInfo } from '@site-recovery/shared';
+import { tempDir, waitUntil } from '@site-recovery/test';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { FileReplicaStore } from '../src/replica/file-replica-store.js';
+import type { ReplicaStore } from '../src/replica/replica-store.js';
 import { Processor, type ProcessorOptions, type ProcessorStatus } from '../src/processor.js';
 import type { VmStatus } from '../src/stream/vm-replication.js';
 
-export const MiB = 1 << 20;
+export { listTree, tempDir } from '@site-recovery/test';
 
-export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `sr-${prefix}-`));
-  return { dir, cleanup: () => fsp.rm(dir, { recursive: true, force: true }) };
-}
+export const MiB = 1 << 20;
 
 /**
  * The lifecycle the processor's scenario tests share: one temp dir per file and a fresh data dir per
- * case; `closeCase` (stop what the case started) runs after each case. Returns the data-dir maker.
+ * case; `closeCase` (stop what the case started), if given, runs after each case. Returns the data-dir maker.
  */
-export function useCaseDirs(name: string, closeCase: () => Promise<void>): () => string {
+export function useCaseDirs(name: string, closeCase?: () => Promise<void>): () => string {
   let root: { dir: string; cleanup: () => Promise<void> } | undefined;
   let n = 0;
   beforeAll(async () => {
     root = await tempDir(name);
   });
-  afterEach(closeCase);
+  if (closeCase !== undefined) afterEach(closeCase);
   afterAll(async () => {
     await root?.cleanup();
   });
   return () => path.join(root!.dir, `case-${++n}`);
 }
 
-/** A processor in this process, fast rounds and retries so tests do not wait. */
+/**
+ * A processor in this process, fast rounds and retries so tests do not wait. `store` is its data dir
+ * (a file store there) or a store of the test's own.
+ */
 export function startProcessor(
-  dataDir: string,
+  store: string | ReplicaStore,
   cacheStoreUrl: string,
   options: ProcessorOptions = {},
 ): Promise<Processor> {
   return Processor.start({
-    store: new FileReplicaStore(dataDir),
+    store: typeof store === 'string' ? new FileReplicaStore(store) : store,
     cacheStoreUrl,
     listenHost: '127.0.0.1',
     listenPort: 0,
@@ -67,25 +68,23 @@ export async function vmStatus(listen: string, vm: string): Promise<VmStatus> {
   return v;
 }
 
-/** Polls `probe` until it returns a value (not undefined) or time runs out. */
-export async function until<T>(
+/** {@link waitUntil} at the pace of a processor in this process: polls every 10 ms, for 10 s unless told. */
+export function until<T>(
   what: string,
   probe: () => Promise<T | undefined> | T | undefined,
   timeoutMs = 10_000,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  return waitUntil(what, probe, timeoutMs, 10);
+}
+
+/**
+ * A replica of `vm` as a finished initial copy leaves it (nothing written yet), so recovery points can
+ * be cut from it at once without a cache-store.
+ */
+export async function readyReplica(dataDir: string, vm: string, disks: readonly DiskInfo[]): Promise<void> {
+  const replica = await new FileReplicaStore(dataDir).create(vm, 'g1', disks);
+  await replica.savePosition({ appliedLsn: 0, initialSync: { state: 'done', done: 0, total: 0 } });
+  await replica.close();
 }
 
 export function replicaFile(dataDir: string, vm: string, disk: string): string {
@@ -116,7 +115,7 @@ export function firstDiff(a: Buffer, b: Buffer): number {
   return n;
 }
 
-/** A `ws://` address nothing listens on (a port that was free a moment ago). */
+/** A `ws://` address on a loopback port nothing listens on (bound once to find it, then released). */
 export async function deadUrl(): Promise<string> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -133,6 +132,25 @@ export interface CliProcess {
   readonly listen: string;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stderr(): string;
+}
+
+/** `sr-processor` arguments for a test: its data dir and cache-store, fast rounds and retries, then `more`. */
+export function cliArgs(cacheStoreUrl: string, dataDir: string, ...more: string[]): string[] {
+  return [
+    '--listen',
+    '127.0.0.1:0',
+    '--cache-store',
+    cacheStoreUrl,
+    '--data-dir',
+    dataDir,
+    '--confirm-interval-ms',
+    '50',
+    '--reconnect-initial-ms',
+    '20',
+    '--reconnect-max-ms',
+    '200',
+    ...more,
+  ];
 }
 
 /** Starts `sr-processor` and waits for its ready line. */
@@ -199,18 +217,4 @@ export async function api<T = unknown>(
     ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
   });
   return { status: res.status, body: (await res.json()) as T };
-}
-
-/** Every file and directory under `dir`, relative, sorted. */
-export async function listTree(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      out.push(path.relative(dir, p) + (e.isDirectory() ? '/' : ''));
-      if (e.isDirectory()) await walk(p);
-    }
-  };
-  await walk(dir);
-  return out.sort();
 }

@@ -1,22 +1,13 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileJournal } from '../../src/journal/file-journal.js';
+import { lsnWrite } from './lsn-write.js';
 
 const root = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cursor-'));
 afterAll(() => fs.rm(root, { recursive: true, force: true }));
 
-/** A write whose payload says which LSN it belongs to, in every byte. */
-const write = (lsn: number, size: number): ChangeRecord => ({
-  lsn,
-  kind: RecordKind.WRITE,
-  disk: 0,
-  offset: lsn * 4096,
-  length: size,
-  data: Buffer.alloc(size, lsn & 0xff),
-});
 const sizeOf = (lsn: number): number => 512 + ((lsn * 7919) % 9000);
 
 /** Reads `count` records from the cursor, copying each payload before the next call (the cursor reuses its memory). */
@@ -47,7 +38,7 @@ describe('FileJournalCursor', () => {
         segmentBytes: 16 * 1024,
         directWriteMinBytes,
       });
-      for (let lsn = 1; lsn <= 120; lsn++) await j.append(write(lsn, sizeOf(lsn)));
+      for (let lsn = 1; lsn <= 120; lsn++) await j.append(lsnWrite(lsn, sizeOf(lsn)));
       expect(j.segmentList().length).toBeGreaterThan(10);
       for (const [from, maxBytes] of [
         [1, 64 * 1024],
@@ -73,7 +64,7 @@ describe('FileJournalCursor', () => {
       tailCacheBytes: 0,
       directWriteMinBytes: 200 * 1024,
     });
-    for (let lsn = 1; lsn <= 60; lsn++) await j.append(write(lsn, big(lsn)));
+    for (let lsn = 1; lsn <= 60; lsn++) await j.append(lsnWrite(lsn, big(lsn)));
     expect(j.segmentList().length).toBeGreaterThan(2);
     for (const from of [1, 2, 29]) {
       const cursor = j.cursor(from);
@@ -91,11 +82,11 @@ describe('FileJournalCursor', () => {
 
   it('follows the journal as it grows, and a record larger than maxBytes comes whole', async () => {
     const j = await FileJournal.open(path.join(root, 'tail'));
-    await j.append(write(1, 4096));
+    await j.append(lsnWrite(1, 4096));
     const cursor = j.cursor(1);
     expect((await cursor.next(1 << 20)).map((r) => r.lsn)).toEqual([1]);
     const pending = cursor.next(1024);
-    await j.append(write(2, 200_000));
+    await j.append(lsnWrite(2, 200_000));
     const [big] = await pending;
     expect(big).toMatchObject({ lsn: 2, length: 200_000 });
     expect(big!.data!.equals(Buffer.alloc(200_000, 2))).toBe(true);

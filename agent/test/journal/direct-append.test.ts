@@ -13,18 +13,10 @@ import {
   encodePad,
 } from '../../src/journal/format.js';
 import { segmentFileName } from '../../src/names.js';
+import { lsnWrite } from './lsn-write.js';
 
 const root = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-direct-'));
 afterAll(() => fs.rm(root, { recursive: true, force: true }));
-
-const write = (lsn: number, size: number): ChangeRecord => ({
-  lsn,
-  kind: RecordKind.WRITE,
-  disk: 0,
-  offset: lsn * 4096,
-  length: size,
-  data: Buffer.alloc(size, lsn & 0xff),
-});
 
 /** A write whose payload lies in page-aligned memory, as the NBD server's payload pool hands them out. */
 function alignedWrite(lsn: number, size: number): ChangeRecord {
@@ -48,7 +40,7 @@ describe('direct journal writes', () => {
   it('puts a large group on a page boundary between pads, and every reader skips the pads', async () => {
     const dir = path.join(root, 'layout');
     const j = await FileJournal.open(dir);
-    const recs = [write(1, 4096), write(2, 1 << 20), write(3, 1 << 20), write(4, 512)];
+    const recs = [lsnWrite(1, 4096), lsnWrite(2, 1 << 20), lsnWrite(3, 1 << 20), lsnWrite(4, 512)];
     await j.append(recs[0]!);
     await Promise.all([j.append(recs[1]!), j.append(recs[2]!)]); // one group of 2 MiB: direct
     await j.append(recs[3]!);
@@ -86,12 +78,12 @@ describe('direct journal writes', () => {
     // In place: 1 MiB, one with a partial last page, and the smallest that qualifies. Copied: small
     // records, and a large one outside page-aligned memory.
     const recs = [
-      write(1, 4096),
+      lsnWrite(1, 4096),
       alignedWrite(2, 1 << 20),
       alignedWrite(3, (1 << 20) + 700),
-      write(4, 512),
+      lsnWrite(4, 512),
       alignedWrite(5, 64 * 1024),
-      write(6, 200 * 1024),
+      lsnWrite(6, 200 * 1024),
       alignedWrite(7, 3 * 4096),
     ];
     await Promise.all(recs.map((r) => j.append(r))); // one group
@@ -144,7 +136,7 @@ describe('direct journal writes', () => {
   it('keeps the whole records before a direct write torn by a crash, and goes on appending', async () => {
     const dir = path.join(root, 'torn');
     const j = await FileJournal.open(dir);
-    const recs = [write(1, 300 * 1024), write(2, 300 * 1024), write(3, 300 * 1024)];
+    const recs = [lsnWrite(1, 300 * 1024), lsnWrite(2, 300 * 1024), lsnWrite(3, 300 * 1024)];
     for (const r of recs) await j.append(r); // three direct groups
     await j.close();
     const file = path.join(dir, segmentFileName(1));
@@ -152,7 +144,7 @@ describe('direct journal writes', () => {
     await fs.truncate(file, size - 100 * 1024); // the last group reached the disk only in part
     const reopened = await FileJournal.open(dir);
     expect(reopened.lastLsn).toBe(2);
-    const next = write(3, 600 * 1024);
+    const next = lsnWrite(3, 600 * 1024);
     await reopened.append(next);
     expectRecords(await readAll(reopened), [recs[0]!, recs[1]!, next]);
     await reopened.close();
@@ -165,7 +157,7 @@ describe('direct journal writes', () => {
     };
     const j = await FileJournal.open(dir, { direct: { open: einval } });
     expect(j.stats().directWrites).toBe(false); // known at open, before any large write
-    const recs = [write(1, 4096), write(2, 1 << 20), write(3, 1 << 20), write(4, 4096)];
+    const recs = [lsnWrite(1, 4096), lsnWrite(2, 1 << 20), lsnWrite(3, 1 << 20), lsnWrite(4, 4096)];
     for (const r of recs) await j.append(r);
     expect(j.stats().directWrites).toBe(false); // and status says so
     expectRecords(await readAll(j), recs);
@@ -178,7 +170,7 @@ describe('direct journal writes', () => {
   it('writes no pad into a segment of format 1 (an older agent can still read it) and refuses an unknown format', async () => {
     const dir = path.join(root, 'v1');
     const first = await FileJournal.open(dir);
-    await first.append(write(1, 4096));
+    await first.append(lsnWrite(1, 4096));
     await first.close();
     const file = path.join(dir, segmentFileName(1));
     const setVersion = async (v: number): Promise<void> => {
@@ -189,13 +181,13 @@ describe('direct journal writes', () => {
     };
     await setVersion(1);
     const j = await FileJournal.open(dir);
-    const big = write(2, 1 << 20);
+    const big = lsnWrite(2, 1 << 20);
     await j.append(big);
     await j.close();
     const content = await fs.readFile(file);
     expect(content.length).toBe(SEGMENT_HEADER_BYTES + 2 * RECORD_HEADER_BYTES + 4096 + (1 << 20)); // no pads: written buffered
     const again = await FileJournal.open(dir);
-    expectRecords(await readAll(again), [write(1, 4096), big]);
+    expectRecords(await readAll(again), [lsnWrite(1, 4096), big]);
     await again.close();
 
     await setVersion(3);

@@ -1,12 +1,13 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { RecordKind, isSrError, type ChangeRecord } from '@site-recovery/shared';
+import { isSrError } from '@site-recovery/shared';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileJournal } from '../../src/journal/file-journal.js';
 import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES } from '../../src/journal/format.js';
 import { segmentFileName } from '../../src/names.js';
 import { journalContract } from './journal-contract.js';
+import { lsnWrite } from './lsn-write.js';
 
 const root = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-journal-'));
 afterAll(() => fs.rm(root, { recursive: true, force: true }));
@@ -22,19 +23,10 @@ journalContract('FileJournal writing direct into tiny segments', (key) =>
   FileJournal.open(path.join(root, 'direct-tiny', key), { segmentBytes: 8192, directWriteMinBytes: 1 }),
 );
 
-const write = (lsn: number, size = 4096): ChangeRecord => ({
-  lsn,
-  kind: RecordKind.WRITE,
-  disk: 0,
-  offset: 0,
-  length: size,
-  data: Buffer.alloc(size, lsn & 0xff),
-});
-
 async function filled(dir: string, n: number, segmentBytes?: number): Promise<void> {
   const j = await FileJournal.open(dir, segmentBytes === undefined ? {} : { segmentBytes });
   // One write per append: segments roll between writes, so this spreads records over segments.
-  for (let i = 1; i <= n; i++) await j.append(write(i));
+  for (let i = 1; i <= n; i++) await j.append(lsnWrite(i));
   await j.close();
 }
 
@@ -48,7 +40,7 @@ describe('FileJournal on disk', () => {
     const j = await FileJournal.open(dir);
     expect(j.lastLsn).toBe(4);
     expect((await fs.stat(seg)).size).toBe(SEGMENT_HEADER_BYTES + 4 * (RECORD_HEADER_BYTES + 4096));
-    await j.append(write(5));
+    await j.append(lsnWrite(5));
     await j.close();
   });
 
@@ -98,7 +90,7 @@ describe('FileJournal on disk', () => {
     await fs.writeFile(path.join(dir, segmentFileName(4)), Buffer.from('SRJS'));
     const j = await FileJournal.open(dir);
     expect(j.lastLsn).toBe(3);
-    await j.append(write(4));
+    await j.append(lsnWrite(4));
     await j.close();
   });
 
@@ -113,7 +105,7 @@ describe('FileJournal on disk', () => {
     const j = await FileJournal.open(dir);
     expect(j.lastLsn).toBe(3);
     await expect(fs.stat(orphan)).rejects.toMatchObject({ code: 'ENOENT' });
-    await j.append(write(4));
+    await j.append(lsnWrite(4));
     await j.close();
     const again = await FileJournal.open(dir);
     const lsns: number[] = [];
@@ -144,7 +136,7 @@ describe('FileJournal on disk', () => {
     const j = await FileJournal.open(dir, options);
     for (let lsn = 1; lsn <= 50; lsn++) {
       let written = false;
-      const appended = j.append(write(lsn, 8192)).finally(() => (written = true));
+      const appended = j.append(lsnWrite(lsn, 8192)).finally(() => (written = true));
       const syncs: Promise<void>[] = [];
       while (!written) {
         syncs.push(j.sync());
@@ -164,7 +156,7 @@ describe('FileJournal on disk', () => {
   it('ends waits for room with SR_SHUTTING_DOWN once told to stop waiting, and keeps its records', async () => {
     const dir = path.join(root, 'stop-waiting');
     const j = await FileJournal.open(dir, { segmentBytes: 8192, maxBytes: 32 * 1024 });
-    for (let lsn = 1; j.stats().bytes < 32 * 1024; lsn++) await j.append(write(lsn));
+    for (let lsn = 1; j.stats().bytes < 32 * 1024; lsn++) await j.append(lsnWrite(lsn));
     const waiting = j.room()!;
     expect(j.stats().stalled).toBe(true);
     j.stopWaiting();
@@ -213,7 +205,7 @@ describe('FileJournal on disk', () => {
         expect.stringMatching(new RegExp(`^removed ${names[2]}: they follow the cut`)),
       ]);
       expect((await fs.readdir(dir)).sort()).toEqual(names.slice(0, 2));
-      await j.append(write(21));
+      await j.append(lsnWrite(21));
       await j.close();
     });
 
@@ -258,7 +250,7 @@ describe('FileJournal on disk', () => {
       await fs.writeFile(path.join(dir, segmentFileName(500)), Buffer.alloc(64));
       const j = await FileJournal.open(dir, { syncedThroughLsn: 499 });
       expect(j.lastLsn).toBe(499);
-      await j.append(write(500));
+      await j.append(lsnWrite(500));
       await j.close();
     });
   });

@@ -1,11 +1,12 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
+import type { ChangeRecord } from '@site-recovery/shared';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileJournal } from '../../src/journal/file-journal.js';
 import { JournalTail } from '../../src/journal/tail.js';
 import { segmentFileName } from '../../src/names.js';
+import { lsnWrite } from './lsn-write.js';
 
 const bytes = (from: number, n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (from + i) & 0xff));
 
@@ -55,20 +56,12 @@ describe('JournalTail', () => {
 describe('FileJournal cursor reading from the tail', () => {
   const root = fs.mkdtemp(path.join(os.tmpdir(), 'sr-tail-'));
   afterAll(async () => fs.rm(await root, { recursive: true, force: true }));
-  const write = (lsn: number, size: number): ChangeRecord => ({
-    lsn,
-    kind: RecordKind.WRITE,
-    disk: 0,
-    offset: 0,
-    length: size,
-    data: Buffer.alloc(size, lsn),
-  });
 
   it('serves the newest records from memory and older ones from the file', async () => {
     const dir = path.join(await root, 'j');
     const j = await FileJournal.open(dir, { tailCacheBytes: 1 << 20 });
     const shipper = j.cursor(1); // the tail is kept while a cursor is open, as the shipper's is
-    const recs = [write(1, 4096), write(2, 512 * 1024), write(3, 512 * 1024), write(4, 300 * 1024)];
+    const recs = [lsnWrite(1, 4096), lsnWrite(2, 512 * 1024), lsnWrite(3, 512 * 1024), lsnWrite(4, 300 * 1024)];
     for (const r of recs) await j.append(r);
     // Scribble over the last 700 KiB of the file (the end of record 3 and all of record 4) under the
     // journal: the cursor must return them intact from memory, and the evicted first record from the file.

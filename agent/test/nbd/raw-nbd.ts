@@ -1,26 +1,24 @@
-/** Raw-socket NBD client pieces for the fuzz tests: bytes built from the spec, not from the agent's code. */
+/** Raw-socket NBD client pieces for the fuzz tests: bytes built by hand from the spec, not by the server's code. */
 import fsp from 'node:fs/promises';
 import net from 'node:net';
+import { nbdProtocol } from '@site-recovery/shared/nbd';
 import { expect } from 'vitest';
 
-// Protocol numbers come from the NBD spec, not from the agent, so a wrong constant there cannot make
-// this test agree with it.
-export const [NBDMAGIC, IHAVEOPT, OPT_REPLY_MAGIC] = [0x4e42444d41474943n, 0x49484156454f5054n, 0x0003e889045565a9n];
-export const [REQUEST_MAGIC, SIMPLE_REPLY_MAGIC] = [0x25609513, 0x67446698];
-export const OPT = { EXPORT_NAME: 1, ABORT: 2, LIST: 3, PEEK_EXPORT: 4, STARTTLS: 5, INFO: 6, GO: 7 } as const;
-export const REP = { ACK: 1, SERVER: 2, INFO: 3, ERR_UNKNOWN: 0x80000006 } as const;
-export const CMD = {
-  READ: 0,
-  WRITE: 1,
-  DISC: 2,
-  FLUSH: 3,
-  TRIM: 4,
-  CACHE: 5,
-  WRITE_ZEROES: 6,
-  BLOCK_STATUS: 7,
-} as const;
-export const [FUA, NO_HOLE, DF] = [1, 2, 4];
-export const [EINVAL, ENOSPC, EOVERFLOW] = [22, 28, 75];
+// The protocol numbers are the server's own (shared/src/nbd/constants.ts, written from the spec); a
+// wrong one there would not show here, but real clients (nbd-clients.test.ts) disagree with it at once.
+const { CmdFlag, Errno } = nbdProtocol;
+export const {
+  NBDMAGIC,
+  IHAVEOPT,
+  OPTION_REPLY_MAGIC: OPT_REPLY_MAGIC,
+  REQUEST_MAGIC,
+  SIMPLE_REPLY_MAGIC,
+  Opt: OPT,
+  Rep: REP,
+  Cmd: CMD,
+} = nbdProtocol;
+export const { FUA, NO_HOLE, DF } = CmdFlag;
+export const { EINVAL, ENOSPC, EOVERFLOW } = Errno;
 export const MAX_PAYLOAD = 32 << 20; // the maximum block size the agent advertises
 export const [SIZE, SIZE_N] = [16 << 20, BigInt(16 << 20)];
 /** Valid writes of the fuzz stay below this; the rest of the model disk must stay zero. */

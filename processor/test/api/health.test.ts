@@ -11,11 +11,11 @@ import {
   type ChangeRecord,
 } from '@site-recovery/shared';
 import { startCacheStore, startProcessor as startProcessorCli, type ServiceProcess } from '@site-recovery/test';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { HealthReport } from '../../src/health.js';
 import { DEFAULT_VM_CONFIG } from '../../src/vm-config.js';
 import type { Processor } from '../../src/processor.js';
-import { closedPortUrl, readyReplica, request, startProcessor, tempDir, until } from '../standalone-processor.js';
+import { api, deadUrl, readyReplica, startProcessor, until, useCaseDirs } from '../helpers.js';
 
 // GET /health over real HTTP: 200 only while every VM is replicated and protected and the cache-store
 // is within reach; 503 with one problem per cause otherwise, and 200 again once the cause is gone.
@@ -23,21 +23,10 @@ import { closedPortUrl, readyReplica, request, startProcessor, tempDir, until } 
 const VM = 'web01';
 const DISKS = [{ id: 'os', size: 1 << 20 }];
 
-let root: { dir: string; cleanup: () => Promise<void> };
-let n = 0;
 const cleanups: (() => Promise<unknown>)[] = [];
-
-beforeAll(async () => {
-  root = await tempDir('health');
-});
-afterEach(async () => {
+const caseDir = useCaseDirs('health', async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-afterAll(() => root.cleanup());
-
-function caseDir(): string {
-  return path.join(root.dir, `case-${++n}`);
-}
 
 async function inProcess(dataDir: string, url: string, options = {}): Promise<Processor> {
   const p = await startProcessor(dataDir, url, options);
@@ -46,21 +35,19 @@ async function inProcess(dataDir: string, url: string, options = {}): Promise<Pr
 }
 
 function health(listen: string): Promise<{ status: number; body: HealthReport }> {
-  return request<HealthReport>(listen, 'GET', '/health');
+  return api<HealthReport>(listen, 'GET', '/health');
 }
 
-/** Waits for /health to answer `status`, and returns that answer. */
+/** Waits for /health to answer `status`, and returns that answer; the failure shows the last answer. */
 async function healthBecomes(listen: string, status: number, what: string): Promise<HealthReport> {
-  let last: unknown;
   return until(
     what,
     async () => {
       const h = await health(listen);
-      last = h;
-      return h.status === status ? h.body : undefined;
+      if (h.status !== status) throw new Error(`the last answer was ${JSON.stringify(h)}`);
+      return h.body;
     },
     20_000,
-    () => last,
   );
 }
 
@@ -144,7 +131,7 @@ describe('GET /health', () => {
   });
 
   it('does not report a cache-store out of reach for less than the threshold (60 s by default)', async () => {
-    const processor = await inProcess(caseDir(), await closedPortUrl());
+    const processor = await inProcess(caseDir(), await deadUrl());
     const h = await health(processor.listen);
     expect(h).toEqual({
       status: 200,
@@ -173,7 +160,7 @@ describe('GET /health', () => {
     const dataDir = caseDir();
     await readyReplica(dataDir, VM, DISKS);
     await fsp.writeFile(path.join(dataDir, 'replicas', VM, 'state.json'), '{"torn');
-    const processor = await inProcess(dataDir, await closedPortUrl());
+    const processor = await inProcess(dataDir, await deadUrl());
     const h = await health(processor.listen);
     expect(h.status).toBe(503);
     expect(h.body.problems).toEqual([
@@ -185,7 +172,7 @@ describe('GET /health', () => {
     const dataDir = caseDir();
     await readyReplica(dataDir, VM, DISKS);
     // The schedule runs only when the test says so; a cut is due every second.
-    const processor = await inProcess(dataDir, await closedPortUrl(), {
+    const processor = await inProcess(dataDir, await deadUrl(), {
       pointTickMs: 3_600_000,
       defaultVmConfig: { ...DEFAULT_VM_CONFIG, crashConsistentFrequencyMs: 1000 },
     });

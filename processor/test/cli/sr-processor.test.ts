@@ -1,18 +1,19 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskInfo } from '@site-recovery/shared';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CacheStoreFixture } from '../cache-store-fixture.js';
 import type { TestAgent } from '../test-agent.js';
 import { Workload, chunks } from '../workload.js';
 import {
   MiB,
+  cliArgs,
   firstDiff,
   readState,
   replicaFile,
   runCli,
   startCli,
-  tempDir,
+  useCaseDirs,
   vmStatus,
   type CliProcess,
 } from '../helpers.js';
@@ -23,30 +24,7 @@ const DISKS: DiskInfo[] = [
   { id: 'data', size: 16 * MiB },
 ];
 
-let root: { dir: string; cleanup: () => Promise<void> };
-beforeAll(async () => {
-  root = await tempDir('processor-cli');
-});
-afterAll(async () => {
-  await root.cleanup();
-});
-
-function cliArgs(cacheStoreUrl: string, dataDir: string): string[] {
-  return [
-    '--listen',
-    '127.0.0.1:0',
-    '--cache-store',
-    cacheStoreUrl,
-    '--data-dir',
-    dataDir,
-    '--confirm-interval-ms',
-    '50',
-    '--reconnect-initial-ms',
-    '20',
-    '--reconnect-max-ms',
-    '200',
-  ];
-}
+const caseDir = useCaseDirs('processor-cli');
 
 /** Stores records `from`..`to` in batches of `per`; resolves once the cache-store has acknowledged them all. */
 async function feed(agent: TestAgent, w: Workload, from: number, to: number, per: number): Promise<void> {
@@ -74,7 +52,7 @@ describe('sr-processor CLI', () => {
   });
 
   it('refuses missing or malformed options with SR_BAD_OPTION and exit code 2', async () => {
-    const dataDir = path.join(root.dir, 'bad');
+    const dataDir = caseDir();
     for (const args of [
       ['--data-dir', dataDir],
       ['--cache-store', 'ws://127.0.0.1:1/'],
@@ -89,8 +67,9 @@ describe('sr-processor CLI', () => {
   });
 
   it('killed with -9 mid-stream, restarts from its persisted position and ends byte-identical', async () => {
-    const dataDir = path.join(root.dir, 'restart');
-    const cs = await CacheStoreFixture.start(path.join(root.dir, 'restart-cache-store'));
+    const dir = caseDir();
+    const dataDir = path.join(dir, 'processor');
+    const cs = await CacheStoreFixture.start(path.join(dir, 'cache-store'));
     let p: CliProcess | undefined;
     try {
       const w = new Workload(DISKS, 4242);
@@ -138,8 +117,9 @@ describe('sr-processor CLI', () => {
   });
 
   it('stops cleanly on SIGTERM mid-stream: what it applied is persisted and confirmed', async () => {
-    const dataDir = path.join(root.dir, 'sigterm');
-    const cs = await CacheStoreFixture.start(path.join(root.dir, 'sigterm-cache-store'));
+    const dir = caseDir();
+    const dataDir = path.join(dir, 'processor');
+    const cs = await CacheStoreFixture.start(path.join(dir, 'cache-store'));
     let p: CliProcess | undefined;
     try {
       const w = new Workload(DISKS, 99);

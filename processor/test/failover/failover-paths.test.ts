@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Processor } from '../../src/processor.js';
-import { closedPortUrl, readyReplica, request, startProcessor, tempDir } from '../standalone-processor.js';
+import { api, deadUrl, listTree, readyReplica, startProcessor, useCaseDirs } from '../helpers.js';
 
 // The failover state files are the processor's own, but whoever can write the data dir can edit them:
 // nothing they say may send a delete outside the VM's own failover tree.
@@ -11,22 +11,15 @@ import { closedPortUrl, readyReplica, request, startProcessor, tempDir } from '.
 const VM = 'web01';
 const DISKS = [{ id: 'os', size: 1 << 20 }];
 
-let root: { dir: string; cleanup: () => Promise<void> };
 let processor: Processor | undefined;
-let n = 0;
-
-beforeAll(async () => {
-  root = await tempDir('failover-paths');
-});
-afterEach(async () => {
+const newCaseDir = useCaseDirs('failover-paths', async () => {
   await processor?.close();
   processor = undefined;
 });
-afterAll(() => root.cleanup());
 
 /** A data dir with a replica of VM, and beside it (outside the data dir) a directory someone cares about. */
 async function setup(): Promise<{ dataDir: string; precious: string; keep: string; stateDir: string }> {
-  const caseDir = path.join(root.dir, `case-${++n}`);
+  const caseDir = newCaseDir();
   const dataDir = path.join(caseDir, 'data');
   const precious = path.join(caseDir, 'precious');
   const keep = path.join(precious, 'keep.txt');
@@ -38,16 +31,7 @@ async function setup(): Promise<{ dataDir: string; precious: string; keep: strin
 
 /** Every file and directory under `dir` outside `replicas/` (the replica itself moves on), relative. */
 async function treeOutsideReplicas(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      out.push(path.relative(dir, p));
-      if (e.isDirectory()) await walk(p);
-    }
-  };
-  await walk(dir);
-  return out.filter((f) => !f.startsWith('replicas')).sort();
+  return (await listTree(dir)).filter((f) => !f.startsWith('replicas'));
 }
 
 describe('failover state files name no paths', () => {
@@ -63,7 +47,7 @@ describe('failover state files name no paths', () => {
       JSON.stringify({ state: 'in-progress', point: 'p-0-1', resourceGroup: 'web01-asr', dir: precious }),
     );
 
-    processor = await startProcessor(dataDir, await closedPortUrl());
+    processor = await startProcessor(dataDir, await deadUrl());
 
     expect(fs.existsSync(keep)).toBe(true);
     expect(fs.existsSync(leftover)).toBe(false);
@@ -79,7 +63,7 @@ describe('failover state files name no paths', () => {
       JSON.stringify({ state: 'in-progress', point: 'p-0-1', resourceGroup: '../../precious' }),
     );
 
-    await expect(startProcessor(dataDir, await closedPortUrl())).rejects.toMatchObject({
+    await expect(startProcessor(dataDir, await deadUrl())).rejects.toMatchObject({
       code: 'SR_STATE_MISMATCH',
       message: expect.stringContaining('failover.json') as unknown,
     });
@@ -88,12 +72,12 @@ describe('failover state files name no paths', () => {
 
   it('a test failover cleanup removes what the test failover created, whatever its state file says', async () => {
     const { dataDir, precious, keep, stateDir } = await setup();
-    const emptyOutside = path.join(root.dir, `empty-${n}`);
+    const emptyOutside = path.join(path.dirname(precious), 'empty');
     await fsp.mkdir(emptyOutside);
-    processor = await startProcessor(dataDir, await closedPortUrl());
+    processor = await startProcessor(dataDir, await deadUrl());
     const before = await treeOutsideReplicas(dataDir);
 
-    const made = await request<{ disks: { path: string }[] }>(processor.listen, 'POST', `/vms/${VM}/test-failover`, {
+    const made = await api<{ disks: { path: string }[] }>(processor.listen, 'POST', `/vms/${VM}/test-failover`, {
       point: 'latest-processed',
       network: 'isolated',
     });
@@ -105,7 +89,7 @@ describe('failover state files name no paths', () => {
     const state = JSON.parse(await fsp.readFile(stateFile, 'utf8')) as Record<string, unknown>;
     await fsp.writeFile(stateFile, JSON.stringify({ ...state, dir: precious, created: [precious, emptyOutside] }));
 
-    const cleaned = await request<{ removed: string[] }>(processor.listen, 'POST', `/vms/${VM}/test-failover-cleanup`);
+    const cleaned = await api<{ removed: string[] }>(processor.listen, 'POST', `/vms/${VM}/test-failover-cleanup`);
     expect(cleaned.status, JSON.stringify(cleaned.body)).toBe(200);
 
     expect(fs.existsSync(keep)).toBe(true);

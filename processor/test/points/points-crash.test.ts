@@ -1,10 +1,20 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { RecordKind, type DiskInfo } from '@site-recovery/shared';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CacheStoreFixture } from '../cache-store-fixture.js';
 import { Workload, chunks } from '../workload.js';
-import { MiB, api, expectImages, startCli, tempDir, until, vmStatus, type CliProcess } from '../helpers.js';
+import {
+  MiB,
+  api,
+  cliArgs,
+  expectImages,
+  startCli,
+  until,
+  useCaseDirs,
+  vmStatus,
+  type CliProcess,
+} from '../helpers.js';
 
 const VM = 'db02';
 const G = 'g1';
@@ -13,13 +23,7 @@ const DISKS: DiskInfo[] = [
   { id: 'data', size: 4 * MiB },
 ];
 
-let root: { dir: string; cleanup: () => Promise<void> };
-beforeAll(async () => {
-  root = await tempDir('points-crash');
-});
-afterAll(async () => {
-  await root.cleanup();
-});
+const caseDir = useCaseDirs('points-crash');
 
 interface Point {
   id: string;
@@ -29,7 +33,8 @@ interface Point {
 
 describe('recovery points across kill -9', () => {
   it('killed right after an undo append, before the records it protects land: every point still materialises exactly', async () => {
-    const dataDir = path.join(root.dir, 'data');
+    const dir = caseDir();
+    const dataDir = path.join(dir, 'processor');
     const w = new Workload(DISKS, 99);
     w.random(15, 256 * 1024);
     w.sync(1);
@@ -39,27 +44,12 @@ describe('recovery points across kill -9', () => {
     }
     w.random(20, 128 * 1024);
     // The cache-store holds the whole stream; each run of the processor takes it from where its replica stands.
-    const cs = await CacheStoreFixture.start(path.join(root.dir, 'cache-store'));
+    const cs = await CacheStoreFixture.start(path.join(dir, 'cache-store'));
     const agent = await cs.agent(VM, G, DISKS);
     for (const c of chunks(w.records, 7))
       await agent.send(c, c.some((r) => r.kind === RecordKind.SYNC) ? { done: 1, total: 1 } : undefined);
     await agent.ackedThrough(w.lastLsn);
-    const args = [
-      '--listen',
-      '127.0.0.1:0',
-      '--cache-store',
-      cs.url,
-      '--data-dir',
-      dataDir,
-      '--confirm-interval-ms',
-      '50',
-      '--reconnect-initial-ms',
-      '20',
-      '--reconnect-max-ms',
-      '200',
-      '--undo-block-size',
-      '16384',
-    ];
+    const args = cliArgs(cs.url, dataDir, '--undo-block-size', '16384');
     let cli: CliProcess | undefined;
     try {
       // Several kills, each after a different number of durable undo appends.

@@ -2,11 +2,11 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { RecordKind, type DiskInfo } from '@site-recovery/shared';
 import { describe, expect, it } from 'vitest';
-import type { Processor, ProcessorOptions } from '../../src/processor.js';
-import { CacheStoreFixture } from '../cache-store-fixture.js';
+import type { ProcessorOptions } from '../../src/processor.js';
+import { useProcessorCases, type ProcessorCase } from '../processor-cases.js';
 import type { TestAgent } from '../test-agent.js';
 import { Workload } from '../workload.js';
-import { MiB, api, expectImages, listTree, startProcessor, until, vmStatus, useCaseDirs } from '../helpers.js';
+import { MiB, api, expectImages, listTree, until, vmStatus } from '../helpers.js';
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 6 * MiB },
@@ -31,24 +31,12 @@ interface Manifest {
 }
 type ApiError = { code: string; message: string };
 
-let cs: CacheStoreFixture | undefined;
-let processor: Processor | undefined;
-const caseDir = useCaseDirs('recovery-points', async () => {
-  await processor?.close();
-  await cs?.stop();
-  processor = undefined;
-  cs = undefined;
-});
+const cases = useProcessorCases('recovery-points');
 
 /** A fresh cache-store, an agent of VM on it, and a processor pulling from it. */
-async function setup(
-  options: ProcessorOptions,
-): Promise<{ dataDir: string; cs: CacheStoreFixture; agent: TestAgent; processor: Processor }> {
-  const dir = caseDir();
-  const dataDir = path.join(dir, 'processor');
-  cs = await CacheStoreFixture.start(path.join(dir, 'cache-store'));
-  processor = await startProcessor(dataDir, cs.url, options);
-  return { dataDir, cs, agent: await cs.agent(VM, G, DISKS), processor };
+async function setup(options: ProcessorOptions): Promise<ProcessorCase & { agent: TestAgent }> {
+  const c = await cases.start({ options });
+  return { ...c, agent: await c.cs.agent(VM, G, DISKS) };
 }
 
 /** Sends records `from`..`to` in batches of random size and waits until they are confirmed. */
@@ -61,7 +49,7 @@ async function send(agent: TestAgent, w: Workload, from: number, to: number, rnd
     await agent.send(w.range(at, end), copyDone ? { done: 1, total: 1 } : undefined);
     at = end + 1;
   }
-  await cs!.tap.confirmedAtLeast(VM, to);
+  await cases.current().cs.tap.confirmedAtLeast(VM, to);
 }
 
 function rng(seed: number): () => number {

@@ -1,48 +1,22 @@
-import path from 'node:path';
-import { createLogger, type DiskInfo } from '@site-recovery/shared';
+import type { DiskInfo } from '@site-recovery/shared';
 import { describe, expect, it } from 'vitest';
 import { FileReplicaStore } from '../../src/replica/file-replica-store.js';
-import { Processor } from '../../src/processor.js';
 import type { Replica, ReplicaStore } from '../../src/replica/replica-store.js';
-import { CacheStoreFixture } from '../cache-store-fixture.js';
+import { useProcessorCases } from '../processor-cases.js';
 import { Workload } from '../workload.js';
-import {
-  MiB,
-  deadUrl,
-  expectImages,
-  getJson,
-  readState,
-  replicaBytes,
-  startProcessor,
-  until,
-  vmStatus,
-  useCaseDirs,
-} from '../helpers.js';
+import { expectImages, getJson, readState, replicaBytes, until, vmStatus } from '../helpers.js';
+import { DISKS, VM } from './stream-vm.js';
 
-const DISKS: DiskInfo[] = [
-  { id: 'os', size: 16 * MiB },
-  { id: 'data', size: 4 * MiB },
-];
-const VM = 'web01';
-
-let cs: CacheStoreFixture | undefined;
-let processor: Processor | undefined;
-const caseDir = useCaseDirs('processor-recovery', async () => {
-  await processor?.close();
-  await cs?.stop();
-  processor = undefined;
-  cs = undefined;
-});
+const cases = useProcessorCases('processor-recovery');
 
 describe('processor after a restart or a storage failure', () => {
   it('shows its replicas before the cache-store answers', async () => {
-    const dataDir = caseDir();
-    const store = new FileReplicaStore(dataDir);
-    const r = await store.create(VM, 'g7', DISKS);
-    await r.savePosition({ appliedLsn: 42, initialSync: { state: 'done', done: 10, total: 10 } });
-    await r.close();
     // Nothing listens on the cache-store address.
-    processor = await startProcessor(dataDir, await deadUrl());
+    const { processor } = await cases.startUnreachable(async (dataDir) => {
+      const r = await new FileReplicaStore(dataDir).create(VM, 'g7', DISKS);
+      await r.savePosition({ appliedLsn: 42, initialSync: { state: 'done', done: 10, total: 10 } });
+      await r.close();
+    });
     const st = await vmStatus(processor.listen, VM);
     expect(st).toMatchObject({
       generation: 'g7',
@@ -53,7 +27,7 @@ describe('processor after a restart or a storage failure', () => {
     });
     const status = await until('a few reconnect attempts', async () => {
       const s = await getJson<{ cacheStore: { connected: boolean; reconnects: number; lastError?: { code: string } } }>(
-        processor!.listen,
+        processor.listen,
         '/status',
       );
       return s.cacheStore.reconnects >= 2 ? s : undefined;
@@ -62,17 +36,9 @@ describe('processor after a restart or a storage failure', () => {
   });
 
   it('after a failed flush, confirms nothing more and has the stream sent again from the durable position', async () => {
-    const dir = caseDir();
-    const dataDir = path.join(dir, 'processor');
-    cs = await CacheStoreFixture.start(path.join(dir, 'cache-store'));
-    const flaky = new FlakyStore(new FileReplicaStore(dataDir));
-    processor = await Processor.start({
-      store: flaky,
-      cacheStoreUrl: cs.url,
-      listenHost: '127.0.0.1',
-      listenPort: 0,
-      log: createLogger('test-processor', process.env['SR_LOG_LEVEL'] ?? 'silent'),
-      options: { confirmIntervalMs: 20, backoff: { initialDelayMs: 10, maxDelayMs: 100 } },
+    const faults = { failFlushes: 0 };
+    const { dataDir, cs, processor } = await cases.start({
+      store: (dir) => new FlakyStore(new FileReplicaStore(dir), faults),
     });
     const w = new Workload(DISKS, 31);
     w.random(30, 64 * 1024);
@@ -83,7 +49,7 @@ describe('processor after a restart or a storage failure', () => {
     // Later connections hear nothing from the cache-store until the test lets them.
     cs.tap.hold = (_m, s) => s !== s0;
     w.random(30, 64 * 1024);
-    flaky.failFlushes = 1;
+    faults.failFlushes = 1;
     await agent.store(w.range(31, 60));
     // The failed round drops the connection (a local fault: no error message is sent).
     await s0.closed;
@@ -106,11 +72,12 @@ describe('processor after a restart or a storage failure', () => {
   });
 });
 
-/** A store whose replicas fail `flush` on demand, as a disk that returns EIO would. */
+/** A store whose replicas fail the next `faults.failFlushes` flushes, as a disk that returns EIO would. */
 class FlakyStore implements ReplicaStore {
-  failFlushes = 0;
-
-  constructor(private readonly inner: ReplicaStore) {}
+  constructor(
+    private readonly inner: ReplicaStore,
+    private readonly faults: { failFlushes: number },
+  ) {}
 
   list(): Promise<string[]> {
     return this.inner.list();
@@ -127,8 +94,8 @@ class FlakyStore implements ReplicaStore {
 
   private wrap(r: Replica): Replica {
     const flush = async (): Promise<void> => {
-      if (this.failFlushes > 0) {
-        this.failFlushes--;
+      if (this.faults.failFlushes > 0) {
+        this.faults.failFlushes--;
         throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
       }
       await r.flush();

@@ -2,49 +2,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DiskInfo } from '@site-recovery/shared';
 import { describe, expect, it } from 'vitest';
-import type { Processor } from '../../src/processor.js';
 import { FileReplicaStore } from '../../src/replica/file-replica-store.js';
-import { CacheStoreFixture } from '../cache-store-fixture.js';
+import { useProcessorCases } from '../processor-cases.js';
 import { Workload, chunks } from '../workload.js';
-import {
-  MiB,
-  expectImages,
-  getJson,
-  readState,
-  replicaBytes,
-  replicaFile,
-  startProcessor,
-  until,
-  vmStatus,
-  useCaseDirs,
-} from '../helpers.js';
+import { MiB, expectImages, getJson, readState, replicaBytes, replicaFile, until, vmStatus } from '../helpers.js';
+import { DISKS, VM } from './stream-vm.js';
 
-const DISKS: DiskInfo[] = [
-  { id: 'os', size: 16 * MiB },
-  { id: 'data', size: 4 * MiB },
-];
-const VM = 'web01';
-
-let cs: CacheStoreFixture | undefined;
-let processor: Processor | undefined;
-const caseDir = useCaseDirs('processor', async () => {
-  await processor?.close();
-  await cs?.stop();
-  processor = undefined;
-  cs = undefined;
-});
-
-/** A fresh cache-store and a processor pulling from it; `prepare` runs before the processor starts. */
-async function setup(
-  prepare?: (dataDir: string, cs: CacheStoreFixture) => Promise<void>,
-): Promise<{ dataDir: string; cs: CacheStoreFixture; processor: Processor }> {
-  const dir = caseDir();
-  const dataDir = path.join(dir, 'processor');
-  cs = await CacheStoreFixture.start(path.join(dir, 'cache-store'));
-  await prepare?.(dataDir, cs);
-  processor = await startProcessor(dataDir, cs.url);
-  return { dataDir, cs, processor };
-}
+const cases = useProcessorCases('processor');
 
 describe('processor applying a stream from the cache-store', () => {
   it('applies writes, zeroes and trims so the replica equals the source image, skipping records it already holds', async () => {
@@ -57,16 +21,18 @@ describe('processor applying a stream from the cache-store', () => {
     w.random(100, 4096);
     // As after a crash that persisted a position inside a batch: the replica holds records 1..30,
     // while the cache-store's first frame spans 1..50, so it comes again from before that position.
-    const { dataDir, cs, processor } = await setup(async (dataDir, cs) => {
-      const r = await new FileReplicaStore(dataDir).create(VM, 'g1', DISKS);
-      for (const rec of w.range(1, 30)) await r.apply(rec);
-      await r.flush();
-      await r.savePosition({ appliedLsn: 30, initialSync: { state: 'copying', done: 0, total: 0 } });
-      await r.close();
-      const agent = await cs.agent(VM, 'g1', DISKS);
-      await agent.send(w.range(1, 50));
-      for (const c of chunks(w.range(51, w.lastLsn), 37)) await agent.send(c);
-      await agent.ackedThrough(w.lastLsn);
+    const { dataDir, cs, processor } = await cases.start({
+      prepare: async (dataDir, cs) => {
+        const r = await new FileReplicaStore(dataDir).create(VM, 'g1', DISKS);
+        for (const rec of w.range(1, 30)) await r.apply(rec);
+        await r.flush();
+        await r.savePosition({ appliedLsn: 30, initialSync: { state: 'copying', done: 0, total: 0 } });
+        await r.close();
+        const agent = await cs.agent(VM, 'g1', DISKS);
+        await agent.send(w.range(1, 50));
+        for (const c of chunks(w.range(51, w.lastLsn), 37)) await agent.send(c);
+        await agent.ackedThrough(w.lastLsn);
+      },
     });
     const s = await cs.tap.session(0);
     expect(await s.subscribeOf(VM)).toMatchObject({ t: 'subscribe', vm: VM, generation: 'g1', from: 31 });
@@ -99,7 +65,7 @@ describe('processor applying a stream from the cache-store', () => {
   });
 
   it('confirms only positions that are already persisted, in rounds rather than per batch', async () => {
-    const { dataDir, cs } = await setup();
+    const { dataDir, cs } = await cases.start();
     const w = new Workload(DISKS, 99);
     w.random(3000, 16 * 1024);
     const violations: string[] = [];
@@ -126,7 +92,7 @@ describe('processor applying a stream from the cache-store', () => {
   });
 
   it('shows initial-copy progress, then resets and resyncs on a new generation', async () => {
-    const { dataDir, cs, processor } = await setup();
+    const { dataDir, cs, processor } = await cases.start();
     const total = DISKS[0]!.size;
     const w = new Workload(DISKS, 5);
     const slices = 8;
@@ -207,7 +173,7 @@ describe('processor applying a stream from the cache-store', () => {
   });
 
   it('replicates several VMs over one connection', async () => {
-    const { dataDir, cs } = await setup();
+    const { dataDir, cs } = await cases.start();
     const a = new Workload(DISKS, 21);
     const b = new Workload([{ id: 'root', size: 2 * MiB }], 22);
     a.random(200, 64 * 1024);

@@ -1,34 +1,13 @@
-import path from 'node:path';
-import { RecordKind, encodeBatch, recordChecksum, type ChangeRecord, type DiskInfo } from '@site-recovery/shared';
+import { RecordKind, encodeBatch, recordChecksum, type ChangeRecord } from '@site-recovery/shared';
 import { describe, expect, it } from 'vitest';
-import type { Processor } from '../../src/processor.js';
-import { CacheStoreFixture } from '../cache-store-fixture.js';
+import type { CacheStoreFixture } from '../cache-store-fixture.js';
+import { useProcessorCases } from '../processor-cases.js';
 import type { TapSession } from '../wire-tap.js';
 import { Workload } from '../workload.js';
-import { MiB, expectImages, getJson, replicaBytes, startProcessor, vmStatus, useCaseDirs } from '../helpers.js';
+import { expectImages, getJson, replicaBytes, vmStatus } from '../helpers.js';
+import { DISKS, VM } from './stream-vm.js';
 
-const DISKS: DiskInfo[] = [
-  { id: 'os', size: 16 * MiB },
-  { id: 'data', size: 4 * MiB },
-];
-const VM = 'web01';
-
-let cs: CacheStoreFixture | undefined;
-let processor: Processor | undefined;
-const caseDir = useCaseDirs('stream-refusals', async () => {
-  await processor?.close();
-  await cs?.stop();
-  processor = undefined;
-  cs = undefined;
-});
-
-async function setup(): Promise<{ dataDir: string; cs: CacheStoreFixture; processor: Processor }> {
-  const dir = caseDir();
-  const dataDir = path.join(dir, 'processor');
-  cs = await CacheStoreFixture.start(path.join(dir, 'cache-store'));
-  processor = await startProcessor(dataDir, cs.url);
-  return { dataDir, cs, processor };
-}
+const cases = useProcessorCases('stream-refusals');
 
 /** A batch frame as the agent would build it (for injection: frames the cache-store would refuse to store). */
 async function batchFrame(vm: string, generation: string, records: readonly ChangeRecord[]): Promise<Buffer> {
@@ -52,12 +31,13 @@ async function expectRefused(s: TapSession, code: string, dataDir: string, befor
   expect(await s.errorSent()).toMatchObject({ t: 'error', code });
   await s.closed;
   expectImages(await replicaBytes(dataDir, VM, DISKS), before);
-  const st = await vmStatus(processor!.listen, VM);
+  const { cs, processor } = cases.current();
+  const st = await vmStatus(processor.listen, VM);
   expect(st.state).toBe('error');
   expect(st.errorCode).toBe(code);
   expect(st.error).toContain(code);
   expect(st.appliedLsn).toBe(good);
-  expect(cs!.tap.confirmed(VM)).toBe(good);
+  expect(cs.tap.confirmed(VM)).toBe(good);
 }
 
 function withBadCrc(r: ChangeRecord): ChangeRecord {
@@ -92,7 +72,7 @@ describe('processor refusing what the cache-store sends', () => {
   it.each(DAMAGED)(
     'refuses a stored batch with $name ($code): nothing of it reaches the replica, however often it comes',
     async ({ code, damage, at }) => {
-      const { dataDir, cs } = await setup();
+      const { dataDir, cs } = await cases.start();
       const { good, agent, next } = await replicatedUpTo(cs, 777);
       const before = await replicaBytes(dataDir, VM, DISKS);
       // The cache-store stores batches without opening their records: the damage reaches the processor.
@@ -107,7 +87,7 @@ describe('processor refusing what the cache-store sends', () => {
   );
 
   it('refuses an LSN gap, then applies the records from exactly where the replica stood', async () => {
-    const { dataDir, cs, processor } = await setup();
+    const { dataDir, cs, processor } = await cases.start();
     const { w, good, agent, next } = await replicatedUpTo(cs, 778);
     const before = await replicaBytes(dataDir, VM, DISKS);
     // The cache-store refuses to store a gap, so only a forged frame can carry one: good+2.. without good+1.
@@ -130,7 +110,7 @@ describe('processor refusing what the cache-store sends', () => {
 
   // The real cache-store sends none of these: each is injected into an otherwise real stream.
   it('refuses malformed frames and messages out of turn with SR_PROTOCOL', async () => {
-    const { cs } = await setup();
+    const { cs } = await cases.start();
     const w = new Workload(DISKS, 4);
     w.random(5);
     const refused = async (s: TapSession, code = 'SR_PROTOCOL'): Promise<void> => {
@@ -185,7 +165,7 @@ describe('processor refusing what the cache-store sends', () => {
   });
 
   it('reports a cache-store error in status and reconnects', async () => {
-    const { cs, processor } = await setup();
+    const { cs, processor } = await cases.start();
     const s0 = await cs.tap.session(0);
     await s0.waitFor("the processor's hello", (m) => m.t === 'hello');
     // The cache-store checks no credential yet (cache-store/src/net/auth.ts): a forged refusal stands in.
