@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import type http from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
@@ -22,16 +22,12 @@ export function authHeaders(token: ParsedToken, url: string | URL, method = 'GET
 }
 
 /** The method, path and Host of an incoming request, as a proof must name them. */
-export function requestTarget(req: http.IncomingMessage): RequestTarget {
+export function requestTarget(req: IncomingMessage): RequestTarget {
   return { method: req.method ?? 'GET', path: req.url ?? '/', host: req.headers.host ?? '' };
 }
 
 /** Checks the proof an incoming request (or WebSocket upgrade) carries. */
-export function checkRequest(
-  verifier: TokenVerifier,
-  req: http.IncomingMessage,
-  roles: readonly TokenRole[],
-): AuthResult {
+export function checkRequest(verifier: TokenVerifier, req: IncomingMessage, roles: readonly TokenRole[]): AuthResult {
   const header = req.headers[AUTH_HEADER];
   return verifier.check(Array.isArray(header) ? header[0] : header, requestTarget(req), { roles });
 }
@@ -42,7 +38,7 @@ export function checkRequest(
  */
 export function refuseUpgrade(socket: Duplex, status: number, code: string, message: string): void {
   const body = JSON.stringify({ code, message }) + '\n';
-  const reason = status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : 'Bad Request';
+  const reason = STATUS_CODES[status] ?? 'Error';
   socket.end(
     `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,

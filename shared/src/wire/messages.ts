@@ -12,7 +12,6 @@ const id = z.string().regex(ID_PATTERN);
 export const GENERATION_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 const generation = z.string().regex(GENERATION_PATTERN);
 const lsn = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-const credential = z.string().max(4096).optional();
 /** Binary field: a Buffer view into the received frame. */
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
 
@@ -26,7 +25,6 @@ export const AgentHelloSchema = z.object({
   vm: id,
   generation,
   disks: z.array(DiskInfoSchema).min(1),
-  credential,
 });
 export type AgentHello = z.infer<typeof AgentHelloSchema>;
 
@@ -34,7 +32,6 @@ export const ProcessorHelloSchema = z.object({
   t: z.literal('hello'),
   v: z.literal(PROTOCOL_VERSION),
   role: z.literal('processor'),
-  credential,
 });
 export type ProcessorHello = z.infer<typeof ProcessorHelloSchema>;
 
