@@ -8,5 +8,6 @@ export { FileStreamStore } from './log/file-stream-store.js';
 export type { FileStreamStoreOptions } from './log/file-stream-store.js';
 export { FileStreamLog, DEFAULT_SEGMENT_BYTES, DEFAULT_READ_CHUNK_BYTES } from './log/file-stream-log.js';
 export type { FileStreamLogOptions } from './log/file-stream-log.js';
-export { checkCredential } from './net/auth.js';
+export { checkUpgrade, checkHello, processorAuthorizer, OPEN_CREDENTIAL } from './net/auth.js';
+export type { PeerCredential, UpgradeCheck } from './net/auth.js';
 export type { HealthProblem } from './net/health.js';

@@ -8,9 +8,13 @@ import {
   DEFAULT_WIRE_LIMITS,
   ErrorCode,
   SrError,
+  TokenVerifier,
+  checkInsecureListen,
   createLogger,
   intOption,
   parseHostPort,
+  readSecretFile,
+  readTlsServerFiles,
   runCli,
   stopOnSignals,
 } from '@site-recovery/shared';
@@ -31,11 +35,30 @@ const program = new Command('sr-cache-store')
   .description(
     'Accept record streams from sr-agent, make them durable (fsync) before acknowledging them, and serve them to ' +
       'sr-processor from any LSN; records the processor confirms as applied are deleted. Agents and processors ' +
-      'connect over WebSocket to ws://HOST:PORT/; GET /status and GET /health answer JSON (/health: 200 when ' +
-      'storage takes writes and every VM log takes appends, else 503 with the problems).',
+      'connect over WebSocket to ws://HOST:PORT/ (wss:// with --tls-cert), each with its token: an agent token ' +
+      'streams only its VM, a processor token reads and acknowledges. GET /health answers {ok} to anyone (200 when ' +
+      'storage takes writes and every VM log takes appends, else 503); GET /status and GET /health/details (the ' +
+      'problems) need a processor token.',
   )
   .option('--listen <host:port>', 'address to listen on; port 0 picks a free port', '127.0.0.1:7400')
   .option('--data-dir <dir>', 'where the streams are kept: <dir>/vms/<vm>/ (meta.json and segment files)')
+  .option(
+    '--auth-secret-file <file>',
+    'the secret (a file only its owner may read; create it with "sr secret new --out FILE") that signs and checks ' +
+      'agent and processor tokens ("sr token issue --secret-file FILE --vm NAME | --role processor")',
+  )
+  .option(
+    '--revoked-tokens-file <file>',
+    'token ids refused even before they expire, one per line (# comments); read again within a second of a change',
+  )
+  .option('--tls-cert <file>', 'serve only HTTPS/WSS with this PEM certificate (chain); plaintext is refused')
+  .option('--tls-key <file>', 'the PEM private key of --tls-cert (a file only its owner may read)')
+  .option(
+    '--insecure',
+    'run without --auth-secret-file: no authentication, anyone who reaches the port may write and read every ' +
+      "VM's stream; allowed only with a loopback --listen address",
+    false,
+  )
   .addOption(
     sizeOpt(
       '--segment-bytes <n>',
@@ -112,6 +135,23 @@ const program = new Command('sr-cache-store')
   )
   .addOption(
     numOpt(
+      '--max-connections-per-source <n>',
+      'open connections from one source address, counted before TLS and credentials; more are closed at once ' +
+        '(every agent of a hypervisor host shares its address: raise it past the agents behind one address)',
+      D.maxConnectionsPerSource,
+      1,
+    ),
+  )
+  .addOption(
+    sizeOpt(
+      '--max-hello-bytes <n>',
+      'bytes a connection may send before its hello; past it SR_LIMIT and the connection is closed',
+      D.maxHelloBytes,
+      4096,
+    ),
+  )
+  .addOption(
+    numOpt(
       '--max-vms <n>',
       'VMs tracked at once (stored streams plus VMs a connection names without one); a new VM past it is ' +
         'refused with SR_LIMIT and nothing is stored for it',
@@ -125,7 +165,10 @@ const program = new Command('sr-cache-store')
       'SIGTERM or SIGINT stop it cleanly. A VM whose stored stream is damaged is set aside (GET /status lists it under\n' +
       '"damaged", naming the file) while the other VMs go on; its agent is refused with SR_JOURNAL_CORRUPT until it\n' +
       'starts a new generation (sr-agent --resync), which replaces the damaged data.\n' +
-      'Example:\n  sr-cache-store --listen 0.0.0.0:7400 --data-dir /var/lib/site-recovery/cache',
+      'Without --auth-secret-file it refuses to start (SR_BAD_OPTION), unless --insecure on a loopback address.\n' +
+      'Example:\n  sr secret new --out /etc/site-recovery/cache-store.secret\n' +
+      '  sr-cache-store --listen 0.0.0.0:7400 --data-dir /var/lib/site-recovery/cache \\\n' +
+      '    --auth-secret-file /etc/site-recovery/cache-store.secret --tls-cert cs.crt --tls-key cs.key',
   );
 
 interface Opts {
@@ -142,7 +185,14 @@ interface Opts {
   helloTimeoutMs: number;
   pingIntervalMs: number;
   maxConnections: number;
+  maxConnectionsPerSource: number;
+  maxHelloBytes: number;
   maxVms: number;
+  authSecretFile?: string;
+  revokedTokensFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  insecure: boolean;
 }
 
 async function main(): Promise<void> {
@@ -150,7 +200,32 @@ async function main(): Promise<void> {
   const o = program.opts<Opts>();
   const listen = parseHostPort(o.listen, '--listen');
   if (o.dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
+  // Every credential option is checked before anything is opened: a refusal leaves no trace.
+  const secret = o.authSecretFile !== undefined ? readSecretFile(o.authSecretFile) : undefined;
+  if (secret === undefined) {
+    checkInsecureListen(listen.host, o.insecure, '--auth-secret-file');
+    if (o.revokedTokensFile !== undefined)
+      throw new SrError(
+        ErrorCode.BAD_OPTION,
+        '--revoked-tokens-file needs --auth-secret-file: without it no token is checked',
+      );
+  }
+  const tls = readTlsServerFiles(o.tlsCert, o.tlsKey);
   const log = createLogger('sr-cache-store');
+  if (secret === undefined)
+    log.warn(
+      { listen: o.listen },
+      "authentication is OFF (--insecure): anyone who reaches this loopback port may write and read every VM's stream",
+    );
+  else if (o.insecure) log.warn('--insecure is ignored: --auth-secret-file is given, so authentication is on');
+  const verifier =
+    secret !== undefined
+      ? new TokenVerifier({
+          secret,
+          log,
+          ...(o.revokedTokensFile !== undefined ? { revokedTokensFile: o.revokedTokensFile } : {}),
+        })
+      : undefined;
   const store = await FileStreamStore.open(o.dataDir, {
     segmentBytes: o.segmentBytes,
     maxFrameBytes: o.maxFrameBytes,
@@ -162,6 +237,8 @@ async function main(): Promise<void> {
     log,
     host: listen.host,
     port: listen.port,
+    ...(verifier !== undefined ? { verifier } : {}),
+    ...(tls !== undefined ? { tls } : {}),
     limits: {
       maxFrameBytes: o.maxFrameBytes,
       maxBatchRecords: o.maxBatchRecords,
@@ -172,16 +249,21 @@ async function main(): Promise<void> {
       helloTimeoutMs: o.helloTimeoutMs,
       pingIntervalMs: o.pingIntervalMs,
       maxConnections: o.maxConnections,
+      maxConnectionsPerSource: o.maxConnectionsPerSource,
+      maxHelloBytes: o.maxHelloBytes,
       maxVms: o.maxVms,
     },
   });
   const status = server.status();
   // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
-  stopOnSignals(log, () => server.close().then(() => store.close()));
-  process.stdout.write(
-    JSON.stringify({ event: 'ready', listen: status.listen, dataDir: o.dataDir, vms: status.vms.length }) + '\n',
-  );
-  log.info({ listen: status.listen, dataDir: o.dataDir, vms: status.vms.map((v) => v.vm) }, 'serving');
+  stopOnSignals(log, async () => {
+    await server.close();
+    verifier?.close();
+    await store.close();
+  });
+  const ready = { listen: status.listen, dataDir: o.dataDir, authentication: status.authentication, tls: status.tls };
+  process.stdout.write(JSON.stringify({ event: 'ready', ...ready, vms: status.vms.length }) + '\n');
+  log.info({ ...ready, vms: status.vms.map((v) => v.vm) }, 'serving');
 }
 
 runCli('sr-cache-store', main);

@@ -1,4 +1,4 @@
-import { ErrorCode, JsonReply, type Logger } from '@site-recovery/shared';
+import { ErrorCode, JsonReply, type Logger, type Route } from '@site-recovery/shared';
 import type { StreamHub } from './stream-hub.js';
 
 /** One reason the cache-store cannot do its job right now. */
@@ -67,4 +67,21 @@ export class HealthCheck {
     if (problems.length === 0) this.log.info('healthy again');
     else this.log.warn({ problems }, 'unhealthy');
   }
+}
+
+/**
+ * The health routes. With authentication, `GET /health` stays open for load balancers and
+ * monitoring but says only `{ok}` (200 or 503): the problems name VMs and files. The problems are
+ * at `GET /health/details`, which needs a processor token like `/status`. Without authentication
+ * both answer with the problems.
+ */
+export function healthRoutes(health: HealthCheck, authenticated: boolean): Route[] {
+  const bare = async (): Promise<{ ok: true } | JsonReply> => {
+    const answer = await health.answer();
+    return answer instanceof JsonReply ? new JsonReply(503, { ok: false }) : answer;
+  };
+  return [
+    { method: 'GET', path: '/health', open: true, handler: authenticated ? bare : () => health.answer() },
+    { method: 'GET', path: '/health/details', handler: () => health.answer() },
+  ];
 }

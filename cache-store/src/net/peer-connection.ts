@@ -9,8 +9,9 @@ import {
   type Logger,
   type ProcessorHello,
 } from '@site-recovery/shared';
+import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
-import { checkCredential } from './auth.js';
+import { checkHello, type PeerCredential } from './auth.js';
 import type { CacheStoreLimits } from './server-options.js';
 
 /** What a connection becomes once its hello names its role. */
@@ -58,17 +59,33 @@ export class PeerConnection {
   private pingTimer: NodeJS.Timeout | undefined;
   private alive = true;
   private bufferedAtPing = 0;
+  /** Bytes read from the socket before the first message arrived (the hello, or what stands for it). */
+  private preHelloBytes = 0;
+  private helloArrived = false;
+  private readonly countPreHello = (chunk: Buffer): void => {
+    if (!this.helloArrived) this.notePreHello(chunk.length);
+  };
 
   constructor(
     readonly ws: WebSocket,
+    /** The upgraded socket, to count bytes as they arrive rather than once a whole message is buffered. */
+    private readonly socket: Duplex,
     readonly remote: string,
+    /** Who the upgrade found this peer to be; the hello must agree with it. */
+    private readonly credential: PeerCredential,
     private readonly limits: CacheStoreLimits,
     readonly log: Logger,
     private readonly becomeRole: (conn: PeerConnection, hello: AgentHello | ProcessorHello) => RoleSession,
     private readonly onGone: (conn: PeerConnection) => void,
   ) {
+    // ws reads the socket first (its listener was added at the upgrade), so a chunk that completes
+    // the hello has already ended this count when ours runs: what follows the hello is not counted.
+    socket.on('data', this.countPreHello);
     ws.on('message', (data, isBinary) => {
       this.alive = true;
+      // The listener is still called for the chunk being read (emit copies its listeners): the flag stops it.
+      this.helloArrived = true;
+      this.socket.off('data', this.countPreHello);
       this.receive(data, isBinary);
     });
     ws.on('close', () => this.gone());
@@ -136,7 +153,7 @@ export class PeerConnection {
       throw new SrError(ErrorCode.PROTOCOL, 'only binary messages are part of the protocol');
     if (this.session !== undefined) return this.session.onMessage(data);
     const hello = decodeMessage(data, HelloSchema);
-    checkCredential(hello);
+    checkHello(this.credential, hello);
     clearTimeout(this.helloTimer);
     this.session = this.becomeRole(this, hello);
     this.log.info(
@@ -154,6 +171,28 @@ export class PeerConnection {
     } finally {
       if (!this.isClosed) this.ws.resume();
     }
+  }
+
+  /**
+   * Nothing larger than a hello is taken before the hello: past `maxHelloBytes` the peer gets
+   * SR_LIMIT and the socket is read no further (ws would otherwise buffer up to maxFrameBytes).
+   */
+  private notePreHello(bytes: number): void {
+    this.preHelloBytes += bytes;
+    if (this.preHelloBytes <= this.limits.maxHelloBytes || this.isClosed) return;
+    this.socket.off('data', this.countPreHello);
+    this.fail(
+      new SrError(
+        ErrorCode.LIMIT,
+        `more than maxHelloBytes (${this.limits.maxHelloBytes}) sent before the hello; the hello comes first`,
+      ),
+    );
+    // ws would buffer the rest of the message up to maxFrameBytes: the socket is read on into
+    // nothing (so the peer's close reaches us and the socket goes at once), after the error and
+    // close frames go out. ws's close timeout still ends a peer that never stops sending.
+    this.socket.removeAllListeners('data');
+    this.socket.on('data', () => undefined);
+    this.socket.end();
   }
 
   private keepAlive(): void {

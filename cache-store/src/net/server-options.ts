@@ -1,6 +1,7 @@
 import type { Server as HttpServer } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import { DEFAULT_WIRE_LIMITS, type Logger, type WireLimits } from '@site-recovery/shared';
+import type { ServerOptions as TlsServerOptions } from 'node:https';
+import { DEFAULT_WIRE_LIMITS, type Logger, type TokenVerifier, type WireLimits } from '@site-recovery/shared';
 import type { StreamStore } from '../log/stream-log.js';
 
 /** Limits of the cache-store's connections, each with its default. */
@@ -34,6 +35,20 @@ export interface CacheStoreLimits extends WireLimits {
    * processor's own default).
    */
   readonly maxVms: number;
+  /**
+   * Open TCP connections (WebSocket and HTTP) from one source address, counted as they are
+   * accepted, before TLS or any credential; one more is closed at once, and counted in
+   * `GET /status` (`refusedConnections`). Every agent on a hypervisor host shares its address, so
+   * this is not one: it keeps a single address from holding all of `maxConnections`. Default 256.
+   */
+  readonly maxConnectionsPerSource: number;
+  /**
+   * Bytes a connection may send before its hello has arrived (frame headers included); past it the
+   * connection gets SR_LIMIT and is closed before the rest is read. A hello is a few kilobytes (64
+   * disks of 64-character ids), so a peer cannot make the cache-store buffer a `maxFrameBytes`
+   * message before saying who it is. Default 64 KiB.
+   */
+  readonly maxHelloBytes: number;
 }
 
 export const DEFAULT_CACHE_STORE_LIMITS: CacheStoreLimits = {
@@ -44,6 +59,8 @@ export const DEFAULT_CACHE_STORE_LIMITS: CacheStoreLimits = {
   pingIntervalMs: 30_000,
   maxConnections: 4096,
   maxVms: 1024,
+  maxConnectionsPerSource: 256,
+  maxHelloBytes: 64 * 1024,
 };
 
 export interface CacheStoreServerOptions {
@@ -58,4 +75,12 @@ export interface CacheStoreServerOptions {
    * Default: a plain `http.Server`.
    */
   readonly server?: HttpServer | HttpsServer;
+  /** Serve only HTTPS and WSS with these options (key, cert); not with `server`. */
+  readonly tls?: TlsServerOptions;
+  /**
+   * Checks every WebSocket upgrade (agent and processor tokens, signed with this cache-store's
+   * secret) and every HTTP route but the bare `GET /health`. Absent: no authentication, everyone
+   * may do everything (what `--insecure` gives; for loopback and tests).
+   */
+  readonly verifier?: TokenVerifier;
 }

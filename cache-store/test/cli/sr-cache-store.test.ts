@@ -37,8 +37,21 @@ function run(args: string[]): { child: ChildProcess; out: () => string; err: () 
   return { child, out: () => out, err: () => err, exited };
 }
 
+/**
+ * Starts the CLI `--insecure`: these tests drive it alone on loopback with raw peers that present no
+ * token, and are about storage, limits and crashes (auth-options.test.ts runs it with credentials).
+ */
 async function startCli(dataDir: string, extra: string[] = []): Promise<Cli> {
-  const r = run(['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--segment-bytes', String(1024 * 1024), ...extra]);
+  const r = run([
+    '--insecure',
+    '--listen',
+    '127.0.0.1:0',
+    '--data-dir',
+    dataDir,
+    '--segment-bytes',
+    String(1024 * 1024),
+    ...extra,
+  ]);
   const deadline = Date.now() + 30_000;
   for (;;) {
     const line = r
@@ -72,10 +85,11 @@ describe('sr-cache-store CLI', () => {
     ]) {
       expect(help.out()).toContain(flag);
     }
-    const bad = run(['--listen', 'nowhere', '--data-dir', root]);
+    // --insecure, so each is refused for the option it names and not for the missing credentials.
+    const bad = run(['--insecure', '--listen', 'nowhere', '--data-dir', root]);
     expect((await bad.exited).code).toBe(2);
-    expect(bad.err()).toContain('SR_BAD_OPTION');
-    const zero = run(['--listen', '127.0.0.1:0', '--data-dir', root, '--max-vms', '0']);
+    expect(bad.err()).toMatch(/SR_BAD_OPTION.*--listen/);
+    const zero = run(['--insecure', '--listen', '127.0.0.1:0', '--data-dir', root, '--max-vms', '0']);
     expect((await zero.exited).code).toBe(2);
     expect(zero.err()).toMatch(/SR_BAD_OPTION.*--max-vms/);
   });

@@ -1,17 +1,21 @@
 import fs from 'node:fs/promises';
+import type { ServerOptions as TlsServerOptions } from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import {
   BatchSchema,
+  TokenVerifier,
   createLogger,
   decodeMessage,
   lastLsn,
   type DiskInfo,
   type Logger,
+  type ParsedToken,
   type SrError,
 } from '@site-recovery/shared';
 import { afterEach, expect } from 'vitest';
 import { Peer, PROCESSOR_HELLO, agentHello } from '../helpers.js';
+import { mint, openPeer, proofFor, request } from './auth-fixture.js';
 import { FileStreamStore, type FileStreamStoreOptions } from '../../src/log/file-stream-store.js';
 import { CacheStoreServer } from '../../src/net/server.js';
 import type { CacheStoreLimits } from '../../src/net/server-options.js';
@@ -28,17 +32,34 @@ export interface StatusBody {
   trackedVms: number;
   maxVms: number;
   damaged?: { vm: string; generation?: string; error: string }[];
+  refusedConnections: number;
+  authentication: boolean;
+  tls: boolean;
 }
 
 export interface RunningServer {
   readonly server: CacheStoreServer;
   readonly store: StreamStore;
   readonly dataDir: string;
+  /** ws:// or (with TLS) wss:// */
   readonly url: string;
+  /** The secret tokens are signed with, when the server checks them. */
+  readonly secret?: Buffer;
+  /** A processor token for `secret`, which `status()` uses. */
+  readonly processorToken?: ParsedToken;
+  /** The CA clients verify a TLS server with. */
+  readonly ca?: Buffer;
+  /** `GET /status` (with the processor token when there is one). */
   status(): Promise<StatusBody>;
-  /** A plain HTTP request to the server, over a real socket. */
-  http(path: string, method?: string): Promise<{ status: number; body: unknown }>;
+  /** A plain HTTP(S) request to the server, over a real socket; with a fresh proof of `token`. */
+  http(path: string, method?: string, token?: ParsedToken): Promise<{ status: number; body: unknown }>;
   stop(): Promise<void>;
+}
+
+/** Authentication of a test server: its secret and revocation file, as `--auth-secret-file` gives. */
+export interface ServerAuth {
+  readonly secret: Buffer;
+  readonly revokedTokensFile?: string;
 }
 
 const log = createLogger('cache-store-test', process.env['SR_TEST_LOG_LEVEL'] ?? 'silent');
@@ -51,34 +72,55 @@ export async function startServer(
     limits?: Partial<CacheStoreLimits>;
     wrap?: (s: StreamStore) => StreamStore;
     log?: Logger;
+    /** Check tokens signed with this secret (absent: no authentication). */
+    auth?: ServerAuth;
+    /** Serve TLS only; `ca` is what clients verify it with. */
+    tls?: { server: TlsServerOptions; ca: Buffer };
   } = {},
 ): Promise<RunningServer> {
   const dataDir = o.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cs-server-')));
   const logger = o.log ?? log;
   const file = await FileStreamStore.open(dataDir, { log: logger, ...o.store });
   const store = o.wrap ? o.wrap(file) : file;
+  const verifier =
+    o.auth !== undefined
+      ? new TokenVerifier({
+          secret: o.auth.secret,
+          log: logger,
+          ...(o.auth.revokedTokensFile !== undefined ? { revokedTokensFile: o.auth.revokedTokensFile } : {}),
+        })
+      : undefined;
   const server = await CacheStoreServer.start({
     store,
     log: logger,
     host: '127.0.0.1',
     port: 0,
     limits: o.limits ?? {},
+    ...(verifier !== undefined ? { verifier } : {}),
+    ...(o.tls !== undefined ? { tls: o.tls.server } : {}),
   });
-  const base = `127.0.0.1:${server.address.port}`;
-  const http = async (p: string, method = 'GET'): Promise<{ status: number; body: unknown }> => {
-    const res = await fetch(`http://${base}${p}`, { method });
-    const text = await res.text();
-    return { status: res.status, body: text === '' ? undefined : (JSON.parse(text) as unknown) };
-  };
+  const ca = o.tls?.ca;
+  const base = `${o.tls !== undefined ? 'https' : 'http'}://127.0.0.1:${server.address.port}`;
+  const processorToken = o.auth !== undefined ? mint(o.auth.secret, { role: 'processor' }) : undefined;
+  const http = (p: string, method = 'GET', token?: ParsedToken): Promise<{ status: number; body: unknown }> =>
+    request(base, p, { method, ...(token !== undefined ? { token } : {}), ...(ca !== undefined ? { ca } : {}) });
   return {
     server,
     store,
     dataDir,
-    url: `ws://${base}/`,
-    status: async () => (await http('/status')).body as StatusBody,
+    url: `${o.tls !== undefined ? 'wss' : 'ws'}://127.0.0.1:${server.address.port}/`,
+    ...(o.auth !== undefined ? { secret: o.auth.secret } : {}),
+    ...(processorToken !== undefined ? { processorToken } : {}),
+    ...(ca !== undefined ? { ca } : {}),
+    status: async () => {
+      const r = await http('/status', 'GET', processorToken);
+      if (r.status !== 200) throw new Error(`GET /status answered ${r.status}: ${JSON.stringify(r.body)}`);
+      return r.body as StatusBody;
+    },
     http,
     stop: async () => {
       await server.close();
+      verifier?.close();
       await store.close();
     },
   };
@@ -87,9 +129,12 @@ export async function startServer(
 /** What a test file uses to start servers and peers; everything is stopped after each test. */
 export interface ServerFixture {
   server: (o?: Parameters<typeof startServer>[0]) => Promise<RunningServer>;
-  /** A WebSocket connection that has said nothing yet. */
-  connect: (s: RunningServer, o?: { autoPong?: boolean }) => Promise<Peer>;
-  /** An agent connection that said hello and got its welcome. */
+  /**
+   * A WebSocket connection that has said nothing yet; with a fresh proof of `token` if given (on a
+   * server that checks tokens, none means no credential).
+   */
+  connect: (s: RunningServer, o?: { autoPong?: boolean; token?: ParsedToken }) => Promise<Peer>;
+  /** An agent connection that said hello and got its welcome (with its VM's token when tokens are checked). */
   agent: (s: RunningServer, vm?: string, generation?: string) => Promise<{ peer: Peer; durableLsn: number }>;
   /** A processor connection that said hello and got the first `vms`. */
   processor: (s: RunningServer) => Promise<{ peer: Peer; vms: VmRow[] }>;
@@ -113,11 +158,20 @@ export function useServers(): ServerFixture {
       await fs.rm(s.dataDir, { recursive: true, force: true });
     }
   });
-  const connect = async (s: RunningServer, o: { autoPong?: boolean } = {}): Promise<Peer> => {
-    const p = await Peer.open(s.url, o);
+  const connect = async (s: RunningServer, o: { autoPong?: boolean; token?: ParsedToken } = {}): Promise<Peer> => {
+    const p =
+      o.token === undefined && s.ca === undefined
+        ? await Peer.open(s.url, o)
+        : await openPeer(s.url, {
+            ...(o.autoPong !== undefined ? { autoPong: o.autoPong } : {}),
+            ...(o.token !== undefined ? { headers: proofFor(o.token, s.url) } : {}),
+            ...(s.ca !== undefined ? { ca: s.ca } : {}),
+          });
     peers.push(p);
     return p;
   };
+  const tokenFor = (s: RunningServer, role: 'agent' | 'processor', vm?: string): { token?: ParsedToken } =>
+    s.secret === undefined ? {} : { token: mint(s.secret, { role, ...(vm !== undefined ? { vm } : {}) }) };
   return {
     server: async (o = {}) => {
       const s = await startServer(o);
@@ -126,13 +180,13 @@ export function useServers(): ServerFixture {
     },
     connect,
     agent: async (s, vm = 'vm1', generation = 'g1') => {
-      const peer = await connect(s);
+      const peer = await connect(s, tokenFor(s, 'agent', vm));
       peer.send(agentHello(vm, generation));
       const w = await peer.expect('welcome');
       return { peer, durableLsn: w.durableLsn };
     },
     processor: async (s) => {
-      const peer = await connect(s);
+      const peer = await connect(s, tokenFor(s, 'processor'));
       peer.send(PROCESSOR_HELLO);
       const m = await peer.expect('vms');
       return { peer, vms: m.vms };
