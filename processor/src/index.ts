@@ -3,7 +3,7 @@
 
 // Running a processor: options, status and health.
 export { Processor, DEFAULT_CONFIRM_INTERVAL_MS } from './processor.js';
-export type { ProcessorConfig, ProcessorOptions, ProcessorStatus } from './processor.js';
+export type { ProcessorAuth, ProcessorConfig, ProcessorOptions, ProcessorStatus } from './processor.js';
 export { DEFAULT_CONFIRM_BYTES } from './stream/vm-replication.js';
 export type { PullerStatus } from './stream/puller.js';
 export type { ErrorInfo, FailoverState, VmState, VmStatus } from './stream/vm-status.js';
@@ -54,5 +54,7 @@ export type { Manifest } from './failover/manifest.js';
 
 // The control API: a client, and the codes its refusals carry.
 export { ControlClient, ControlApiError } from './api/control-client.js';
-export type { StatusDoc, VmConfigUpdate } from './api/control-client.js';
+export type { ControlClientAuth, StatusDoc, VmConfigUpdate } from './api/control-client.js';
+export { DEFAULT_MAX_PENDING_REFUSALS } from './api/audit-log.js';
+export type { AuditAction, AuditOutcome } from './api/audit-log.js';
 export { PointError, PointErrorCode } from './api/error-codes.js';

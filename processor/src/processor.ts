@@ -1,7 +1,18 @@
 import type https from 'node:https';
-import { ErrorCode, JsonReply, SrError, checkId, type Logger, type WireLimits } from '@site-recovery/shared';
+import path from 'node:path';
+import {
+  ErrorCode,
+  SrError,
+  checkId,
+  type Logger,
+  type ParsedToken,
+  type TokenVerifier,
+  type WireLimits,
+} from '@site-recovery/shared';
 import type { BackoffOptions } from '@site-recovery/shared';
-import { ControlServer, type ControlServerLimits, type Route } from './api/control-server.js';
+import { AuditLog } from './api/audit-log.js';
+import { ControlServer, type ControlServerLimits } from './api/control-server.js';
+import { controlRoutes, type ControlApiTarget } from './api/control-routes.js';
 import { PointError, PointErrorCode } from './api/error-codes.js';
 import { FailoverService, type FailoverOptions } from './failover/failover.js';
 import type { TargetPlanner } from './failover/target-planner.js';
@@ -29,7 +40,7 @@ import {
 export interface ProcessorOptions
   extends
     VmReplicationOptions,
-    Omit<PullerOptions, 'url' | 'credential' | 'limits' | 'backoff'>,
+    Omit<PullerOptions, 'url' | 'token' | 'ca' | 'limits' | 'backoff'>,
     PointSchedulerOptions,
     FailoverOptions,
     ControlServerLimits {
@@ -52,6 +63,25 @@ export interface ProcessorOptions
 
 export const DEFAULT_CONFIRM_INTERVAL_MS = 200;
 
+/**
+ * Authentication of a processor. Given at all, the control API also refuses a foreign Host header
+ * (421) and a POST or PUT that is not JSON (415), and audits every action; absent, it serves anyone
+ * (what --insecure gives, on loopback).
+ */
+export interface ProcessorAuth {
+  /**
+   * Checks the operator tokens the control API requires on every route but a bare `GET /health`:
+   * tokens signed with this processor's own secret, never the cache-store's. Absent: no token needed.
+   */
+  readonly verifier?: TokenVerifier;
+  /** A processor token signed with the cache-store's secret, proven afresh on every dial. */
+  readonly cacheStoreToken?: ParsedToken;
+  /** Host headers served besides the listen address (`--allowed-hosts`: HOST or HOST:PORT). */
+  readonly allowedHosts?: readonly string[];
+  /** The audit log. Default `<dataDir>/audit.log`; without a data dir, none. */
+  readonly auditLog?: string;
+}
+
 export interface ProcessorConfig {
   readonly store: ReplicaStore;
   /** `ws://` or `wss://` address of the cache-store. */
@@ -61,8 +91,10 @@ export interface ProcessorConfig {
   readonly listenPort: number;
   /** Serve the control API over TLS with these options. */
   readonly tls?: https.ServerOptions;
-  /** Presented to the cache-store in HELLO. */
-  readonly credential?: string;
+  /** Verifies a `wss://` cache-store's certificate; default the system's CAs. */
+  readonly cacheStoreCa?: Buffer;
+  /** Absent: no authentication (see {@link ProcessorAuth}). */
+  readonly auth?: ProcessorAuth;
   readonly log: Logger;
   readonly options?: ProcessorOptions;
   /**
@@ -88,6 +120,7 @@ export class Processor implements VmDirectory {
   private readonly vms = new Map<string, VmReplication>();
   private readonly puller: Puller;
   private control: ControlServer | undefined;
+  private audit: AuditLog | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private readonly hooks: VmReplicationHooks;
@@ -106,7 +139,8 @@ export class Processor implements VmDirectory {
       {
         ...o,
         url: config.cacheStoreUrl,
-        ...(config.credential !== undefined ? { credential: config.credential } : {}),
+        ...(config.auth?.cacheStoreToken !== undefined ? { token: config.auth.cacheStoreToken } : {}),
+        ...(config.cacheStoreCa !== undefined ? { ca: config.cacheStoreCa } : {}),
       },
       this,
       config.log,
@@ -138,6 +172,11 @@ export class Processor implements VmDirectory {
     await p.openReplicas();
     try {
       if (p.dataDir !== undefined) for (const v of p.vms.values()) await p.failovers.restore(v);
+      const { auth } = config;
+      const auditFile =
+        auth?.auditLog ??
+        (auth !== undefined && p.dataDir !== undefined ? path.join(p.dataDir, 'audit.log') : undefined);
+      if (auditFile !== undefined) p.audit = await AuditLog.open(auditFile, config.log);
       p.control = await ControlServer.listen(
         {
           host: config.listenHost,
@@ -145,10 +184,18 @@ export class Processor implements VmDirectory {
           ...(config.tls !== undefined ? { tls: config.tls } : {}),
           ...(config.options?.maxBodyBytes !== undefined ? { maxBodyBytes: config.options.maxBodyBytes } : {}),
         },
-        p.routes(),
+        controlRoutes(p.controlTarget(), p.audit),
         config.log,
+        auth === undefined
+          ? undefined
+          : {
+              ...(auth.verifier !== undefined ? { verifier: auth.verifier } : {}),
+              ...(auth.allowedHosts !== undefined ? { allowedHosts: auth.allowedHosts } : {}),
+              ...(p.audit !== undefined ? { audit: p.audit } : {}),
+            },
       );
     } catch (err) {
+      await p.audit?.close();
       await Promise.all([...p.vms.values()].map((v) => v.close()));
       throw err;
     }
@@ -157,7 +204,17 @@ export class Processor implements VmDirectory {
     p.timer = setInterval(() => {
       for (const v of p.vms.values()) void v.flush();
     }, config.options?.confirmIntervalMs ?? DEFAULT_CONFIRM_INTERVAL_MS);
-    config.log.info({ listen: p.listen, cacheStore: config.cacheStoreUrl, vms: p.vms.size }, 'processor started');
+    config.log.info(
+      {
+        listen: p.listen,
+        cacheStore: config.cacheStoreUrl,
+        vms: p.vms.size,
+        authentication: config.auth?.verifier !== undefined,
+        tls: config.tls !== undefined,
+        ...(p.audit !== undefined ? { auditLog: p.audit.file } : {}),
+      },
+      'processor started',
+    );
     return p;
   }
 
@@ -205,6 +262,7 @@ export class Processor implements VmDirectory {
       await Promise.all([...this.vms.values()].map((v) => v.settle()));
       await this.puller.close();
       await this.control?.close();
+      await this.audit?.close();
       await Promise.all([...this.vms.values()].map((v) => v.close()));
       this.config.log.info('processor stopped');
     })();
@@ -216,53 +274,27 @@ export class Processor implements VmDirectory {
     return this.scheduler;
   }
 
-  private routes(): Route[] {
+  /** What the control API acts on. */
+  private controlTarget(): ControlApiTarget {
     const f = this.failovers;
-    return [
-      {
-        method: 'GET',
-        path: '/health',
-        handler: () => {
-          const h = this.health();
-          return h.ok ? h : new JsonReply(503, h);
-        },
-      },
-      { method: 'GET', path: '/status', handler: () => this.status() },
-      {
-        method: 'GET',
-        path: '/vms/:vm/points',
-        handler: ({ params }) =>
-          (this.known(params['vm']!).current?.points.list() ?? []).map((p) => ({
-            id: p.id,
-            time: p.time,
-            lsn: p.lsn,
-            kind: p.kind,
-            undoBytes: p.undoBytes,
-          })),
-      },
-      { method: 'GET', path: '/vms/:vm/config', handler: ({ params }) => this.vmConfig(this.known(params['vm']!).vm) },
-      {
-        method: 'PUT',
-        path: '/vms/:vm/config',
-        handler: ({ params, body }) => this.putConfig(this.known(params['vm']!).vm, body),
-      },
-      {
-        method: 'POST',
-        path: '/vms/:vm/failover',
-        handler: ({ params, body }) => f.failover(this.withDataDir(params['vm']!), body),
-      },
-      {
-        method: 'POST',
-        path: '/vms/:vm/test-failover',
-        handler: ({ params, body }) => f.testFailover(this.withDataDir(params['vm']!), body),
-      },
-      {
-        method: 'POST',
-        path: '/vms/:vm/test-failover-cleanup',
-        handler: ({ params }) => f.cleanupTestFailover(this.withDataDir(params['vm']!)),
-      },
-      { method: 'POST', path: '/vms/:vm/commit', handler: ({ params }) => f.commit(this.withDataDir(params['vm']!)) },
-    ];
+    return {
+      health: () => this.health(),
+      status: () => this.status(),
+      points: (vm) =>
+        (this.known(vm).current?.points.list() ?? []).map((p) => ({
+          id: p.id,
+          time: p.time,
+          lsn: p.lsn,
+          kind: p.kind,
+          undoBytes: p.undoBytes,
+        })),
+      config: (vm) => this.vmConfig(this.known(vm).vm),
+      putConfig: (vm, body) => this.putConfig(this.known(vm).vm, body),
+      failover: (vm, body) => f.failover(this.withDataDir(vm), body),
+      testFailover: (vm, body) => f.testFailover(this.withDataDir(vm), body),
+      cleanupTestFailover: (vm) => f.cleanupTestFailover(this.withDataDir(vm)),
+      commit: (vm) => f.commit(this.withDataDir(vm)),
+    };
   }
 
   private known(vm: string): VmReplication {

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import { ErrorCode } from '@site-recovery/shared';
+import { ErrorCode, authHeaders, type ParsedToken } from '@site-recovery/shared';
 import type { Manifest } from '../failover/manifest.js';
 import type { PointInfo } from '../points/recovery-point.js';
 
@@ -51,11 +51,22 @@ export class ControlApiError extends Error {
 /** Transport failure code: not one of the processor's, so `sr` says what it means itself. */
 const UNREACHABLE = 'SR_UNREACHABLE';
 
+/** How the client proves who it is and checks whom it talks to. */
+export interface ControlClientAuth {
+  /** An operator token of the processor; a fresh proof of it goes with every request. */
+  readonly token?: ParsedToken;
+  /** Verifies an https:// processor's certificate; default the system's CAs. */
+  readonly ca?: Buffer;
+}
+
 export class ControlClient {
   readonly base: URL;
 
   /** `url` is http(s)://HOST:PORT[/prefix]; a bare HOST:PORT means http. */
-  constructor(url: string) {
+  constructor(
+    url: string,
+    private readonly auth: ControlClientAuth = {},
+  ) {
     const text = /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url : `http://${url}`;
     let u: URL;
     try {
@@ -106,10 +117,14 @@ export class ControlClient {
     return this.call('GET', 'status') as Promise<StatusDoc>;
   }
 
-  /** One request; resolves with the parsed 2xx body, rejects with a {@link ControlApiError}. */
+  /**
+   * One request; resolves with the parsed 2xx body, rejects with a {@link ControlApiError}. POST and
+   * PUT always carry a JSON body (`{}` if none is given): the processor takes nothing else.
+   */
   call(method: string, rel: string, body?: unknown): Promise<unknown> {
     const url = new URL(rel, this.base);
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const sendsBody = body !== undefined || method === 'POST' || method === 'PUT';
+    const payload = sendsBody ? Buffer.from(JSON.stringify(body ?? {})) : undefined;
     const where = `${method} ${url.pathname}`;
     return new Promise((resolve, reject) => {
       const req = (url.protocol === 'https:' ? https : http).request(url, {
@@ -117,14 +132,17 @@ export class ControlClient {
         headers: {
           accept: 'application/json',
           ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
+          // One proof per request: the processor refuses a proof it has seen before.
+          ...(this.auth.token !== undefined ? authHeaders(this.auth.token, url, method) : {}),
         },
+        ...(this.auth.ca !== undefined && url.protocol === 'https:' ? { ca: this.auth.ca } : {}),
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
         reject(
           new ControlApiError(
             1,
             UNREACHABLE,
-            `cannot reach the processor at ${this.base.origin} (${err.code ?? err.message}); check --processor / SR_PROCESSOR_URL and that sr-processor is running`,
+            `cannot reach the processor at ${this.base.origin} (${err.code ?? err.message}); ${transportHint(err, url)}`,
           ),
         );
       });
@@ -171,6 +189,18 @@ export class ControlClient {
       req.end(payload);
     });
   }
+}
+
+/** What to check, by how the connection failed. */
+function transportHint(err: NodeJS.ErrnoException, url: URL): string {
+  const code = err.code ?? '';
+  if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code))
+    return 'its certificate could not be verified: give the CA that signed it with --tls-ca FILE or SR_TLS_CA';
+  if (code === 'EPROTO' || code === 'ECONNRESET')
+    return url.protocol === 'https:'
+      ? 'is it serving https? (sr-processor --tls-cert/--tls-key)'
+      : 'if the processor serves TLS (--tls-cert), use an https:// URL';
+  return 'check --processor / SR_PROCESSOR_URL and that sr-processor is running';
 }
 
 function refusal(doc: unknown): { code: string; message: string } | undefined {

@@ -24,6 +24,7 @@ import { DEFAULT_CONFIRM_INTERVAL_MS, Processor } from '../processor.js';
 import { DEFAULT_CONFIRM_BYTES } from '../stream/vm-replication.js';
 import { readRegionConfig, watchRegionConfig } from '../failover/region-config.js';
 import { createTargetPlanner } from '../failover/target-resources.js';
+import { resolveSecurity, type SecurityCliOptions } from './processor-security.js';
 
 const program = new Command('sr-processor')
   .description(
@@ -99,15 +100,45 @@ const program = new Command('sr-processor')
       .default(DEFAULT_CACHE_STORE_UNREACHABLE_MS)
       .argParser(intOption('--cache-store-unreachable-ms', 0)),
   )
+  .option(
+    '--auth-secret-file <file>',
+    "this processor's own secret (0600; sr secret new --out FILE): the control API takes only operator tokens signed with it",
+  )
+  .option(
+    '--revoked-tokens-file <file>',
+    'token ids refused by the control API, one per line (# comments); read again when it changes',
+  )
+  .option(
+    '--cache-store-token-file <file>',
+    "a processor token signed with the cache-store's secret (0600), proven to the cache-store on every connection",
+  )
+  .option(
+    '--tls-ca <file>',
+    "CA certificate that signed a wss:// cache-store's certificate (default: the system's CAs)",
+  )
+  .option('--tls-cert <file>', 'serve the control API over https with this certificate (PEM; with --tls-key)')
+  .option('--tls-key <file>', 'private key of --tls-cert (PEM, 0600)')
+  .option(
+    '--allowed-hosts <hosts>',
+    'Host headers the control API serves besides its listen address, comma-separated HOST or HOST:PORT (DNS rebinding)',
+  )
+  .option('--audit-log <file>', 'JSON lines of every action and refused credential (default <data-dir>/audit.log)')
+  .option(
+    '--insecure',
+    'run without credentials: without --auth-secret-file the control API takes no token and listens on loopback only; ' +
+      'without --cache-store-token-file the cache-store is dialled without one',
+  )
   .addHelpText(
     'after',
     '\nOn start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout. SIGTERM or SIGINT stop it\n' +
       'cleanly: records in flight are applied, made durable and confirmed first. Logs are JSON lines on stderr\n' +
       '(SR_LOG_LEVEL=debug for more).\n' +
-      'Example:\n  sr-processor --listen 0.0.0.0:8470 --cache-store ws://cache.example:7400/ --data-dir /var/lib/site-recovery/processor',
+      'Example:\n  sr-processor --listen 10.1.0.4:8470 --cache-store wss://cache.example:7400/ --tls-ca /etc/sr/ca.pem \\\n' +
+      '    --auth-secret-file /etc/sr/processor.secret --cache-store-token-file /etc/sr/processor.token \\\n' +
+      '    --tls-cert /etc/sr/processor.pem --tls-key /etc/sr/processor.key --data-dir /var/lib/site-recovery/processor',
   );
 
-interface CliOptions {
+interface CliOptions extends SecurityCliOptions {
   listen: string;
   region?: string;
   cacheStore?: string;
@@ -131,6 +162,7 @@ async function main(): Promise<void> {
   const cacheStoreUrl = parseWsUrl(o.cacheStore, '--cache-store');
 
   const log = createLogger('sr-processor');
+  const security = resolveSecurity(o, { listenHost: listen.host, cacheStoreUrl, dataDir: o.dataDir }, log);
   // Fault injection for crash tests only: die right after the Nth durable undo append, before the
   // records it protects are applied.
   const killAfter = Number(process.env['SR_TEST_KILL_AFTER_UNDO_APPENDS'] ?? 0);
@@ -153,6 +185,9 @@ async function main(): Promise<void> {
     targetPlanner: { plan: (input) => planner.plan(input) },
     listenHost: listen.host,
     listenPort: listen.port,
+    auth: security.auth,
+    ...(security.tls !== undefined ? { tls: security.tls } : {}),
+    ...(security.cacheStoreCa !== undefined ? { cacheStoreCa: security.cacheStoreCa } : {}),
     log,
     options: {
       confirmIntervalMs: o.confirmIntervalMs,
@@ -163,11 +198,13 @@ async function main(): Promise<void> {
     },
   });
   // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
-  stopOnSignals(log, () => Promise.all([processor.close(), stopWatching?.()]));
+  stopOnSignals(log, () => Promise.all([processor.close().finally(() => security.close()), stopWatching?.()]));
   process.stdout.write(
     JSON.stringify({
       event: 'ready',
       listen: processor.listen,
+      tls: security.tls !== undefined,
+      authentication: security.auth.verifier !== undefined,
       cacheStore: cacheStoreUrl,
       dataDir: o.dataDir,
       vms: processor.status().vms.length,

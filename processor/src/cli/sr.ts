@@ -4,12 +4,14 @@ import { ErrorCode, isSrError } from '@site-recovery/shared';
 import { ControlApiError } from '../api/control-client.js';
 import { registerCommit } from './sr/commit.js';
 import { registerConfigure } from './sr/configure.js';
-import { srContext, type RegisterCommand } from './sr/context.js';
+import { srContext, type RegisterCommand, type SrConnection } from './sr/context.js';
 import { registerFailover } from './sr/failover.js';
 import { registerPoints } from './sr/points.js';
+import { registerSecret } from './sr/secret.js';
 import { registerStatus } from './sr/status.js';
 import { registerTestFailoverCleanup } from './sr/test-failover-cleanup.js';
 import { registerTestFailover } from './sr/test-failover.js';
+import { registerToken } from './sr/token.js';
 
 // The operator's CLI for the processor's control API; one file per subcommand under sr/. Exit codes:
 // 0 done, 2 refused (by the processor with a stable code, or a bad option here), 1 the processor could
@@ -31,6 +33,10 @@ const HINTS: Readonly<Record<string, string>> = {
   SR_DEADLINE:
     'the cache-store could not be caught up in time; retry with a longer --deadline or use --point latest-processed',
   SR_BAD_OPTION: 'see "sr --help" and "sr COMMAND --help"',
+  SR_AUTH:
+    'give an operator token of this processor with --token-file FILE or SR_TOKEN_FILE ' +
+    '(sr token issue --secret-file PROCESSOR_SECRET --role operator --out FILE)',
+  SR_BAD_HOST: "use the processor's own address in --processor, or add this name to its --allowed-hosts",
 };
 
 /** In the order `sr --help` lists them. */
@@ -42,6 +48,8 @@ const SUBCOMMANDS: readonly RegisterCommand[] = [
   registerTestFailoverCleanup,
   registerCommit,
   registerStatus,
+  registerSecret,
+  registerToken,
 ];
 
 const program = new Command('sr')
@@ -52,6 +60,17 @@ const program = new Command('sr')
     new Option('--processor <url>', "the processor's control API, http(s)://HOST:PORT (its --listen address)")
       .env('SR_PROCESSOR_URL')
       .default('http://127.0.0.1:8470'),
+  )
+  .addOption(
+    new Option(
+      '--token-file <file>',
+      "an operator token of the processor (0600; made with sr token issue --role operator and the processor's secret)",
+    ).env('SR_TOKEN_FILE'),
+  )
+  .addOption(
+    new Option('--tls-ca <file>', "the CA certificate that signed an https:// processor's certificate").env(
+      'SR_TLS_CA',
+    ),
   )
   .showHelpAfterError(false)
   .exitOverride()
@@ -64,7 +83,7 @@ const program = new Command('sr')
       'Example:\n  sr --processor http://10.1.0.4:8470 failover web01 --point latest-processed --json',
   );
 
-const ctx = srContext(() => program.opts<{ processor: string }>().processor);
+const ctx = srContext(() => program.opts<SrConnection>());
 for (const register of SUBCOMMANDS) register(program, ctx);
 
 function fail(code: string, message: string, exitCode: number): never {

@@ -1,3 +1,4 @@
+import type http from 'node:http';
 import WebSocket from 'ws';
 import {
   DEFAULT_WIRE_LIMITS,
@@ -10,7 +11,6 @@ import {
   encodeMessage,
   type Applied,
   type Batch,
-  type DiskInfo,
   type ErrorMessage,
   type Logger,
   type ProcessorHello,
@@ -18,18 +18,24 @@ import {
   type Policy,
   type Subscribe,
   type VmInfo,
+  type ParsedToken,
   type WireLimits,
+  authHeaders,
 } from '@site-recovery/shared';
 import { Backoff, type BackoffOptions } from '@site-recovery/shared';
 import { asStorageError } from './storage-error.js';
 import type { VmReplication } from './vm-replication.js';
+import { Connection } from './puller-connection.js';
+import { readUpgradeRefusal } from './upgrade-refusal.js';
 import type { ErrorInfo } from './vm-status.js';
 
 export interface PullerOptions {
   /** `ws://` or `wss://` address of the cache-store. */
   readonly url: string;
-  /** Sent in HELLO; the cache-store decides what it accepts. */
-  readonly credential?: string;
+  /** A processor token signed with the cache-store's secret; a fresh proof of it goes with every dial. */
+  readonly token?: ParsedToken;
+  /** Verifies a `wss://` cache-store's certificate; default the system's CAs. */
+  readonly ca?: Buffer;
   readonly limits?: WireLimits;
   readonly backoff?: BackoffOptions;
   /** Time allowed for the WebSocket handshake. Default 10 s. */
@@ -83,21 +89,6 @@ const PEER_FAULTS = new Set<string>([
 
 /** How long a closing connection may take before it is cut. */
 const CLOSE_GRACE_MS = 2000;
-
-class Connection {
-  /** VM → the cache-store generation it was subscribed at. */
-  readonly subscribed = new Map<string, string>();
-  /** VM → the stream the cache-store announced (batches are checked against it). */
-  readonly streams = new Map<string, { generation: string; disks: readonly DiskInfo[] }>();
-  listed = false;
-  closed = false;
-  faulted = false;
-  alive = true;
-  queuedBytes = 0;
-  heartbeat: NodeJS.Timeout | undefined;
-
-  constructor(readonly ws: WebSocket) {}
-}
 
 /**
  * The processor's side of the replication protocol: one WebSocket to the cache-store, redialled with
@@ -194,17 +185,16 @@ export class Puller {
       perMessageDeflate: false,
       maxPayload: this.limits.maxFrameBytes,
       handshakeTimeout: this.o.connectTimeoutMs ?? DEFAULT_PULLER.connectTimeoutMs,
+      // A proof is good for one upgrade only: each dial makes its own.
+      ...(this.o.token !== undefined ? { headers: authHeaders(this.o.token, this.o.url) } : {}),
+      ...(this.o.ca !== undefined ? { ca: this.o.ca } : {}),
     });
     const c = new Connection(ws);
     this.conn = c;
+    ws.on('unexpected-response', (_req, res) => this.onRefused(c, res));
     ws.on('open', () => {
       this.log.info({ url: this.o.url }, 'connected to cache-store');
-      const hello: ProcessorHello = {
-        t: 'hello',
-        v: PROTOCOL_VERSION,
-        role: 'processor',
-        ...(this.o.credential !== undefined ? { credential: this.o.credential } : {}),
-      };
+      const hello: ProcessorHello = { t: 'hello', v: PROTOCOL_VERSION, role: 'processor' };
       this.send(c, hello);
       c.heartbeat = setInterval(() => {
         if (!c.alive) {
@@ -219,6 +209,7 @@ export class Puller {
     ws.on('pong', () => (c.alive = true));
     ws.on('message', (data, isBinary) => this.receive(c, data, isBinary));
     ws.on('error', (err) => {
+      if (c.refused) return;
       this.log.warn({ url: this.o.url, err: err.message }, 'cache-store connection error');
       this.lastError = {
         code: ErrorCode.IO,
@@ -227,6 +218,20 @@ export class Puller {
       };
     });
     ws.once('close', (code, reason) => this.onClose(c, code, reason.toString()));
+  }
+
+  /**
+   * The cache-store answered the upgrade with an HTTP error (401/403: the token is refused): keep its
+   * code for status and health, say so once, and redial with backoff (a revoked token may be replaced).
+   */
+  private onRefused(c: Connection, res: http.IncomingMessage): void {
+    c.refused = true;
+    c.faulted = true;
+    readUpgradeRefusal(res, ({ status, code, message }) => {
+      this.lastError = { code, message, at: new Date().toISOString() };
+      this.log.error({ url: this.o.url, status, code, err: message }, 'cache-store refused the connection');
+      if (c.ws.readyState === WebSocket.CONNECTING) c.ws.terminate();
+    });
   }
 
   private receive(c: Connection, data: WebSocket.RawData, isBinary: boolean): void {

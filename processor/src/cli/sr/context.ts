@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
+import { loadTokenFile, readTlsCaFile } from '@site-recovery/shared';
 import { ControlClient } from '../../api/control-client.js';
 import type { Manifest } from '../../failover/manifest.js';
 import { formatManifest } from '../sr-format.js';
 
-/** What every `sr` subcommand gets: the control API client (built on use, from --processor) and output. */
+/** What every `sr` subcommand gets: the control API client (built on use, from the options) and output. */
 export interface SrContext {
   client(): ControlClient;
   print(text: string): void;
@@ -15,11 +16,27 @@ export interface SrContext {
 /** Adds one subcommand to the program (`program.command(...)`, so it inherits the program's settings). */
 export type RegisterCommand = (program: Command, ctx: SrContext) => void;
 
-export function srContext(processorUrl: () => string): SrContext {
+/** The program-wide options that say how to reach the processor. */
+export interface SrConnection {
+  readonly processor: string;
+  /** An operator token file (`--token-file` / SR_TOKEN_FILE); read anew by every command. */
+  readonly tokenFile?: string;
+  /** The CA of an https:// processor (`--tls-ca` / SR_TLS_CA). */
+  readonly tlsCa?: string;
+}
+
+export function srContext(connection: () => SrConnection): SrContext {
   const print = (text: string): void => void process.stdout.write(text);
   const printJson = (doc: unknown): void => print(JSON.stringify(doc, null, 2) + '\n');
   return {
-    client: () => new ControlClient(processorUrl()),
+    client: () => {
+      const c = connection();
+      const ca = readTlsCaFile(c.tlsCa);
+      return new ControlClient(c.processor, {
+        ...(c.tokenFile !== undefined ? { token: loadTokenFile(c.tokenFile) } : {}),
+        ...(ca !== undefined ? { ca } : {}),
+      });
+    },
     print,
     printJson,
     printManifest: (m, json) => (json === true ? printJson(m) : print(formatManifest(m))),
