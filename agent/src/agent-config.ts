@@ -1,7 +1,7 @@
-import type { BackoffOptions, Logger } from '@site-recovery/shared';
+import type { BackoffOptions, Logger, ParsedToken } from '@site-recovery/shared';
 import type { BackendFilter, NbdServerLimits } from '@site-recovery/shared/nbd';
 import type { FileJournalOptions } from './journal/file-journal-options.js';
-import type { ShipperLimits } from './replication/shipper.js';
+import type { ShipperLimits } from './replication/shipper-options.js';
 
 /** See AgentConfig.checkpointIntervalMs. */
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 30_000;
@@ -53,9 +53,19 @@ export interface AgentConfig {
 }
 
 export interface ReplicationConfig {
-  /** ws:// URL of the cache-store. */
+  /** ws:// or wss:// URL of the cache-store. */
   readonly url: string;
-  readonly credential?: string;
+  /**
+   * The agent token of this VM (role agent, `vm` equal to AgentConfig.vm), minted with the
+   * cache-store's secret: every dial carries a fresh one-time proof of it. Absent: the upgrade carries
+   * no credential, which only a cache-store running without authentication (`--insecure`) accepts.
+   */
+  readonly token?: ParsedToken;
+  /**
+   * PEM CA certificate(s) a wss:// cache-store's certificate must chain to. Absent: the system's CAs.
+   * A certificate that does not verify is refused (never accepted unverified).
+   */
+  readonly tlsCa?: string | Buffer;
   /** Start a new generation (and a full initial copy) even if the data dir holds one. */
   readonly resync?: boolean;
   readonly shipper?: Partial<ShipperLimits>;

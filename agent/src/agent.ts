@@ -13,6 +13,28 @@ import type { Journal } from './journal/journal.js';
 import { AgentReplication } from './replication/agent-replication.js';
 import { openDataDir } from './startup.js';
 
+/**
+ * Refuses, before anything is created, a token the cache-store would refuse on every dial anyway: one
+ * for another VM or role, or one already expired. Found at start, the mistake is one exit away from
+ * its fix instead of a retry loop in the log.
+ */
+function checkToken(config: AgentConfig): void {
+  const claims = config.replication?.token?.claims;
+  if (claims === undefined) return;
+  const fix = `issue one with "sr token issue --secret-file <cache-store secret> --vm ${config.vm} --out FILE"`;
+  if (claims.role !== 'agent' || claims.vm !== config.vm) {
+    const holds = claims.role === 'agent' ? `VM ${claims.vm}` : `the ${claims.role} role`;
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `the token ${claims.id} is for ${holds}, not for VM ${config.vm}: an agent needs a token for its own VM; ${fix}`,
+    );
+  }
+  if (claims.expiresAt * 1000 <= Date.now()) {
+    const at = new Date(claims.expiresAt * 1000).toISOString();
+    throw new SrError(ErrorCode.BAD_OPTION, `the token ${claims.id} expired at ${at}; ${fix}`);
+  }
+}
+
 /** One protected VM: its disks served over NBD through the capture filter into one journal. */
 export class Agent {
   private closing: Promise<void> | undefined;
@@ -38,6 +60,7 @@ export class Agent {
       if (ids.has(d.id)) throw new SrError(ErrorCode.BAD_OPTION, `disk id "${d.id}" is given twice`);
       ids.add(d.id);
     }
+    checkToken(config);
     await fsp.mkdir(config.dataDir, { recursive: true });
     const images: BlockBackend[] = [];
     let journal: Journal | undefined;

@@ -26,6 +26,11 @@ export const HealthCode = {
   INITIAL_COPY_FAILING: 'SR_INITIAL_COPY_FAILING',
   /** The stream stopped for good (continuity lost): only a restart with --resync resumes replication. */
   STREAM_FAILED: 'SR_STREAM_FAILED',
+  /**
+   * The cache-store refuses this agent's credential (wrong VM or secret, expired, revoked): nothing is
+   * replicated until it is fixed. Reported at once; the agent keeps retrying.
+   */
+  AUTH_REFUSED: 'SR_AUTH',
   /** The cache-store has been unreachable for longer than the health threshold. */
   CACHE_STORE_UNREACHABLE: 'SR_CACHE_STORE_UNREACHABLE',
 } as const;
@@ -73,6 +78,16 @@ export function healthOf(status: AgentStatus, o: { readonly disconnectedMs: numb
   }
   if (rep?.stream.state === 'failed') {
     add(HealthCode.STREAM_FAILED, `replication stopped: ${rep.stream.lastError ?? 'no reason recorded'}`);
+  } else if (rep?.stream.refused !== undefined) {
+    const r = rep.stream.refused;
+    add(
+      HealthCode.AUTH_REFUSED,
+      `the cache-store at ${rep.stream.url} refuses this agent's credential since ${r.since} ` +
+        `(${r.status !== undefined ? `HTTP ${r.status} ` : ''}${r.code}: ${r.message}); nothing replicates and ` +
+        `the journal holds ${j.bytes} of its ${j.maxBytes} bytes. Give the agent a valid token for VM ${status.vm} ` +
+        `(sr token issue --secret-file <cache-store secret> --vm ${status.vm} --out FILE) and restart it; ` +
+        'it keeps retrying meanwhile',
+    );
   } else if (rep?.disconnectedSince !== undefined) {
     const downMs = now - Date.parse(rep.disconnectedSince);
     if (downMs >= o.disconnectedMs) {

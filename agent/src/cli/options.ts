@@ -22,9 +22,12 @@ interface AgentFileConfig {
   dataDir?: string;
   journalSegmentBytes?: number;
   cacheStore?: string;
+  /** A path, never the token itself: a config file is read by more people than its owner. */
+  tokenFile?: string;
+  tlsCa?: string;
 }
 
-const FILE_KEYS = new Set(['vm', 'disk', 'nbd', 'dataDir', 'journalSegmentBytes', 'cacheStore']);
+const FILE_KEYS = new Set(['vm', 'disk', 'nbd', 'dataDir', 'journalSegmentBytes', 'cacheStore', 'tokenFile', 'tlsCa']);
 
 export function readConfigFile(file: string): AgentFileConfig {
   let raw: unknown;
@@ -66,7 +69,11 @@ export function readConfigFile(file: string): AgentFileConfig {
   const nbd = str('nbd');
   const dataDir = str('dataDir');
   const cacheStore = str('cacheStore');
+  const tokenFile = str('tokenFile');
+  const tlsCa = str('tlsCa');
   if (cacheStore !== undefined) out.cacheStore = cacheStore;
+  if (tokenFile !== undefined) out.tokenFile = tokenFile;
+  if (tlsCa !== undefined) out.tlsCa = tlsCa;
   if (vm !== undefined) out.vm = vm;
   if (nbd !== undefined) out.nbd = nbd;
   if (dataDir !== undefined) out.dataDir = dataDir;

@@ -10,6 +10,7 @@ import {
   SrError,
   createLogger,
   intOption,
+  isLoopbackHost,
   parseDuration,
   parseHostPort,
   runCli,
@@ -18,6 +19,7 @@ import {
 import { DEFAULT_NBD_LIMITS } from '@site-recovery/shared/nbd';
 import { Agent } from '../agent.js';
 import { DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_HEALTH_DISCONNECTED_MS } from '../agent-config.js';
+import { cacheStoreLink, checkLoopbackListen } from './cache-store-options.js';
 import { parseDisk, readConfigFile } from './options.js';
 import {
   DEFAULT_DIRECT_WRITE_MIN_BYTES,
@@ -25,6 +27,9 @@ import {
   DEFAULT_SEGMENT_BYTES,
 } from '../journal/file-journal-options.js';
 import { serveStatus } from './status-server.js';
+
+const NBD_RISK = "NBD has no authentication here: anyone who reaches the port reads and writes the VM's disks";
+const STATUS_RISK = 'anyone who reaches it learns the VM, its disks and its replication generation';
 
 const program = new Command('sr-agent')
   .description(
@@ -38,7 +43,15 @@ const program = new Command('sr-agent')
     collect,
     [],
   )
-  .option('--nbd <host:port>', 'address the NBD listener binds to; port 0 picks a free port', '127.0.0.1:10809')
+  .option(
+    '--nbd <host:port>',
+    'address the NBD listener binds to, loopback unless --nbd-allow-remote; port 0 picks a free port',
+    '127.0.0.1:10809',
+  )
+  .option(
+    '--nbd-allow-remote',
+    `let --nbd bind a non-loopback address. RISK: ${NBD_RISK}; use it only where nothing untrusted can reach that address`,
+  )
   .option('--data-dir <dir>', 'where the agent keeps its journal and state (one directory per VM)')
   .addOption(
     new Option('--journal-segment-bytes <n>', 'size at which a journal segment file is closed and a new one begun')
@@ -61,10 +74,28 @@ const program = new Command('sr-agent')
       .default(DEFAULT_DIRECT_WRITE_MIN_BYTES)
       .argParser(directArg),
   )
-  .option('--cache-store <url>', 'replicate to the cache-store at this ws:// URL (without it the agent only journals)')
-  .option('--credential <token>', 'credential presented to the cache-store in HELLO')
+  .option(
+    '--cache-store <url>',
+    'replicate to the cache-store at this ws:// or wss:// URL (without it the agent only journals); needs --token-file or --insecure',
+  )
+  .option(
+    '--token-file <file>',
+    "this VM's agent token, in a file only its owner may read; it lets the agent stream this one VM to the cache-store and nothing else. Issue it on the cache-store's host: sr token issue --secret-file <cache-store secret> --vm NAME --out FILE",
+  )
+  .option(
+    '--tls-ca <file>',
+    "PEM CA certificate a wss:// cache-store's certificate must chain to (default: the system's CAs)",
+  )
+  .option(
+    '--insecure',
+    'replicate without a token, to a cache-store that runs without authentication (--insecure, loopback only)',
+  )
   .option('--resync', 'start a new replication generation: copy the disks in full again')
-  .option('--status <host:port>', 'serve GET /status and GET /health (JSON; 503 when unhealthy) on this address')
+  .option(
+    '--status <host:port>',
+    'serve GET /status and GET /health (JSON; 503 when unhealthy) on this address, loopback unless --status-allow-remote',
+  )
+  .option('--status-allow-remote', `let --status bind a non-loopback address: ${STATUS_RISK} (no authentication)`)
   .option(
     '--health-disconnected-after <duration>',
     'GET /health reports the cache-store unreachable once the stream has been down this long',
@@ -100,7 +131,7 @@ const program = new Command('sr-agent')
   )
   .option(
     '--config <file>',
-    'JSON file with the same keys (vm, disk, nbd, dataDir, journalSegmentBytes); options given here win',
+    'JSON file with the same keys (vm, disk, nbd, dataDir, journalSegmentBytes, cacheStore, tokenFile, tlsCa); options given here win',
   )
   .addHelpText(
     'after',
@@ -135,7 +166,11 @@ async function main(): Promise<void> {
     journalDirectWrites: number;
     config?: string;
     cacheStore?: string;
-    credential?: string;
+    tokenFile?: string;
+    tlsCa?: string;
+    insecure?: boolean;
+    nbdAllowRemote?: boolean;
+    statusAllowRemote?: boolean;
     resync?: boolean;
     status?: string;
     healthDisconnectedAfter: string;
@@ -165,13 +200,19 @@ async function main(): Promise<void> {
   if (dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
   if (disks.length === 0) throw new SrError(ErrorCode.BAD_OPTION, 'at least one --disk ID=PATH is required');
 
-  const cacheStore = o.cacheStore ?? file.cacheStore;
-  if (cacheStore !== undefined && !/^wss?:\/\/[^\s]+$/.test(cacheStore)) {
-    throw new SrError(
-      ErrorCode.BAD_OPTION,
-      `--cache-store "${cacheStore}" is not a ws:// or wss:// URL (for example ws://10.0.0.5:8780)`,
-    );
-  }
+  checkLoopbackListen(nbd.host, o.nbdAllowRemote === true, '--nbd', NBD_RISK);
+  const log = createLogger('sr-agent');
+  const link = cacheStoreLink(
+    {
+      vm,
+      url: o.cacheStore ?? file.cacheStore,
+      tokenFile: o.tokenFile ?? file.tokenFile,
+      tlsCa: o.tlsCa ?? file.tlsCa,
+      insecure: o.insecure === true,
+    },
+    log,
+  );
+  const cacheStore = link?.url;
   const appFrequency =
     o.appConsistentFrequency !== undefined
       ? parseDuration(o.appConsistentFrequency, '--app-consistent-frequency')
@@ -191,8 +232,11 @@ async function main(): Promise<void> {
         }
       : undefined;
   const statusAddr = o.status !== undefined ? parseHostPort(o.status, '--status') : undefined;
+  if (statusAddr !== undefined)
+    checkLoopbackListen(statusAddr.host, o.statusAllowRemote === true, '--status', STATUS_RISK);
   const disconnectedMs = parseDuration(o.healthDisconnectedAfter, '--health-disconnected-after');
-  const log = createLogger('sr-agent');
+  if (o.nbdAllowRemote === true && !isLoopbackHost(nbd.host))
+    log.warn({ nbd: `${nbd.host}:${nbd.port}` }, `NBD listens off loopback (--nbd-allow-remote): ${NBD_RISK}`);
   const agent = await Agent.start({
     vm,
     disks,
@@ -204,12 +248,11 @@ async function main(): Promise<void> {
     nbdLimits: { maxConnections: o.maxNbdConnections },
     health: { disconnectedMs },
     log,
-    ...(cacheStore !== undefined
+    ...(link !== undefined
       ? {
           replication: {
-            url: cacheStore,
+            ...link,
             resync: o.resync === true,
-            ...(o.credential !== undefined ? { credential: o.credential } : {}),
             ...(appConsistent !== undefined ? { appConsistent } : {}),
           },
         }

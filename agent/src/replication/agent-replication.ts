@@ -60,7 +60,8 @@ export class AgentReplication {
       log: o.log,
       ...(rep.unconfirmedFromLsn !== undefined ? { startLsn: rep.unconfirmedFromLsn } : {}),
       onPositionConfirmed: () => void this.positionConfirmed(),
-      ...(r.credential !== undefined ? { credential: r.credential } : {}),
+      ...(r.token !== undefined ? { token: r.token } : {}),
+      ...(r.tlsCa !== undefined ? { tlsCa: r.tlsCa } : {}),
       ...(r.shipper !== undefined ? { limits: r.shipper } : {}),
       onAcked: (lsn) => {
         this.disconnectedSince = undefined;

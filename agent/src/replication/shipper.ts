@@ -15,83 +15,19 @@ import {
   encodeMessage,
   isSrError,
   type ChangeRecord,
-  type DiskInfo,
-  type Logger,
   type WireLimits,
 } from '@site-recovery/shared';
+import { dialCacheStore, type DialRefusal } from './cache-store-dial.js';
+import {
+  DEFAULT_SHIPPER_LIMITS,
+  type ShipperLimits,
+  type ShipperOptions,
+  type ShipperStatus,
+} from './shipper-options.js';
 import { CompressionGate } from './compression-gate.js';
-import type { Journal, JournalCursor } from '../journal/journal.js';
+import type { JournalCursor } from '../journal/journal.js';
 
-export interface ShipperOptions {
-  /** ws:// URL of the cache-store. */
-  readonly url: string;
-  readonly vm: string;
-  readonly generation: string;
-  readonly disks: readonly DiskInfo[];
-  readonly journal: Journal;
-  readonly log: Logger;
-  /** Sent in HELLO; checked by the cache-store once authentication lands. */
-  readonly credential?: string;
-  /**
-   * Called with the cumulative LSN the cache-store has made durable: on each welcome, and on each ack
-   * that advances it. Never more than this shipper sent it (an ack past that is refused as SR_PROTOCOL).
-   * It goes down when a cache-store that lost records welcomes with less than it acknowledged before:
-   * nothing above the new value may be released, and the shipper sends it again.
-   */
-  readonly onAcked: (lsn: number) => void;
-  /**
-   * Where the journal ended when the agent started without having had the cache-store's position
-   * checked since (ReplicationState.unconfirmedFromLsn). Default: the journal's last LSN now.
-   */
-  readonly startLsn?: number;
-  /** Told once, when the cache-store's position has been checked and the stream continues from it. */
-  readonly onPositionConfirmed?: () => void;
-  /** Called when the processor's policy arrives (relayed by the cache-store). */
-  readonly onPolicy?: (appConsistentFrequencyMs: number) => void;
-  readonly limits?: Partial<ShipperLimits>;
-}
-
-/** Limits of the shipper, with their defaults. */
-export interface ShipperLimits {
-  /** Payload bytes per batch (one journal read). Default 4 MiB. */
-  readonly batchBytes: number;
-  /** Records per batch. Default 16 384 (the wire allows 65 536). */
-  readonly batchRecords: number;
-  /**
-   * Bytes sent and not yet acknowledged: a batch waits until it fits under this (one larger than it
-   * goes alone). Default 64 MiB.
-   */
-  readonly inFlightBytes: number;
-  /** First reconnect delay; doubles per failure up to `reconnectMaxMs`, with jitter. Default 200 ms. */
-  readonly reconnectMinMs: number;
-  /** Default 5 s. */
-  readonly reconnectMaxMs: number;
-  /** Time allowed for the connection and the welcome. Default 10 s. */
-  readonly connectTimeoutMs: number;
-}
-
-const DEFAULTS: ShipperLimits = {
-  batchBytes: 4 * 1024 * 1024,
-  batchRecords: 16_384,
-  inFlightBytes: 64 * 1024 * 1024,
-  reconnectMinMs: 200,
-  reconnectMaxMs: 5000,
-  connectTimeoutMs: 10_000,
-};
-
-export interface ShipperStatus {
-  readonly url: string;
-  readonly state: 'connecting' | 'streaming' | 'waiting' | 'failed' | 'stopped';
-  readonly ackedLsn: number;
-  readonly sentLsn: number;
-  readonly inFlightBytes: number;
-  /** Sending waits for acknowledgements: the next batch would pass `limits.inFlightBytes`. */
-  readonly windowFull: boolean;
-  readonly bytesSent: number;
-  readonly rawBytesSent: number;
-  readonly reconnects: number;
-  readonly lastError: string | undefined;
-}
+export type { ShipperLimits, ShipperOptions, ShipperStatus } from './shipper-options.js';
 
 /**
  * Streams the journal to the cache-store: HELLO, then batches from the cache-store's durable
@@ -115,6 +51,7 @@ export class Shipper {
   private rawBytesSent = 0;
   private reconnects = 0;
   private lastError: string | undefined;
+  private refused: ShipperStatus['refused'];
   private stopped = false;
   private ws: WebSocket | undefined;
   private cursor: JournalCursor | undefined;
@@ -139,7 +76,7 @@ export class Shipper {
 
   constructor(private readonly o: ShipperOptions) {
     this.startLsn = Math.min(o.startLsn ?? Infinity, o.journal.lastLsn);
-    this.limits = { ...DEFAULTS, ...o.limits };
+    this.limits = { ...DEFAULT_SHIPPER_LIMITS, ...o.limits };
     this.backoff = new Backoff({
       initialDelayMs: this.limits.reconnectMinMs,
       maxDelayMs: this.limits.reconnectMaxMs,
@@ -164,6 +101,7 @@ export class Shipper {
       rawBytesSent: this.rawBytesSent,
       reconnects: this.reconnects,
       lastError: this.lastError,
+      ...(this.refused !== undefined ? { refused: this.refused } : {}),
     };
   }
 
@@ -185,14 +123,20 @@ export class Shipper {
   private connect(): void {
     if (this.stopped) return;
     this.state = 'connecting';
-    const ws = new WebSocket(this.o.url, {
-      perMessageDeflate: false,
-      maxPayload: this.wire.maxFrameBytes,
-      handshakeTimeout: this.limits.connectTimeoutMs,
-      // A zero masking key makes ws skip masking: client masking protects browsers' intermediaries
-      // from cache poisoning, which does not apply to this link, and it costs a pass over every byte.
-      generateMask: (mask: Buffer) => void mask.fill(0),
-    });
+    let refusedNow = false;
+    const ws = dialCacheStore(
+      {
+        url: this.o.url,
+        maxPayload: this.wire.maxFrameBytes,
+        handshakeTimeoutMs: this.limits.connectTimeoutMs,
+        ...(this.o.token !== undefined ? { token: this.o.token } : {}),
+        ...(this.o.tlsCa !== undefined ? { tlsCa: this.o.tlsCa } : {}),
+      },
+      (r) => {
+        refusedNow = true;
+        this.onRefused(r);
+      },
+    );
     this.ws = ws;
     let welcomed = false;
     const welcomeTimer = setTimeout(() => ws.terminate(), this.limits.connectTimeoutMs);
@@ -205,7 +149,6 @@ export class Shipper {
           vm: this.o.vm,
           generation: this.o.generation,
           disks: this.o.disks,
-          ...(this.o.credential ? { credential: this.o.credential } : {}),
         }),
       );
     });
@@ -215,7 +158,10 @@ export class Shipper {
         if (!isBinary) throw new SrError(ErrorCode.PROTOCOL, 'text frame from the cache-store');
         if (!welcomed) {
           const w = decodeMessage(data, WelcomeSchema.or(ErrorMessageSchema));
-          if (w.t === 'error') throw new Error(`cache-store refused: ${w.code}: ${w.message}`);
+          if (w.t === 'error') {
+            if (w.code === ErrorCode.AUTH) this.onRefused({ code: w.code, message: w.message });
+            throw new Error(`cache-store refused: ${w.code}: ${w.message}`);
+          }
           welcomed = true;
           clearTimeout(welcomeTimer);
           this.onWelcome(ws, w.durableLsn);
@@ -234,7 +180,8 @@ export class Shipper {
       }
     });
     ws.on('error', (err) => {
-      this.lastError = err.message;
+      // The refusal says why; the error that follows only says the dial was cut short.
+      if (!refusedNow) this.lastError = err.message;
     });
     ws.on('close', () => {
       clearTimeout(welcomeTimer);
@@ -264,6 +211,9 @@ export class Shipper {
       return;
     }
     if (!this.faulted) this.backoff.reset();
+    if (this.refused !== undefined)
+      this.o.log.info({ url: this.o.url }, 'the cache-store accepts the credential again');
+    this.refused = undefined;
     this.state = 'streaming';
     if (!this.confirmed) {
       this.confirmed = true;
@@ -308,6 +258,27 @@ export class Shipper {
     while (this.unacked.length > 0 && this.unacked[0]!.last <= lsn) this.inFlight -= this.unacked.shift()!.bytes;
     this.windowOpen?.();
     this.o.onAcked(lsn);
+  }
+
+  /**
+   * The cache-store would not take the connection. A refused credential is logged as an error once
+   * per distinct refusal (a revoked token is refused on every dial; the status carries it meanwhile).
+   */
+  private onRefused(r: DialRefusal): void {
+    const at = r.status !== undefined ? `HTTP ${r.status} to the upgrade` : 'an error to the hello';
+    this.lastError = `${r.code}: the cache-store refused this agent (${at}): ${r.message}`;
+    if (r.code !== ErrorCode.AUTH && r.status !== 401 && r.status !== 403) {
+      this.o.log.warn({ url: this.o.url, status: r.status, code: r.code, err: r.message }, 'connection refused');
+      return;
+    }
+    const same = this.refused !== undefined && this.refused.code === r.code && this.refused.message === r.message;
+    if (!same) {
+      this.o.log.error(
+        { url: this.o.url, status: r.status, code: r.code, err: r.message },
+        'the cache-store refuses this agent; retrying with backoff (check the token: its VM, expiry, revocation, and the cache-store secret it was issued with)',
+      );
+    }
+    this.refused = { since: same ? this.refused!.since : new Date().toISOString(), ...r };
   }
 
   /** Records the failure and drops the connection; the 'close' handler reconnects. */

@@ -4,6 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, type HttpListener } from '@site-recovery/shared';
 import {
   makeImage,
+  srSecretNew,
+  srTokenIssue,
   startAgent,
   startCacheStore,
   tempDir,
@@ -80,6 +82,9 @@ describe('GET /health', () => {
     const image = path.join(t.dir, 'link.img');
     await makeImage(image, 16 << 20, [{ offset: 0, length: 1 << 20 }]);
     const port = await freePort();
+    // Credentials as a user makes them: the agent must be let in by the cache-store for /health to turn 200.
+    const secretFile = await srSecretNew(path.join(t.dir, 'cs.secret'));
+    const tokenFile = await srTokenIssue(secretFile, { vm: 'link' }, path.join(t.dir, 'link.token'));
     let agent: AgentProcess | undefined;
     let cs: ServiceProcess | undefined;
     try {
@@ -87,6 +92,7 @@ describe('GET /health', () => {
         vm: 'link',
         disks: [{ id: 'os', path: image }],
         dataDir: path.join(t.dir, 'link-data'),
+        tokenFile,
         args: [
           '--cache-store',
           `ws://127.0.0.1:${port}`,
@@ -110,7 +116,7 @@ describe('GET /health', () => {
       expect(down.problems.map((p) => p.code)).toEqual([HealthCode.CACHE_STORE_UNREACHABLE]);
       expect(down.problems[0]!.message).toContain(`ws://127.0.0.1:${port}`);
 
-      cs = await startCacheStore(path.join(t.dir, 'cs'), `127.0.0.1:${port}`);
+      cs = await startCacheStore(path.join(t.dir, 'cs'), `127.0.0.1:${port}`, { secretFile });
       const up = await waitUntil(
         'GET /health to answer 200 once the stream runs',
         async () => {

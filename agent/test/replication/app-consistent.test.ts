@@ -6,6 +6,7 @@ import {
   getJson,
   makeImage,
   runOk,
+  Credentials,
   startAgent,
   startCacheStore,
   tempDir,
@@ -31,9 +32,11 @@ describe('app-consistent points', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
   let cs: ServiceProcess;
+  let credentials: Credentials;
   beforeAll(async () => {
     ({ dir, cleanup } = await tempDir('appcons'));
-    cs = await startCacheStore(path.join(dir, 'cs'));
+    credentials = await Credentials.create(path.join(dir, 'credentials'));
+    cs = await startCacheStore(path.join(dir, 'cs'), '127.0.0.1:0', credentials.cacheStoreAuth());
   });
   afterAll(async () => {
     await cs?.stop();
@@ -53,6 +56,7 @@ describe('app-consistent points', () => {
       vm: name,
       disks: [{ id: 'os', path: image }],
       dataDir,
+      tokenFile: await credentials.agentTokenFile(name),
       args: [
         '--cache-store',
         `ws://${cs.listen}`,

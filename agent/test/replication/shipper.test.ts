@@ -101,7 +101,6 @@ async function rig(
       generation: 'gen-1',
       disks: DISKS,
       journal,
-      credential: 'secret',
       log: pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) }),
       ...(o.startLsn !== undefined ? { startLsn: o.startLsn } : {}),
       limits: { ...FAST, ...o.limits },
@@ -130,7 +129,6 @@ describe('Shipper', () => {
       vm: 'vm-1',
       generation: 'gen-1',
       disks: DISKS,
-      credential: 'secret',
     });
     c.welcome(0);
     await r.store.until('LSN 40 to arrive', () => c.lastLsn === 40);

@@ -1,0 +1,82 @@
+import type { DiskInfo, Logger, ParsedToken } from '@site-recovery/shared';
+import type { Journal } from '../journal/journal.js';
+import type { DialRefusal } from './cache-store-dial.js';
+
+export interface ShipperOptions {
+  /** ws:// or wss:// URL of the cache-store. */
+  readonly url: string;
+  readonly vm: string;
+  readonly generation: string;
+  readonly disks: readonly DiskInfo[];
+  readonly journal: Journal;
+  readonly log: Logger;
+  /** The agent token of this VM: a fresh proof of it goes with every dial. Absent: none is sent. */
+  readonly token?: ParsedToken;
+  /** PEM CA(s) a wss:// cache-store's certificate must chain to. Absent: the system's CAs. */
+  readonly tlsCa?: string | Buffer;
+  /**
+   * Called with the cumulative LSN the cache-store has made durable: on each welcome, and on each ack
+   * that advances it. Never more than this shipper sent it (an ack past that is refused as SR_PROTOCOL).
+   * It goes down when a cache-store that lost records welcomes with less than it acknowledged before:
+   * nothing above the new value may be released, and the shipper sends it again.
+   */
+  readonly onAcked: (lsn: number) => void;
+  /**
+   * Where the journal ended when the agent started without having had the cache-store's position
+   * checked since (ReplicationState.unconfirmedFromLsn). Default: the journal's last LSN now.
+   */
+  readonly startLsn?: number;
+  /** Told once, when the cache-store's position has been checked and the stream continues from it. */
+  readonly onPositionConfirmed?: () => void;
+  /** Called when the processor's policy arrives (relayed by the cache-store). */
+  readonly onPolicy?: (appConsistentFrequencyMs: number) => void;
+  readonly limits?: Partial<ShipperLimits>;
+}
+
+/** Limits of the shipper, with their defaults. */
+export interface ShipperLimits {
+  /** Payload bytes per batch (one journal read). Default 4 MiB. */
+  readonly batchBytes: number;
+  /** Records per batch. Default 16 384 (the wire allows 65 536). */
+  readonly batchRecords: number;
+  /**
+   * Bytes sent and not yet acknowledged: a batch waits until it fits under this (one larger than it
+   * goes alone). Default 64 MiB.
+   */
+  readonly inFlightBytes: number;
+  /** First reconnect delay; doubles per failure up to `reconnectMaxMs`, with jitter. Default 200 ms. */
+  readonly reconnectMinMs: number;
+  /** Default 5 s. */
+  readonly reconnectMaxMs: number;
+  /** Time allowed for the connection and the welcome. Default 10 s. */
+  readonly connectTimeoutMs: number;
+}
+
+export const DEFAULT_SHIPPER_LIMITS: ShipperLimits = {
+  batchBytes: 4 * 1024 * 1024,
+  batchRecords: 16_384,
+  inFlightBytes: 64 * 1024 * 1024,
+  reconnectMinMs: 200,
+  reconnectMaxMs: 5000,
+  connectTimeoutMs: 10_000,
+};
+
+export interface ShipperStatus {
+  readonly url: string;
+  readonly state: 'connecting' | 'streaming' | 'waiting' | 'failed' | 'stopped';
+  readonly ackedLsn: number;
+  readonly sentLsn: number;
+  readonly inFlightBytes: number;
+  /** Sending waits for acknowledgements: the next batch would pass `limits.inFlightBytes`. */
+  readonly windowFull: boolean;
+  readonly bytesSent: number;
+  readonly rawBytesSent: number;
+  readonly reconnects: number;
+  readonly lastError: string | undefined;
+  /**
+   * The cache-store refuses this agent's credential (HTTP 401/403 to the upgrade, or an SR_AUTH error
+   * to the hello), since `since`; cleared by the next welcome. The shipper keeps dialling (with
+   * backoff): a token it revoked will not heal, but a fixed revocation file or secret may.
+   */
+  readonly refused?: { readonly since: string } & DialRefusal;
+}
