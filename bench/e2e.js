@@ -11,10 +11,14 @@
 // Reports source MB/s replicated (bytes written / time until the replica caught up), wire bytes per
 // byte written, replication lag p50/p99 (NBD reply to apply) over the processor's window of the
 // last 4096 records, and the most records the processor was seen behind the agent (sampled every 250 ms).
+// AUTH=1 runs the daemons with authentication (secrets and tokens made with sr), TLS=1 with wss:// links
+// and an https control API (a CA made with openssl at run time); without them they run --insecure.
+// Compare `AUTH=1 TLS=1 npm run bench:e2e` with `npm run bench:e2e` at the same RATE (issue #10).
 import { spawn, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { benchCredentials } from './credentials.js';
 import { ROOT, benchDir, inScratchDir, median, nodeFlagsOf } from './lib.js';
 
 const RUNS = Number(process.env.RUNS ?? 3);
@@ -50,7 +54,8 @@ function start(cli, args, env = {}) {
   });
 }
 
-const get = async (url) => (await fetch(url)).json();
+const on = (name) => ['1', 'true', 'yes'].includes(String(process.env[name] ?? '').toLowerCase());
+const SECURITY = { auth: on('AUTH'), tls: on('TLS') };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function runOnce(kind, mode) {
@@ -58,20 +63,25 @@ async function runOnce(kind, mode) {
   const img = path.join(dir, 'os.img');
   fs.writeFileSync(img, '');
   fs.truncateSync(img, DISK);
+  const sec = benchCredentials(path.join(dir, 'credentials'), SECURITY);
   const cs = await start(path.join(ROOT, 'cache-store/dist/cli/sr-cache-store.js'), [
     '--listen',
     '127.0.0.1:0',
     '--data-dir',
     path.join(dir, 'cs'),
+    ...sec.cacheStoreArgs,
   ]);
+  const csUrl = `${sec.ws}://${cs.ready.listen}`;
   const pr = await start(path.join(ROOT, 'processor/dist/cli/sr-processor.js'), [
     '--listen',
     '127.0.0.1:0',
     '--cache-store',
-    `ws://${cs.ready.listen}`,
+    csUrl,
     '--data-dir',
     path.join(dir, 'pr'),
+    ...sec.processorArgs,
   ]);
+  const prUrl = `${sec.http}://${pr.ready.listen}`;
   const ag = await start(path.join(ROOT, 'agent/dist/cli/sr-agent.js'), [
     '--vm',
     'bench',
@@ -82,12 +92,14 @@ async function runOnce(kind, mode) {
     '--data-dir',
     path.join(dir, 'ag'),
     '--cache-store',
-    `ws://${cs.ready.listen}`,
+    csUrl,
     '--status',
     '127.0.0.1:0',
+    ...sec.agentArgs('bench'),
   ]);
-  const agentStatus = () => get(`http://${ag.ready.status}/status`);
-  const vmStatus = async () => (await get(`http://${pr.ready.listen}/status`)).vms.find((v) => v.vm === 'bench');
+  const agentStatus = () => sec.getJson(`http://${ag.ready.status}/status`);
+  const vmStatus = async () =>
+    (await sec.getJson(`${prUrl}/status`, { operator: true })).vms.find((v) => v.vm === 'bench');
   try {
     // Steady state: the initial copy of the (empty) disk finishes before the churn starts.
     for (;;) {
@@ -98,7 +110,7 @@ async function runOnce(kind, mode) {
     const t0 = Date.now();
     const sr = async (...args) =>
       JSON.parse(
-        (await execFileAsync(process.execPath, [SR_CLI, '--processor', `http://${pr.ready.listen}`, ...args, '--json']))
+        (await execFileAsync(process.execPath, [SR_CLI, '--processor', prUrl, ...sec.srArgs, ...args, '--json']))
           .stdout,
       );
     let churning = true;
@@ -155,6 +167,7 @@ async function runOnce(kind, mode) {
     return {
       kind,
       mode,
+      security: sec.label,
       writtenMB: written / 1e6,
       fioMBps: written / 1e6 / ((fioEnd - t0) / 1000),
       replicatedMBps: written / 1e6 / ((caughtUp - t0) / 1000),
@@ -186,6 +199,7 @@ for (const mode of Object.keys(MODES).filter((m) =>
     const m = (k) => +median(runs.map((r) => r[k])).toFixed(2);
     rows.push({
       mode: mode === 'max' ? mode : `${mode} ${RATE}`,
+      security: runs[0].security,
       data: kind,
       replicatedMBps: m('replicatedMBps'),
       fioMBps: m('fioMBps'),
@@ -197,11 +211,11 @@ for (const mode of Object.keys(MODES).filter((m) =>
     });
   }
 console.log(
-  `\nbench:e2e — median of ${RUNS} runs x ${SECONDS}s of fio randwrite 4k-1M QD16 on a ${DISK / 2 ** 30} GiB disk (fio rates are MiB/s)`,
+  `\nbench:e2e — median of ${RUNS} runs x ${SECONDS}s of fio randwrite 4k-1M QD16 on a ${DISK / 2 ** 30} GiB disk (fio rates are MiB/s); AUTH=${+SECURITY.auth} TLS=${+SECURITY.tls}`,
 );
 console.table(rows);
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
 fs.writeFileSync(
   path.join(ROOT, 'bench/results', `e2e-${new Date().toISOString().replace(/[:.]/g, '-')}.json`),
-  JSON.stringify({ rows }, null, 2),
+  JSON.stringify({ security: SECURITY, rate: RATE, rows }, null, 2),
 );

@@ -20,7 +20,7 @@ describe('app-consistent points driven by the replication policy', () => {
       args: ['--pre-snapshot', `echo freeze >> ${log}`, '--post-snapshot', `echo thaw >> ${log}`],
     });
     await env.drained(vm);
-    await srOk(env.processor.listen, [
+    await srOk(env.processor, [
       'configure',
       'appvm01',
       '--app-consistent-frequency',
@@ -32,7 +32,7 @@ describe('app-consistent points driven by the replication policy', () => {
     const points = await waitUntil(
       'two app-consistent points',
       async () => {
-        const p = await srJson<SrPoint[]>(env.processor.listen, ['points', 'appvm01', '--json']);
+        const p = await srJson<SrPoint[]>(env.processor, ['points', 'appvm01', '--json']);
         return p.filter((x) => x.kind === 'app').length >= 2 ? p : undefined;
       },
       30_000,
@@ -42,7 +42,7 @@ describe('app-consistent points driven by the replication policy', () => {
     // Each point was taken between a freeze and a thaw, which ran in pairs.
     expect(await fsp.readFile(log, 'utf8')).toMatch(/^(freeze\nthaw\n)+(freeze\n)?$/);
     // Turning the frequency up again stops the points at the agent.
-    await srOk(env.processor.listen, ['configure', 'appvm01', '--app-consistent-frequency', '24h']);
+    await srOk(env.processor, ['configure', 'appvm01', '--app-consistent-frequency', '24h']);
     const status = await waitUntil(
       'the agent to take the new frequency',
       async () => {

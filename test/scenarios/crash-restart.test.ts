@@ -1,13 +1,10 @@
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ReplicationEnv,
   ThrottleProxy,
   fioJobs,
   requireTools,
-  startCacheStore,
   startFio,
-  startProcessor,
   waitUntil,
   type FioRun,
 } from '@site-recovery/test';
@@ -91,7 +88,7 @@ describe('crash and restart of the services mid-workload', () => {
       30_000,
       50,
     );
-    env.cacheStore = await startCacheStore(path.join(env.dir, 'cache-store'), csListen);
+    await env.startCacheStore(csListen);
     await waitUntil(
       `the restarted cache-store to acknowledge past LSN ${sending.sentLsn}, which the killed one never did`,
       async () => {
@@ -127,7 +124,7 @@ describe('crash and restart of the services mid-workload', () => {
       30_000,
       50,
     );
-    env.processor = await startProcessor(path.join(env.dir, 'processor'), env.cacheStoreUrl, pListen);
+    await env.startProcessor(pListen);
     await waitUntil(
       `the restarted processor to apply past LSN ${applying.cacheStoreLastLsn}, where the killed one stopped short`,
       async () => ((await env.processorVm(vm.name))!.appliedLsn > applying.cacheStoreLastLsn ? true : undefined),

@@ -34,7 +34,7 @@ describe('failover with the source region down', () => {
       { id: 'os', size: 64 << 20, extents: [{ offset: 0, length: 4 << 20 }] },
       { id: 'data', size: 32 << 20 },
     ]);
-    await srOk(env.processor.listen, ['configure', name, '--crash-consistent-frequency', '1s']);
+    await srOk(env.processor, ['configure', name, '--crash-consistent-frequency', '1s']);
     await Promise.all([
       runFioOk([
         '--name=w',
@@ -75,7 +75,7 @@ describe('failover with the source region down', () => {
   }
 
   it('fails over to latest-processed and to latest from the processor alone', async () => {
-    const p = env.processor.listen;
+    const p = env.processor;
     const a = await replicate('down01');
     const b = await replicate('down02');
     // Both claim one source address (say, one was rebuilt from the other): only one may keep it.
@@ -102,7 +102,7 @@ describe('failover with the source region down', () => {
     await waitUntil(
       'the processor to notice the cache-store is gone',
       async () => {
-        const h = (await getJson(`http://${p}/status`)) as { cacheStore: { connected: boolean } };
+        const h = (await getJson(`http://${p.listen}/status`, p.tokenFile)) as { cacheStore: { connected: boolean } };
         return h.cacheStore.connected ? undefined : true;
       },
       30_000,

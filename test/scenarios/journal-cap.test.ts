@@ -192,6 +192,7 @@ describe('journal cap with a long checkpoint interval', () => {
         vm: 'stall01',
         disks: [{ id: 'os', path: image }],
         dataDir: path.join(env.dir, 'stall-agent'),
+        tokenFile: await env.credentials.agentTokenFile('stall01'),
         args: [
           '--cache-store',
           `ws://127.0.0.1:${proxy.port}`,

@@ -28,7 +28,7 @@ describe('recovery points', () => {
 
   it('every listed point is the source state after a prefix of the writes, at its LSN', async () => {
     const vm = await env.protect('pts01', [{ id: 'os', size: BLOCKS * 4096 }]);
-    const p = env.processor.listen;
+    const p = env.processor;
     await env.drained(vm);
     // Records before the writer (initial-copy markers) take LSNs; from here on only its writes do.
     const baseLsn = (await env.agentStatus(vm)).lsn;

@@ -37,7 +37,7 @@ describe('test failover', () => {
 
   it('materialises a point while replication keeps going, and the cleanup removes all it created', async () => {
     const vm = await env.protect('drill01', [{ id: 'os', size: BLOCKS * 4096 }]);
-    const p = env.processor.listen;
+    const p = env.processor;
     const dataDir = path.join(env.dir, 'processor');
     await env.drained(vm);
     const baseLsn = (await env.agentStatus(vm)).lsn;
@@ -148,7 +148,7 @@ describe('test failover', () => {
   });
 
   it('refuses points that do not exist with SR_POINT_NOT_FOUND and exit status 2', async () => {
-    const p = env.processor.listen;
+    const p = env.processor;
     await runSr(p, ['test-failover-cleanup', 'drill01']); // whatever a failed first test left behind
     for (const point of ['p-999999999-1', '2000-01-01T00:00:00.000Z']) {
       const r = await runSr(p, ['test-failover', 'drill01', '--point', point, '--network', 'iso-net']);

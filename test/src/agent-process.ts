@@ -28,6 +28,8 @@ export interface StartAgentOptions {
   readonly vm: string;
   readonly disks: readonly { id: string; path: string }[];
   readonly dataDir: string;
+  /** `--token-file`: the VM's agent token, for an agent given `--cache-store` in `args`. */
+  readonly tokenFile?: string;
   readonly args?: readonly string[];
   readonly env?: NodeJS.ProcessEnv;
 }
@@ -44,6 +46,7 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
     '127.0.0.1:0',
     '--data-dir',
     o.dataDir,
+    ...(o.tokenFile !== undefined ? ['--token-file', o.tokenFile] : []),
     ...(o.args ?? []),
   ];
   const child = spawn(process.execPath, args, {

@@ -1,8 +1,10 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { startAgent, type AgentProcess } from './agent-process.js';
+import { getJson } from './auth-http.js';
+import { Credentials } from './credentials.js';
 import { makeImage, tempDir, firstDifference } from './files.js';
-import { getJson, startCacheStore, startProcessor, type ServiceProcess } from './services.js';
+import { startCacheStore, startProcessor, type ServiceProcess } from './services.js';
 import { waitUntil } from './wait-until.js';
 
 interface AgentStatusDoc {
@@ -55,31 +57,49 @@ export interface ProtectedVm {
 
 /**
  * A whole replication path on loopback: one cache-store, one processor, and agents added per VM.
- * Every process is real and every port is chosen at run time.
+ * Every process is real and every port is chosen at run time. Authentication is on as a user would
+ * set it up (`sr secret new`, `sr token issue`): each daemon checks tokens signed with its secret,
+ * each agent holds its VM's token, and the env's own status reads and `sr` calls present tokens too.
  */
 export class ReplicationEnv {
   cacheStore!: ServiceProcess;
   processor!: ServiceProcess;
   readonly vms = new Map<string, ProtectedVm>();
+  private readonly processorArgs: string[] = [];
 
   private constructor(
     readonly dir: string,
+    readonly credentials: Credentials,
     private readonly cleanupDir: () => Promise<void>,
   ) {}
 
   /** `region`: target-region defaults for the processor (`--region`), written to a file in the env's dir. */
   static async start(name: string, options: { region?: object } = {}): Promise<ReplicationEnv> {
     const t = await tempDir(name);
-    const env = new ReplicationEnv(t.dir, t.cleanup);
-    env.cacheStore = await startCacheStore(path.join(t.dir, 'cache-store'));
-    const args: string[] = [];
+    const env = new ReplicationEnv(t.dir, await Credentials.create(path.join(t.dir, 'credentials')), t.cleanup);
     if (options.region !== undefined) {
       const file = path.join(t.dir, 'region.json');
       await fsp.writeFile(file, JSON.stringify(options.region));
-      args.push('--region', file);
+      env.processorArgs.push('--region', file);
     }
-    env.processor = await startProcessor(path.join(t.dir, 'processor'), env.cacheStoreUrl, '127.0.0.1:0', args);
+    await env.startCacheStore();
+    await env.startProcessor();
     return env;
+  }
+
+  /** (Re)starts the cache-store on its data dir, at `listen` (a restart after a kill keeps the address). */
+  async startCacheStore(listen = '127.0.0.1:0'): Promise<ServiceProcess> {
+    const dataDir = path.join(this.dir, 'cache-store');
+    this.cacheStore = await startCacheStore(dataDir, listen, this.credentials.cacheStoreAuth());
+    return this.cacheStore;
+  }
+
+  /** (Re)starts the processor on its data dir, at `listen`. */
+  async startProcessor(listen = '127.0.0.1:0'): Promise<ServiceProcess> {
+    const dataDir = path.join(this.dir, 'processor');
+    const auth = this.credentials.processorAuth();
+    this.processor = await startProcessor(dataDir, this.cacheStoreUrl, listen, this.processorArgs, auth);
+    return this.processor;
   }
 
   get cacheStoreUrl(): string {
@@ -123,6 +143,7 @@ export class ReplicationEnv {
       vm: vm.name,
       disks: vm.disks,
       dataDir: vm.dataDir,
+      tokenFile: await this.credentials.agentTokenFile(vm.name),
       args: [
         '--cache-store',
         options.cacheStoreUrl ?? this.cacheStoreUrl,
@@ -139,12 +160,16 @@ export class ReplicationEnv {
   }
 
   async cacheStoreVm(name: string): Promise<CacheStoreVmDoc | undefined> {
-    const s = (await getJson(`http://${this.cacheStore.listen}/status`)) as { vms: CacheStoreVmDoc[] };
+    const s = (await getJson(`http://${this.cacheStore.listen}/status`, this.cacheStore.tokenFile)) as {
+      vms: CacheStoreVmDoc[];
+    };
     return s.vms.find((v) => v.vm === name);
   }
 
   async processorVm(name: string): Promise<ProcessorVmDoc | undefined> {
-    const s = (await getJson(`http://${this.processor.listen}/status`)) as { vms: ProcessorVmDoc[] };
+    const s = (await getJson(`http://${this.processor.listen}/status`, this.processor.tokenFile)) as {
+      vms: ProcessorVmDoc[];
+    };
     return s.vms.find((v) => v.vm === name);
   }
 

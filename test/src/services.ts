@@ -1,7 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import type { CacheStoreAuth, ProcessorAuth } from './credentials.js';
 import { SYSTEM_PATH, nodeFlagsOf, waitForEvent } from './process.js';
+
+export { getJson } from './auth-http.js';
 
 const require = createRequire(import.meta.url);
 const distOf = (pkg: string): string => path.dirname(require.resolve(pkg));
@@ -14,6 +17,8 @@ export interface ServiceProcess {
   /** HOST:PORT the service listens on. */
   readonly listen: string;
   readonly ready: Record<string, unknown>;
+  /** The token its HTTP routes take (`/status`), when it runs with authentication. */
+  readonly tokenFile?: string;
   stderr(): string;
   /** SIGTERM and wait for exit. */
   stop(): Promise<number | null>;
@@ -26,6 +31,7 @@ export async function startService(
   cli: string,
   args: readonly string[],
   env: NodeJS.ProcessEnv = {},
+  tokenFile?: string,
 ): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [...nodeFlagsOf(cli), cli, ...args], {
     env: { ...process.env, PATH: SYSTEM_PATH, ...env },
@@ -42,6 +48,7 @@ export async function startService(
     child,
     listen: String(ready['listen'] ?? ready['nbd']),
     ready,
+    ...(tokenFile !== undefined ? { tokenFile } : {}),
     stderr: () => stderr,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
@@ -54,30 +61,33 @@ export async function startService(
   };
 }
 
-export function startCacheStore(dataDir: string, listen = '127.0.0.1:0'): Promise<ServiceProcess> {
-  return startService(CACHE_STORE_CLI, ['--listen', listen, '--data-dir', dataDir]);
+/**
+ * Starts `sr-cache-store`. Without `auth` it runs `--insecure` (loopback only, no authentication): for
+ * tests of something else that start it alone beside an in-process client that presents no token.
+ */
+export function startCacheStore(
+  dataDir: string,
+  listen = '127.0.0.1:0',
+  auth: CacheStoreAuth = 'insecure',
+): Promise<ServiceProcess> {
+  const args = ['--listen', listen, '--data-dir', dataDir];
+  if (auth === 'insecure') return startService(CACHE_STORE_CLI, [...args, '--insecure']);
+  args.push('--auth-secret-file', auth.secretFile);
+  if (auth.revokedTokensFile !== undefined) args.push('--revoked-tokens-file', auth.revokedTokensFile);
+  return startService(CACHE_STORE_CLI, args, {}, auth.statusTokenFile);
 }
 
+/** Starts `sr-processor`; without `auth` it runs `--insecure`, as {@link startCacheStore}. */
 export function startProcessor(
   dataDir: string,
   cacheStoreUrl: string,
   listen = '127.0.0.1:0',
   args: readonly string[] = [],
+  auth: ProcessorAuth = 'insecure',
 ): Promise<ServiceProcess> {
-  return startService(PROCESSOR_CLI, [
-    '--listen',
-    listen,
-    '--cache-store',
-    cacheStoreUrl,
-    '--data-dir',
-    dataDir,
-    ...args,
-  ]);
-}
-
-/** GET a JSON document over HTTP. */
-export async function getJson(url: string): Promise<unknown> {
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
-  return res.json();
+  const base = ['--listen', listen, '--cache-store', cacheStoreUrl, '--data-dir', dataDir, ...args];
+  if (auth === 'insecure') return startService(PROCESSOR_CLI, [...base, '--insecure']);
+  base.push('--auth-secret-file', auth.secretFile, '--cache-store-token-file', auth.cacheStoreTokenFile);
+  if (auth.revokedTokensFile !== undefined) base.push('--revoked-tokens-file', auth.revokedTokensFile);
+  return startService(PROCESSOR_CLI, base, {}, auth.operatorTokenFile);
 }

@@ -6,14 +6,22 @@ const require = createRequire(import.meta.url);
 /** The built `sr` CLI of the processor workspace. */
 export const SR_CLI = path.join(path.dirname(require.resolve('@site-recovery/processor')), 'cli', 'sr.js');
 
-/** Runs `sr --processor http://LISTEN ARGS...`; never throws on a non-zero exit (SIGKILL after `timeoutMs`). */
-export function runSr(processorListen: string, args: readonly string[], timeoutMs = 120_000): Promise<RunResult> {
-  return run(process.execPath, [SR_CLI, '--processor', `http://${processorListen}`, ...args], { timeoutMs });
+/** A processor as `sr` reaches it: HOST:PORT, or a started processor whose operator token `sr` presents. */
+export type SrTarget = string | { readonly listen: string; readonly tokenFile?: string };
+
+/**
+ * Runs `sr --processor http://LISTEN [--token-file FILE] ARGS...`; never throws on a non-zero exit
+ * (SIGKILL after `timeoutMs`).
+ */
+export function runSr(processor: SrTarget, args: readonly string[], timeoutMs = 120_000): Promise<RunResult> {
+  const p = typeof processor === 'string' ? { listen: processor } : processor;
+  const token = p.tokenFile !== undefined ? ['--token-file', p.tokenFile] : [];
+  return run(process.execPath, [SR_CLI, '--processor', `http://${p.listen}`, ...token, ...args], { timeoutMs });
 }
 
 /** Runs an `sr` command that must succeed and print JSON (`--json` is appended); returns the parsed document. */
-export async function srJson<T>(processorListen: string, args: readonly string[], timeoutMs = 120_000): Promise<T> {
-  const r = await runSr(processorListen, [...args, '--json'], timeoutMs);
+export async function srJson<T>(processor: SrTarget, args: readonly string[], timeoutMs = 120_000): Promise<T> {
+  const r = await runSr(processor, [...args, '--json'], timeoutMs);
   if (r.code !== 0) throw new Error(`sr ${args.join(' ')} ${outcome(r, timeoutMs)}: ${r.stderr.trim()}`);
   try {
     return JSON.parse(r.stdout) as T;
@@ -23,8 +31,8 @@ export async function srJson<T>(processorListen: string, args: readonly string[]
 }
 
 /** Runs an `sr` command that must succeed; returns its output. */
-export async function srOk(processorListen: string, args: readonly string[], timeoutMs = 120_000): Promise<RunResult> {
-  const r = await runSr(processorListen, args, timeoutMs);
+export async function srOk(processor: SrTarget, args: readonly string[], timeoutMs = 120_000): Promise<RunResult> {
+  const r = await runSr(processor, args, timeoutMs);
   if (r.code !== 0) throw new Error(`sr ${args.join(' ')} ${outcome(r, timeoutMs)}: ${r.stderr.trim()}`);
   return r;
 }
