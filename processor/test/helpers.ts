@@ -134,9 +134,15 @@ export interface CliProcess {
   stderr(): string;
 }
 
-/** `sr-processor` arguments for a test: its data dir and cache-store, fast rounds and retries, then `more`. */
+/**
+ * `sr-processor` arguments for a test: its data dir and cache-store, fast rounds and retries, then `more`.
+ * `--insecure`: these tests run the processor alone on loopback against an in-process cache-store that
+ * checks no tokens, and are about applying and crashing, not credentials (processor/test/security and
+ * test/scenarios run it with them).
+ */
 export function cliArgs(cacheStoreUrl: string, dataDir: string, ...more: string[]): string[] {
   return [
+    '--insecure',
     '--listen',
     '127.0.0.1:0',
     '--cache-store',

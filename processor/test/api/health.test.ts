@@ -10,7 +10,13 @@ import {
   encodeMessage,
   type ChangeRecord,
 } from '@site-recovery/shared';
-import { startCacheStore, startProcessor as startProcessorCli, type ServiceProcess } from '@site-recovery/test';
+import {
+  Credentials,
+  authFetch,
+  startCacheStore,
+  startProcessor as startProcessorCli,
+  type ServiceProcess,
+} from '@site-recovery/test';
 import { describe, expect, it } from 'vitest';
 import type { HealthReport } from '../../src/health.js';
 import { DEFAULT_VM_CONFIG } from '../../src/vm-config.js';
@@ -34,16 +40,19 @@ async function inProcess(dataDir: string, url: string, options = {}): Promise<Pr
   return p;
 }
 
-function health(listen: string): Promise<{ status: number; body: HealthReport }> {
-  return api<HealthReport>(listen, 'GET', '/health');
+/** GET /health; with `tokenFile` (an operator token of a processor with authentication on) the details. */
+async function health(listen: string, tokenFile?: string): Promise<{ status: number; body: HealthReport }> {
+  if (tokenFile === undefined) return api<HealthReport>(listen, 'GET', '/health');
+  const res = await authFetch(`http://${listen}/health`, { tokenFile });
+  return { status: res.status, body: (await res.json()) as HealthReport };
 }
 
 /** Waits for /health to answer `status`, and returns that answer; the failure shows the last answer. */
-async function healthBecomes(listen: string, status: number, what: string): Promise<HealthReport> {
+async function healthBecomes(listen: string, status: number, what: string, tokenFile?: string): Promise<HealthReport> {
   return until(
     what,
     async () => {
-      const h = await health(listen);
+      const h = await health(listen, tokenFile);
       if (h.status !== status) throw new Error(`the last answer was ${JSON.stringify(h)}`);
       return h.body;
     },
@@ -98,23 +107,31 @@ async function hostileCacheStore(): Promise<{ url: string; behave(): void; close
 describe('GET /health', () => {
   it('reports the cache-store once it has been out of reach past --cache-store-unreachable-ms, and recovers', async () => {
     const dir = caseDir();
-    let cacheStore: ServiceProcess = await startCacheStore(path.join(dir, 'cache'));
+    // Both daemons as deployed, with credentials: the details of /health need the operator's token.
+    const creds = await Credentials.create(path.join(dir, 'credentials'));
+    let cacheStore: ServiceProcess = await startCacheStore(path.join(dir, 'cache'), undefined, creds.cacheStoreAuth());
     cleanups.push(() => cacheStore.stop());
     const processor = await startProcessorCli(
       path.join(dir, 'processor'),
       `ws://${cacheStore.listen}/`,
       '127.0.0.1:0',
       ['--cache-store-unreachable-ms', '500'],
+      creds.processorAuth(),
     );
     cleanups.push(() => processor.stop());
     const p = processor.listen;
-    expect(await healthBecomes(p, 200, 'a healthy answer with the cache-store up')).toMatchObject({
+    const token = processor.tokenFile;
+    expect(await healthBecomes(p, 200, 'a healthy answer with the cache-store up', token)).toMatchObject({
       ok: true,
       problems: [],
     });
+    expect(await health(p), 'without a token, /health says only whether all is well').toEqual({
+      status: 200,
+      body: { ok: true },
+    });
 
     await cacheStore.kill();
-    const down = await healthBecomes(p, 503, 'a 503 after the cache-store went away');
+    const down = await healthBecomes(p, 503, 'a 503 after the cache-store went away', token);
     expect(down).toMatchObject({ ok: false, cacheStore: { connected: false } });
     expect(down.problems).toEqual([
       {
@@ -122,9 +139,10 @@ describe('GET /health', () => {
         message: expect.stringContaining(`ws://${cacheStore.listen}/`) as unknown,
       },
     ]);
+    expect(await health(p)).toEqual({ status: 503, body: { ok: false } });
 
-    cacheStore = await startCacheStore(path.join(dir, 'cache'), cacheStore.listen);
-    expect(await healthBecomes(p, 200, 'a healthy answer once the cache-store is back')).toMatchObject({
+    cacheStore = await startCacheStore(path.join(dir, 'cache'), cacheStore.listen, creds.cacheStoreAuth());
+    expect(await healthBecomes(p, 200, 'a healthy answer once the cache-store is back', token)).toMatchObject({
       ok: true,
       cacheStore: { connected: true },
     });

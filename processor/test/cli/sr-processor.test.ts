@@ -45,24 +45,31 @@ describe('sr-processor CLI', () => {
       '--inline-write-max-bytes',
       '--reconnect-initial-ms',
       '--reconnect-max-ms',
+      '--auth-secret-file',
+      '--cache-store-token-file',
+      '--insecure',
     ]) {
       expect(r.stdout).toContain(opt);
     }
     expect(r.stdout).toContain('"event":"ready"');
   });
 
-  it('refuses missing or malformed options with SR_BAD_OPTION and exit code 2', async () => {
+  it('refuses missing or malformed options with SR_BAD_OPTION and exit code 2, naming the option', async () => {
     const dataDir = caseDir();
-    for (const args of [
-      ['--data-dir', dataDir],
-      ['--cache-store', 'ws://127.0.0.1:1/'],
-      ['--cache-store', 'http://127.0.0.1:1/', '--data-dir', dataDir],
-      ['--cache-store', 'ws://127.0.0.1:1/', '--data-dir', dataDir, '--listen', 'nowhere'],
-      ['--cache-store', 'ws://127.0.0.1:1/', '--data-dir', dataDir, '--confirm-interval-ms', '0'],
-    ]) {
-      const r = await runCli(args);
-      expect(r.code).toBe(2);
-      expect(r.stderr).toContain('SR_BAD_OPTION');
+    // --insecure, so each is refused for the option it names and not for the missing credentials.
+    for (const [args, names] of [
+      [['--data-dir', dataDir], /--cache-store ws:\/\/HOST:PORT\/ is required/],
+      [['--cache-store', 'ws://127.0.0.1:1/'], /--data-dir DIR is required/],
+      [['--cache-store', 'http://127.0.0.1:1/', '--data-dir', dataDir], /--cache-store "http:.*must start with ws:/],
+      [['--cache-store', 'ws://127.0.0.1:1/', '--data-dir', dataDir, '--listen', 'nowhere'], /--listen "nowhere"/],
+      [
+        ['--cache-store', 'ws://127.0.0.1:1/', '--data-dir', dataDir, '--confirm-interval-ms', '0'],
+        /--confirm-interval-ms "0"/,
+      ],
+    ] as const) {
+      const r = await runCli(['--insecure', ...args]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(new RegExp(`SR_BAD_OPTION: ${names.source}`));
     }
   });
 

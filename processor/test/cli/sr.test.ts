@@ -1,7 +1,10 @@
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { TokenVerifier, checkRequest, createLogger, issueToken, newSecretText } from '@site-recovery/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatConfig, humanBytes, table } from '../../src/cli/sr-format.js';
 
@@ -12,7 +15,14 @@ interface Seen {
   method: string;
   url: string;
   body: unknown;
+  contentType?: string;
+  /** What the proof in x-sr-auth proved, checked as the processor would; absent without one. */
+  auth?: string;
 }
+
+// The stub checks proofs of operator tokens signed with this secret (a token file the "operator" holds).
+const SECRET = Buffer.from(newSecretText(), 'hex');
+const verifier = new TokenVerifier({ secret: SECRET, log: createLogger('sr-test', 'silent') });
 
 const POINTS = [
   { id: 'p-10-1700000000000', time: '2023-11-14T22:13:20.000Z', lsn: 10, kind: 'crash', undoBytes: 0 },
@@ -37,7 +47,14 @@ beforeAll(async () => {
     req.on('data', (d: Buffer) => (text += d.toString()));
     req.on('end', () => {
       const body = text === '' ? undefined : (JSON.parse(text) as unknown);
-      seen.push({ method: req.method!, url: req.url!, body });
+      const auth = req.headers['x-sr-auth'] === undefined ? undefined : checkRequest(verifier, req, ['operator']);
+      seen.push({
+        method: req.method!,
+        url: req.url!,
+        body,
+        ...(req.headers['content-type'] !== undefined ? { contentType: req.headers['content-type'] } : {}),
+        ...(auth !== undefined ? { auth: auth.ok ? `ok ${auth.claims.id}` : auth.code } : {}),
+      });
       const send = (status: number, doc: unknown): void => {
         res.writeHead(status, { 'content-type': 'application/json' });
         res.end(JSON.stringify(doc));
@@ -121,6 +138,7 @@ describe('sr', () => {
       {
         method: 'PUT',
         url: '/vms/web01/config',
+        contentType: 'application/json',
         body: {
           crashConsistentFrequencyMs: 1000,
           appConsistentFrequencyMs: 3_600_000,
@@ -140,6 +158,38 @@ describe('sr', () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual(MANIFEST);
     expect(seen[0]?.body).toEqual({ point: 'latest', deadlineMs: 30_000 });
+  });
+
+  it('sends every POST and PUT as JSON: {} when the action takes no parameters', async () => {
+    seen.length = 0;
+    await sr(['commit', 'web01']);
+    await sr(['failover', 'web01', '--point', 'latest']);
+    await sr(['configure', 'web01', '--retention', '1d']);
+    expect(seen.map((x) => [x.method, x.url, x.contentType, x.body])).toEqual([
+      ['POST', '/vms/web01/commit', 'application/json', {}],
+      ['POST', '/vms/web01/failover', 'application/json', { point: 'latest' }],
+      ['PUT', '/vms/web01/config', 'application/json', { retentionMs: 86_400_000 }],
+    ]);
+  });
+
+  it('proves the token of --token-file or SR_TOKEN_FILE afresh in every request, never sending the token', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'sr-token-'));
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      const token = issueToken(SECRET, { id: 'op-1', role: 'operator', issuedAt: now, expiresAt: now + 600 });
+      const file = path.join(dir, 'operator.token');
+      await fsp.writeFile(file, token + '\n', { mode: 0o600 });
+      seen.length = 0;
+      expect((await sr(['--token-file', file, 'points', 'web01'])).code).toBe(0);
+      expect((await sr(['failover', 'web01', '--point', 'latest'], { SR_TOKEN_FILE: file })).code).toBe(0);
+      expect((await sr(['status'], { SR_TOKEN_FILE: file })).code).toBe(0);
+      // Each proof passed the single-use check, so none was a replay of another.
+      expect(seen.map((x) => x.auth)).toEqual(['ok op-1', 'ok op-1', 'ok op-1']);
+      const mac = token.split('.')[2]!;
+      expect(JSON.stringify(seen)).not.toContain(mac);
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
   });
 
   it.each([
