@@ -37,7 +37,9 @@ export function decodeMessage<S extends z.ZodType>(frame: Buffer, schema: S): z.
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const t = typeof raw === 'object' && raw !== null && 't' in raw ? String(raw.t) : '?';
+    // The type is echoed only when it is text: String() of a hostile object could throw.
+    const t =
+      typeof raw === 'object' && raw !== null && 't' in raw && typeof raw.t === 'string' ? raw.t.slice(0, 32) : '?';
     const issue = parsed.error.issues[0];
     throw new SrError(
       ErrorCode.PROTOCOL,
