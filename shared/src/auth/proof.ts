@@ -96,7 +96,9 @@ export class TokenVerifier {
     if (!/^\d{1,12}$/.test(timeText) || !/^[A-Za-z0-9_-]{16,64}$/.test(nonce))
       return fail(ErrorCode.AUTH, 'credential proof is malformed');
     const expected = macOf(macOf(this.o.secret, p.signed), proofText(p.signed, time, nonce, target));
-    if (!sameBytes(Buffer.from(proofText64, 'base64url'), expected))
+    // Compared as the canonical text: base64url decoding ignores stray characters and trailing bits, so
+    // comparing decoded bytes would accept many spellings of one proof.
+    if (!sameBytes(Buffer.from(proofText64), Buffer.from(expected.toString('base64url'))))
       return fail(ErrorCode.AUTH, `credential ${claims.id} is not valid here (wrong secret, host or path)`);
     const nowS = nowMs / 1000;
     if (claims.expiresAt <= nowS) return fail(ErrorCode.AUTH, `credential ${claims.id} has expired`);

@@ -90,6 +90,17 @@ describe('tokens and proofs', () => {
     expect(verifier().check(parts.join('.'), target, { roles: ['agent'] }, NOW)).toMatchObject({ ok: false });
   });
 
+  it('only the one spelling of a proof is accepted (base64url decoding forgives stray characters)', () => {
+    const header = proveToken(token(), target, NOW);
+    const last = header.at(-1)!;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const sibling = alphabet[alphabet.indexOf(last) ^ 1]!; // the same decoded bytes in a 43-character MAC
+    for (const forged of [header.slice(0, -1) + sibling, header + '=', header.slice(0, 20) + '*' + header.slice(20)]) {
+      expect(verifier().check(forged, target, { roles: ['agent'] }, NOW)).toMatchObject({ ok: false });
+    }
+    expect(verifier().check(header, target, { roles: ['agent'] }, NOW).ok).toBe(true);
+  });
+
   it('a role may do only what it is allowed', () => {
     const v = verifier();
     const header = proveToken(token({ role: 'processor', vm: undefined }), target, NOW);
