@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   ErrorCode,
+  answerInJson,
   SrError,
   jsonApi,
   refuseUpgrade,
@@ -75,6 +76,7 @@ export class CacheStoreServer {
     const server =
       options.server ?? (options.tls !== undefined ? https.createServer(options.tls) : http.createServer());
     const isTls = server instanceof https.Server;
+    answerInJson(server);
     const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: limits.maxFrameBytes });
     const hub = new StreamHub(options.store, log, limits.maxVms);
     const sources = new SourceConnections(limits.maxConnectionsPerSource, log);

@@ -36,6 +36,7 @@ export async function listenHttp(
     });
   });
   server.on('error', (err) => log.error({ err: err.message }, 'HTTP server error'));
+  answerInJson(server);
   const address = server.address() as AddressInfo;
   return {
     server,
@@ -52,4 +53,31 @@ export async function listenHttp(
 /** host:port of a bound socket, IPv6 in brackets. */
 export function formatAddress(a: AddressInfo): string {
   return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+/**
+ * Requests Node refuses before any handler sees them (malformed HTTP, oversized headers, an unknown
+ * `Expect`) are answered in the same `{code, message}` JSON as everything else, so a client always
+ * gets an error it can read.
+ */
+export function answerInJson(server: http.Server | https.Server): void {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy();
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+    const body = JSON.stringify({
+      code: tooLarge ? 'SR_LIMIT' : 'SR_PROTOCOL',
+      message: tooLarge ? 'request headers too large' : 'malformed HTTP request',
+    });
+    socket.end(
+      `HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
+  server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const body = JSON.stringify({
+      code: 'SR_PROTOCOL',
+      message: `Expect: ${req.headers.expect ?? ''} is not supported`,
+    });
+    res.writeHead(417, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+  });
 }
