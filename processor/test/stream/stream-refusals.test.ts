@@ -108,6 +108,45 @@ describe('processor refusing what the cache-store sends', () => {
     expect(st.lastError?.code).toBe('SR_SEQUENCE');
   });
 
+  it.each([
+    {
+      what: 'a record damaged in transit',
+      code: 'SR_CHECKSUM',
+      frame: async (next: ChangeRecord[]) =>
+        batchFrame(
+          VM,
+          'g1',
+          next.map((r, i) => (i === 3 ? withBadCrc(r) : r)),
+        ),
+    },
+    {
+      what: 'a batch cut short in transit',
+      code: 'SR_PROTOCOL',
+      frame: async (next: ChangeRecord[]) => {
+        const whole = await batchFrame(VM, 'g1', next);
+        return whole.subarray(0, whole.length - 1000);
+      },
+    },
+  ])('refuses $what ($code), applies nothing of it, and recovers by fetching the stream again', async (t) => {
+    const { dataDir, cs } = await cases.start();
+    const { w, good, agent, next } = await replicatedUpTo(cs, 779);
+    const before = await replicaBytes(dataDir, VM, DISKS);
+    const s0 = await cs.tap.session(0);
+    await s0.inject(await t.frame(next));
+    if (t.code === 'SR_CHECKSUM') await expectRefused(s0, t.code, dataDir, before, good);
+    else {
+      // A frame cut short names no VM the processor could blame: the connection alone is refused.
+      expect(await s0.errorSent()).toMatchObject({ t: 'error', code: t.code });
+      await s0.closed;
+      expectImages(await replicaBytes(dataDir, VM, DISKS), before);
+      expect(cs.tap.confirmed(VM)).toBe(good);
+    }
+    // The stored copy is whole: fetched again from where the replica stood, it lands.
+    await agent.store(next);
+    await cs.tap.confirmedAtLeast(VM, w.lastLsn);
+    expectImages(await replicaBytes(dataDir, VM, DISKS), w.images);
+  });
+
   // The real cache-store sends none of these: each is injected into an otherwise real stream.
   it('refuses malformed frames and messages out of turn with SR_PROTOCOL', async () => {
     const { cs } = await cases.start();
