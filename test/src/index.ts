@@ -25,3 +25,5 @@ export type { FioJobReport, FioRun } from './fio.js';
 export { bytesReadBy } from './proc-io.js';
 export { settledState, storedState } from './stored-state.js';
 export type { StoredState } from './stored-state.js';
+export { makePki } from './pki.js';
+export type { TestPki } from './pki.js';

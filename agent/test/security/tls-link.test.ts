@@ -2,7 +2,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getJson, makeImage, startAgent, tempDir, waitUntil, type AgentProcess } from '@site-recovery/test';
 import { AuthCacheStore } from './auth-cache-store.js';
-import { makeCa, writeSecret, writeToken, type TestCa } from './credentials.js';
+import { makePki, type TestPki } from '@site-recovery/test';
+import { writeSecret, writeToken } from './credentials.js';
 
 // sr-agent to a wss:// cache-store: the server's certificate is verified against --tls-ca, and the
 // token's proof travels inside TLS. Certificates are made at run time with openssl.
@@ -15,15 +16,15 @@ interface StreamStatus {
 
 let t: { dir: string; cleanup: () => Promise<void> };
 let secret: Buffer;
-let ours: TestCa;
-let theirs: TestCa;
+let ours: TestPki;
+let theirs: TestPki;
 let store: AuthCacheStore;
 const agents: AgentProcess[] = [];
 beforeAll(async () => {
   t = await tempDir('agent-tls');
   ({ secret } = await writeSecret(t.dir));
-  ours = await makeCa(t.dir, 'ours');
-  theirs = await makeCa(t.dir, 'theirs');
+  ours = await makePki(t.dir, 'ours');
+  theirs = await makePki(t.dir, 'theirs');
   store = await AuthCacheStore.start({ secret, tls: { certFile: ours.certFile, keyFile: ours.keyFile } });
 });
 afterAll(async () => {

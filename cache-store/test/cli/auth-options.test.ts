@@ -7,7 +7,7 @@ import { newSecretText, type ParsedToken } from '@site-recovery/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentHello, eventually } from '../helpers.js';
 import { Refused, mint, openPeer, proofFor, refusal, request } from '../net/auth-fixture.js';
-import { makePki, type TestPki } from '../net/tls-certs.js';
+import { makePki, type TestPki } from '@site-recovery/test';
 
 /** The built CLI (`npx tsc -b` first). */
 const CLI = fileURLToPath(new URL('../../dist/cli/sr-cache-store.js', import.meta.url));
@@ -15,12 +15,11 @@ const root = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cs-cli-auth-'));
 const children: ChildProcess[] = [];
 let pki: TestPki;
 beforeAll(async () => {
-  pki = await makePki('cli');
+  pki = await makePki(root, 'cli');
 });
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await fs.rm(root, { recursive: true, force: true });
-  await fs.rm(pki.dir, { recursive: true, force: true });
 });
 
 interface Run {

@@ -3,17 +3,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentHello } from '../helpers.js';
 import { mint, newSecret, openPeer, proofFor, request } from './auth-fixture.js';
 import { useServers, type RunningServer } from './server-harness.js';
-import { makePki, type TestPki } from './tls-certs.js';
+import os from 'node:os';
+import path from 'node:path';
+import { makePki, type TestPki } from '@site-recovery/test';
 
 const { server, agent, processor } = useServers();
 let pki: TestPki;
 let otherCa: TestPki;
 beforeAll(async () => {
-  pki = await makePki('site');
-  otherCa = await makePki('other');
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cs-pki-'));
+  pki = await makePki(dir, 'site');
+  otherCa = await makePki(dir, 'other');
 });
 afterAll(async () => {
-  for (const p of [pki, otherCa]) await fs.rm(p.dir, { recursive: true, force: true });
+  await fs.rm(path.dirname(pki.dir), { recursive: true, force: true });
 });
 
 const tlsServer = (): Promise<RunningServer> =>

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ControlApiError, ControlClient } from '../../src/api/control-client.js';
 import { deadUrl, rawRequest, startAuthedProcessor, tempDir, type AuthedProcessor } from './security-fixture.js';
-import { makePki, type TestPki } from './test-pki.js';
+import { makePki, type TestPki } from '@site-recovery/test';
 
 // The control API over https with certificates made at run time: the right CA is served, plaintext
 // and a certificate from another CA are refused.
@@ -15,7 +15,7 @@ let p: AuthedProcessor | undefined;
 
 beforeAll(async () => {
   root = await tempDir('control-api-tls');
-  pki = await makePki(path.join(root.dir, 'pki'), 'processor');
+  pki = await makePki(root.dir, 'processor');
   otherCa = await makePki(path.join(root.dir, 'other'), 'stranger');
 });
 afterEach(async () => {

@@ -22,7 +22,7 @@ import {
   type AuthedProcessor,
   type TestToken,
 } from './security-fixture.js';
-import { makePki, type TestPki } from './test-pki.js';
+import { makePki, type TestPki } from '@site-recovery/test';
 
 // The processor's dial to the cache-store: a fresh proof of its processor token at every upgrade,
 // a wss:// certificate checked against --tls-ca, and a refusal kept where status and health show it.

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { run, startService, type RunResult, type ServiceProcess } from '@site-recovery/test';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { auditLines, deadUrl, rawRequest, seededReplica, tempDir, waitFor, VM } from './security-fixture.js';
-import { makePki, type TestPki } from './test-pki.js';
+import { makePki, type TestPki } from '@site-recovery/test';
 
 // The built sr-processor and sr as an operator sets them up: secrets and tokens made with
 // `sr secret new` / `sr token issue`, the daemon refusing to start open by accident, and `sr`
