@@ -1,6 +1,6 @@
 // The credentials a bench run starts the daemons with. AUTH=1: secrets and tokens made with `sr` as an
 // operator makes them (docs/security.md); TLS=1: a CA and a server certificate for 127.0.0.1 made with
-// openssl at run time, the links wss:// and the control API https://. Without either, every daemon
+// openssl at run time (the test harness's makePki), the links wss:// and the control API https://. Without either, every daemon
 // runs --insecure (authentication off, loopback only), as the benchmark ran before authentication.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -9,50 +9,22 @@ import https from 'node:https';
 import path from 'node:path';
 import { URL } from 'node:url';
 import { authHeaders, loadTokenFile } from '@site-recovery/shared';
+import { makePki } from '@site-recovery/test';
 import { ROOT } from './lib.js';
 
 const SR_CLI = path.join(ROOT, 'processor/dist/cli/sr.js');
 const sr = (...args) => execFileSync(process.execPath, [SR_CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
 
-/** A CA and a certificate it signed for 127.0.0.1 and localhost, in `dir`; keys 0600. */
-function makePki(dir) {
-  const f = (name) => path.join(dir, name);
-  const openssl = (...args) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=sr bench CA');
-  openssl('req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=127.0.0.1');
-  fs.writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    f('server.csr'),
-    '-CA',
-    f('ca.pem'),
-    '-CAkey',
-    f('ca.key'),
-    '-CAcreateserial',
-    '-days',
-    '2',
-    '-extfile',
-    f('server.ext'),
-    '-out',
-    f('server.pem'),
-  );
-  for (const key of ['ca.key', 'server.key']) fs.chmodSync(f(key), 0o600);
-  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
-}
-
 /**
  * Makes what `{auth, tls}` asks for in `dir` (which must be empty) and returns the daemons' extra
  * arguments, the URL schemes, and a JSON GET that proves a token and verifies the CA as the clients do.
  */
-export function benchCredentials(dir, { auth, tls }) {
+export async function benchCredentials(dir, { auth, tls }) {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const f = (name) => path.join(dir, name);
-  const pki = tls ? makePki(dir) : undefined;
-  const tlsServer = pki ? ['--tls-cert', pki.cert, '--tls-key', pki.key] : [];
-  const tlsClient = pki ? ['--tls-ca', pki.ca] : [];
+  const pki = tls ? await makePki(dir, 'pki') : undefined;
+  const tlsServer = pki ? ['--tls-cert', pki.certFile, '--tls-key', pki.keyFile] : [];
+  const tlsClient = pki ? ['--tls-ca', pki.caFile] : [];
   let cacheStore = ['--insecure'];
   let processor = ['--insecure'];
   let agentToken = () => ['--insecure'];
@@ -81,7 +53,7 @@ export function benchCredentials(dir, { auth, tls }) {
     };
     operatorToken = loadTokenFile(f('operator.token'));
   }
-  const ca = pki ? fs.readFileSync(pki.ca) : undefined;
+  const ca = pki?.ca;
   return {
     label: [auth ? 'auth' : '', tls ? 'tls' : ''].filter(Boolean).join('+') || 'insecure',
     ws: tls ? 'wss' : 'ws',

@@ -13,8 +13,10 @@
 // last 4096 records, and the most records the processor was seen behind the agent (sampled every 250 ms).
 // AUTH=1 runs the daemons with authentication (secrets and tokens made with sr), TLS=1 with wss:// links
 // and an https control API (a CA made with openssl at run time); without them they run --insecure.
-// Compare `AUTH=1 TLS=1 npm run bench:e2e` with `npm run bench:e2e` at the same RATE (issue #10).
-import { spawn, execFile } from 'node:child_process';
+// COMPARE=1 runs both, insecure and auth+TLS, interleaved run by run, and reports the lag p99 ratio of each
+// pair (issue #10's target). cpuMsPerMB is the CPU time (user + system) of each daemon from the start of the
+// churn until the replica caught up, per MB written.
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -48,22 +50,35 @@ function start(cli, args, env = {}) {
     child.stdout.on('data', (d) => {
       out += d;
       const line = out.split('\n').find((l) => l.includes('"ready"'));
-      if (line) resolve({ ready: JSON.parse(line), stop: async () => (child.kill('SIGTERM'), await exited) });
+      if (line)
+        resolve({ ready: JSON.parse(line), pid: child.pid, stop: async () => (child.kill('SIGTERM'), await exited) });
     });
     child.once('exit', (code) => reject(new Error(`${cli} exited ${code}: ${err}`)));
   });
 }
 
 const on = (name) => ['1', 'true', 'yes'].includes(String(process.env[name] ?? '').toLowerCase());
-const SECURITY = { auth: on('AUTH'), tls: on('TLS') };
+const CONFIGS = on('COMPARE')
+  ? [
+      { auth: false, tls: false },
+      { auth: true, tls: true },
+    ]
+  : [{ auth: on('AUTH'), tls: on('TLS') }];
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function runOnce(kind, mode) {
+async function runOnce(kind, mode, security) {
   const dir = benchDir(`e2e-${kind}-${mode}`);
   const img = path.join(dir, 'os.img');
   fs.writeFileSync(img, '');
   fs.truncateSync(img, DISK);
-  const sec = benchCredentials(path.join(dir, 'credentials'), SECURITY);
+  const sec = await benchCredentials(path.join(dir, 'credentials'), security);
   const cs = await start(path.join(ROOT, 'cache-store/dist/cli/sr-cache-store.js'), [
     '--listen',
     '127.0.0.1:0',
@@ -107,6 +122,8 @@ async function runOnce(kind, mode) {
       if (v?.initialSync?.state === 'done') break;
       await sleep(100);
     }
+    const daemons = { agent: ag.pid, cacheStore: cs.pid, processor: pr.pid };
+    const cpu0 = Object.fromEntries(Object.entries(daemons).map(([k, pid]) => [k, cpuSeconds(pid)]));
     const t0 = Date.now();
     const sr = async (...args) =>
       JSON.parse(
@@ -160,6 +177,12 @@ async function runOnce(kind, mode) {
       await sleep(100);
     }
     const caughtUp = Date.now();
+    const cpuMsPerMB = Object.fromEntries(
+      Object.entries(daemons).map(([k, pid]) => [
+        k,
+        +(((cpuSeconds(pid) - cpu0[k]) * 1000) / (written / 1e6)).toFixed(2),
+      ]),
+    );
     if (drill !== undefined) {
       await drill;
       await sr('test-failover-cleanup', 'bench');
@@ -176,6 +199,7 @@ async function runOnce(kind, mode) {
       lagP50ms: v.lagMs?.p50,
       lagP99ms: v.lagMs?.p99,
       behindMaxRecords: behindMax,
+      cpuMsPerMB,
     };
   } finally {
     await ag.stop();
@@ -186,36 +210,55 @@ async function runOnce(kind, mode) {
 }
 
 const rows = [];
+const ratios = [];
 for (const mode of Object.keys(MODES).filter((m) =>
   process.env.MODE ? process.env.MODE === m : DEFAULT_MODES.includes(m),
 ))
   for (const kind of Object.keys(DATA)) {
-    const runs = [];
-    for (let i = 0; i < RUNS; i++) {
-      const r = await runOnce(kind, mode);
-      process.stderr.write(`${mode} ${kind} run ${i + 1}/${RUNS}: ${JSON.stringify(r)}\n`);
-      runs.push(r);
+    const runs = CONFIGS.map(() => []);
+    for (let i = 0; i < RUNS; i++)
+      for (const [c, security] of CONFIGS.entries()) {
+        const r = await runOnce(kind, mode, security);
+        process.stderr.write(`${mode} ${kind} run ${i + 1}/${RUNS}: ${JSON.stringify(r)}\n`);
+        runs[c].push(r);
+      }
+    for (const rs of runs) {
+      const m = (f) => +median(rs.map(f)).toFixed(2);
+      rows.push({
+        mode: mode === 'max' ? mode : `${mode} ${RATE}`,
+        security: rs[0].security,
+        data: kind,
+        replicatedMBps: m((r) => r.replicatedMBps),
+        fioMBps: m((r) => r.fioMBps),
+        drainSeconds: m((r) => r.drainSeconds),
+        wirePerByte: m((r) => r.wirePerByte),
+        lagP50ms: m((r) => r.lagP50ms),
+        lagP99ms: m((r) => r.lagP99ms),
+        behindMaxRecords: m((r) => r.behindMaxRecords),
+        ...Object.fromEntries(Object.keys(rs[0].cpuMsPerMB).map((d) => [`cpuMsPerMB.${d}`, m((r) => r.cpuMsPerMB[d])])),
+      });
     }
-    const m = (k) => +median(runs.map((r) => r[k])).toFixed(2);
-    rows.push({
-      mode: mode === 'max' ? mode : `${mode} ${RATE}`,
-      security: runs[0].security,
-      data: kind,
-      replicatedMBps: m('replicatedMBps'),
-      fioMBps: m('fioMBps'),
-      drainSeconds: m('drainSeconds'),
-      wirePerByte: m('wirePerByte'),
-      lagP50ms: m('lagP50ms'),
-      lagP99ms: m('lagP99ms'),
-      behindMaxRecords: m('behindMaxRecords'),
-    });
+    if (runs.length === 2) {
+      const pairs = runs[0].map((plain, i) => runs[1][i].lagP99ms / plain.lagP99ms);
+      ratios.push({
+        mode,
+        data: kind,
+        lagP99RatioPerPair: pairs.map((x) => +x.toFixed(2)).join(' '),
+        lagP99RatioMedian: +median(pairs).toFixed(2),
+        replicatedRatioMedian: +median(runs[0].map((p, i) => runs[1][i].replicatedMBps / p.replicatedMBps)).toFixed(3),
+      });
+    }
   }
 console.log(
-  `\nbench:e2e — median of ${RUNS} runs x ${SECONDS}s of fio randwrite 4k-1M QD16 on a ${DISK / 2 ** 30} GiB disk (fio rates are MiB/s); AUTH=${+SECURITY.auth} TLS=${+SECURITY.tls}`,
+  `\nbench:e2e — median of ${RUNS} runs x ${SECONDS}s of fio randwrite 4k-1M QD16 on a ${DISK / 2 ** 30} GiB disk (fio rates are MiB/s)`,
 );
 console.table(rows);
+if (ratios.length) {
+  console.log('auth+tls / insecure, interleaved pairs:');
+  console.table(ratios);
+}
 fs.mkdirSync(path.join(ROOT, 'bench/results'), { recursive: true });
 fs.writeFileSync(
   path.join(ROOT, 'bench/results', `e2e-${new Date().toISOString().replace(/[:.]/g, '-')}.json`),
-  JSON.stringify({ security: SECURITY, rate: RATE, rows }, null, 2),
+  JSON.stringify({ configs: CONFIGS, rate: RATE, rows, ratios }, null, 2),
 );
