@@ -22,6 +22,16 @@ export const RecordKind = {
    * sequence number for the point, `length` 0, no payload. Changes no data.
    */
   APP: 5,
+  /**
+   * A replication group's barrier reached this VM (docs/multi-vm.md): every write before this record
+   * is in the group's cut, no write after it completed before the round's COMMIT. `length` 0; `data`
+   * is the round as JSON ({@link GroupMark} in group-record.ts). Changes no data.
+   */
+  GROUP_MARK: 6,
+  /** This VM held its writes from its GROUP_MARK until the coordinator's COMMIT; `data` names the round. */
+  GROUP_COMMIT: 7,
+  /** The round was given up on this VM (timeout, an ABORT, a member missing); `data` names it and why. */
+  GROUP_ABORT: 8,
 } as const;
 
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
@@ -33,7 +43,10 @@ export interface ChangeRecord {
   readonly disk: number;
   readonly offset: number;
   readonly length: number;
-  /** Present for WRITE only; its length equals `length`. */
+  /**
+   * WRITE: the bytes written, `length` of them. Group records: their JSON document (`length` is 0).
+   * Absent for every other kind.
+   */
   readonly data?: Buffer;
   /** CRC-32C from `recordChecksum`, computed at capture; absent only before it is first computed. */
   readonly crc?: number;
@@ -48,9 +61,25 @@ export function isRecordKind(kind: number): kind is RecordKind {
     kind === RecordKind.ZERO ||
     kind === RecordKind.TRIM ||
     kind === RecordKind.SYNC ||
-    kind === RecordKind.APP
+    kind === RecordKind.APP ||
+    kind === RecordKind.GROUP_MARK ||
+    kind === RecordKind.GROUP_COMMIT ||
+    kind === RecordKind.GROUP_ABORT
   );
 }
+
+/** The replication group's records (GROUP_MARK, GROUP_COMMIT, GROUP_ABORT). */
+export function isGroupKind(kind: number): boolean {
+  return kind === RecordKind.GROUP_MARK || kind === RecordKind.GROUP_COMMIT || kind === RecordKind.GROUP_ABORT;
+}
+
+/** Records that change no data: progress, app-consistent and group markers. Their `length` is 0. */
+export function isMarkerKind(kind: number): boolean {
+  return kind === RecordKind.SYNC || kind === RecordKind.APP || isGroupKind(kind);
+}
+
+/** Most bytes a group record's JSON may take: a round names up to a few hundred members. */
+export const MAX_GROUP_RECORD_BYTES = 64 * 1024;
 
 export function recordKindName(kind: number): string {
   switch (kind) {
@@ -64,6 +93,12 @@ export function recordKindName(kind: number): string {
       return 'sync';
     case RecordKind.APP:
       return 'app';
+    case RecordKind.GROUP_MARK:
+      return 'group-mark';
+    case RecordKind.GROUP_COMMIT:
+      return 'group-commit';
+    case RecordKind.GROUP_ABORT:
+      return 'group-abort';
     default:
       return `unknown(${kind})`;
   }

@@ -1,6 +1,22 @@
 export { ErrorCode, SrError, isSrError, systemErrorCode } from './errors.js';
 export { ID_PATTERN, checkId } from './ids.js';
-export { RecordKind, isRecordKind, recordKindName } from './change-record.js';
+export {
+  RecordKind,
+  isRecordKind,
+  recordKindName,
+  isGroupKind,
+  isMarkerKind,
+  MAX_GROUP_RECORD_BYTES,
+} from './change-record.js';
+export {
+  GroupMarkSchema,
+  GroupCommitSchema,
+  GroupAbortSchema,
+  ROUND_PATTERN,
+  encodeGroupRecord,
+  decodeGroupRecord,
+} from './group-record.js';
+export type { GroupMark, GroupCommit, GroupAbort, GroupRecord } from './group-record.js';
 export type { ChangeRecord } from './change-record.js';
 export { createLogger } from './logger.js';
 export type { Logger } from './logger.js';

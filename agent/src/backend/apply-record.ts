@@ -13,8 +13,7 @@ export async function applyRecord(target: BlockBackend, r: ChangeRecord): Promis
     case RecordKind.TRIM:
       await target.trim(r.offset, r.length, false);
       return;
-    case RecordKind.SYNC:
-    case RecordKind.APP:
-      return; // markers; no data
+    default:
+      return; // markers (progress, app-consistent, group): no data
   }
 }

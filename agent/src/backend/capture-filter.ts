@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
 import { BackendError, Errno, type BlockBackend } from '@site-recovery/shared/nbd';
 import type { Journal } from '../journal/journal.js';
+import type { WriteGate } from '../group/write-gate.js';
 import { ImageSync } from './image-sync.js';
 import { WriteOrder } from './write-order.js';
 
@@ -43,6 +44,8 @@ interface CaptureOptions {
   readonly imageRetryDelaysMs?: readonly number[];
   /** Told once, when the disk fails (see {@link ImageFailure}). */
   readonly onImageFailure?: (failure: ImageFailure) => void;
+  /** The VM's replication-group barrier: holds write replies during a round (docs/multi-vm.md). */
+  readonly gate?: WriteGate;
 }
 
 /**
@@ -155,6 +158,8 @@ export class CaptureBackend implements BlockBackend {
       this.order.leave(handle);
     }
     if (fua) await this.flush();
+    const held = this.o.gate?.wait(lsn);
+    if (held !== undefined) await held;
   }
 
   /**

@@ -5,7 +5,9 @@ import {
   RecordKind,
   SrError,
   crc32c,
+  isGroupKind,
   isRecordKind,
+  MAX_GROUP_RECORD_BYTES,
   recordChecksum,
   writeCanonical,
   type ChangeRecord,
@@ -132,9 +134,14 @@ export function decodeRecord(b: Buffer, at: number, maxRecordBytes: number): Dec
   if (!isRecordKind(kind)) {
     return { ok: false, reason: 'invalid', detail: `unknown record kind ${kind}` };
   }
-  const expectPayload = kind === RecordKind.WRITE ? length : 0;
-  if (payloadLength !== expectPayload)
-    return { ok: false, reason: 'invalid', detail: 'payload length does not match kind' };
+  const group = isGroupKind(kind);
+  const fits =
+    kind === RecordKind.WRITE
+      ? payloadLength === length
+      : group
+        ? length === 0 && payloadLength > 0 && payloadLength <= MAX_GROUP_RECORD_BYTES
+        : payloadLength === 0;
+  if (!fits) return { ok: false, reason: 'invalid', detail: 'payload length does not match kind' };
   if (payloadLength > maxRecordBytes)
     return { ok: false, reason: 'invalid', detail: `payload of ${payloadLength} bytes exceeds the limit` };
   const end = at + RECORD_HEADER_BYTES + payloadLength;
@@ -152,7 +159,7 @@ export function decodeRecord(b: Buffer, at: number, maxRecordBytes: number): Dec
     length,
     crc,
     time: b.readDoubleBE(at + 36),
-    ...(kind === RecordKind.WRITE ? { data: payload } : {}),
+    ...(kind === RecordKind.WRITE || group ? { data: payload } : {}),
   };
   return { ok: true, record, bytes: RECORD_HEADER_BYTES + payloadLength };
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { isSrError } from '@site-recovery/shared';
+import { RecordKind, encodeGroupRecord, isSrError, type ChangeRecord } from '@site-recovery/shared';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileJournal } from '../../src/journal/file-journal.js';
 import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES } from '../../src/journal/format.js';
@@ -262,5 +262,34 @@ describe('FileJournal on disk', () => {
     const j = await FileJournal.open(dir);
     expect(j.lastLsn).toBe(2);
     await j.close();
+  });
+});
+
+describe('FileJournal with group records', () => {
+  it('keeps a group record’s JSON across a reopen, between writes, and a cursor yields it', async () => {
+    const dir = path.join(root, 'group-records');
+    const payload = encodeGroupRecord({
+      group: 'shop',
+      round: '2.9',
+      coordinator: 'db01',
+      members: ['db01', 'web01'],
+      time: 1_765_000_000_000,
+    });
+    const j = await FileJournal.open(dir);
+    await j.append(lsnWrite(1));
+    await j.append({ lsn: 2, kind: RecordKind.GROUP_MARK, disk: 0, offset: 0, length: 0, data: payload });
+    await j.append(lsnWrite(3));
+    await j.sync();
+    await j.close();
+    const again = await FileJournal.open(dir);
+    const read: ChangeRecord[] = [];
+    for await (const r of again.read(1)) read.push({ ...r, ...(r.data ? { data: Buffer.from(r.data) } : {}) });
+    expect(read.map((r) => r.kind)).toEqual([RecordKind.WRITE, RecordKind.GROUP_MARK, RecordKind.WRITE]);
+    expect(read[1]!.data).toEqual(payload);
+    expect(read[2]!.data).toEqual(lsnWrite(3).data);
+    const batch = await again.cursor(2).next(1 << 20);
+    expect(batch[0]!.kind).toBe(RecordKind.GROUP_MARK);
+    expect(Buffer.from(batch[0]!.data!)).toEqual(payload);
+    await again.close();
   });
 });

@@ -1,4 +1,4 @@
-import { RecordKind, type ChangeRecord, type DiskInfo } from '@site-recovery/shared';
+import { isMarkerKind, type ChangeRecord, type DiskInfo } from '@site-recovery/shared';
 import type { RecoveryPoint } from './recovery-point.js';
 import type { UndoEntry, UndoLog } from './undo-log.js';
 
@@ -36,7 +36,7 @@ export function blocksToSave(
   if (newest === undefined || open === undefined) return undefined;
   let wanted: BlockSet | undefined;
   for (const r of records) {
-    if (r.kind === RecordKind.SYNC || r.kind === RecordKind.APP || r.length === 0) continue;
+    if (isMarkerKind(r.kind) || r.length === 0) continue;
     if (newest.generation === generation && r.lsn <= newest.lsn) continue;
     const last = Math.floor((r.offset + r.length - 1) / blockSize);
     for (let b = Math.floor(r.offset / blockSize); b <= last; b++) {

@@ -2,6 +2,7 @@ import fsp from 'node:fs/promises';
 import {
   ErrorCode,
   RecordKind,
+  isMarkerKind,
   SerialQueue,
   SrError,
   checkId,
@@ -172,7 +173,7 @@ class FileReplica implements Replica {
   }
 
   apply(r: ChangeRecord): Promise<void> | undefined {
-    if (r.kind === RecordKind.SYNC || r.kind === RecordKind.APP) return undefined; // markers: change no data
+    if (isMarkerKind(r.kind)) return undefined; // markers: change no data
     const image = this.images[r.disk];
     if (image === undefined || r.offset < 0 || r.offset + r.length > image.size) {
       throw new SrError(
@@ -200,9 +201,8 @@ class FileReplica implements Replica {
       case RecordKind.TRIM:
         // Trimmed ranges read back as zeroes so that source and replica agree byte for byte.
         return image.zero(r.offset, r.length);
-      case RecordKind.SYNC:
-      case RecordKind.APP:
-        return undefined;
+      default:
+        return undefined; // markers change no data
     }
   }
 

@@ -1,5 +1,12 @@
 import { compress, uncompressSync } from 'lz4-napi';
-import { isRecordKind, RecordKind, type ChangeRecord } from '../change-record.js';
+import {
+  isGroupKind,
+  isMarkerKind,
+  isRecordKind,
+  MAX_GROUP_RECORD_BYTES,
+  RecordKind,
+  type ChangeRecord,
+} from '../change-record.js';
 import { ErrorCode, SrError } from '../errors.js';
 import { recordChecksum } from '../record-checksum.js';
 import { encodeBulkMessage } from './codec.js';
@@ -8,8 +15,9 @@ import type { Batch, DiskInfo, Progress } from './messages.js';
 
 /**
  * One entry per record in a batch's `recs` (big-endian); the LSN is `first` + index.
- *   0 u8 kind (1 write, 2 zero, 3 trim, 4 sync marker, 5 app-consistent marker)   1 u8 0   2 u16 disk   4 u32 CRC-32C (recordChecksum)   8 u64 offset
- *   16 u32 length   20 u32 0   24 f64 capture time (ms)
+ *   0 u8 kind (change-record.ts)   1 u8 0   2 u16 disk   4 u32 CRC-32C (recordChecksum)   8 u64 offset
+ *   16 u32 length   20 u32 payload bytes of a group record (0 for every other kind)   24 f64 capture time (ms)
+ * A WRITE's payload is `length` bytes, a group record's the count at 20; both travel in `data`.
  */
 export const RECORD_ENTRY_BYTES = 32;
 
@@ -63,9 +71,10 @@ export async function encodeBatch(
     recs.writeUInt32BE(Math.floor(r.offset / 0x1_0000_0000), at + 8);
     recs.writeUInt32BE(r.offset >>> 0, at + 12);
     recs.writeUInt32BE(r.length, at + 16);
-    recs.writeUInt32BE(0, at + 20);
+    const group = isGroupKind(r.kind);
+    recs.writeUInt32BE(group ? (r.data?.length ?? 0) : 0, at + 20);
     recs.writeDoubleBE(r.time ?? 0, at + 24);
-    if (r.kind === RecordKind.WRITE && r.data !== undefined) {
+    if ((r.kind === RecordKind.WRITE || group) && r.data !== undefined) {
       payloads.push(r.data);
       raw += r.data.length;
     }
@@ -163,7 +172,13 @@ export function decodeBatch(b: Batch, disks: readonly DiskInfo[], limits: WireLi
     const size = disks[disk]?.size;
     if (size === undefined)
       throw new SrError(ErrorCode.BOUNDS, `record ${lsn}: disk index ${disk}, the VM has ${disks.length} disks`);
-    if (kind === RecordKind.SYNC || kind === RecordKind.APP) {
+    const groupBytes = recs.readUInt32BE(at + 20);
+    if (groupBytes !== 0 && !isGroupKind(kind))
+      throw new SrError(
+        ErrorCode.PROTOCOL,
+        `record ${lsn}: a ${kind} record declares ${groupBytes} group payload bytes`,
+      );
+    if (isMarkerKind(kind)) {
       if (length !== 0) throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: marker with length ${length}`);
     } else if (offset + length > size)
       throw new SrError(
@@ -186,6 +201,13 @@ export function decodeBatch(b: Batch, disks: readonly DiskInfo[], limits: WireLi
         throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: payload runs past the batch data`);
       rec = { ...rec, data: payload.subarray(pos, pos + length) };
       pos += length;
+    } else if (isGroupKind(kind)) {
+      if (groupBytes === 0 || groupBytes > MAX_GROUP_RECORD_BYTES)
+        throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: group record of ${groupBytes} bytes`);
+      if (pos + groupBytes > payload.length)
+        throw new SrError(ErrorCode.PROTOCOL, `record ${lsn}: payload runs past the batch data`);
+      rec = { ...rec, data: payload.subarray(pos, pos + groupBytes) };
+      pos += groupBytes;
     }
     if (recordChecksum(rec, rec.data) !== rec.crc)
       throw new SrError(ErrorCode.CHECKSUM, `record ${lsn}: checksum mismatch`);

@@ -25,6 +25,8 @@ export const AgentHelloSchema = z.object({
   vm: id,
   generation,
   disks: z.array(DiskInfoSchema).min(1),
+  /** The replication group the VM belongs to (docs/multi-vm.md), so the processor can send it the group's policy. */
+  group: id.optional(),
 });
 export type AgentHello = z.infer<typeof AgentHelloSchema>;
 
@@ -73,6 +75,8 @@ export const VmInfoSchema = z.object({
   disks: z.array(DiskInfoSchema).min(1),
   firstLsn: lsn,
   lastLsn: lsn,
+  /** The agent's replication group, from its latest hello. */
+  group: id.optional(),
 });
 export type VmInfo = z.infer<typeof VmInfoSchema>;
 
@@ -111,6 +115,8 @@ export const PolicySchema = z.object({
   t: z.literal('policy'),
   vm: id,
   appConsistentFrequencyMs: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  /** How often the VM's replication group cuts multi-VM points (its coordinator acts on it); absent: no group policy. */
+  multiVmFrequencyMs: z.number().int().min(1000).max(Number.MAX_SAFE_INTEGER).optional(),
 });
 export type Policy = z.infer<typeof PolicySchema>;
 
