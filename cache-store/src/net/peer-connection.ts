@@ -72,7 +72,7 @@ export class PeerConnection {
     private readonly socket: Duplex,
     readonly remote: string,
     /** Who the upgrade found this peer to be; the hello must agree with it. */
-    private readonly credential: PeerCredential,
+    readonly credential: PeerCredential,
     private readonly limits: CacheStoreLimits,
     readonly log: Logger,
     private readonly becomeRole: (conn: PeerConnection, hello: AgentHello | ProcessorHello) => RoleSession,

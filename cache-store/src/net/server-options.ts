@@ -49,6 +49,13 @@ export interface CacheStoreLimits extends WireLimits {
    * message before saying who it is. Default 64 KiB.
    */
   readonly maxHelloBytes: number;
+  /**
+   * How often open connections are checked against their credential: one whose token has expired or
+   * been revoked since its upgrade is closed (1008, SR_AUTH) and logged. The revoked-tokens file is
+   * read again within a second of a change, so a revocation ends its sessions within about two of
+   * these. Default 1 s.
+   */
+  readonly credentialCheckMs: number;
 }
 
 export const DEFAULT_CACHE_STORE_LIMITS: CacheStoreLimits = {
@@ -61,6 +68,7 @@ export const DEFAULT_CACHE_STORE_LIMITS: CacheStoreLimits = {
   maxVms: 1024,
   maxConnectionsPerSource: 256,
   maxHelloBytes: 64 * 1024,
+  credentialCheckMs: 1000,
 };
 
 export interface CacheStoreServerOptions {

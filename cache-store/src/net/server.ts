@@ -113,6 +113,9 @@ export class CacheStoreServer {
       ),
     );
     wss.on('error', (err) => log.error({ err: err.message }, 'websocket server error'));
+    if (verifier !== undefined)
+      self.credentialTimer = setInterval(() => self.recheckCredentials(), limits.credentialCheckMs);
+    self.credentialTimer?.unref();
     return self;
   }
 
@@ -138,6 +141,21 @@ export class CacheStoreServer {
       authentication: this.verifier !== undefined,
       tls: this.isTls,
     };
+  }
+
+  private credentialTimer: NodeJS.Timeout | undefined;
+
+  /** Ends the sessions whose token expired or was revoked after their upgrade. */
+  private recheckCredentials(): void {
+    const verifier = this.verifier;
+    if (verifier === undefined) return;
+    for (const c of this.connections) {
+      if (c.credential.open) continue;
+      const r = verifier.stillValid(c.credential.claims);
+      if (r.ok) continue;
+      // Reported to the peer as `{t:'error', code}` and logged once by the connection, like any refusal.
+      c.fail(new SrError(r.code, `${r.message} since this session began; it is closed`));
+    }
   }
 
   /** Checks an upgrade before ws reads a frame: refused ones get HTTP 401/403/503 `{code, message}`. */
@@ -200,6 +218,7 @@ export class CacheStoreServer {
   }
 
   private async shutdown(): Promise<void> {
+    clearInterval(this.credentialTimer);
     const sockets = [...this.wss.clients];
     for (const c of [...this.connections]) c.close(CloseCode.GOING_AWAY, 'shutting down');
     await Promise.all(

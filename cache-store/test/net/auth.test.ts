@@ -95,8 +95,25 @@ describe('cache-store authentication at the WebSocket upgrade', () => {
       }
     };
     await eventually(refusedAsRevoked, 15_000, 'the revoked token refused');
+    // The session it opened before is ended too, with the code, not only the next upgrades.
+    const err = await ok.expect('error', 15_000);
+    expect(err).toMatchObject({ code: 'SR_AUTH', message: expect.stringMatching(/web01-2024 is revoked/) });
+    expect((await ok.closed).code).toBe(1008);
     // Another token of the same VM is unaffected.
     await peerWith(s, { role: 'agent', vm: 'vm1' });
+  });
+
+  it('ends a session when its token expires, and leaves the sessions of valid tokens open', async () => {
+    const s = await server({ auth: { secret: newSecret() } });
+    const short = await connect(s, { token: mint(s.secret!, { role: 'agent', vm: 'vm1', expiresInS: 2 }) });
+    short.send(agentHello('vm1', 'g1'));
+    await short.expect('welcome');
+    const { peer: lasting } = await processor(s);
+    const err = await short.expect('error', 15_000);
+    expect(err).toMatchObject({ code: 'SR_AUTH', message: expect.stringMatching(/has expired/) });
+    expect((await short.closed).code).toBe(1008);
+    lasting.send({ t: 'subscribe', vm: 'vm1', generation: 'g1', from: 1 });
+    await lasting.expect('stream');
   });
 
   it('takes the right tokens: an agent streams its own VM, the processor reads it', async () => {

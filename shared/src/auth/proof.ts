@@ -115,6 +115,19 @@ export class TokenVerifier {
     return { ok: true, claims };
   }
 
+  /**
+   * Whether a credential accepted earlier still holds: not expired, not revoked since. A long-lived
+   * session (a WebSocket) is checked with this while it lasts, so that revoking a token or letting it
+   * expire ends the sessions opened with it, not only the next ones.
+   */
+  stillValid(claims: TokenClaims, nowMs = Date.now()): AuthResult {
+    if (claims.expiresAt <= nowMs / 1000)
+      return { ok: false, code: ErrorCode.AUTH, message: `credential ${claims.id} has expired` };
+    if (this.revoked.has(claims.id))
+      return { ok: false, code: ErrorCode.AUTH, message: `credential ${claims.id} is revoked` };
+    return { ok: true, claims };
+  }
+
   close(): void {
     this.revoked.close();
   }
