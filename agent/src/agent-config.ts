@@ -1,5 +1,6 @@
 import type { BackoffOptions, Logger, ParsedToken } from '@site-recovery/shared';
 import type { BackendFilter, NbdServerLimits } from '@site-recovery/shared/nbd';
+import type { GroupConfig } from './group/group-config.js';
 import type { FileJournalOptions } from './journal/file-journal-options.js';
 import type { ShipperLimits } from './replication/shipper-options.js';
 
@@ -7,6 +8,8 @@ import type { ShipperLimits } from './replication/shipper-options.js';
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 30_000;
 /** See HealthOptions.disconnectedMs. */
 export const DEFAULT_HEALTH_DISCONNECTED_MS = 60_000;
+/** See HealthOptions.groupRoundsFailed. */
+export const DEFAULT_HEALTH_GROUP_ROUNDS_FAILED = 3;
 
 export interface DiskConfig {
   readonly id: string;
@@ -43,6 +46,12 @@ export interface AgentConfig {
    * its next replicated start, and stalls at the cap.
    */
   readonly replication?: ReplicationConfig;
+  /**
+   * A replication group of VMs whose recovery points are cut at one consistent moment
+   * (docs/multi-vm.md). Its members' write replies are held during each round, for at most the
+   * group's hold timeout.
+   */
+  readonly group?: GroupConfig;
   readonly health?: HealthOptions;
   /**
    * Wraps each disk image below the capture point, as nbdkit filters do: fault injection for tests
@@ -90,4 +99,9 @@ export interface HealthOptions {
    * (a cache-store restart), so they are not reported. Default 60 s.
    */
   readonly disconnectedMs?: number;
+  /**
+   * Group rounds that failed in a row (as this member saw them) before the health shows a warning
+   * (the agent stays healthy: its own points continue). Default 3.
+   */
+  readonly groupRoundsFailed?: number;
 }

@@ -1,4 +1,5 @@
 import type { ImageFailure } from './backend/capture-filter.js';
+import type { GroupStatus } from './group/group-stats.js';
 import type { JournalStats } from './journal/journal.js';
 import type { ReplicationStatus } from './replication/agent-replication.js';
 
@@ -17,6 +18,8 @@ export interface AgentStatus {
   /** NBD connections closed on accept because `maxConnections` were open, since the start. */
   readonly refusedConnections: number;
   readonly replication?: ReplicationStatus;
+  /** The VM's replication group, when it belongs to one (agent/README.md, "Replication groups"). */
+  readonly group?: GroupStatus;
   /** Why writes are waiting, when they are. */
   readonly stalled?: string;
   /** Disks whose image failed (a journaled write or an fdatasync): they refuse writes until a restart replays the journal. */

@@ -2,12 +2,22 @@ import fsp from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { ErrorCode, SrError, checkId } from '@site-recovery/shared';
 import { NbdServer, StaticExports, type BlockBackend } from '@site-recovery/shared/nbd';
-import { DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_HEALTH_DISCONNECTED_MS, type AgentConfig } from './agent-config.js';
+import {
+  DEFAULT_CHECKPOINT_INTERVAL_MS,
+  DEFAULT_HEALTH_DISCONNECTED_MS,
+  DEFAULT_HEALTH_GROUP_ROUNDS_FAILED,
+  type AgentConfig,
+} from './agent-config.js';
 import { StateStore } from './agent-state.js';
 import type { AgentStatus } from './agent-status.js';
 import { CaptureBackend, LsnSequence } from './backend/capture-filter.js';
 import { FileBackend } from './backend/file-backend.js';
 import { Checkpointer } from './checkpointer.js';
+import { checkGroupConfig } from './group/group-config.js';
+import { GroupCode } from './group/group-codes.js';
+import type { Refusal } from './group/group-member.js';
+import { ReplicationGroup } from './group/replication-group.js';
+import { WriteGate } from './group/write-gate.js';
 import { healthOf, type AgentHealth } from './health.js';
 import type { Journal } from './journal/journal.js';
 import { AgentReplication } from './replication/agent-replication.js';
@@ -35,10 +45,26 @@ function checkToken(config: AgentConfig): void {
   }
 }
 
+/**
+ * Whether replication lets the VM be cut for a group point now: not while its initial copy runs (the
+ * replica is not whole) nor once its stream failed for good (nothing after the cut would arrive).
+ */
+function replicationRefusal(config: AgentConfig, replication: AgentReplication | undefined): Refusal | undefined {
+  if (config.replication === undefined) return undefined;
+  if (replication === undefined) return { code: GroupCode.NOT_READY, reason: 'replication is starting' };
+  const s = replication.status();
+  if (s.initialCopy.state !== 'done')
+    return { code: GroupCode.NOT_READY, reason: `the initial copy is at ${s.initialCopy.percent}%` };
+  if (s.stream.state === 'failed')
+    return { code: GroupCode.NOT_READY, reason: `replication failed: ${s.stream.lastError ?? 'no reason recorded'}` };
+  return undefined;
+}
+
 /** One protected VM: its disks served over NBD through the capture filter into one journal. */
 export class Agent {
   private closing: Promise<void> | undefined;
   private replication: AgentReplication | undefined;
+  private group: ReplicationGroup | undefined;
 
   private constructor(
     private readonly config: AgentConfig,
@@ -61,9 +87,11 @@ export class Agent {
       ids.add(d.id);
     }
     checkToken(config);
+    if (config.group !== undefined) checkGroupConfig(config.vm, config.group);
     await fsp.mkdir(config.dataDir, { recursive: true });
     const images: BlockBackend[] = [];
     let journal: Journal | undefined;
+    let group: ReplicationGroup | undefined;
     try {
       for (const d of config.disks) {
         const file = FileBackend.open(d.path);
@@ -72,6 +100,9 @@ export class Agent {
       const opened = await openDataDir(config, images);
       journal = opened.journal;
       const lsns = new LsnSequence(journal.lastLsn);
+      // One gate for all the VM's disks, as they share one LSN sequence; none without a group, so that
+      // the capture path costs one comparison more.
+      const gate = config.group !== undefined ? new WriteGate() : undefined;
       const captures = images.map(
         (image, disk) =>
           new CaptureBackend(image, {
@@ -80,6 +111,7 @@ export class Agent {
             journal: opened.journal,
             // Redo synced the images through the journal's end.
             syncedThroughLsn: opened.journal.lastLsn,
+            ...(gate !== undefined ? { gate } : {}),
             onImageFailure: (f) =>
               config.log.error(
                 { disk: config.disks[disk]!.id, op: f.op, lsn: f.lsn, err: f.error },
@@ -89,6 +121,21 @@ export class Agent {
               ),
           }),
       );
+      // The agent exists only once everything below has started; the group asks it later.
+      const late: { agent?: Agent } = {};
+      if (config.group !== undefined) {
+        // Before the NBD listener: a member that cannot join fails the start before the VM writes.
+        group = await ReplicationGroup.start({
+          vm: config.vm,
+          config: config.group,
+          dataDir: config.dataDir,
+          journal,
+          lsns,
+          gate: gate!,
+          canCut: () => replicationRefusal(config, late.agent?.replication),
+          log: config.log,
+        });
+      }
       const server = new NbdServer({
         exports: new StaticExports(
           config.disks.map((d, i) => ({
@@ -115,6 +162,8 @@ export class Agent {
         log: config.log,
       });
       const agent = new Agent(config, images, captures, journal, lsns, server, checkpointer, address);
+      agent.group = group;
+      late.agent = agent;
       checkpointer.start();
       if (config.replication !== undefined) {
         agent.replication = new AgentReplication({
@@ -126,6 +175,9 @@ export class Agent {
           captures,
           log: config.log,
           onAcked: (lsn) => checkpointer.acked(lsn),
+          ...(config.group !== undefined
+            ? { group: config.group.name, onMultiVmFrequency: (ms) => group?.setFrequency(ms) }
+            : {}),
         });
         agent.replication.start();
       }
@@ -135,6 +187,7 @@ export class Agent {
       );
       return agent;
     } catch (err) {
+      await group?.close().catch(() => undefined);
       await journal?.close().catch(() => undefined);
       await Promise.all(images.map((i) => i.close().catch(() => undefined)));
       throw err;
@@ -159,6 +212,7 @@ export class Agent {
       connections: this.server.connectionCount,
       refusedConnections: this.server.refusedConnections,
       ...(this.replication !== undefined ? { replication: this.replication.status() } : {}),
+      ...(this.group !== undefined ? { group: this.group.status() } : {}),
       ...(imageFailures.length > 0 ? { imageFailures } : {}),
       ...(journal.stalled
         ? { stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until ${waitsFor}` }
@@ -170,6 +224,7 @@ export class Agent {
   health(): AgentHealth {
     return healthOf(this.status(), {
       disconnectedMs: this.config.health?.disconnectedMs ?? DEFAULT_HEALTH_DISCONNECTED_MS,
+      groupRoundsFailed: this.config.health?.groupRoundsFailed ?? DEFAULT_HEALTH_GROUP_ROUNDS_FAILED,
     });
   }
 
@@ -192,7 +247,13 @@ export class Agent {
   }
 
   private async shutDown(): Promise<void> {
-    // First: writers stalled at the journal cap would otherwise hold up everything below.
+    // The group first: its hold ends (journaled as an abort) and the replies it held are answered. The
+    // NBD connections send replies from a setImmediate, so one turn lets them out before they close.
+    if (this.group !== undefined) {
+      await this.group.close();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    // Then: writers stalled at the journal cap would otherwise hold up everything below.
     this.journal.stopWaiting();
     await this.server.close();
     await this.replication?.stop();

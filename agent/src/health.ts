@@ -11,6 +11,8 @@ export interface AgentHealth {
   readonly ok: boolean;
   readonly vm: string;
   readonly problems: readonly HealthProblem[];
+  /** What needs a look but leaves the VM protected (its own points continue); absent when none. */
+  readonly warnings?: readonly HealthProblem[];
 }
 
 export const HealthCode = {
@@ -33,6 +35,10 @@ export const HealthCode = {
   AUTH_REFUSED: 'SR_AUTH',
   /** The cache-store has been unreachable for longer than the health threshold. */
   CACHE_STORE_UNREACHABLE: 'SR_CACHE_STORE_UNREACHABLE',
+  /** A warning: members of the VM's replication group are not connected, so no group point can be cut. */
+  GROUP_PEER_DOWN: 'SR_GROUP_PEER_DOWN',
+  /** A warning: the group's last rounds failed, so its newest group point is getting old. */
+  GROUP_ROUNDS_FAILING: 'SR_GROUP_ROUNDS_FAILING',
 } as const;
 
 export type HealthCode = (typeof HealthCode)[keyof typeof HealthCode];
@@ -41,7 +47,11 @@ export type HealthCode = (typeof HealthCode)[keyof typeof HealthCode];
  * Judges a status: anything that refuses or holds the VM's writes, or stops replication, is a problem
  * at once; a cache-store outage only once it has lasted `disconnectedMs` (short ones are routine).
  */
-export function healthOf(status: AgentStatus, o: { readonly disconnectedMs: number }, now = Date.now()): AgentHealth {
+export function healthOf(
+  status: AgentStatus,
+  o: { readonly disconnectedMs: number; readonly groupRoundsFailed?: number },
+  now = Date.now(),
+): AgentHealth {
   const problems: HealthProblem[] = [];
   const add = (code: HealthCode, message: string): number => problems.push({ code, message });
   const j = status.journal;
@@ -99,5 +109,35 @@ export function healthOf(status: AgentStatus, o: { readonly disconnectedMs: numb
       );
     }
   }
-  return { ok: problems.length === 0, vm: status.vm, problems };
+  const warnings = groupWarnings(status, o.groupRoundsFailed ?? 3);
+  return { ok: problems.length === 0, vm: status.vm, problems, ...(warnings.length > 0 ? { warnings } : {}) };
+}
+
+/** A group that cannot cut points leaves each VM protected on its own: a warning, never unhealthy. */
+function groupWarnings(status: AgentStatus, roundsFailed: number): HealthProblem[] {
+  const g = status.group;
+  if (g === undefined) return [];
+  const warnings: HealthProblem[] = [];
+  const down = g.peers.filter((p) => !p.connected);
+  if (down.length > 0) {
+    warnings.push({
+      code: HealthCode.GROUP_PEER_DOWN,
+      message:
+        `group ${g.group}: not connected to ${down.map((p) => `${p.vm} (${p.address}, since ${p.since})`).join(', ')}; ` +
+        'no group point is cut until every member is back. Check that those agents run, that their group port is ' +
+        'open, and the group peer log lines (SR_GROUP_* codes) on both sides',
+    });
+  }
+  if (g.rounds.failedInARow >= roundsFailed) {
+    const f = g.lastFailure;
+    warnings.push({
+      code: HealthCode.GROUP_ROUNDS_FAILING,
+      message:
+        `group ${g.group}: the last ${g.rounds.failedInARow} rounds failed` +
+        (f !== undefined
+          ? `, the latest (${f.round}) with ${f.code}${f.failedBy !== undefined ? ` because of ${f.failedBy}` : ''}: ${f.reason}`
+          : ''),
+    });
+  }
+  return warnings;
 }

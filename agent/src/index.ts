@@ -9,3 +9,17 @@ export { FileJournal } from './journal/file-journal.js';
 export type { FileJournalOptions } from './journal/file-journal-options.js';
 export type { Journal, JournalStats } from './journal/journal.js';
 export { applyRecord } from './backend/apply-record.js';
+export { ReplicationGroup } from './group/replication-group.js';
+export {
+  DEFAULT_GROUP_PORT,
+  DEFAULT_HOLD_TIMEOUT_MS,
+  DEFAULT_MULTI_VM_FREQUENCY_MS,
+  DEFAULT_PEER_LIMITS,
+  MAX_HOLD_TIMEOUT_MS,
+  parsePeers,
+} from './group/group-config.js';
+export type { GroupConfig, GroupPeer, PeerLimits } from './group/group-config.js';
+export type { GroupStatus, RoundCounts } from './group/group-stats.js';
+export { GroupCode } from './group/group-codes.js';
+export { WriteGate } from './group/write-gate.js';
+export type { HoldResult } from './group/write-gate.js';

@@ -1,6 +1,14 @@
 import fs from 'node:fs';
-import { ErrorCode, SrError } from '@site-recovery/shared';
+import { ErrorCode, SrError, parseDuration, parseHostPort, readSecretFile } from '@site-recovery/shared';
 import type { DiskConfig } from '../agent-config.js';
+import {
+  DEFAULT_HOLD_TIMEOUT_MS,
+  MAX_HOLD_TIMEOUT_MS,
+  MIN_HOLD_TIMEOUT_MS,
+  checkGroupConfig,
+  parsePeers,
+  type GroupConfig,
+} from '../group/group-config.js';
 
 /** Parses ID=PATH. */
 export function parseDisk(value: string): DiskConfig {
@@ -80,4 +88,61 @@ export function readConfigFile(file: string): AgentFileConfig {
   if (disk !== undefined) out.disk = disk;
   if (seg !== undefined) out.journalSegmentBytes = seg;
   return out;
+}
+
+/** The replication-group options of sr-agent, as given. */
+export interface GroupOptions {
+  readonly group?: string;
+  readonly groupSecretFile?: string;
+  readonly groupListen?: string;
+  readonly peers?: string;
+  /** Absent: {@link DEFAULT_HOLD_TIMEOUT_MS}. */
+  readonly groupHoldTimeout?: string;
+}
+
+/**
+ * Checks the group options together, before anything starts, and reads the group secret; undefined
+ * without --group. Every refusal is SR_BAD_OPTION (SR_BAD_ID for a bad name) and says what to give.
+ */
+export function groupFromOptions(vm: string, o: GroupOptions, replicates: boolean): GroupConfig | undefined {
+  const bad = (message: string): SrError => new SrError(ErrorCode.BAD_OPTION, message);
+  if (o.group === undefined) {
+    const stray = (
+      [
+        ['groupSecretFile', '--group-secret-file'],
+        ['groupListen', '--group-listen'],
+        ['peers', '--peers'],
+        ['groupHoldTimeout', '--group-hold-timeout'],
+      ] as const
+    ).find(([k]) => o[k] !== undefined);
+    if (stray !== undefined) throw bad(`${stray[1]} needs --group NAME: it configures this VM's replication group`);
+    return undefined;
+  }
+  if (o.groupSecretFile === undefined)
+    throw bad(
+      '--group needs --group-secret-file FILE, the secret every member of the group holds ' +
+        '(make one with sr secret new --out FILE and copy it to each member, mode 600)',
+    );
+  if (o.peers === undefined)
+    throw bad(`--group needs --peers VM=HOST:PORT,... naming every member, this VM (${vm}) included`);
+  if (!replicates) throw bad('--group needs replication: group points are cut by the processor; add --cache-store URL');
+  const hold =
+    o.groupHoldTimeout !== undefined
+      ? parseDuration(o.groupHoldTimeout, '--group-hold-timeout')
+      : DEFAULT_HOLD_TIMEOUT_MS;
+  if (hold < MIN_HOLD_TIMEOUT_MS || hold > MAX_HOLD_TIMEOUT_MS)
+    throw bad(
+      `--group-hold-timeout ${o.groupHoldTimeout} is outside ${MIN_HOLD_TIMEOUT_MS}ms-${MAX_HOLD_TIMEOUT_MS}ms: ` +
+        "the VM's writes wait this long at most for each group point; longer stalls the applications",
+    );
+  const config: GroupConfig = {
+    name: o.group,
+    secret: Buffer.alloc(0),
+    peers: parsePeers(o.peers),
+    ...(o.groupListen !== undefined ? { listen: parseHostPort(o.groupListen, '--group-listen') } : {}),
+    holdTimeoutMs: hold,
+  };
+  // The secret last: a mistake in the other options is named without touching the credential.
+  checkGroupConfig(vm, { ...config, secret: Buffer.alloc(1) });
+  return { ...config, secret: readSecretFile(o.groupSecretFile) };
 }

@@ -20,7 +20,8 @@ import { DEFAULT_NBD_LIMITS } from '@site-recovery/shared/nbd';
 import { Agent } from '../agent.js';
 import { DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_HEALTH_DISCONNECTED_MS } from '../agent-config.js';
 import { cacheStoreLink, checkLoopbackListen } from './cache-store-options.js';
-import { parseDisk, readConfigFile } from './options.js';
+import { DEFAULT_GROUP_PORT, DEFAULT_HOLD_TIMEOUT_MS, MAX_HOLD_TIMEOUT_MS } from '../group/group-config.js';
+import { groupFromOptions, parseDisk, readConfigFile } from './options.js';
 import {
   DEFAULT_DIRECT_WRITE_MIN_BYTES,
   DEFAULT_JOURNAL_MAX_BYTES,
@@ -130,6 +131,26 @@ const program = new Command('sr-agent')
       .argParser(intOption('--checkpoint-interval (milliseconds)', 100)),
   )
   .option(
+    '--group <name>',
+    "this VM's replication group: its members cut multi-VM points together (docs/multi-vm.md); needs --group-secret-file and --peers",
+  )
+  .option(
+    '--group-secret-file <file>',
+    'the secret every member of the group holds, in a file only its owner may read (make one with: sr secret new --out FILE)',
+  )
+  .option(
+    '--peers <vm=host:port,...>',
+    `every member of the group, this VM included, each with the address the others reach it on (port default ${DEFAULT_GROUP_PORT})`,
+  )
+  .option(
+    '--group-listen <host:port>',
+    'address the group listener binds to (default: the address of this VM in --peers); peers authenticate with the group secret',
+  )
+  .option(
+    '--group-hold-timeout <duration>',
+    `longest a group point holds the VM's write replies waiting for the coordinator's COMMIT (default ${DEFAULT_HOLD_TIMEOUT_MS}ms, at most ${MAX_HOLD_TIMEOUT_MS}ms); a round that takes longer is aborted`,
+  )
+  .option(
     '--config <file>',
     'JSON file with the same keys (vm, disk, nbd, dataDir, journalSegmentBytes, cacheStore, tokenFile, tlsCa); options given here win',
   )
@@ -179,6 +200,11 @@ async function main(): Promise<void> {
     appConsistentFrequency?: string;
     preSnapshot?: string;
     postSnapshot?: string;
+    group?: string;
+    groupSecretFile?: string;
+    groupListen?: string;
+    peers?: string;
+    groupHoldTimeout?: string;
   }>();
   const file = o.config !== undefined ? readConfigFile(o.config) : {};
   const fromCli = (k: string): boolean => program.getOptionValueSource(k) === 'cli';
@@ -231,6 +257,7 @@ async function main(): Promise<void> {
           ...(o.postSnapshot !== undefined ? { postSnapshot: o.postSnapshot } : {}),
         }
       : undefined;
+  const group = groupFromOptions(vm, o, cacheStore !== undefined);
   const statusAddr = o.status !== undefined ? parseHostPort(o.status, '--status') : undefined;
   if (statusAddr !== undefined)
     checkLoopbackListen(statusAddr.host, o.statusAllowRemote === true, '--status', STATUS_RISK);
@@ -248,6 +275,7 @@ async function main(): Promise<void> {
     nbdLimits: { maxConnections: o.maxNbdConnections },
     health: { disconnectedMs },
     log,
+    ...(group !== undefined ? { group } : {}),
     ...(link !== undefined
       ? {
           replication: {

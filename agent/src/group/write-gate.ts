@@ -29,6 +29,11 @@ export class WriteGate {
     return this.above !== Infinity;
   }
 
+  /** Replies waiting now: writes done and held only by the gate. */
+  get waiting(): number {
+    return this.waits.length;
+  }
+
   /** Starts holding the replies of writes whose LSN is above `lsn` (the mark's LSN). */
   hold(lsn: number): void {
     if (this.holding) throw new Error('a write hold is already in force');

@@ -33,6 +33,10 @@ export interface AgentReplicationOptions {
   readonly log: Logger;
   /** The cache-store made the stream durable through `lsn`. */
   readonly onAcked: (lsn: number) => void;
+  /** The VM's replication group, named in the hello. */
+  readonly group?: string;
+  /** The policy's multi-VM frequency for the group (undefined: the processor sets none). */
+  readonly onMultiVmFrequency?: (ms: number | undefined) => void;
 }
 
 /**
@@ -67,10 +71,12 @@ export class AgentReplication {
         this.disconnectedSince = undefined;
         o.onAcked(lsn);
       },
+      ...(o.group !== undefined ? { group: o.group } : {}),
       // The processor's replication policy sets the frequency; the commands stay local to the agent.
-      onPolicy: (ms) => {
+      onPolicy: (ms, multiVmMs) => {
         this.appConsistent ??= this.newAppConsistent(0);
         this.appConsistent.setFrequency(ms);
+        o.onMultiVmFrequency?.(multiVmMs);
       },
     });
   }

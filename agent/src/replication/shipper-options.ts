@@ -28,8 +28,13 @@ export interface ShipperOptions {
   readonly startLsn?: number;
   /** Told once, when the cache-store's position has been checked and the stream continues from it. */
   readonly onPositionConfirmed?: () => void;
-  /** Called when the processor's policy arrives (relayed by the cache-store). */
-  readonly onPolicy?: (appConsistentFrequencyMs: number) => void;
+  /**
+   * Called when the processor's policy arrives (relayed by the cache-store). `multiVmFrequencyMs` is
+   * absent when the processor sets none for the VM's group.
+   */
+  readonly onPolicy?: (appConsistentFrequencyMs: number, multiVmFrequencyMs: number | undefined) => void;
+  /** The replication group of the VM, sent in the hello so the processor can send it the group's policy. */
+  readonly group?: string;
   readonly limits?: Partial<ShipperLimits>;
 }
 

@@ -149,6 +149,7 @@ export class Shipper {
           vm: this.o.vm,
           generation: this.o.generation,
           disks: this.o.disks,
+          ...(this.o.group !== undefined ? { group: this.o.group } : {}),
         }),
       );
     });
@@ -170,7 +171,7 @@ export class Shipper {
         const m = decodeMessage(data, AgentInboundSchema);
         if (m.t === 'error') throw new Error(`cache-store error: ${m.code}: ${m.message}`);
         if (m.t === 'policy') {
-          if (m.vm === this.o.vm) this.o.onPolicy?.(m.appConsistentFrequencyMs);
+          if (m.vm === this.o.vm) this.o.onPolicy?.(m.appConsistentFrequencyMs, m.multiVmFrequencyMs);
           return;
         }
         this.onAck(m.lsn);
