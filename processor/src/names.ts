@@ -18,8 +18,12 @@ import { ID_PATTERN, checkId, isWriteTempName } from '@site-recovery/shared';
  *   vms/
  *     <vm>/
  *       config.json           point schedule, retention, source and target placement
+ *       group.json            the replication group the VM was last seen in
  *       failover.json         failover state (in progress, failed over, committed)
  *       test-failover.json    what the running test failover created (for its cleanup)
+ *   groups/
+ *     <group>/
+ *       config.json           the group's multi-VM point frequency
  *   failover/
  *     <vm>/<resource-group>/  materialised disks (<disk-id>.img) and manifest.json of a failover
  *   test-failover/
@@ -56,6 +60,9 @@ const UNDO_PREFIX = 'undo-';
 const UNDO_SUFFIX = '.log';
 const VMS_DIR = 'vms';
 const VM_CONFIG_FILE = 'config.json';
+const VM_GROUP_FILE = 'group.json';
+const GROUPS_DIR = 'groups';
+const GROUP_CONFIG_FILE = 'config.json';
 const FAILOVER_STATE_FILE = 'failover.json';
 const TEST_FAILOVER_STATE_FILE = 'test-failover.json';
 const FAILOVER_DIR = 'failover';
@@ -119,6 +126,18 @@ export function vmConfigFile(dataDir: string, vm: string): string {
   return path.join(vmStateDir(dataDir, vm), VM_CONFIG_FILE);
 }
 
+export function vmGroupFile(dataDir: string, vm: string): string {
+  return path.join(vmStateDir(dataDir, vm), VM_GROUP_FILE);
+}
+
+export function groupsDir(dataDir: string): string {
+  return path.join(dataDir, GROUPS_DIR);
+}
+
+export function groupConfigFile(dataDir: string, group: string): string {
+  return path.join(groupsDir(dataDir), checkId('group name', group), GROUP_CONFIG_FILE);
+}
+
 export function failoverStateFile(dataDir: string, vm: string): string {
   return path.join(vmStateDir(dataDir, vm), FAILOVER_STATE_FILE);
 }
@@ -157,8 +176,8 @@ export function manifestFile(dir: string): string {
 }
 
 /**
- * The id a directory named by one holds (a VM under `replicas/`, `failover/` or `test-failover/`, a
- * resource group under `failover/<vm>/`), or `undefined` for anything else found there.
+ * The id a directory named by one holds (a VM under `replicas/`, `vms/`, `failover/` or `test-failover/`, a
+ * group under `groups/`, a resource group under `failover/<vm>/`), or `undefined` for anything else found there.
  */
 export function parseIdDirName(name: string): string | undefined {
   return ID_PATTERN.test(name) ? name : undefined;

@@ -18,15 +18,11 @@ import { FailoverService, type FailoverOptions } from './failover/failover.js';
 import type { TargetPlanner } from './failover/target-planner.js';
 import { DEFAULT_CACHE_STORE_UNREACHABLE_MS, assessHealth, type HealthReport } from './health.js';
 import { FileReplicaStore } from './replica/file-replica-store.js';
+import { ReplicationGroups, type GroupStatus, type ReplicationGroupsOptions } from './groups/replication-groups.js';
+import { pointInfo } from './points/recovery-point.js';
 import { PointScheduler, type PointSchedulerOptions } from './points/scheduler.js';
-import {
-  DEFAULT_VM_CONFIG,
-  applyPatch,
-  parseConfigPatch,
-  readVmConfig,
-  writeVmConfig,
-  type VmConfig,
-} from './vm-config.js';
+import { VmConfigs, type VmConfig } from './vm-config.js';
+import type { AgentPolicy } from './stream/puller-connection.js';
 import { DEFAULT_PULLER, Puller, type PullerOptions, type PullerStatus, type VmDirectory } from './stream/puller.js';
 import type { ReplicaStore } from './replica/replica-store.js';
 import { asStorageError } from './stream/storage-error.js';
@@ -43,6 +39,7 @@ export interface ProcessorOptions
     Omit<PullerOptions, 'url' | 'token' | 'ca' | 'limits' | 'backoff'>,
     PointSchedulerOptions,
     FailoverOptions,
+    ReplicationGroupsOptions,
     ControlServerLimits {
   /** Policy of VMs with no config of their own (each field can be overridden per VM over the API). */
   readonly defaultVmConfig?: VmConfig;
@@ -108,7 +105,9 @@ export interface ProcessorConfig {
 
 export interface ProcessorStatus {
   readonly cacheStore: PullerStatus;
-  readonly vms: VmStatus[];
+  /** Each VM with the replication group it is in (null: none). */
+  readonly vms: (VmStatus & { readonly group: string | null })[];
+  readonly groups: GroupStatus[];
 }
 
 /**
@@ -124,16 +123,23 @@ export class Processor implements VmDirectory {
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private readonly hooks: VmReplicationHooks;
-  private readonly configs = new Map<string, VmConfig>();
+  private readonly configs: VmConfigs;
   private readonly failovers: FailoverService;
   private readonly scheduler: PointScheduler;
   private readonly dataDir: string | undefined;
+  /** Set in `start`, before any stream is applied. */
+  private groups!: ReplicationGroups;
 
   private constructor(private readonly config: ProcessorConfig) {
     const o = config.options ?? {};
     this.hooks = {
       confirm: (vm, generation, lsn) => this.puller.confirm(vm, generation, lsn),
       fault: (_vm, err: SrError) => this.puller.restart(err),
+      group: {
+        marked: (vm, mark, point) => this.groups.marked(vm, mark, point),
+        committed: (vm, commit) => this.groups.committed(vm, commit),
+        aborted: (vm, abort) => this.groups.aborted(vm, abort),
+      },
     };
     this.puller = new Puller(
       {
@@ -146,6 +152,7 @@ export class Processor implements VmDirectory {
       config.log,
     );
     this.dataDir = config.dataDir ?? (config.store instanceof FileReplicaStore ? config.store.dataDir : undefined);
+    this.configs = new VmConfigs(this.dataDir, o.defaultVmConfig);
     this.failovers = new FailoverService(
       {
         dataDir: this.dataDir ?? '',
@@ -172,6 +179,18 @@ export class Processor implements VmDirectory {
     await p.openReplicas();
     try {
       if (p.dataDir !== undefined) for (const v of p.vms.values()) await p.failovers.restore(v);
+      p.groups = await ReplicationGroups.open(
+        {
+          dataDir: p.dataDir,
+          log: config.log,
+          vm: (name) => p.vms.get(name),
+          vms: () => p.vms.values(),
+          sendPolicy: async (vm) => void p.puller.sendPolicy(vm, await p.policy(vm)),
+          failovers: p.failovers,
+        },
+        config.options,
+      );
+      await p.groups.rebuild();
       const { auth } = config;
       const auditFile =
         auth?.auditLog ??
@@ -234,7 +253,11 @@ export class Processor implements VmDirectory {
   }
 
   status(): ProcessorStatus {
-    return { cacheStore: this.puller.status(), vms: [...this.vms.values()].map((v) => v.status()) };
+    return {
+      cacheStore: this.puller.status(),
+      vms: [...this.vms.values()].map((v) => ({ ...v.status(), group: this.groups.of(v.vm) ?? null })),
+      groups: this.groups.status(),
+    };
   }
 
   /** Whether every VM is replicated and protected and the cache-store is within reach (see health.ts). */
@@ -280,20 +303,28 @@ export class Processor implements VmDirectory {
     return {
       health: () => this.health(),
       status: () => this.status(),
-      points: (vm) =>
-        (this.known(vm).current?.points.list() ?? []).map((p) => ({
-          id: p.id,
-          time: p.time,
-          lsn: p.lsn,
-          kind: p.kind,
-          undoBytes: p.undoBytes,
-        })),
+      points: (vm) => (this.known(vm).current?.points.list() ?? []).map(pointInfo),
       config: (vm) => this.vmConfig(this.known(vm).vm),
       putConfig: (vm, body) => this.putConfig(this.known(vm).vm, body),
-      failover: (vm, body) => f.failover(this.withDataDir(vm), body),
+      failover: (vm, body) => f.failover(this.withDataDir(vm), body, this.groups.splitOf(vm)),
       testFailover: (vm, body) => f.testFailover(this.withDataDir(vm), body),
       cleanupTestFailover: (vm) => f.cleanupTestFailover(this.withDataDir(vm)),
       commit: (vm) => f.commit(this.withDataDir(vm)),
+      groups: this.groupTarget(),
+    };
+  }
+
+  private groupTarget(): ControlApiTarget['groups'] {
+    const g = this.groups;
+    const id = (group: string): string => checkId('group name', group);
+    return {
+      members: (group) => g.members(group),
+      config: (group) => g.config(id(group)),
+      putConfig: (group, body) => g.putConfig(id(group), body),
+      points: (group) => g.points(group),
+      failover: (group, body) => g.failoverGroup(this.needDataDir(group), body),
+      testFailover: (group, body) => g.testFailoverGroup(this.needDataDir(group), body),
+      cleanupTestFailover: (group) => g.cleanupTestFailoverGroup(this.needDataDir(group)),
     };
   }
 
@@ -304,33 +335,36 @@ export class Processor implements VmDirectory {
   }
 
   private withDataDir(vm: string): string {
+    return this.known(this.needDataDir(vm)).vm;
+  }
+
+  /** `name`, once it is sure failover has somewhere to put recovered disks. */
+  private needDataDir(name: string): string {
     if (this.dataDir === undefined)
       throw new SrError(ErrorCode.BAD_OPTION, 'this processor has no data directory for recovered disks');
-    return this.known(vm).vm;
+    return name;
   }
 
-  async appConsistentFrequencyMs(vm: string): Promise<number> {
-    return (await this.vmConfig(vm)).appConsistentFrequencyMs;
+  async policy(vm: string): Promise<AgentPolicy> {
+    const multiVmFrequencyMs = this.groups.multiVmFrequencyMs(vm);
+    return {
+      appConsistentFrequencyMs: (await this.vmConfig(vm)).appConsistentFrequencyMs,
+      ...(multiVmFrequencyMs !== undefined ? { multiVmFrequencyMs } : {}),
+    };
   }
 
-  private async vmConfig(vm: string): Promise<VmConfig> {
-    let c = this.configs.get(vm);
-    if (c === undefined) {
-      const defaults = this.config.options?.defaultVmConfig ?? DEFAULT_VM_CONFIG;
-      c = this.dataDir !== undefined ? await readVmConfig(this.dataDir, vm, defaults) : defaults;
-      this.configs.set(vm, c);
-    }
-    return c;
+  noteGroup(vm: string, group: string | undefined): Promise<void> {
+    return this.groups.noteGroup(vm, group);
   }
 
-  /** Validates the whole patch before anything is written: a bad field changes nothing. */
+  private vmConfig(vm: string): Promise<VmConfig> {
+    return this.configs.get(vm);
+  }
+
   private async putConfig(vm: string, body: unknown): Promise<VmConfig> {
-    const patch = parseConfigPatch(body);
-    const next = applyPatch(await this.vmConfig(vm), patch);
-    if (this.dataDir !== undefined) await writeVmConfig(this.dataDir, vm, next);
-    this.configs.set(vm, next);
+    const next = await this.configs.put(vm, body);
     // The agent takes app-consistent points; it learns the frequency through the cache-store.
-    this.puller.sendPolicy(vm, next.appConsistentFrequencyMs);
+    this.puller.sendPolicy(vm, await this.policy(vm));
     return next;
   }
 

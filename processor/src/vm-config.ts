@@ -137,3 +137,30 @@ export async function writeVmConfig(dataDir: string, vm: string, c: VmConfig): P
   await fsp.mkdir(path.dirname(file), { recursive: true });
   await writeFileAtomic(file, JSON.stringify(c, null, 2) + '\n');
 }
+
+/** Every VM's config: read from the data dir on first use, the defaults for a VM nobody configured. */
+export class VmConfigs {
+  private readonly byVm = new Map<string, VmConfig>();
+
+  constructor(
+    private readonly dataDir: string | undefined,
+    private readonly defaults: VmConfig = DEFAULT_VM_CONFIG,
+  ) {}
+
+  async get(vm: string): Promise<VmConfig> {
+    let c = this.byVm.get(vm);
+    if (c === undefined) {
+      c = this.dataDir !== undefined ? await readVmConfig(this.dataDir, vm, this.defaults) : this.defaults;
+      this.byVm.set(vm, c);
+    }
+    return c;
+  }
+
+  /** Validates the whole patch before anything is written: a bad field changes nothing. */
+  async put(vm: string, body: unknown): Promise<VmConfig> {
+    const next = applyPatch(await this.get(vm), parseConfigPatch(body));
+    if (this.dataDir !== undefined) await writeVmConfig(this.dataDir, vm, next);
+    this.byVm.set(vm, next);
+    return next;
+  }
+}

@@ -30,9 +30,9 @@ export class CacheStoreFixture {
     return this.tap.url;
   }
 
-  /** An agent streaming `generation` of `vm` straight to the cache-store. */
-  async agent(vm: string, generation: string, disks: readonly DiskInfo[]): Promise<TestAgent> {
-    const a = await TestAgent.connect(`ws://${this.server.listen}/`, vm, generation, disks);
+  /** An agent streaming `generation` of `vm` straight to the cache-store, in replication group `group` if given. */
+  async agent(vm: string, generation: string, disks: readonly DiskInfo[], group?: string): Promise<TestAgent> {
+    const a = await TestAgent.connect(`ws://${this.server.listen}/`, vm, generation, disks, group);
     this.agents.push(a);
     return a;
   }

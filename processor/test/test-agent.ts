@@ -6,6 +6,7 @@ import {
   encodeMessage,
   type ChangeRecord,
   type DiskInfo,
+  type Policy,
   type Progress,
 } from '@site-recovery/shared';
 import { WebSocket } from 'ws';
@@ -18,22 +19,25 @@ import { Condition } from './condition.js';
  * the processor through the cache-store, which stores batches without opening their records.
  */
 export class TestAgent {
-  private acked: number;
+  private acked = 0;
+  private welcome: number | undefined;
   private refused: { code: string; message: string } | undefined;
   private closeInfo: { code: number; reason: string } | undefined;
   private readonly cond = new Condition();
+  /** Every policy the processor sent through the cache-store, oldest first. */
+  readonly policies: Policy[] = [];
 
   private constructor(
     private readonly ws: WebSocket,
     readonly vm: string,
     readonly generation: string,
-    /** What the cache-store held durably of this generation when the agent said hello. */
-    readonly welcomeLsn: number,
   ) {
-    this.acked = welcomeLsn;
+    // One listener from the start: a policy can arrive in the same read as the welcome.
     ws.on('message', (data: Buffer) => {
       const m = decodeMessage(data, MessageSchema);
-      if (m.t === 'ack') this.acked = Math.max(this.acked, m.lsn);
+      if (m.t === 'welcome') this.acked = this.welcome = m.durableLsn;
+      else if (m.t === 'ack') this.acked = Math.max(this.acked, m.lsn);
+      else if (m.t === 'policy') this.policies.push(m);
       else if (m.t === 'error') this.refused = { code: m.code, message: m.message };
       this.cond.changed();
     });
@@ -43,24 +47,49 @@ export class TestAgent {
     });
   }
 
-  /** Says hello for `vm` and `generation` and waits for the cache-store's welcome. */
-  static async connect(url: string, vm: string, generation: string, disks: readonly DiskInfo[]): Promise<TestAgent> {
+  /** What the cache-store held durably of this generation when the agent said hello. */
+  get welcomeLsn(): number {
+    return this.welcome ?? 0;
+  }
+
+  /**
+   * Says hello for `vm` and `generation` (in replication group `group`, if given) and waits for the
+   * cache-store's welcome.
+   */
+  static async connect(
+    url: string,
+    vm: string,
+    generation: string,
+    disks: readonly DiskInfo[],
+    group?: string,
+  ): Promise<TestAgent> {
     const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20 });
     ws.on('error', () => undefined); // a refused or dropped link shows in the close
     await new Promise<void>((resolve, reject) => {
       ws.once('open', resolve);
       ws.once('close', (code) => reject(new Error(`agent ${vm}: connection closed (${code}) before it opened`)));
     });
-    const welcome = new Promise<number>((resolve, reject) => {
-      ws.once('message', (data: Buffer) => {
-        const m = decodeMessage(data, MessageSchema);
-        if (m.t === 'welcome') resolve(m.durableLsn);
-        else reject(new Error(`agent ${vm}: expected a welcome, got ${JSON.stringify(m.t === 'error' ? m : m.t)}`));
-      });
-      ws.once('close', (code) => reject(new Error(`agent ${vm}: connection closed (${code}) before the welcome`)));
+    const a = new TestAgent(ws, vm, generation);
+    const hello = { t: 'hello', v: PROTOCOL_VERSION, role: 'agent', vm, generation, disks };
+    ws.send(encodeMessage(group !== undefined ? { ...hello, group } : hello));
+    await a.cond.until(`agent ${vm}: the cache-store's welcome`, () => {
+      if (a.welcome !== undefined) return true;
+      if (a.refused !== undefined) throw new Error(`agent ${vm}: refused: ${a.refused.code}: ${a.refused.message}`);
+      if (a.closeInfo !== undefined)
+        throw new Error(`agent ${vm}: connection closed (${a.closeInfo.code}) before the welcome`);
+      return undefined;
     });
-    ws.send(encodeMessage({ t: 'hello', v: PROTOCOL_VERSION, role: 'agent', vm, generation, disks }));
-    return new TestAgent(ws, vm, generation, await welcome);
+    return a;
+  }
+
+  /** Waits for a policy from the processor that `match` accepts; returns it. */
+  policy(what: string, match: (p: Policy) => boolean, timeoutMs = 10_000): Promise<Policy> {
+    return this.cond.until(
+      `agent ${this.vm}: a policy with ${what}`,
+      () => this.policies.find(match),
+      timeoutMs,
+      () => `policies received: ${JSON.stringify(this.policies)}`,
+    );
   }
 
   /** Sends `records` (consecutive LSNs) as one batch; resolves once it is written to the socket. */

@@ -1,4 +1,13 @@
-import { RecordKind, recordChecksum, type ChangeRecord, type DiskInfo } from '@site-recovery/shared';
+import {
+  RecordKind,
+  encodeGroupRecord,
+  recordChecksum,
+  type ChangeRecord,
+  type DiskInfo,
+  type GroupAbort,
+  type GroupCommit,
+  type GroupMark,
+} from '@site-recovery/shared';
 
 /** Records of a test workload, with the image they produce. */
 export class Workload {
@@ -51,6 +60,24 @@ export class Workload {
   /** An app-consistent marker (the agent's point `seq`). Changes no data. */
   app(seq: number): ChangeRecord {
     return this.push({ lsn: 0, kind: RecordKind.APP, disk: 0, offset: seq, length: 0, time: Date.now() });
+  }
+
+  /** A replication group's record (a marker: no data changes), its document as the payload. */
+  group(kind: 'mark', doc: GroupMark): ChangeRecord;
+  group(kind: 'commit', doc: GroupCommit): ChangeRecord;
+  group(kind: 'abort', doc: GroupAbort): ChangeRecord;
+  group(kind: 'mark' | 'commit' | 'abort', doc: GroupMark | GroupCommit | GroupAbort): ChangeRecord {
+    const k =
+      kind === 'mark' ? RecordKind.GROUP_MARK : kind === 'commit' ? RecordKind.GROUP_COMMIT : RecordKind.GROUP_ABORT;
+    return this.push({
+      lsn: 0,
+      kind: k,
+      disk: 0,
+      offset: 0,
+      length: 0,
+      data: encodeGroupRecord(doc),
+      time: Date.now(),
+    });
   }
 
   /** The disks as they were right after record `lsn` (replayed from the start). */

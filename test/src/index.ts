@@ -27,3 +27,8 @@ export { settledState, storedState } from './stored-state.js';
 export type { StoredState } from './stored-state.js';
 export { makePki } from './pki.js';
 export type { TestPki } from './pki.js';
+export { CAUSAL_BLOCK, causalCutOf, startCausalWriter } from './causal-writer.js';
+export type { CausalWriter, CausalWriterOptions } from './causal-writer.js';
+export { LinkCutter } from './link-cutter.js';
+export { GroupEnv, freePort } from './group-env.js';
+export type { AgentGroupStatus } from './group-env.js';

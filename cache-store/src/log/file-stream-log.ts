@@ -72,7 +72,7 @@ export class FileStreamLog implements StreamLog {
 
   private constructor(
     private readonly dir: string,
-    private readonly meta: VmMeta,
+    private meta: VmMeta,
     segments: Segment[],
     private fd: number,
     options: FileStreamLogOptions,
@@ -117,6 +117,10 @@ export class FileStreamLog implements StreamLog {
 
   get disks(): readonly DiskInfo[] {
     return this.meta.disks;
+  }
+
+  get group(): string | undefined {
+    return this.meta.group;
   }
 
   get firstLsn(): number {
@@ -342,6 +346,20 @@ export class FileStreamLog implements StreamLog {
     });
     this.releaseQueued = run;
     return run;
+  }
+
+  setGroup(group: string | undefined): Promise<void> {
+    if (group === this.meta.group) return this.releases.idle();
+    const { version, vm, generation, disks, appliedLsn } = this.meta;
+    this.meta = { version, vm, generation, disks, appliedLsn, ...(group !== undefined ? { group } : {}) };
+    // In the same queue as the release's meta writes, so neither overwrites the other's field.
+    return this.releases.run(async () => {
+      try {
+        await writeVmMeta(metaFile(this.dir), { ...this.meta, appliedLsn: this.applied });
+      } catch (err) {
+        throw storageError(err, `${this.vm}: cannot record its replication group`);
+      }
+    });
   }
 
   watch(watcher: StreamLogWatcher): () => void {

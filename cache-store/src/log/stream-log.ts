@@ -54,7 +54,9 @@ export interface StreamLogStats {
  * - After a storage failure the log refuses appends (SR_NO_SPACE / SR_IO) and tells its watchers;
  *   what was durable before stays durable. `resume` drops what never became durable and takes
  *   appends again from `durableLsn + 1`.
- * - Reopening the same storage yields the same generation, disks, applied LSN and every durable
+ * - `setGroup` records the VM's replication group (or none) durably before it resolves; a new
+ *   generation starts with none (its agent's hello names it again).
+ * - Reopening the same storage yields the same generation, disks, group, applied LSN and every durable
  *   frame; a torn tail (a crash mid-append) is dropped, damage to durable data refuses to open with
  *   SR_JOURNAL_CORRUPT and says where.
  */
@@ -72,6 +74,8 @@ export interface StreamLog {
   readonly appliedLsn: number;
   /** Bytes of frames appended but not yet durable (what a writer may pile up). */
   readonly pendingBytes: number;
+  /** The replication group its agent last named; `undefined` for none. */
+  readonly group: string | undefined;
 
   append(frame: StoredFrame): void;
   sync(): Promise<number>;
@@ -83,6 +87,8 @@ export interface StreamLog {
   resume(): Promise<number>;
   read(from: number): AsyncIterable<StoredFrame>;
   release(lsn: number): Promise<void>;
+  /** Records the VM's replication group (see the contract); resolves once it is durable. */
+  setGroup(group: string | undefined): Promise<void>;
   /** Registers a watcher; returns the function that removes it. */
   watch(watcher: StreamLogWatcher): () => void;
   stats(): StreamLogStats;

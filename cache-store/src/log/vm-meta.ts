@@ -2,6 +2,7 @@ import {
   DiskInfoSchema,
   ErrorCode,
   GENERATION_PATTERN,
+  ID_PATTERN,
   SrError,
   readJsonIfExists,
   writeFileAtomic,
@@ -10,8 +11,10 @@ import {
 
 /**
  * What a VM's directory holds besides its segments: which generation the segments belong to, the
- * disk layout records refer to by index, and how far the processor has applied. Segments of any
- * other generation are leftovers of a replacement interrupted by a crash.
+ * disk layout records refer to by index, how far the processor has applied, and the replication
+ * group the agent last named (so the processor learns it from the `vms` list even while the agent is
+ * away, after a cache-store restart). Segments of any other generation are leftovers of a
+ * replacement interrupted by a crash.
  */
 export interface VmMeta {
   readonly version: 1;
@@ -19,6 +22,8 @@ export interface VmMeta {
   readonly generation: string;
   readonly disks: readonly DiskInfo[];
   readonly appliedLsn: number;
+  /** The agent's replication group (docs/multi-vm.md), absent when it named none. */
+  readonly group?: string;
 }
 
 const DisksSchema = DiskInfoSchema.array().min(1);
@@ -45,7 +50,9 @@ export async function readVmMeta(file: string, vm: string): Promise<VmMeta | und
   const appliedLsn = m['appliedLsn'];
   if (typeof appliedLsn !== 'number' || !Number.isSafeInteger(appliedLsn) || appliedLsn < 0)
     throw bad('missing or invalid appliedLsn');
-  return { version: 1, vm, generation, disks: disks.data, appliedLsn };
+  const group = m['group'];
+  if (group !== undefined && (typeof group !== 'string' || !ID_PATTERN.test(group))) throw bad('invalid group');
+  return { version: 1, vm, generation, disks: disks.data, appliedLsn, ...(group !== undefined ? { group } : {}) };
 }
 
 export async function writeVmMeta(file: string, meta: VmMeta): Promise<void> {

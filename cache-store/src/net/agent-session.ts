@@ -11,7 +11,7 @@ import {
 } from '@site-recovery/shared';
 import { CloseCode, type PeerConnection, type RoleSession } from './peer-connection.js';
 import type { CacheStoreLimits } from './server-options.js';
-import type { AgentPeer, StreamHub } from './stream-hub.js';
+import type { AgentPeer, AgentPolicy, StreamHub } from './stream-hub.js';
 import type { StreamLog } from '../log/stream-log.js';
 
 /**
@@ -44,6 +44,9 @@ export class AgentSession implements RoleSession, AgentPeer {
     // Frames a replaced connection left in flight become durable first, so the welcome is exact.
     const durable = await log.resume();
     if (this.ended) return;
+    // Kept with the log, so processors learn the group even while the agent is away.
+    await this.hub.setGroup(vm, log, this.hello.group);
+    if (this.ended) return;
     this.log = log;
     this.acked = durable;
     this.unwatch = log.watch({
@@ -56,15 +59,15 @@ export class AgentSession implements RoleSession, AgentPeer {
   }
 
   private welcomed = false;
-  private pendingPolicy: number | undefined;
+  private pendingPolicy: AgentPolicy | undefined;
 
-  policy(appConsistentFrequencyMs: number): void {
+  policy(p: AgentPolicy): void {
     // The agent expects its welcome first; a policy that arrives earlier waits for it.
     if (!this.welcomed) {
-      this.pendingPolicy = appConsistentFrequencyMs;
+      this.pendingPolicy = p;
       return;
     }
-    this.conn.send({ t: 'policy', vm: this.hello.vm, appConsistentFrequencyMs });
+    this.conn.send({ ...p, t: 'policy', vm: this.hello.vm });
   }
 
   /** Records name disks by index, so a generation's disk layout is fixed. */

@@ -47,7 +47,10 @@ export class ProcessorSession implements RoleSession, ProcessorPeer {
       case 'applied':
         return this.applied(m);
       case 'policy':
-        return this.hub.setPolicy(m.vm, m.appConsistentFrequencyMs);
+        return this.hub.setPolicy(m.vm, {
+          appConsistentFrequencyMs: m.appConsistentFrequencyMs,
+          ...(m.multiVmFrequencyMs !== undefined ? { multiVmFrequencyMs: m.multiVmFrequencyMs } : {}),
+        });
       default:
         throw new SrError(ErrorCode.PROTOCOL, `a processor does not send "${m.t}" messages`);
     }

@@ -1,12 +1,23 @@
-import { ErrorCode, KeyedSerialQueue, SrError, type DiskInfo, type Logger, type VmInfo } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  KeyedSerialQueue,
+  SrError,
+  type DiskInfo,
+  type Logger,
+  type Policy,
+  type VmInfo,
+} from '@site-recovery/shared';
 import type { StreamLog, StreamLogStats, StreamStore } from '../log/stream-log.js';
+
+/** A VM's policy as the processor sent it, every field relayed (app-consistent and multi-VM frequencies). */
+export type AgentPolicy = Omit<Policy, 't' | 'vm'>;
 
 /** What the hub needs of an agent connection. */
 export interface AgentPeer {
   /** A newer connection of the same VM took over. */
   replaced(): void;
   /** The processor set the VM's policy; relay it to the agent. */
-  policy(appConsistentFrequencyMs: number): void;
+  policy(p: AgentPolicy): void;
 }
 
 /** What the hub needs of a processor subscription. */
@@ -31,6 +42,8 @@ export interface VmStatus extends Omit<StreamLogStats, 'failed' | 'failedCode'> 
   readonly failed?: string;
   /** The stable code of `failed` (SR_NO_SPACE, SR_IO). */
   readonly failedCode?: string;
+  /** The replication group its agent last named. */
+  readonly group?: string;
 }
 
 interface VmChannel {
@@ -38,7 +51,7 @@ interface VmChannel {
   agent: AgentPeer | undefined;
   readonly subscribers: Set<SubscriberPeer>;
   /** Latest policy from a processor (in memory: the processor sends it again on every subscribe). */
-  policy: number | undefined;
+  policy: AgentPolicy | undefined;
   /** Generation switches queued or running: the channel they will fill must not be pruned meanwhile. */
   switches: number;
 }
@@ -104,14 +117,25 @@ export class StreamHub {
    * Records a VM's policy and relays it to its agent, if one is connected. A VM the hub does not
    * track has nobody to relay it to: the processor sends it again after its next subscribe.
    */
-  setPolicy(vm: string, appConsistentFrequencyMs: number): void {
+  setPolicy(vm: string, policy: AgentPolicy): void {
     const c = this.channels.get(vm);
     if (c === undefined) {
       this.log.debug({ vm }, 'policy for a VM not tracked; ignored');
       return;
     }
-    c.policy = appConsistentFrequencyMs;
-    c.agent?.policy(appConsistentFrequencyMs);
+    c.policy = policy;
+    c.agent?.policy(policy);
+  }
+
+  /**
+   * Records the replication group the VM's agent named in its hello, durably with the VM's log, and
+   * tells the processors when it changed: they send the group's policy to every member.
+   */
+  async setGroup(vm: string, log: StreamLog, group: string | undefined): Promise<void> {
+    if (log.group === group) return;
+    await log.setGroup(group);
+    this.log.info({ vm, group: group ?? null }, 'replication group changed');
+    for (const p of this.processors) p.vmsChanged();
   }
 
   /**
@@ -206,6 +230,7 @@ export class StreamHub {
       disks: [...l.disks],
       firstLsn: l.firstLsn,
       lastLsn: l.durableLsn,
+      ...(l.group !== undefined ? { group: l.group } : {}),
     }));
   }
 
@@ -224,6 +249,7 @@ export class StreamHub {
         bytes: s.bytes,
         agentConnected: c.agent !== undefined,
         processorSubscribed: c.subscribers.size > 0,
+        ...(l.group !== undefined ? { group: l.group } : {}),
         ...(s.failed !== undefined ? { failed: s.failed, failedCode: s.failedCode ?? ErrorCode.IO } : {}),
       };
     });

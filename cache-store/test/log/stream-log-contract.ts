@@ -147,6 +147,29 @@ export function streamStoreContract(name: string, open: (key: string) => Promise
       await again.close();
     });
 
+    it('keeps the replication group across a reopen, with releases written around it; a new generation has none', async () => {
+      const store = await open('group');
+      const log = await store.openGeneration('vm1', 'g1', DISKS);
+      expect(log.group).toBeUndefined();
+      appendN(log, 10, 2);
+      await log.sync();
+      // A release and a group change racing: each meta write keeps the other's field.
+      await Promise.all([log.release(8), log.setGroup('erp'), log.release(12)]);
+      expect(log.group).toBe('erp');
+      await store.close();
+      const again = await open('group');
+      const back = again.get('vm1')!;
+      expect([back.group, back.appliedLsn]).toEqual(['erp', 12]);
+      await back.setGroup(undefined);
+      await again.close();
+      const third = await open('group');
+      expect(third.get('vm1')!.group).toBeUndefined();
+      await third.get('vm1')!.setGroup('erp');
+      const next = await third.openGeneration('vm1', 'g2', DISKS);
+      expect(next.group).toBeUndefined();
+      await third.close();
+    });
+
     it('a new generation replaces the old one: empty, durable 0, old records gone, also after a reopen', async () => {
       const store = await open('generation');
       const old = await store.openGeneration('vm1', 'g1', DISKS);

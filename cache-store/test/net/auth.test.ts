@@ -97,7 +97,8 @@ describe('cache-store authentication at the WebSocket upgrade', () => {
     await eventually(refusedAsRevoked, 15_000, 'the revoked token refused');
     // The session it opened before is ended too, with the code, not only the next upgrades.
     const err = await ok.expect('error', 15_000);
-    expect(err).toMatchObject({ code: 'SR_AUTH', message: expect.stringMatching(/web01-2024 is revoked/) });
+    expect(err.code).toBe('SR_AUTH');
+    expect(err.message).toMatch(/web01-2024 is revoked/);
     expect((await ok.closed).code).toBe(1008);
     // Another token of the same VM is unaffected.
     await peerWith(s, { role: 'agent', vm: 'vm1' });
@@ -110,7 +111,8 @@ describe('cache-store authentication at the WebSocket upgrade', () => {
     await short.expect('welcome');
     const { peer: lasting } = await processor(s);
     const err = await short.expect('error', 15_000);
-    expect(err).toMatchObject({ code: 'SR_AUTH', message: expect.stringMatching(/has expired/) });
+    expect(err.code).toBe('SR_AUTH');
+    expect(err.message).toMatch(/has expired/);
     expect((await short.closed).code).toBe(1008);
     lasting.send({ t: 'subscribe', vm: 'vm1', generation: 'g1', from: 1 });
     await lasting.expect('stream');

@@ -317,6 +317,12 @@ class GatedLog implements StreamLog {
   get pendingBytes(): number {
     return this.inner.pendingBytes;
   }
+  get group(): string | undefined {
+    return this.inner.group;
+  }
+  setGroup(group: string | undefined): Promise<void> {
+    return this.inner.setGroup(group);
+  }
   append(frame: StoredFrame): void {
     this.inner.append(frame);
   }

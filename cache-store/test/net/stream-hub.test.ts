@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { agentHello, batchFrame, batches, eventually, within, type Message } from '../helpers.js';
-import { expectError, receiveThrough, useServers } from './server-harness.js';
+import { expectError, receiveThrough, startServer, useServers } from './server-harness.js';
 import { metaFile, vmDir } from '../../src/names.js';
 
 const { server, connect, agent, processor } = useServers();
@@ -180,5 +180,51 @@ describe('stream hub: maxVms', () => {
     await eventually(async () => (await s.status()).trackedVms === 0, 5000, "the gone processor's VMs forgotten");
     expect((await agent(s, 'x')).durableLsn).toBe(0);
     expect((await s.status()).trackedVms).toBe(1); // x has a stored stream now: it stays
+  });
+});
+
+describe('stream hub: replication groups', () => {
+  it("lists the hello's group to processors, keeps it across a restart, and relays every policy field", async () => {
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cs-group-'));
+    let s = await startServer({ dataDir });
+    try {
+      const proc = await processor(s);
+      proc.peer.send({ t: 'subscribe', vm: 'web', generation: null, from: 1 });
+      // Set before the agent came: it waits for the welcome, and goes whole.
+      proc.peer.send({ t: 'policy', vm: 'web', appConsistentFrequencyMs: 60_000, multiVmFrequencyMs: 5000 });
+      const a = await connect(s);
+      a.send({ ...agentHello('web', 'g1'), group: 'erp' });
+      await a.expect('welcome');
+      expect(await a.expect('policy')).toEqual({
+        t: 'policy',
+        vm: 'web',
+        appConsistentFrequencyMs: 60_000,
+        multiVmFrequencyMs: 5000,
+      });
+      let listed: Message;
+      do listed = await proc.peer.recv();
+      while (listed.t !== 'vms' || listed.vms[0]?.group !== 'erp');
+      expect((await s.status()).vms[0]).toMatchObject({ vm: 'web', group: 'erp' });
+      proc.peer.send({ t: 'policy', vm: 'web', appConsistentFrequencyMs: 0, multiVmFrequencyMs: 2000 });
+      expect(await a.expect('policy')).toMatchObject({ appConsistentFrequencyMs: 0, multiVmFrequencyMs: 2000 });
+      a.close();
+      await a.closed;
+      await s.stop();
+
+      // The agent is away: the group comes from what the cache-store kept with the VM's log.
+      s = await startServer({ dataDir });
+      const again = await processor(s);
+      expect(again.vms).toEqual([expect.objectContaining({ vm: 'web', group: 'erp' })]);
+      // The agent comes back out of the group: processors hear it.
+      await agent(s, 'web', 'g1');
+      let left: Message;
+      do left = await again.peer.recv();
+      while (left.t !== 'vms');
+      expect(left.vms[0]).toMatchObject({ vm: 'web' });
+      expect(left.vms[0]!.group).toBeUndefined();
+    } finally {
+      await s.stop();
+      await fs.rm(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -3,20 +3,31 @@ import path from 'node:path';
 import { fsyncDir, type Logger } from '@site-recovery/shared';
 
 /** Control API actions that change something; each one is audited. */
-export type AuditAction = 'configure' | 'failover' | 'test-failover' | 'test-failover-cleanup' | 'commit';
+export type AuditAction =
+  | 'configure'
+  | 'failover'
+  | 'test-failover'
+  | 'test-failover-cleanup'
+  | 'commit'
+  | 'configure-group'
+  | 'group-failover'
+  | 'group-test-failover'
+  | 'group-test-failover-cleanup';
+
+/** What an action was about: one VM, or a replication group and its members at the time. */
+export type AuditSubject = { readonly vm: string } | { readonly group: string; readonly members: readonly string[] };
 
 /** ok: done; refused: the processor said no with a code (4xx); failed: it tried and could not (5xx). */
 export type AuditOutcome = 'ok' | 'refused' | 'failed';
 
 /** One action, as its line records it. */
-export interface AuditedAction {
+export type AuditedAction = AuditSubject & {
   readonly action: AuditAction;
-  readonly vm: string;
   /** Undefined when the control API runs without authentication (--insecure). */
   readonly caller: { readonly id: string; readonly role: string } | undefined;
   readonly outcome: AuditOutcome;
   readonly code?: string;
-}
+};
 
 /** One refused credential. */
 export interface AuditedRefusal {
@@ -56,7 +67,7 @@ function newBatch(): Batch {
 
 /**
  * The control API's audit log: one JSON line per action that changes something (who, what, which
- * VM, how it ended) and per refused credential (the id it claims, why, from where), appended and
+ * VM or group and its members, how it ended) and per refused credential (the id it claims, why, from where), appended and
  * fdatasynced before an action is answered. It never holds a token or a proof: only ids and codes.
  * Lines that arrive while a write is in progress go out together in the next one (one fdatasync).
  */
@@ -89,7 +100,7 @@ export class AuditLog {
     const line = {
       time: new Date().toISOString(),
       action: a.action,
-      vm: a.vm,
+      ...('vm' in a ? { vm: a.vm } : { group: a.group, members: a.members }),
       callerId: a.caller?.id ?? null,
       callerRole: a.caller?.role ?? null,
       outcome: a.outcome,
@@ -98,10 +109,7 @@ export class AuditLog {
     try {
       await this.append(JSON.stringify(line), false);
     } catch (err) {
-      this.log.error(
-        { file: this.file, action: a.action, vm: a.vm, err: (err as Error).message },
-        'cannot write the audit log',
-      );
+      this.log.error({ file: this.file, action: a.action, err: (err as Error).message }, 'cannot write the audit log');
     }
   }
 

@@ -18,11 +18,30 @@ export interface VmConfigUpdate {
   target?: { resourceGroup?: string; network?: string; subnet?: string; ip?: string; availabilitySet?: string };
 }
 
+/** What `sr` reads of a group in `GET /status`. */
+export interface GroupStatusDoc {
+  name: string;
+  members: string[];
+  multiVmFrequencyMs: number;
+  rounds?: { completed: number; failed: number; pending?: number };
+  lastPoint?: { id: string; time: string; members: string[] };
+  lastFailure?: { round: string; failedBy?: string; code: string; reason: string; at: string };
+}
+
+/** A group point every member holds (`GET /groups/:group/points`). */
+export interface GroupPointDoc {
+  id: string;
+  time: string;
+  members: { vm: string; point: string; lsn: number }[];
+}
+
 /** What `sr` reads of `GET /status`; the processor sends more. */
 export interface StatusDoc {
   readonly cacheStore: { url: string; connected: boolean };
+  readonly groups?: GroupStatusDoc[];
   readonly vms: {
     vm: string;
+    group?: string | null;
     state: string;
     appliedLsn: number;
     cacheStoreLastLsn?: number;
@@ -115,6 +134,32 @@ export class ControlClient {
 
   status(): Promise<StatusDoc> {
     return this.call('GET', 'status') as Promise<StatusDoc>;
+  }
+
+  groupConfig(group: string): Promise<Record<string, unknown>> {
+    return this.call('GET', `groups/${enc(group)}/config`) as Promise<Record<string, unknown>>;
+  }
+
+  configureGroup(group: string, update: { multiVmFrequencyMs?: number }): Promise<Record<string, unknown>> {
+    return this.call('PUT', `groups/${enc(group)}/config`, update) as Promise<Record<string, unknown>>;
+  }
+
+  groupPoints(group: string): Promise<GroupPointDoc[]> {
+    return this.call('GET', `groups/${enc(group)}/points`) as Promise<GroupPointDoc[]>;
+  }
+
+  groupFailover(group: string, body: { point: string }): Promise<{ vms: Manifest[] }> {
+    return this.call('POST', `groups/${enc(group)}/failover`, body) as Promise<{ vms: Manifest[] }>;
+  }
+
+  groupTestFailover(group: string, body: { point: string; network: string }): Promise<{ vms: Manifest[] }> {
+    return this.call('POST', `groups/${enc(group)}/test-failover`, body) as Promise<{ vms: Manifest[] }>;
+  }
+
+  groupTestFailoverCleanup(group: string): Promise<{ vms: { vm: string; removed: string[] }[] }> {
+    return this.call('POST', `groups/${enc(group)}/test-failover-cleanup`, {}) as Promise<{
+      vms: { vm: string; removed: string[] }[];
+    }>;
   }
 
   /**
@@ -210,7 +255,7 @@ function refusal(doc: unknown): { code: string; message: string } | undefined {
   return { code, message: typeof message === 'string' ? message : '' };
 }
 
-/** VM names are checked by the processor; encoding keeps a hostile one from changing the path. */
+/** VM and group names are checked by the processor; encoding keeps a hostile one from changing the path. */
 function enc(vm: string): string {
   return encodeURIComponent(vm);
 }

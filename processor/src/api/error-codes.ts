@@ -1,7 +1,7 @@
 import { defaultHttpError } from '@site-recovery/shared';
 
 /**
- * Codes only the processor's control API produces (recovery points and failover). They live here and
+ * Codes only the processor's control API produces (recovery points, failover, replication groups). They live here and
  * not in shared/errors.ts because no other component sends or matches them; they are as stable as
  * the shared ones: operators and the `sr` CLI match on them.
  */
@@ -22,6 +22,10 @@ export const PointErrorCode = {
   VM_NOT_FOUND: 'SR_VM_NOT_FOUND',
   /** No test failover to clean up. */
   NO_TEST_FAILOVER: 'SR_NO_TEST_FAILOVER',
+  /** No replication group of that name has members on this processor. */
+  GROUP_NOT_FOUND: 'SR_GROUP_NOT_FOUND',
+  /** No group point of that id (or none at all) that every member of the group holds. */
+  GROUP_POINT_NOT_FOUND: 'SR_GROUP_POINT_NOT_FOUND',
 } as const;
 
 export type PointErrorCode = (typeof PointErrorCode)[keyof typeof PointErrorCode];
@@ -41,6 +45,8 @@ const STATUS: Readonly<Record<string, number>> = {
   [PointErrorCode.POINT_NOT_FOUND]: 404,
   [PointErrorCode.VM_NOT_FOUND]: 404,
   [PointErrorCode.NO_TEST_FAILOVER]: 404,
+  [PointErrorCode.GROUP_NOT_FOUND]: 404,
+  [PointErrorCode.GROUP_POINT_NOT_FOUND]: 404,
   [PointErrorCode.POINT_PRUNED]: 410,
   [PointErrorCode.RESYNCING]: 409,
   [PointErrorCode.FAILOVER_IN_PROGRESS]: 409,

@@ -4,8 +4,10 @@ import { ErrorCode, isSrError } from '@site-recovery/shared';
 import { ControlApiError } from '../api/control-client.js';
 import { registerCommit } from './sr/commit.js';
 import { registerConfigure } from './sr/configure.js';
+import { registerConfigureGroup } from './sr/configure-group.js';
 import { srContext, type RegisterCommand, type SrConnection } from './sr/context.js';
 import { registerFailover } from './sr/failover.js';
+import { registerGroupPoints } from './sr/group-points.js';
 import { registerPoints } from './sr/points.js';
 import { registerSecret } from './sr/secret.js';
 import { registerStatus } from './sr/status.js';
@@ -30,6 +32,9 @@ const HINTS: Readonly<Record<string, string>> = {
   SR_NOT_FAILED_OVER: 'run "sr failover VM --point P" first',
   SR_VM_NOT_FOUND: 'check the name against "sr status"',
   SR_NO_TEST_FAILOVER: 'there is nothing to clean up',
+  SR_GROUP_NOT_FOUND: 'check the group name against "sr status" (groups are named by the agents\' --group)',
+  SR_GROUP_POINT_NOT_FOUND:
+    'list the points every member holds with "sr group-points GROUP", or fail members over one by one',
   SR_DEADLINE:
     'the cache-store could not be caught up in time; retry with a longer --deadline or use --point latest-processed',
   SR_BAD_OPTION: 'see "sr --help" and "sr COMMAND --help"',
@@ -42,7 +47,9 @@ const HINTS: Readonly<Record<string, string>> = {
 /** In the order `sr --help` lists them. */
 const SUBCOMMANDS: readonly RegisterCommand[] = [
   registerPoints,
+  registerGroupPoints,
   registerConfigure,
+  registerConfigureGroup,
   registerFailover,
   registerTestFailover,
   registerTestFailoverCleanup,
@@ -54,7 +61,7 @@ const SUBCOMMANDS: readonly RegisterCommand[] = [
 
 const program = new Command('sr')
   .description(
-    'Control a site-recovery processor: recovery points, replication settings, failover, test failover and commit.',
+    'Control a site-recovery processor: recovery points, replication settings and groups, failover, test failover and commit.',
   )
   .addOption(
     new Option('--processor <url>', "the processor's control API, http(s)://HOST:PORT (its --listen address)")

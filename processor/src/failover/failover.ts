@@ -16,7 +16,7 @@ import {
   removeFailoverRecord,
   writeFailoverRecord,
 } from './failover-state.js';
-import { placedAddresses, writeManifest, type Manifest } from './manifest.js';
+import { placedAddresses, writeManifest, type GroupSplit, type Manifest } from './manifest.js';
 import { resolvePoint, type CatchUp } from './point-spec.js';
 import { defaultTargetPlanner, type ResolvedTarget, type TargetPlanner } from './target-planner.js';
 import type { TakenAddress } from './target-resources.js';
@@ -95,7 +95,8 @@ export class FailoverService {
     await v.setFailover(s.state);
   }
 
-  async failover(vmName: string, body: unknown): Promise<Manifest> {
+  /** `split`: the VM's group is left behind (said in the manifest). */
+  async failover(vmName: string, body: unknown, split?: GroupSplit): Promise<Manifest> {
     const b = parse(FailoverBody, body);
     if (b.test === true) return this.testFailover(vmName, { point: b.point, network: b.network ?? '' });
     const v = this.vm(vmName);
@@ -119,7 +120,7 @@ export class FailoverService {
       await v.setFailover('in-progress');
       try {
         await fsp.rm(dir, { recursive: true, force: true });
-        const manifest = await this.materialize(replica, point, dir, 'failover', target);
+        const manifest = await this.materialize(replica, point, dir, 'failover', target, split);
         await writeFailoverRecord(dataDir, vmName, { state: 'failed-over', ...record });
         await v.setFailover('failed-over');
         this.ctx.log.info({ vm: vmName, point: point.id, dir }, 'failed over');
@@ -170,6 +171,29 @@ export class FailoverService {
       this.testing.delete(vmName);
       if (!placed) this.reserved.delete(key);
     }
+  }
+
+  /**
+   * Takes back a failover that is not committed (a group failover whose next member failed): its
+   * disks and state go, and the VM replicates again from its applied position.
+   */
+  async undo(vmName: string): Promise<void> {
+    const v = this.vm(vmName);
+    if (v.failover !== 'failed-over') return;
+    const { dataDir } = this.ctx;
+    const s = await readFailoverRecord(dataDir, vmName);
+    if (s?.resourceGroup !== undefined)
+      await fsp.rm(failoverDir(dataDir, vmName, s.resourceGroup), { recursive: true, force: true });
+    await removeFailoverRecord(dataDir, vmName);
+    this.reserved.delete(`failover/${vmName}`);
+    await v.setFailover('none');
+    this.ctx.resubscribe();
+    this.ctx.log.warn({ vm: vmName }, 'failover taken back; replication continues');
+  }
+
+  /** Whether the VM has a test failover (running or left to clean up). */
+  async hasTestFailover(vmName: string): Promise<boolean> {
+    return this.testing.has(vmName) || (await readTestFailoverRecord(this.ctx.dataDir, vmName)) !== undefined;
   }
 
   /** Removes everything the VM's test failover created, deepest first. */
@@ -247,6 +271,7 @@ export class FailoverService {
     dir: string,
     kind: Manifest['kind'],
     target: ResolvedTarget,
+    split?: GroupSplit,
   ): Promise<Manifest> {
     const plan = replica.points.plan(point.id);
     if (plan === undefined)
@@ -261,6 +286,7 @@ export class FailoverService {
       createdAt: new Date().toISOString(),
       target,
       disks: plan.disks.map((d, i) => ({ id: d.id, size: d.size, path: targets[i]! })),
+      ...(split !== undefined ? { split } : {}),
     };
     await writeManifest(dir, manifest);
     return manifest;

@@ -10,18 +10,26 @@ import {
   testFailoverRoot,
   vmFailoverDir,
 } from '../names.js';
-import type { PointKind } from '../points/recovery-point.js';
+import type { GroupPointRef, PointKind } from '../points/recovery-point.js';
 import type { ResolvedTarget } from './target-planner.js';
 import type { TakenAddress } from './target-resources.js';
+
+/** A member failed over without the rest of its replication group: which group, who still replicates. */
+export interface GroupSplit {
+  readonly group: string;
+  readonly left: readonly string[];
+}
 
 /** What failover and test failover write beside the recovered disks, and answer with. */
 export interface Manifest {
   readonly vm: string;
   readonly kind: 'failover' | 'test-failover';
-  readonly point: { id: string; time: string; lsn: number; kind: PointKind };
+  readonly point: { id: string; time: string; lsn: number; kind: PointKind; group?: GroupPointRef };
   readonly createdAt: string;
   readonly target: ResolvedTarget;
   readonly disks: { id: string; size: number; path: string }[];
+  /** Set when this failover splits the VM's replication group. */
+  readonly split?: GroupSplit;
 }
 
 const ManifestTargetSchema = z.object({ target: z.object({ network: z.string(), ip: z.string() }) });

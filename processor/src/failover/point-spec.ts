@@ -1,5 +1,6 @@
 import { ErrorCode, SrError, type Logger } from '@site-recovery/shared';
 import { PointError, PointErrorCode } from '../api/error-codes.js';
+import { isRoundId } from '../groups/group-round.js';
 import { isPointId } from '../names.js';
 import type { RecoveryPoint } from '../points/recovery-point.js';
 import type { Replica } from '../replica/replica-store.js';
@@ -17,8 +18,9 @@ export interface CatchUp {
 
 /**
  * Turns the point an operator names into a point: `latest` (caught up first) and `latest-processed`
- * cut one at the applied position; `latest-app-consistent`, a point id, or an ISO time (the newest
- * point at or before it) pick a listed one.
+ * cut one at the applied position; `latest-app-consistent`, `latest-multi-vm`, a point id, a group
+ * point id (the VM's point of that round), or an ISO time (the newest point at or before it) pick a
+ * listed one.
  */
 export async function resolvePoint(
   v: VmReplication,
@@ -36,6 +38,17 @@ export async function resolvePoint(
     if (p === undefined) throw new PointError(PointErrorCode.POINT_NOT_FOUND, `${v.vm} has no app-consistent point`);
     return p;
   }
+  if (spec === 'latest-multi-vm') {
+    const p = points.filter((x) => x.kind === 'multi-vm').at(-1);
+    if (p === undefined) throw new PointError(PointErrorCode.POINT_NOT_FOUND, `${v.vm} has no multi-VM point`);
+    return p;
+  }
+  if (isRoundId(spec)) {
+    const p = points.find((x) => x.kind === 'multi-vm' && x.group?.point === spec);
+    if (p === undefined)
+      throw new PointError(PointErrorCode.POINT_NOT_FOUND, `${v.vm} has no multi-VM point of group point ${spec}`);
+    return p;
+  }
   if (isPointId(spec)) {
     const p = points.find((x) => x.id === spec);
     if (p !== undefined) return p;
@@ -47,7 +60,7 @@ export async function resolvePoint(
   if (!/^\d{4}-\d\d-\d\dT/.test(spec) || Number.isNaN(t)) {
     throw new SrError(
       ErrorCode.BAD_OPTION,
-      `point "${spec}" is not latest, latest-processed, latest-app-consistent, a point id or an ISO time`,
+      `point "${spec}" is not latest, latest-processed, latest-app-consistent, latest-multi-vm, a point id, a group point id or an ISO time`,
     );
   }
   const p = points.filter((x) => Date.parse(x.time) <= t).at(-1);

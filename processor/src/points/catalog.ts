@@ -1,5 +1,13 @@
 import { z } from 'zod';
-import { ErrorCode, GENERATION_PATTERN, SrError, readJsonIfExists, writeFileAtomic } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  GENERATION_PATTERN,
+  ID_PATTERN,
+  ROUND_PATTERN,
+  SrError,
+  readJsonIfExists,
+  writeFileAtomic,
+} from '@site-recovery/shared';
 import { POINT_ID_PATTERN, isUndoLogName } from '../names.js';
 import { POINT_KINDS, type RecoveryPoint } from './recovery-point.js';
 
@@ -14,6 +22,21 @@ export interface PointCatalog {
   readonly pruned: readonly string[];
 }
 
+const id = z.string().regex(ID_PATTERN);
+const round = z.string().regex(ROUND_PATTERN);
+
+const RoundTagSchema = z.object({
+  group: id,
+  round,
+  members: z.array(id).min(1),
+  coordinator: id,
+  time: z.number().int().min(0),
+  state: z.enum(['pending', 'committed', 'failed']),
+  failure: z
+    .object({ failedBy: id.optional(), code: z.string(), reason: z.string(), at: z.string().datetime() })
+    .optional(),
+});
+
 const PointSchema = z.object({
   id: z.string().regex(POINT_ID_PATTERN),
   time: z.string().datetime(),
@@ -22,6 +45,8 @@ const PointSchema = z.object({
   generation: z.string().regex(GENERATION_PATTERN),
   undoLog: z.string().refine(isUndoLogName, 'not an undo log name'),
   undoBytes: z.number().int().min(0),
+  round: RoundTagSchema.optional(),
+  group: z.object({ name: id, point: round }).optional(),
 });
 
 const CatalogSchema = z.object({

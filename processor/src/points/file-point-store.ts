@@ -12,7 +12,7 @@ import {
 import { readCatalog, writeCatalog, type PointCatalog } from './catalog.js';
 import { materializePoint, type MaterializeLog } from './materializer.js';
 import type { PointKind, RecoveryPoint } from './recovery-point.js';
-import type { MaterializePlan, NewPoint, ReplicaPoints } from '../replica/replica-store.js';
+import type { MaterializePlan, NewPoint, PointPatch, ReplicaPoints } from '../replica/replica-store.js';
 import { blocksToSave, mergeInto, readBlocks, saveDataBlocks, type BlockSet, type DiskSource } from './undo-blocks.js';
 import { UndoLog } from './undo-log.js';
 
@@ -153,8 +153,10 @@ export class FilePointStore implements ReplicaPoints {
             `cannot cut a point at LSN ${p.lsn} before the newest point ${newest.id}`,
           );
         if (p.lsn === newest.lsn) {
-          if (rank(p.kind) <= rank(newest.kind)) return { ...newest, undoBytes: this.logs.get(newest.id)?.bytes ?? 0 };
-          const upgraded: RecoveryPoint = { ...newest, kind: p.kind };
+          const kind = rank(p.kind) > rank(newest.kind) ? p.kind : newest.kind;
+          const tag = newest.round === undefined && p.round !== undefined;
+          if (kind === newest.kind && !tag) return { ...newest, undoBytes: this.logs.get(newest.id)?.bytes ?? 0 };
+          const upgraded: RecoveryPoint = { ...newest, kind, ...(tag ? { round: p.round } : {}) };
           await this.writeCatalog({ ...this.catalog, points: [...points.slice(0, -1), upgraded] });
           return upgraded;
         }
@@ -174,6 +176,7 @@ export class FilePointStore implements ReplicaPoints {
         generation: p.generation,
         undoLog: name,
         undoBytes: log.bytes,
+        ...(p.round !== undefined ? { round: p.round } : {}),
       };
       try {
         await this.writeCatalog({ ...this.catalog, points: [...points, point] });
@@ -187,6 +190,24 @@ export class FilePointStore implements ReplicaPoints {
       await previous?.close();
       this.log?.debug({ point: id, lsn: p.lsn, kind: p.kind }, 'recovery point cut');
       return point;
+    });
+  }
+
+  /**
+   * Changes what a point says of itself (its kind, group point, round tag; a field given as
+   * undefined is removed), never where it is or what it restores; `undefined` when the point is
+   * gone (pruned meanwhile).
+   */
+  relabel(id: string, patch: PointPatch): Promise<RecoveryPoint | undefined> {
+    return this.queue.run(async () => {
+      const points = this.catalog.points;
+      const i = points.findIndex((q) => q.id === id);
+      if (i < 0) return undefined;
+      // A field patched to undefined goes (a failed round's point is no group point any more).
+      const { group, round, ...rest } = { ...points[i]!, ...patch };
+      const next: RecoveryPoint = { ...rest, ...(group !== undefined ? { group } : {}), ...(round ? { round } : {}) };
+      await this.writeCatalog({ ...this.catalog, points: points.map((q, j) => (j === i ? next : q)) });
+      return { ...next, undoBytes: this.logs.get(id)?.bytes ?? next.undoBytes };
     });
   }
 
@@ -323,7 +344,7 @@ export class FilePointStore implements ReplicaPoints {
   }
 }
 
-/** App-consistent beats crash-consistent when two cuts land on one LSN. */
+/** Multi-VM beats app-consistent beats crash-consistent when two cuts land on one LSN. */
 function rank(k: PointKind): number {
-  return k === 'crash' ? 0 : 1;
+  return k === 'crash' ? 0 : k === 'app' ? 1 : 2;
 }

@@ -1,5 +1,5 @@
 import type { ChangeRecord, DiskInfo } from '@site-recovery/shared';
-import type { PointKind, RecoveryPoint } from '../points/recovery-point.js';
+import type { GroupPointRef, PointKind, RecoveryPoint, RoundTag } from '../points/recovery-point.js';
 
 /**
  * Where the initial copy of a generation stands. `copying` from the moment a generation starts until a
@@ -108,6 +108,15 @@ export interface NewPoint {
   readonly generation: string;
   readonly kind: PointKind;
   readonly time: Date;
+  /** The replication group's round whose mark this point is cut at. */
+  readonly round?: RoundTag;
+}
+
+/** What `ReplicaPoints.relabel` may change of a point. */
+export interface PointPatch {
+  readonly kind?: PointKind;
+  readonly group?: GroupPointRef;
+  readonly round?: RoundTag;
 }
 
 /** Step one of recovering a point: which undo logs are applied, newest first. */
@@ -126,7 +135,9 @@ export interface MaterializePlan {
  *   they overwrite for the first time since the newest point are durable in that point's undo log.
  *   `undefined` when nothing needed saving. `Replica.apply` refuses a record whose blocks are not protected.
  * - `cut` records a point at the replica's current position; the caller guarantees no record past
- *   `lsn` has landed. O(1) in the size of the disks.
+ *   `lsn` has landed. O(1) in the size of the disks. A cut at the newest point's LSN is that point
+ *   (a higher kind upgrades it, a round tag is added to it).
+ * - `relabel` changes a point's kind, group point or round tag (durably); nothing it restores.
  * - `remove` drops points (the oldest in O(1); others merge their log into the next older point's).
  *   It returns false, changing nothing, while a materialisation is running.
  * - `plan` / `materialize`: recover a point into new disk files while replication continues.
@@ -138,6 +149,7 @@ export interface ReplicaPoints {
   isPruned(id: string): boolean;
   protect(records: readonly ChangeRecord[], generation: string): Promise<void> | undefined;
   cut(point: NewPoint): Promise<RecoveryPoint>;
+  relabel(id: string, patch: PointPatch): Promise<RecoveryPoint | undefined>;
   remove(ids: readonly string[], pruned: boolean): Promise<boolean>;
   plan(id: string): MaterializePlan | undefined;
   materialize(plan: MaterializePlan, targets: readonly string[]): Promise<void>;

@@ -1,12 +1,12 @@
-import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
+import { RecordKind, isGroupKind, type ChangeRecord } from '@site-recovery/shared';
 import type { ReplicaPoints } from '../replica/replica-store.js';
 import type { RecordApplier } from './record-applier.js';
 
 /**
- * Submits records in segments ending at each app-consistent marker: each segment's overwritten
- * blocks are saved first (write-ahead, one fdatasync per segment), and at a marker `atMarker` runs
- * (it drains the applier and cuts an 'app' point at the marker's LSN) before anything after it is
- * submitted.
+ * Submits records in segments ending at each app-consistent or replication-group marker: each
+ * segment's overwritten blocks are saved first (write-ahead, one fdatasync per segment), and at a
+ * marker `atMarker` runs (it drains the applier and cuts a point at the marker's LSN, or records a
+ * member's commit or abort) before anything after it is submitted.
  */
 export async function submitProtected(
   applier: RecordApplier,
@@ -18,7 +18,7 @@ export async function submitProtected(
   let from = 0;
   while (from < records.length) {
     let to = from;
-    while (to < records.length && records[to]!.kind !== RecordKind.APP) to++;
+    while (to < records.length && !splitsAt(records[to]!.kind)) to++;
     const segment = records.slice(from, Math.min(to + 1, records.length));
     const newest = points.newest();
     // Records replayed below the newest point are not protected; one of them still in flight
@@ -36,4 +36,9 @@ export async function submitProtected(
     if (to < records.length) await atMarker(records[to]!);
     from = to + 1;
   }
+}
+
+/** Markers that something happens at, with every record before them landed and none after. */
+function splitsAt(kind: number): boolean {
+  return kind === RecordKind.APP || isGroupKind(kind);
 }

@@ -25,7 +25,7 @@ import {
 import { Backoff, type BackoffOptions } from '@site-recovery/shared';
 import { asStorageError } from './storage-error.js';
 import type { VmReplication } from './vm-replication.js';
-import { Connection } from './puller-connection.js';
+import { Connection, type AgentPolicy } from './puller-connection.js';
 import { readUpgradeRefusal } from './upgrade-refusal.js';
 import type { ErrorInfo } from './vm-status.js';
 
@@ -64,8 +64,10 @@ export interface VmDirectory {
   get(vm: string): VmReplication | undefined;
   /** Adds a VM the cache-store lists; `undefined` when no more are allowed. */
   add(vm: string): VmReplication | undefined;
-  /** The VM's app-consistent frequency to relay to its agent (0: off). */
-  appConsistentFrequencyMs(vm: string): Promise<number>;
+  /** The VM's policy to relay to its agent (its app-consistent frequency, its group's multi-VM one). */
+  policy(vm: string): Promise<AgentPolicy>;
+  /** The cache-store lists the VM in `group` (its agent's hello), or in none. */
+  noteGroup(vm: string, group: string | undefined): Promise<void>;
 }
 
 export interface PullerStatus {
@@ -150,9 +152,9 @@ export class Puller {
   }
 
   /** Relays a VM's policy to its agent through the cache-store; false when not connected. */
-  sendPolicy(vm: string, appConsistentFrequencyMs: number): boolean {
+  sendPolicy(vm: string, policy: AgentPolicy): boolean {
     const c = this.conn;
-    return c !== undefined && this.send(c, { t: 'policy', vm, appConsistentFrequencyMs } satisfies Policy);
+    return c !== undefined && this.send(c, { ...policy, t: 'policy', vm } satisfies Policy);
   }
 
   /** Drops the current connection (a local fault); the next one resubscribes everything. */
@@ -290,17 +292,22 @@ export class Puller {
         continue;
       }
       vm.noteCacheStore(info);
-      if (!vm.usable || c.subscribed.get(info.vm) === info.generation) continue;
-      const { generation, from } = await vm.subscription();
+      await this.vms.noteGroup(info.vm, info.group);
       if (c.closed) return;
-      this.send(c, { t: 'subscribe', vm: info.vm, generation, from } satisfies Subscribe);
-      this.send(c, {
-        t: 'policy',
-        vm: info.vm,
-        appConsistentFrequencyMs: await this.vms.appConsistentFrequencyMs(info.vm),
-      } satisfies Policy);
-      c.subscribed.set(info.vm, info.generation);
-      this.log.info({ vm: info.vm, generation, from }, 'subscribed');
+      if (!vm.usable) continue;
+      if (c.subscribed.get(info.vm) !== info.generation) {
+        const { generation, from } = await vm.subscription();
+        if (c.closed) return;
+        this.send(c, { t: 'subscribe', vm: info.vm, generation, from } satisfies Subscribe);
+        c.subscribed.set(info.vm, info.generation);
+        c.policyGroup.delete(info.vm);
+        this.log.info({ vm: info.vm, generation, from }, 'subscribed');
+      }
+      // On every subscribe, and whenever the VM's group changes: the group's frequency goes with it.
+      if (c.policyGroup.get(info.vm) !== (info.group ?? null)) {
+        this.sendPolicy(info.vm, await this.vms.policy(info.vm));
+        c.policyGroup.set(info.vm, info.group ?? null);
+      }
     }
   }
 

@@ -11,7 +11,8 @@ import {
 import { InitialSyncTracker, progressLsn, sameSync } from './initial-copy-tracker.js';
 import { PointError, PointErrorCode } from '../api/error-codes.js';
 import { LagStats } from './lag-stats.js';
-import type { PointKind, RecoveryPoint } from '../points/recovery-point.js';
+import type { PointKind, RecoveryPoint, RoundTag } from '../points/recovery-point.js';
+import { atMarker, decodeGroupMarkers, type GroupRecordHooks, type MarkerTarget } from './markers.js';
 import { RecordApplier, type RecordApplierOptions } from './record-applier.js';
 import { submitProtected } from './protected-submit.js';
 import { COPYING, sameDisks, type Replica, type ReplicaStore } from '../replica/replica-store.js';
@@ -34,6 +35,8 @@ export interface VmReplicationHooks {
   confirm(vm: string, generation: string, lsn: number): boolean;
   /** Local storage failed: the stream must be dropped and resent from the durable position. */
   fault(vm: string, err: SrError): void;
+  /** Where the VM's replication-group records go (absent: they cut and record nothing). */
+  readonly group?: GroupRecordHooks;
 }
 
 export type { ErrorInfo, FailoverState, VmState, VmStatus } from './vm-status.js';
@@ -63,6 +66,8 @@ export class VmReplication {
   /** Serialises applying batches with cutting points: a cut sees no batch half-submitted. */
   private readonly applying = new SerialQueue();
   private failoverState: FailoverState = 'none';
+  /** What a marker acts on (markers.ts), with the applying queue held. */
+  private readonly markers: MarkerTarget;
 
   constructor(
     readonly vm: string,
@@ -77,6 +82,13 @@ export class VmReplication {
     this.confirmBytes = o.confirmBytes ?? DEFAULT_CONFIRM_BYTES;
     this.lag = new LagStats(o.lagWindow ?? DEFAULT_LAG_WINDOW);
     this.sync = new InitialSyncTracker(COPYING);
+    this.markers = {
+      vm,
+      log,
+      copiedAt: (lsn) => this.sync.at(lsn).state === 'done',
+      cut: (kind, round) => this.cutLocked(kind, round),
+      drain: async () => this.applier?.drain(),
+    };
     if (openError !== undefined) this.error = errorInfo(openError);
     if (replica !== undefined) this.attach(replica);
   }
@@ -203,6 +215,8 @@ export class VmReplication {
     const applier = this.applier;
     if (applier === undefined || this.generation !== generation)
       throw new SrError(ErrorCode.PROTOCOL, `batch for ${this.vm} before its stream began`);
+    // Group payloads are checked before anything of the batch is applied (SR_PROTOCOL).
+    const groups = decodeGroupMarkers(records);
     const last = records[records.length - 1]!.lsn;
     if (this.cacheStore === undefined || this.cacheStore.generation !== generation)
       this.cacheStore = { generation, firstLsn: records[0]!.lsn, lastLsn: last };
@@ -219,20 +233,16 @@ export class VmReplication {
       }
       if (progress !== undefined) this.sync.note(progressLsn(records), progress);
       const fresh = skip === 0 ? records : records.slice(skip);
-      await submitProtected(applier, this.replica!.points, generation, fresh, (m) => this.atMarker(m));
+      await submitProtected(applier, this.replica!.points, generation, fresh, (m) =>
+        atMarker(this.markers, this.hooks.group, m, groups?.get(m.lsn)),
+      );
       for (let i = skip; i < records.length; i++) this.bytesSinceFlush += records[i]!.length;
     } else if (progress !== undefined) this.sync.note(progressLsn(records), progress);
     this.error = undefined;
     if (this.bytesSinceFlush >= this.confirmBytes) void this.flush();
   }
 
-  /** At an app-consistent marker: an 'app' point, unless the initial copy is still running. */
-  private async atMarker(marker: ChangeRecord): Promise<void> {
-    if (this.sync.at(marker.lsn).state === 'done') await this.cutLocked('app');
-    else this.log.warn({ vm: this.vm, lsn: marker.lsn }, 'app-consistent marker during resync: no point cut');
-  }
-
-  private async cutLocked(kind: PointKind): Promise<RecoveryPoint> {
+  private async cutLocked(kind: PointKind, round?: RoundTag): Promise<RecoveryPoint> {
     const replica = this.replica;
     const applier = this.applier;
     if (replica === undefined || applier === undefined)
@@ -248,7 +258,13 @@ export class VmReplication {
     await this.exclusive.run(() => this.flushOnce());
     if (this.durableLsn < lsn)
       throw new SrError(ErrorCode.IO, `replica of ${this.vm} could not be made durable up to LSN ${lsn}; no point cut`);
-    return replica.points.cut({ lsn, generation: replica.info().generation, kind, time: new Date() });
+    return replica.points.cut({
+      lsn,
+      generation: replica.info().generation,
+      kind,
+      time: new Date(),
+      ...(round !== undefined ? { round } : {}),
+    });
   }
 
   recordError(err: SrError): void {

@@ -6,7 +6,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { TokenVerifier, checkRequest, createLogger, issueToken, newSecretText } from '@site-recovery/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatConfig, humanBytes, table } from '../../src/cli/sr-format.js';
+import {
+  formatConfig,
+  formatManifest,
+  formatPoints,
+  formatStatus,
+  humanBytes,
+  table,
+} from '../../src/cli/sr-format.js';
 
 // The `sr` CLI against a stub of the control API: what it sends, what it prints, how it exits.
 const SR = path.join(import.meta.dirname, '..', '..', 'dist', 'cli', 'sr.js');
@@ -64,6 +71,8 @@ beforeAll(async () => {
       if (route === 'PUT /vms/web01/config')
         return send(200, { crashConsistentFrequencyMs: 1000, retentionMs: 86_400_000, target: { network: 'x' } });
       if (route === 'POST /vms/web01/failover') return send(200, MANIFEST);
+      if (route === 'PUT /groups/shop/config') return send(200, { multiVmFrequencyMs: 120_000 });
+      if (route === 'POST /groups/shop/failover') return send(200, { vms: [MANIFEST] });
       if (route === 'POST /vms/gone/failover')
         return send(410, { code: 'SR_POINT_PRUNED', message: 'point p-1-1 of gone was pruned by retention' });
       if (route === 'GET /status')
@@ -158,6 +167,39 @@ describe('sr', () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual(MANIFEST);
     expect(seen[0]?.body).toEqual({ point: 'latest', deadlineMs: 30_000 });
+  });
+
+  it('configures a group and fails it over with --group, printing {"vms": [...]} for --json', async () => {
+    seen.length = 0;
+    const c = await sr(['configure-group', 'shop', '--multi-vm-frequency', '2m']);
+    expect([c.code, c.stdout]).toEqual([0, 'multiVmFrequency: 2m\n']);
+    const f = await sr(['failover', '--group', 'shop', '--point', 'latest-multi-vm', '--json']);
+    expect(f.code, f.stderr).toBe(0);
+    expect(JSON.parse(f.stdout)).toEqual({ vms: [MANIFEST] });
+    expect(seen.map((x) => [x.method, x.url, x.body])).toEqual([
+      ['PUT', '/groups/shop/config', { multiVmFrequencyMs: 120_000 }],
+      ['POST', '/groups/shop/failover', { point: 'latest-multi-vm' }],
+    ]);
+  });
+
+  it.each([
+    [['failover', '--point', 'latest'], /^sr: SR_BAD_OPTION: failover needs a VM or --group NAME/],
+    [['failover', 'web01', '--group', 'shop', '--point', 'latest'], /takes a VM or --group NAME, not both/],
+    [['failover', '--group', 'shop', '--point', 'latest'], /--point "latest" with --group must be latest-multi-vm/],
+    [['failover', '--group', 'shop', '--point', '1.2', '--deadline', '5s'], /--deadline goes with --point latest/],
+    [['test-failover', '--group', 'shop', '--point', 'p-1-1', '--network', 'x'], /with --group must be/],
+    [['test-failover-cleanup'], /test-failover-cleanup needs a VM or --group NAME/],
+    [['configure-group', 'shop', '--multi-vm-frequency', '0s'], /--multi-vm-frequency must be at least 1s/],
+    [['configure-group', 'shop', '--multi-vm-frequency', 'soon'], /--multi-vm-frequency "soon"/],
+    [['group-points'], /missing required argument 'group'/],
+  ])('%j is refused with SR_BAD_OPTION before anything is sent', async (args, message) => {
+    seen.length = 0;
+    const r = await sr(args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^sr: SR_BAD_OPTION: /);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(seen).toEqual([]);
   });
 
   it('sends every POST and PUT as JSON: {} when the action takes no parameters', async () => {
@@ -258,6 +300,47 @@ describe('sr-format', () => {
       }),
     ).toBe('crashConsistentFrequency: 5m\nretention: 1d\nthinning: 2h:1h\nsource: -\ntarget:\n  ip: dhcp\n');
     expect(formatConfig({ thinning: [] })).toBe('thinning: none\n');
+  });
+
+  it('shows group points, a split group and the groups of the status', () => {
+    const mv = { ...POINTS[1]!, kind: 'multi-vm' as const, group: { name: 'shop', point: '3.17' } };
+    const listed = formatPoints([POINTS[0] as never, mv]).split('\n');
+    expect(listed[0]).toMatch(/^ID\s+TIME\s+LSN\s+KIND\s+UNDO\s+GROUP POINT$/);
+    expect(listed[1]).toMatch(/crash\s+0 B\s+-$/);
+    expect(listed[2]).toMatch(/multi-vm\s+3\.0 MiB\s+shop 3\.17$/);
+    const split = formatManifest({
+      ...MANIFEST,
+      kind: 'failover',
+      point: { ...MANIFEST.point, kind: 'multi-vm', group: { name: 'shop', point: '3.17' } },
+      split: { group: 'shop', left: ['db01', 'web02'] },
+    } as never);
+    expect(split).toContain('(multi-vm, group point shop 3.17, ');
+    expect(split).toContain('the replication group shop is split: db01, web02 still replicate from the source\n');
+    const now = Date.parse('2026-01-05T10:00:00Z');
+    const text = formatStatus(
+      {
+        cacheStore: { url: 'ws://x/', connected: true },
+        groups: [
+          {
+            name: 'shop',
+            members: ['db01', 'web01'],
+            multiVmFrequencyMs: 60_000,
+            rounds: { completed: 12, failed: 1 },
+            lastPoint: { id: '3.17', time: '2026-01-05T09:59:30Z', members: ['db01', 'web01'] },
+            lastFailure: { round: '3.9', failedBy: 'web01', code: 'SR_GROUP_TIMEOUT', reason: 'no READY', at: '' },
+          },
+        ],
+        vms: [{ vm: 'web01', group: 'shop', state: 'replicating', appliedLsn: 42 }],
+      },
+      [{ vm: 'web01', group: 'shop', state: 'replicating', appliedLsn: 42 }],
+      now,
+    );
+    expect(text).toMatch(/^VM\s+STATE\s+APPLIED LSN\s+BEHIND\s+LAG P99\s+INITIAL SYNC\s+GROUP$/m);
+    expect(text).toMatch(/^web01\s+replicating\s+42\s+-\s+-\s+-\s+shop$/m);
+    expect(text).toMatch(/^GROUP\s+MEMBERS\s+EVERY\s+LAST POINT\s+AGE\s+OK\/FAILED\s+LAST FAILURE$/m);
+    expect(text).toMatch(
+      /^shop\s+db01,web01\s+1m\s+3\.17\s+30s ago\s+12\/1\s+3\.9 SR_GROUP_TIMEOUT by web01: no READY$/m,
+    );
   });
 
   it('aligns columns and leaves no trailing spaces', () => {

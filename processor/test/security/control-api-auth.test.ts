@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { RecordKind, authHeaders, parseToken, recordChecksum } from '@site-recovery/shared';
-import { failoverRoot, testFailoverRoot, vmConfigFile } from '../../src/names.js';
+import { failoverRoot, groupsDir, testFailoverRoot, vmConfigFile } from '../../src/names.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   VM,
@@ -55,6 +55,12 @@ const ROUTES: { method: string; path: string; body?: unknown }[] = [
   { method: 'POST', path: `/vms/${VM}/test-failover`, body: { point: 'latest-processed', network: 'test' } },
   { method: 'POST', path: `/vms/${VM}/test-failover-cleanup`, body: {} },
   { method: 'POST', path: `/vms/${VM}/commit`, body: {} },
+  { method: 'GET', path: '/groups/shop/config' },
+  { method: 'GET', path: '/groups/shop/points' },
+  { method: 'PUT', path: '/groups/shop/config', body: { multiVmFrequencyMs: 60_000 } },
+  { method: 'POST', path: '/groups/shop/failover', body: { point: 'latest-multi-vm' } },
+  { method: 'POST', path: '/groups/shop/test-failover', body: { point: 'latest-multi-vm', network: 'test' } },
+  { method: 'POST', path: '/groups/shop/test-failover-cleanup', body: {} },
 ];
 
 function call(
@@ -82,6 +88,7 @@ async function snapshot(a: AuthedProcessor): Promise<unknown> {
     failover: a.processor.status().vms.find((s) => s.vm === VM)?.failover,
     failoverDirs: [failoverRoot(a.dataDir), testFailoverRoot(a.dataDir)].filter((d) => fs.existsSync(d)),
     config: fs.existsSync(configFile) ? await fsp.readFile(configFile, 'utf8') : undefined,
+    groups: fs.existsSync(groupsDir(a.dataDir)),
   };
 }
 
@@ -294,5 +301,42 @@ describe('audit log', () => {
     }
     expect(text).not.toContain('srt1');
     expect((await fsp.stat(a.auditFile)).mode & 0o777).toBe(0o600);
+  });
+
+  it('records group actions with the group and its members at the time', async () => {
+    const a = await start();
+    await a.processor.noteGroup(VM, 'shop');
+    const as = { token: a.operator.parsed };
+    const put = { method: 'PUT', path: '/groups/shop/config', body: { multiVmFrequencyMs: 60_000 } };
+    expect((await call(a.port, put, as)).status).toBe(200);
+    const failover = { method: 'POST', path: '/groups/shop/failover', body: { point: 'latest-multi-vm' } };
+    expect((await call(a.port, failover, as)).body['code']).toBe('SR_GROUP_POINT_NOT_FOUND');
+    const unknown = { method: 'POST', path: '/groups/nope/test-failover-cleanup', body: {} };
+    expect((await call(a.port, unknown, as)).body['code']).toBe('SR_GROUP_NOT_FOUND');
+    const lines = await waitFor('three audit lines', async () => {
+      const text = await fsp.readFile(a.auditFile, 'utf8').catch(() => '');
+      const l = text.split('\n').filter((x) => x !== '');
+      return l.length >= 3 ? l.map((x) => JSON.parse(x) as Record<string, unknown>) : undefined;
+    });
+    const by = { callerId: 'op-1', callerRole: 'operator' };
+    expect(lines.map(({ time: _t, ...rest }) => rest)).toEqual([
+      { action: 'configure-group', group: 'shop', members: [VM], ...by, outcome: 'ok', code: null },
+      {
+        action: 'group-failover',
+        group: 'shop',
+        members: [VM],
+        ...by,
+        outcome: 'refused',
+        code: 'SR_GROUP_POINT_NOT_FOUND',
+      },
+      {
+        action: 'group-test-failover-cleanup',
+        group: 'nope',
+        members: [],
+        ...by,
+        outcome: 'refused',
+        code: 'SR_GROUP_NOT_FOUND',
+      },
+    ]);
   });
 });

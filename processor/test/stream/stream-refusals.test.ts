@@ -44,6 +44,13 @@ function withBadCrc(r: ChangeRecord): ChangeRecord {
   return { ...r, crc: (recordChecksum(r, r.data) ^ 0x1) >>> 0 };
 }
 
+/** A group record of `kind` at `lsn` carrying `payload` as is, with a checksum that matches it. */
+function groupRecord(lsn: number, kind: RecordKind, payload: string): ChangeRecord {
+  const data = Buffer.from(payload);
+  const r = { lsn, kind, disk: 0, offset: 0, length: 0, data };
+  return { ...r, crc: recordChecksum(r, data) };
+}
+
 /** Each damages one record in the middle of the batch, after good ones. */
 const DAMAGED: { name: string; code: string; damage: (r: ChangeRecord) => ChangeRecord; at: number }[] = [
   { name: 'a bad checksum', code: 'SR_CHECKSUM', at: 10, damage: withBadCrc },
@@ -65,6 +72,18 @@ const DAMAGED: { name: string; code: string; damage: (r: ChangeRecord) => Change
       const z = { lsn: r.lsn, kind: RecordKind.ZERO, disk: 7, offset: 0, length: 512 } as const;
       return { ...z, crc: recordChecksum(z, undefined) };
     },
+  },
+  {
+    name: 'a group mark that names no round',
+    code: 'SR_PROTOCOL',
+    at: 10,
+    damage: (r) => groupRecord(r.lsn, RecordKind.GROUP_MARK, '{"group":"shop","members":["web01"]}'),
+  },
+  {
+    name: 'a group commit whose payload is not JSON',
+    code: 'SR_PROTOCOL',
+    at: 6,
+    damage: (r) => groupRecord(r.lsn, RecordKind.GROUP_COMMIT, 'commit 1.2'),
   },
 ];
 

@@ -5,7 +5,7 @@ import type { RegisterCommand } from './context.js';
 export const registerStatus: RegisterCommand = (program, ctx) => {
   program
     .command('status')
-    .description('replication state of every VM, or of one')
+    .description('replication state of every VM and replication group, or of one VM (and its group)')
     .argument('[vm]')
     .option('--json', "print the status as JSON (the processor's GET /status, narrowed to the VM if one is named)")
     .action(async (vm: string | undefined, o: { json?: boolean }) => {
@@ -18,7 +18,12 @@ export const registerStatus: RegisterCommand = (program, ctx) => {
           `the processor does not replicate a VM named ${vm} (it has: ${status.vms.map((v) => v.vm).join(', ') || 'none'})`,
         );
       }
-      if (o.json === true) ctx.printJson(vm === undefined ? status : { ...status, vms });
-      else ctx.print(formatStatus(status, vms));
+      // Narrowed to a VM, only its group is shown.
+      const narrowed =
+        vm === undefined
+          ? status
+          : { ...status, vms, groups: (status.groups ?? []).filter((g) => g.name === vms[0]!.group) };
+      if (o.json === true) ctx.printJson(narrowed);
+      else ctx.print(formatStatus(narrowed, vms));
     });
 };
