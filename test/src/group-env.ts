@@ -13,6 +13,8 @@ export interface AgentGroupStatus {
   term: number;
   peers: { vm: string; connected: boolean }[];
   rounds: { started: number; committed: number; aborted: number; refused: number };
+  /** The round whose writes are held right now. */
+  holding?: { round: string; writesHeld: number };
   last?: { round: string; outcome: string; holdMs: number; writesHeld: number; maxWriteHoldMs: number };
   lastFailure?: { round: string; code: string; failedBy?: string; reason: string };
   writeHoldMs: { p50: number; p99: number; max: number; count: number };

@@ -37,7 +37,12 @@ interface Held {
   readonly round: string;
   readonly coordinator: string;
   readonly timer: NodeJS.Timeout;
+  /** The other members of the round whose READY this member has not seen yet. */
+  readonly waiting: Set<string>;
 }
+
+/** READYs kept for rounds this member has not been asked to prepare yet (a peer nearer than the coordinator). */
+const EARLY_READY_ROUNDS = 64;
 
 type Abort = Omit<GroupAbort, 'group' | 'round'>;
 
@@ -50,6 +55,8 @@ type Abort = Omit<GroupAbort, 'group' | 'round'>;
 export class GroupMember {
   private held: Held | undefined;
   private closed = false;
+  /** round → members whose READY arrived before this member's PREPARE did. */
+  private readonly early = new Map<string, Set<string>>();
 
   constructor(private readonly o: GroupMemberOptions) {}
 
@@ -95,11 +102,37 @@ export class GroupMember {
         }),
       this.o.holdTimeoutMs,
     );
-    this.held = { round: mark.round, coordinator: from, timer };
+    // The coordinator marks itself before it sends PREPARE: its PREPARE is its READY.
+    const waiting = new Set(mark.members.filter((m) => m !== this.o.vm && m !== from));
+    for (const vm of this.early.get(mark.round) ?? []) waiting.delete(vm);
+    this.early.delete(mark.round);
+    this.held = { round: mark.round, coordinator: from, timer, waiting };
     logged.catch((err: Error) =>
       this.finish(mark.round, { code: GroupCode.JOURNAL, reason: `the mark could not be journaled: ${err.message}` }),
     );
+    if (waiting.size === 0 && from !== this.o.vm) this.finish(mark.round, undefined);
     return undefined;
+  }
+
+  /**
+   * Another member is READY for `round`. Once every member of the held round is, none can still take
+   * an LSN below its mark for a write caused by one released here: the same condition the coordinator's
+   * COMMIT stands for, heard one hop sooner. So this member commits by itself, whichever comes first.
+   */
+  ready(from: string, round: string): void {
+    const h = this.held;
+    if (h?.round === round) {
+      h.waiting.delete(from);
+      if (h.waiting.size === 0 && h.coordinator !== this.o.vm) this.finish(round, undefined);
+      return;
+    }
+    let set = this.early.get(round);
+    if (set === undefined) {
+      set = new Set();
+      this.early.set(round, set);
+      if (this.early.size > EARLY_READY_ROUNDS) this.early.delete(this.early.keys().next().value!);
+    }
+    set.add(from);
   }
 
   commit(from: string, round: string): void {

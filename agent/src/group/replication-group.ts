@@ -172,6 +172,11 @@ export class ReplicationGroup {
         return;
       case 'prepare': {
         const refusal = this.member.prepare(vm, m.term, m.mark);
+        // READY goes to every member, not only the coordinator: each commits as soon as it has heard all
+        // of them (group-member.ts `ready`), a hop before the coordinator's COMMIT would reach it.
+        if (refusal === undefined)
+          for (const other of m.mark.members)
+            if (other !== vm && other !== this.o.vm) this.mesh!.send(other, { t: 'ready', round: m.mark.round });
         this.mesh!.send(
           vm,
           refusal === undefined
@@ -188,6 +193,7 @@ export class ReplicationGroup {
       }
       case 'ready':
         this.coordinator.onReady(vm, m.round);
+        this.member.ready(vm, m.round);
         return;
       case 'refused':
         this.coordinator.onRefused(vm, m);

@@ -104,4 +104,30 @@ describe('a write during a barrier', () => {
       if (r.kind === RecordKind.GROUP_ABORT) aborts.push(JSON.parse(Buffer.from(r.data!).toString()) as object);
     expect(aborts).toEqual([expect.objectContaining({ round: '2.1', code: GroupCode.TIMEOUT })]);
   });
+
+  it('is released at the last READY of the other members, a hop before the coordinator’s COMMIT', async () => {
+    // c coordinates a round of a, b and c: c's PREPARE stands for its READY, so a waits for b's only.
+    const round = (id: string): GroupMark => ({ ...mark(id), coordinator: 'c', members: ['a', 'b', 'c'] });
+    const start = (await kinds()).length;
+    expect(member.prepare('c', 3, round('3.1'))).toBeUndefined();
+    let answered = false;
+    const held = capture.write(12288, Buffer.alloc(4096, 4), false).then(() => (answered = true));
+    await capture.drained();
+    member.ready('x', '3.1'); // not a member of the round: counts for nothing
+    member.ready('c', '3.1'); // the coordinator's READY was its PREPARE already
+    await journal.sync();
+    expect(answered, 'released before every member was READY').toBe(false);
+    member.ready('b', '3.1');
+    await held;
+    expect((await kinds()).slice(start)).toEqual([RecordKind.GROUP_MARK, RecordKind.WRITE, RecordKind.GROUP_COMMIT]);
+    member.commit('c', '3.1'); // the coordinator's COMMIT, now redundant, journals nothing more
+    await journal.sync();
+    expect((await kinds()).length).toBe(start + 3);
+
+    // b's READY may arrive before c's PREPARE (b nearer than c): kept, and the PREPARE commits at once.
+    member.ready('b', '3.2');
+    expect(member.prepare('c', 3, round('3.2'))).toBeUndefined();
+    expect(gate.holding).toBe(false);
+    expect((await kinds()).slice(start + 3)).toEqual([RecordKind.GROUP_MARK, RecordKind.GROUP_COMMIT]);
+  });
 });
