@@ -5,8 +5,10 @@
 //   none   the same VMs, not in a group;
 //   group  one group, a multi-VM point every FREQUENCY (default 1s).
 // Reports per configuration: fio's write MB/s (all VMs) and completion latency p99, and for the group the
-// write hold of each barrier as the agents measured it at the NBD reply (p50/p99/max over every held
-// write, and over each barrier's longest hold), rounds committed and aborted; then the throughput lost.
+// write hold of each barrier as the agents measured it at the NBD reply: how long each member's gate was
+// closed per barrier (gate*), the longest reply wait per barrier and member (barrierHold*), and over every
+// held write (writeHold*); rounds committed and aborted; then the throughput lost.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { GroupEnv, ReplicationEnv, srOk, startFio } from '@site-recovery/test';
@@ -19,6 +21,34 @@ const RATE = process.env.RATE ?? '10m';
 const FREQUENCY = process.env.FREQUENCY ?? '1s';
 const DISK = 256 * 2 ** 20;
 const NAMES = Array.from({ length: AGENTS }, (_, i) => `g${String(i + 1).padStart(2, '0')}`);
+
+/** Busy share of all CPUs since `from` (from /proc/stat): how loaded the machine was during a run. */
+function cpuTimes() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const idle = f[3] + f[4];
+  return { idle, total: f.reduce((a, b) => a + b, 0) };
+}
+
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+const ROLES = { agents: 'sr-agent.js', cacheStore: 'sr-cache-store.js', processor: 'sr-processor.js' };
+/** CPU seconds used so far by the processes of each role, found by their command lines in /proc. */
+function cpuByRole() {
+  const out = Object.fromEntries(Object.keys(ROLES).map((k) => [k, 0]));
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let cmd, stat;
+    try {
+      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const role = Object.keys(ROLES).find((k) => cmd.includes(ROLES[k]));
+    if (role === undefined) continue;
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    out[role] += (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  }
+  return out;
+}
 
 function percentile(sorted, p) {
   if (sorted.length === 0) return 0;
@@ -51,6 +81,8 @@ async function runOnce(grouped) {
     const vms = NAMES.map((n) => env.vms.get(n));
     for (const vm of vms) await env.drained(vm);
     const logStart = vms.map((vm) => vm.agent.stderr().length);
+    const cpu0 = cpuTimes();
+    const roles0 = cpuByRole();
     const fios = vms.map((vm) =>
       startFio(
         [
@@ -72,6 +104,9 @@ async function runOnce(grouped) {
       ),
     );
     const reports = await Promise.all(fios.map((f) => f.done));
+    const cpu1 = cpuTimes();
+    const roles1 = cpuByRole();
+    const cpuBusyPct = 100 * (1 - (cpu1.idle - cpu0.idle) / (cpu1.total - cpu0.total));
     let bytes = 0;
     let clatP99 = 0;
     for (const r of reports) {
@@ -84,9 +119,14 @@ async function runOnce(grouped) {
       config: grouped ? `group every ${FREQUENCY}` : 'no group',
       fioMBps: bytes / 1e6 / SECONDS,
       clatP99ms: clatP99,
+      cpuBusyPct,
+      // CPU of each role over the run, as a share of one core (fio's live only within it).
+      ...Object.fromEntries(Object.keys(ROLES).map((k) => [`${k}CorePct`, (100 * (roles1[k] - roles0[k])) / SECONDS])),
     };
     if (grouped) {
       const barriers = vms.flatMap((vm, i) => barriersOf(vm.agent.stderr().slice(logStart[i])));
+      // Per barrier and member: how long its gate was closed, and the longest any write reply waited.
+      const gates = barriers.map((b) => b.holdMs).sort((a, b) => a - b);
       const holds = barriers.map((b) => b.maxWriteHoldMs ?? 0).sort((a, b) => a - b);
       const statuses = await Promise.all(NAMES.map((n) => group.groupStatus(n)));
       const writeHolds = statuses.map((s) => s.writeHoldMs);
@@ -95,6 +135,9 @@ async function runOnce(grouped) {
       Object.assign(row, {
         rounds: rounds.size,
         committed: committed.size,
+        gateP50ms: percentile(gates, 50),
+        gateP99ms: percentile(gates, 99),
+        gateMaxms: gates.at(-1) ?? 0,
         barrierHoldP50ms: percentile(holds, 50),
         barrierHoldP99ms: percentile(holds, 99),
         barrierHoldMaxms: holds.at(-1) ?? 0,
