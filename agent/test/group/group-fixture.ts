@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import path from 'node:path';
 import { pino } from 'pino';
+import { freePort } from '@site-recovery/test';
 import { decodeGroupRecord, isGroupKind, type GroupRecord } from '@site-recovery/shared';
 import { LsnSequence } from '../../src/backend/capture-filter.js';
 import type { GroupConfig, GroupPeer, PeerLimits } from '../../src/group/group-config.js';
@@ -13,16 +13,7 @@ import type { Journal } from '../../src/journal/journal.js';
 export const GROUP = 'shop';
 export const SECRET = randomBytes(32);
 
-/** A loopback port that was free a moment ago. */
-export function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  return new Promise((resolve) =>
-    server.once('listening', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    }),
-  );
-}
+export { freePort };
 
 /** `--peers` of a group whose members listen on loopback ports chosen now. */
 export async function loopbackPeers(names: readonly string[]): Promise<GroupPeer[]> {

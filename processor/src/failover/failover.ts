@@ -97,7 +97,7 @@ export class FailoverService {
 
   /** `split`: the VM's group is left behind (said in the manifest). */
   async failover(vmName: string, body: unknown, split?: GroupSplit): Promise<Manifest> {
-    const b = parse(FailoverBody, body);
+    const b = parseBody(FailoverBody, body);
     if (b.test === true) return this.testFailover(vmName, { point: b.point, network: b.network ?? '' });
     const v = this.vm(vmName);
     if (this.running.has(vmName) || v.failover === 'in-progress')
@@ -140,7 +140,7 @@ export class FailoverService {
   }
 
   async testFailover(vmName: string, body: unknown): Promise<Manifest> {
-    const b = parse(TestBody, body);
+    const b = parseBody(TestBody, body);
     const v = this.vm(vmName);
     const { dataDir } = this.ctx;
     if (this.testing.has(vmName) || (await readTestFailoverRecord(dataDir, vmName)) !== undefined) {
@@ -305,7 +305,8 @@ export class FailoverService {
   }
 }
 
-function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+/** A request body checked against `schema`; SR_BAD_OPTION naming the first bad field otherwise. */
+export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   const r = schema.safeParse(body ?? {});
   if (!r.success) {
     const issue = r.error.issues[0];

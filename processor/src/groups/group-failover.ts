@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ErrorCode, SrError, checkId, type Logger } from '@site-recovery/shared';
 import { PointError, PointErrorCode } from '../api/error-codes.js';
-import type { FailoverService } from '../failover/failover.js';
+import { parseBody, type FailoverService } from '../failover/failover.js';
 import type { Manifest } from '../failover/manifest.js';
 import type { VmReplication } from '../stream/vm-replication.js';
 import { compareRounds, isRoundId } from './group-round.js';
@@ -60,7 +60,7 @@ export class GroupFailover {
   }
 
   async failover(group: string, body: unknown): Promise<{ vms: Manifest[] }> {
-    const b = parse(FailoverBody, body);
+    const b = parseBody(FailoverBody, body);
     return this.exclusive(group, async () => {
       const plan = this.plan(group, b.point);
       const busy = plan.members.filter((m) => this.ctx.vm(m.vm)?.failover !== 'none');
@@ -91,7 +91,7 @@ export class GroupFailover {
   }
 
   async testFailover(group: string, body: unknown): Promise<{ vms: Manifest[] }> {
-    const b = parse(TestBody, body);
+    const b = parseBody(TestBody, body);
     return this.exclusive(group, async () => {
       const plan = this.plan(group, b.point);
       const busy: string[] = [];
@@ -183,13 +183,4 @@ export class GroupFailover {
       }
     }
   }
-}
-
-function parse<T>(schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body ?? {});
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    throw new SrError(ErrorCode.BAD_OPTION, `${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`);
-  }
-  return r.data;
 }
