@@ -10,8 +10,6 @@ export interface RetainedPoint {
   readonly id: string;
   readonly time: string;
   readonly kind: PointKind;
-  /** A point cut at a replication group's mark: the round's time (the same on every member). */
-  readonly round?: { readonly time: number };
 }
 
 /**
@@ -24,12 +22,11 @@ export interface RetainedPoint {
  * neighbours; each bucket keeps one point: the newest multi-VM point if it has any, else the newest
  * app-consistent one, else the newest.
  *
- * Multi-VM points are placed by their round's time, not by when this member cut them: every member
- * of a group then puts a group point in the same bucket and keeps the same one of a bucket (the
- * newest round), so thinning never keeps group point X on one member and Y on another. That holds
- * while the members' newest points are in the same tier, and across tiers when each tier's interval
- * is a multiple of the younger one's (the default one-tier policy, or 1h then 6h): the newest round of
- * a wide bucket is the newest of the narrow buckets inside it.
+ * Every point is placed by when this processor cut it, never by a time the source sent: a group mark's
+ * round time comes from the source region, and a point placed by it in an older bucket would there
+ * prune the points the target kept (invariant 6). The price: members that applied a round on either
+ * side of a bucket's edge may keep different group points of that bucket, and a group point not held
+ * by every member is not offered for a group failover (`GET /groups/:group/points`).
  */
 export function pointsToPrune(points: readonly RetainedPoint[], policy: RetentionPolicy): string[] {
   const newest = points.at(-1);
@@ -39,7 +36,7 @@ export function pointsToPrune(points: readonly RetainedPoint[], policy: Retentio
   const prune = new Set<string>();
   const buckets = new Map<string, RetainedPoint[]>();
   for (const p of points.slice(0, -1)) {
-    const t = placedAt(p);
+    const t = Date.parse(p.time);
     const age = ref - t;
     if (age > policy.retentionMs) {
       prune.add(p.id);
@@ -64,16 +61,11 @@ function keeper(list: readonly RetainedPoint[]): RetainedPoint {
   let best = list[0]!;
   for (const p of list) {
     const r = rank(p.kind) - rank(best.kind);
-    if (r > 0 || (r === 0 && placedAt(p) >= placedAt(best))) best = p;
+    if (r > 0 || (r === 0 && Date.parse(p.time) >= Date.parse(best.time))) best = p;
   }
   return best;
 }
 
 function rank(kind: PointKind): number {
   return kind === 'multi-vm' ? 2 : kind === 'app' ? 1 : 0;
-}
-
-/** Where thinning places a point: a multi-VM point at its round's time, any other when it was cut. */
-function placedAt(p: RetainedPoint): number {
-  return p.kind === 'multi-vm' && p.round !== undefined ? p.round.time : Date.parse(p.time);
 }
