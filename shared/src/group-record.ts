@@ -20,7 +20,8 @@ export const GroupMarkSchema = z.object({
   /** Every VM the round cuts, this one included: the point exists only if all of them commit. */
   members: z.array(id).min(1).max(1024),
   /** The coordinator's clock when it started the round (ms since the epoch): the group point's time. */
-  time: z.number().int().min(0),
+  // Bounded to what a Date can hold: the processor shows it as ISO 8601.
+  time: z.number().int().min(0).max(8_640_000_000_000_000),
 });
 export type GroupMark = z.infer<typeof GroupMarkSchema>;
 

@@ -105,6 +105,7 @@ describe('group records in a batch', () => {
       codeOf(() => decodeGroupRecord(kind, Buffer.from(JSON.stringify(doc))));
     expect(bad(RecordKind.GROUP_MARK, { ...mark, members: [] })).toBe('SR_PROTOCOL');
     expect(bad(RecordKind.GROUP_MARK, { ...mark, round: '../x' })).toBe('SR_PROTOCOL');
+    expect(bad(RecordKind.GROUP_MARK, { ...mark, time: 1e20 })).toBe('SR_PROTOCOL'); // no Date can show it
     expect(bad(RecordKind.GROUP_COMMIT, { group: '../etc', round: '1.1' })).toBe('SR_PROTOCOL');
     expect(bad(RecordKind.WRITE, { group: 'shop', round: '1.1' })).toBe('SR_PROTOCOL');
     expect(codeOf(() => decodeGroupRecord(RecordKind.GROUP_COMMIT, Buffer.from('{not json')))).toBe('SR_PROTOCOL');
