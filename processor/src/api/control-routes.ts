@@ -37,35 +37,26 @@ export interface GroupApiTarget {
 export function controlRoutes(t: ControlApiTarget, audit: AuditLog | undefined): ControlRoutes {
   const vmOf = (req: RouteRequest): string => req.params['vm']!;
   const groupOf = (req: RouteRequest): string => req.params['group']!;
+  const g = t.groups;
+  /** What an audited action names: the VM, or the group and its members. */
+  const onVm = (req: RouteRequest): AuditSubject => ({ vm: safeId(vmOf(req)) });
+  const onGroup = (req: RouteRequest): AuditSubject => {
+    const group = groupOf(req);
+    return { group: safeId(group), members: ID_PATTERN.test(group) ? g.members(group) : [] };
+  };
   const act = (
     action: AuditAction,
     method: 'POST' | 'PUT',
     path: string,
     run: (req: RouteRequest) => unknown,
-  ): Route => ({
-    method,
-    path,
-    handler: audited(action, audit, (req) => ({ vm: safeId(vmOf(req)) }), run),
-  });
-  const g = t.groups;
+    subject = onVm,
+  ): Route => ({ method, path, handler: audited(action, audit, subject, run) });
   const actOnGroup = (
     action: AuditAction,
     method: 'POST' | 'PUT',
     path: string,
     run: (req: RouteRequest) => unknown,
-  ): Route => ({
-    method,
-    path,
-    handler: audited(
-      action,
-      audit,
-      (req) => {
-        const group = groupOf(req);
-        return { group: safeId(group), members: ID_PATTERN.test(group) ? g.members(group) : [] };
-      },
-      run,
-    ),
-  });
+  ): Route => act(action, method, path, run, onGroup);
   const health: Route = {
     method: 'GET',
     path: '/health',
