@@ -7,11 +7,13 @@ import { lsnFileName, parseLsnFileName } from '@site-recovery/shared';
  * <data-dir>/
  *   agent-state.json          VM name and disk layout the directory belongs to
  *   checkpoint.json           LSN through which the images are known to be on stable storage
+ *   group-term.json           the highest replication-group term this member has seen (group/term-store.ts)
  *   journal/
  *     0000000000000001.srj    segment whose first record has LSN 1 (16 hex digits)
  */
 const STATE_FILE = 'agent-state.json';
 const CHECKPOINT_FILE = 'checkpoint.json';
+const GROUP_TERM_FILE = 'group-term.json';
 const JOURNAL_DIR = 'journal';
 const SEGMENT_EXT = 'srj';
 
@@ -21,6 +23,10 @@ export function stateFile(dataDir: string): string {
 
 export function checkpointFile(dataDir: string): string {
   return path.join(dataDir, CHECKPOINT_FILE);
+}
+
+export function groupTermFile(dataDir: string): string {
+  return path.join(dataDir, GROUP_TERM_FILE);
 }
 
 export function journalDir(dataDir: string): string {

@@ -1,12 +1,6 @@
-import path from 'node:path';
 import { ErrorCode, SerialQueue, SrError, readJsonIfExists, writeFileAtomic, type Logger } from '@site-recovery/shared';
+import { groupTermFile } from '../names.js';
 import type { TermView } from './group-messages.js';
-
-/**
- * `<data-dir>/group-term.json`: the highest term this member has seen. (Named here rather than in
- * names.ts, which the group's change did not own; it belongs there.)
- */
-export const GROUP_TERM_FILE = 'group-term.json';
 
 /**
  * The highest term this member has seen, and the coordinator that used it when known. Kept on disk
@@ -25,7 +19,7 @@ export class TermStore {
   ) {}
 
   static async open(dataDir: string, log: Logger): Promise<TermStore> {
-    const s = new TermStore(path.join(dataDir, GROUP_TERM_FILE), log);
+    const s = new TermStore(groupTermFile(dataDir), log);
     let doc: { term?: unknown } | undefined;
     try {
       doc = (await readJsonIfExists(s.file)) as { term?: unknown } | undefined;
