@@ -1,6 +1,6 @@
-import net from 'node:net';
 import path from 'node:path';
 import { getJson } from './auth-http.js';
+import { freePort } from './free-port.js';
 import { srSecretNew } from './credentials.js';
 import { LinkCutter } from './link-cutter.js';
 import type { ProtectedVm, ReplicationEnv } from './replication-env.js';
@@ -104,15 +104,4 @@ export class GroupEnv {
   async close(): Promise<void> {
     await Promise.all([...this.cutters.values()].map((c) => c.close()));
   }
-}
-
-/** A loopback port that was free a moment ago. */
-export function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  return new Promise((resolve) =>
-    server.once('listening', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    }),
-  );
 }

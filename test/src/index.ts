@@ -30,5 +30,6 @@ export type { TestPki } from './pki.js';
 export { CAUSAL_BLOCK, causalCutOf, startCausalWriter } from './causal-writer.js';
 export type { CausalWriter, CausalWriterOptions } from './causal-writer.js';
 export { LinkCutter } from './link-cutter.js';
-export { GroupEnv, freePort } from './group-env.js';
+export { GroupEnv } from './group-env.js';
+export { freePort } from './free-port.js';
 export type { AgentGroupStatus } from './group-env.js';
