@@ -21,6 +21,7 @@ export type { ChangeRecord } from './change-record.js';
 export { createLogger } from './logger.js';
 export type { Logger } from './logger.js';
 export { crc32c } from './checksum.js';
+export { BLOCK_SUM_ALGO, BLOCK_SUM_BYTES, blockSums, zeroBlockSum } from './block-sums.js';
 export { pwrite, pwritev, pwriteSync, pwritevSync, pread, preadInto, fdatasync, fsyncFd, closeFd } from './fs-io.js';
 export { writeFileAtomic, fsyncDir, isWriteTempName, readJsonIfExists } from './atomic-file.js';
 export { RECORD_MAGIC, RECORD_CANONICAL_BYTES, recordChecksum, writeCanonical } from './record-checksum.js';

@@ -1,4 +1,4 @@
-import type { DiskInfo, Logger, ParsedToken } from '@site-recovery/shared';
+import type { DiskInfo, Logger, ParsedToken, Sums, SumsEnd } from '@site-recovery/shared';
 import type { Journal } from '../journal/journal.js';
 import type { DialRefusal } from './cache-store-dial.js';
 
@@ -33,6 +33,8 @@ export interface ShipperOptions {
    * absent when the processor sets none for the VM's group.
    */
   readonly onPolicy?: (appConsistentFrequencyMs: number, multiVmFrequencyMs: number | undefined) => void;
+  /** Called with the replica's block sums the processor sends back for this generation (checksum resync). */
+  readonly onSums?: (m: Sums | SumsEnd) => void;
   /** The replication group of the VM, sent in the hello so the processor can send it the group's policy. */
   readonly group?: string;
   readonly limits?: Partial<ShipperLimits>;

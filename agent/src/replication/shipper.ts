@@ -174,6 +174,10 @@ export class Shipper {
           if (m.vm === this.o.vm) this.o.onPolicy?.(m.appConsistentFrequencyMs, m.multiVmFrequencyMs);
           return;
         }
+        if (m.t === 'sums' || m.t === 'sums-end') {
+          if (m.vm === this.o.vm && m.generation === this.o.generation) this.o.onSums?.(m);
+          return;
+        }
         this.onAck(m.lsn);
       } catch (err) {
         this.faulted = true;

@@ -120,6 +120,60 @@ export const PolicySchema = z.object({
 });
 export type Policy = z.infer<typeof PolicySchema>;
 
+/** Block sizes a checksum resync may compare at: powers of two from 4 KiB to 1 MiB. */
+const blockBytes = z
+  .number()
+  .int()
+  .min(4096)
+  .max(1024 * 1024)
+  .refine((n) => (n & (n - 1)) === 0, 'expected a power of two');
+
+/**
+ * agent → cache-store → processor: the agent starts `generation` and asks for the sums of the replica's
+ * blocks, so that it sends only the blocks that differ (checksum resync). The cache-store relays it to the
+ * processor subscribed to the VM, or keeps the latest one per VM until a processor subscribes.
+ */
+export const SumsRequestSchema = z.object({
+  t: z.literal('sums-request'),
+  vm: id,
+  generation,
+  blockBytes,
+  /** The sum function (`shared/src/block-sums.ts`); a processor that has another answers `available: false`. */
+  algo: z.string().max(32),
+});
+export type SumsRequest = z.infer<typeof SumsRequestSchema>;
+
+/**
+ * processor → cache-store → agent: the sums of blocks `first`, `first + 1`, ... of disk `disk` (index in the
+ * VM's disk list), `BLOCK_SUM_BYTES` each, in order; the last block of a disk may be short. Each block's sum
+ * is of the replica between two applied records, never in the middle of one.
+ */
+export const SumsSchema = z.object({
+  t: z.literal('sums'),
+  vm: id,
+  generation,
+  disk: z.number().int().min(0).max(255),
+  first: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  blockBytes,
+  sums: bytes,
+});
+export type Sums = z.infer<typeof SumsSchema>;
+
+/**
+ * processor → cache-store → agent: the end of a sums answer. `available: false`: the replica cannot be a
+ * base (none yet, another disk layout, another sum function): the agent copies every block, zero blocks
+ * as ZERO records. `reason` says why, for the agent's log and status.
+ */
+export const SumsEndSchema = z.object({
+  t: z.literal('sums-end'),
+  vm: id,
+  generation,
+  blockBytes,
+  available: z.boolean(),
+  reason: z.string().max(256).optional(),
+});
+export type SumsEnd = z.infer<typeof SumsEndSchema>;
+
 export const ErrorMessageSchema = z.object({
   t: z.literal('error'),
   code: z.string().max(64),
@@ -137,8 +191,17 @@ export const MessageSchema = z.discriminatedUnion('t', [
   StreamSchema,
   AppliedSchema,
   PolicySchema,
+  SumsRequestSchema,
+  SumsSchema,
+  SumsEndSchema,
   ErrorMessageSchema,
 ]);
 
 /** What an agent may receive after its welcome. */
-export const AgentInboundSchema = z.discriminatedUnion('t', [AckSchema, PolicySchema, ErrorMessageSchema]);
+export const AgentInboundSchema = z.discriminatedUnion('t', [
+  AckSchema,
+  PolicySchema,
+  SumsSchema,
+  SumsEndSchema,
+  ErrorMessageSchema,
+]);
