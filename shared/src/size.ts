@@ -33,8 +33,12 @@ export function parseSize(value: string, what = 'size'): number {
   if (value.length === 0) throw bad('is empty');
   if (value.length > 64) throw bad('is too long');
   if (/^-\d/.test(value)) throw bad('is negative');
-  if (/^\d+(?:\.\d+)?[KMGT]?B$/i.test(value))
-    throw bad('is ambiguous (decimal or binary? bytes or bits?): sizes here are binary, so write 4M or 4MiB, not 4MB');
+  const ambiguous = /^(\d+(?:\.\d+)?)([KMGT]?)B$/i.exec(value);
+  if (ambiguous !== null) {
+    const [, n, letter] = ambiguous;
+    const spell = letter === '' ? n : `${n}${letter!.toUpperCase()} or ${n}${letter!.toUpperCase()}iB`;
+    throw bad(`is ambiguous (decimal or binary? bytes or bits?): sizes here are binary, so write ${spell}`);
+  }
   const m = SIZE.exec(value);
   if (m === null) throw bad('is not a size');
   const [, whole, fraction = '', letter = '', iB] = m;
