@@ -12,13 +12,6 @@ const BLOCK = 256 * 1024;
  */
 const PROTOCOL_SLACK = 128 * 1024;
 
-interface BandwidthDoc {
-  limitBytesPerSecond: number;
-  burstBytes: number;
-  held: boolean;
-  heldMs: number;
-}
-
 // The agent's --max-bandwidth against a link that could carry far more: a meter (an unthrottled proxy)
 // counts every byte the agent sends to the cache-store, and the VM writes through NBD meanwhile.
 describe('--max-bandwidth', () => {
@@ -51,8 +44,7 @@ describe('--max-bandwidth', () => {
         cacheStoreUrl: `ws://127.0.0.1:${meter.port}`,
         args: ['--max-bandwidth', '2M'],
       });
-      const bandwidth = async (): Promise<BandwidthDoc> =>
-        ((await env.agentStatus(vm)).replication!.stream as unknown as { bandwidth: BandwidthDoc }).bandwidth;
+      const bandwidth = async () => (await env.agentStatus(vm)).replication!.stream.bandwidth;
       const limit = await bandwidth();
       expect(limit).toMatchObject({ limitBytesPerSecond: RATE });
       expect(limit.burstBytes).toBeGreaterThan(BLOCK);
