@@ -28,6 +28,7 @@ export { RECORD_MAGIC, RECORD_CANONICAL_BYTES, recordChecksum, writeCanonical } 
 export type { RecordFields } from './record-checksum.js';
 export * from './wire/index.js';
 export { parseDuration, formatDuration } from './duration.js';
+export { SIZE_HINT, formatSize, parseSize, sizeOption } from './size.js';
 export { intOption, parseHostPort, runCli, stopOnSignals } from './cli-runtime.js';
 export { Backoff, DEFAULT_BACKOFF } from './backoff.js';
 export type { BackoffOptions } from './backoff.js';

@@ -15,7 +15,15 @@ interface AgentStatusDoc {
   replication?: {
     generation: string;
     /** `sentLsn` past `ackedLsn`: records on their way to the cache-store, not yet acknowledged. */
-    stream: { ackedLsn: number; sentLsn: number; inFlightBytes: number; state: string; lastError?: string };
+    stream: {
+      ackedLsn: number;
+      sentLsn: number;
+      inFlightBytes: number;
+      state: string;
+      lastError?: string;
+      /** `--max-bandwidth` (0: none) and whether sending waits on it now. */
+      bandwidth: { limitBytesPerSecond: number; burstBytes: number; held: boolean; heldMs: number };
+    };
     initialCopy: { state: string; percent: number };
   };
 }

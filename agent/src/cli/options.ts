@@ -1,6 +1,15 @@
 import fs from 'node:fs';
-import { ErrorCode, SrError, parseDuration, parseHostPort, readSecretFile } from '@site-recovery/shared';
+import {
+  ErrorCode,
+  SrError,
+  formatSize,
+  parseDuration,
+  parseHostPort,
+  parseSize,
+  readSecretFile,
+} from '@site-recovery/shared';
 import type { DiskConfig } from '../agent-config.js';
+import { MIN_SEGMENTS_PER_CAP, MIN_SEGMENT_BYTES, segmentBytesFor } from '../journal/file-journal-options.js';
 import {
   DEFAULT_HOLD_TIMEOUT_MS,
   MAX_HOLD_TIMEOUT_MS,
@@ -28,6 +37,7 @@ interface AgentFileConfig {
   disk?: string[];
   nbd?: string;
   dataDir?: string;
+  /** A number of bytes, or a size string as on the command line ("4M"). */
   journalSegmentBytes?: number;
   cacheStore?: string;
   /** A path, never the token itself: a config file is read by more people than its owner. */
@@ -65,13 +75,7 @@ export function readConfigFile(file: string): AgentFileConfig {
   if (disk !== undefined && (!Array.isArray(disk) || !disk.every((d) => typeof d === 'string'))) {
     throw new SrError(ErrorCode.BAD_OPTION, `config file ${file}: "disk" must be an array of "ID=PATH" strings`);
   }
-  const seg = c['journalSegmentBytes'];
-  if (seg !== undefined && (typeof seg !== 'number' || !Number.isSafeInteger(seg) || seg < 1 << 20)) {
-    throw new SrError(
-      ErrorCode.BAD_OPTION,
-      `config file ${file}: "journalSegmentBytes" must be an integer of at least 1048576`,
-    );
-  }
+  const seg = fileSize(file, 'journalSegmentBytes', c['journalSegmentBytes'], MIN_SEGMENT_BYTES);
   const out: AgentFileConfig = {};
   const vm = str('vm');
   const nbd = str('nbd');
@@ -88,6 +92,48 @@ export function readConfigFile(file: string): AgentFileConfig {
   if (disk !== undefined) out.disk = disk;
   if (seg !== undefined) out.journalSegmentBytes = seg;
   return out;
+}
+
+function fileSize(file: string, key: string, value: unknown, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n =
+    typeof value === 'string'
+      ? parseSize(value, `config file ${file}: "${key}"`)
+      : typeof value === 'number' && Number.isSafeInteger(value) && value >= 0
+        ? value
+        : undefined;
+  if (n === undefined || n < min)
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `config file ${file}: "${key}" must be a size of at least ${formatSize(min)}, a number of bytes or a string such as "${formatSize(min)}"`,
+    );
+  return n;
+}
+
+/**
+ * The journal's cap and segment size. Without a segment size (on the command line or in the config
+ * file) it follows the cap (segmentBytesFor: an eighth, 1 MiB to 64 MiB), so a small cap works on its
+ * own; a segment size given must fit MIN_SEGMENTS_PER_CAP times in the cap, or it is refused with what
+ * to change.
+ */
+export function journalSizes(
+  maxBytes: number,
+  segmentBytes: number | undefined,
+): { maxBytes: number; segmentBytes: number } {
+  if (segmentBytes === undefined) return { maxBytes, segmentBytes: segmentBytesFor(maxBytes) };
+  if (maxBytes < MIN_SEGMENTS_PER_CAP * segmentBytes) {
+    const fits = Math.floor(maxBytes / segmentBytes);
+    const largest = Math.floor(maxBytes / MIN_SEGMENTS_PER_CAP / MIN_SEGMENT_BYTES) * MIN_SEGMENT_BYTES;
+    throw new SrError(
+      ErrorCode.BAD_OPTION,
+      `--journal-max-bytes ${formatSize(maxBytes)} holds only ${fits} segment${fits === 1 ? '' : 's'} of ` +
+        `${formatSize(segmentBytes)} (--journal-segment-bytes); space comes back only in whole segments, so it must ` +
+        `hold at least ${MIN_SEGMENTS_PER_CAP}: raise --journal-max-bytes to ${formatSize(MIN_SEGMENTS_PER_CAP * segmentBytes)}` +
+        (largest >= MIN_SEGMENT_BYTES ? `, lower --journal-segment-bytes to ${formatSize(largest)}` : '') +
+        `, or leave --journal-segment-bytes out (it then follows the cap: ${formatSize(segmentBytesFor(maxBytes))})`,
+    );
+  }
+  return { maxBytes, segmentBytes };
 }
 
 /** The replication-group options of sr-agent, as given. */

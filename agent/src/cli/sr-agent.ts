@@ -8,12 +8,16 @@ import { Command, Option } from 'commander';
 import {
   ErrorCode,
   SrError,
+  DIRECT_IO_ALIGNMENT,
   createLogger,
+  formatSize,
   intOption,
   isLoopbackHost,
   parseDuration,
   parseHostPort,
+  parseSize,
   runCli,
+  sizeOption,
   stopOnSignals,
 } from '@site-recovery/shared';
 import { DEFAULT_NBD_LIMITS } from '@site-recovery/shared/nbd';
@@ -21,11 +25,14 @@ import { Agent } from '../agent.js';
 import { DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_HEALTH_DISCONNECTED_MS } from '../agent-config.js';
 import { cacheStoreLink, checkLoopbackListen } from './cache-store-options.js';
 import { DEFAULT_GROUP_PORT, DEFAULT_HOLD_TIMEOUT_MS, MAX_HOLD_TIMEOUT_MS } from '../group/group-config.js';
-import { groupFromOptions, parseDisk, readConfigFile } from './options.js';
+import { groupFromOptions, journalSizes, parseDisk, readConfigFile } from './options.js';
 import {
   DEFAULT_DIRECT_WRITE_MIN_BYTES,
   DEFAULT_JOURNAL_MAX_BYTES,
   DEFAULT_SEGMENT_BYTES,
+  MIN_JOURNAL_MAX_BYTES,
+  MIN_SEGMENTS_PER_CAP,
+  MIN_SEGMENT_BYTES,
 } from '../journal/file-journal-options.js';
 import { serveStatus } from './status-server.js';
 
@@ -55,25 +62,34 @@ const program = new Command('sr-agent')
   )
   .option('--data-dir <dir>', 'where the agent keeps its journal and state (one directory per VM)')
   .addOption(
-    new Option('--journal-segment-bytes <n>', 'size at which a journal segment file is closed and a new one begun')
-      .default(DEFAULT_SEGMENT_BYTES)
-      .argParser(intOption('--journal-segment-bytes', 1 << 20)),
+    new Option(
+      '--journal-segment-bytes <size>',
+      `size at which a journal segment file is closed and a new one begun (default: an eighth of --journal-max-bytes, ${formatSize(MIN_SEGMENT_BYTES)} to ${formatSize(DEFAULT_SEGMENT_BYTES)}); the cap must hold at least ${MIN_SEGMENTS_PER_CAP}`,
+    ).argParser(sizeOption('--journal-segment-bytes', MIN_SEGMENT_BYTES)),
   )
   .addOption(
     new Option(
-      '--journal-max-bytes <n>',
-      "cap on the journal's disk space; past it the VM's writes wait until the cache-store acknowledges (nothing is dropped). At least 4 segments",
+      '--journal-max-bytes <size>',
+      `cap on the journal's disk space (e.g. 4M, 10G; at least ${formatSize(MIN_JOURNAL_MAX_BYTES)}); past it the VM's writes wait until the cache-store acknowledges (nothing is dropped)`,
     )
-      .default(DEFAULT_JOURNAL_MAX_BYTES)
-      .argParser(intOption('--journal-max-bytes', 1 << 20)),
+      .default(DEFAULT_JOURNAL_MAX_BYTES, formatSize(DEFAULT_JOURNAL_MAX_BYTES))
+      .argParser(sizeOption('--journal-max-bytes', MIN_JOURNAL_MAX_BYTES)),
   )
   .addOption(
     new Option(
-      '--journal-direct-writes <min-bytes|off>',
+      '--journal-direct-writes <size|off>',
       'journal group writes of at least this size bypass the page cache (O_DIRECT, where the filesystem allows it); off keeps them all buffered',
     )
-      .default(DEFAULT_DIRECT_WRITE_MIN_BYTES)
+      .default(DEFAULT_DIRECT_WRITE_MIN_BYTES, formatSize(DEFAULT_DIRECT_WRITE_MIN_BYTES))
       .argParser(directArg),
+  )
+  .addOption(
+    new Option(
+      '--max-bandwidth <rate>',
+      "cap on what replication sends to the cache-store, in bytes per second of wire traffic (e.g. 20M = 20 MiB/s); the VM's writes are never slowed by it, the journal takes up the difference. 0: no limit",
+    )
+      .default(0, 'no limit')
+      .argParser(sizeOption('--max-bandwidth', 0)),
   )
   .option(
     '--cache-store <url>',
@@ -156,7 +172,8 @@ const program = new Command('sr-agent')
   )
   .addHelpText(
     'after',
-    '\nOn start it prints one JSON line {"event":"ready",...} on stdout with the bound NBD address.\n' +
+    `\nSizes are bytes, or a number with K, M, G or T, all binary (4M = 4MiB = 4194304 bytes; 4MB is refused as ambiguous).` +
+      '\nOn start it prints one JSON line {"event":"ready",...} on stdout with the bound NBD address.\n' +
       'Example:\n  sr-agent --vm web01 --disk os=/vm/web01-os.img --disk data=/vm/web01-data.img --nbd 127.0.0.1:10809 --data-dir /var/lib/sr/web01',
   );
 
@@ -166,11 +183,11 @@ function collect(value: string, previous: string[]): string[] {
 
 function directArg(value: string): number {
   if (value === 'off') return Infinity;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 4096)
+  const n = parseSize(value, '--journal-direct-writes (a size or "off")');
+  if (n < DIRECT_IO_ALIGNMENT)
     throw new SrError(
       ErrorCode.BAD_OPTION,
-      `--journal-direct-writes "${value}" must be "off" or a number of bytes, at least 4096`,
+      `--journal-direct-writes "${value}" must be "off" or a size of at least one page, ${formatSize(DIRECT_IO_ALIGNMENT)} (${DIRECT_IO_ALIGNMENT} bytes)`,
     );
   return n;
 }
@@ -182,9 +199,10 @@ async function main(): Promise<void> {
     disk: string[];
     nbd: string;
     dataDir?: string;
-    journalSegmentBytes: number;
+    journalSegmentBytes?: number;
     journalMaxBytes: number;
     journalDirectWrites: number;
+    maxBandwidth: number;
     config?: string;
     cacheStore?: string;
     tokenFile?: string;
@@ -212,16 +230,7 @@ async function main(): Promise<void> {
   const dataDir = o.dataDir ?? file.dataDir;
   const disks = (o.disk.length > 0 ? o.disk : (file.disk ?? [])).map(parseDisk);
   const nbd = parseHostPort(fromCli('nbd') || file.nbd === undefined ? o.nbd : file.nbd, '--nbd');
-  const segmentBytes =
-    fromCli('journalSegmentBytes') || file.journalSegmentBytes === undefined
-      ? o.journalSegmentBytes
-      : file.journalSegmentBytes;
-  if (o.journalMaxBytes < 4 * segmentBytes) {
-    throw new SrError(
-      ErrorCode.BAD_OPTION,
-      `--journal-max-bytes ${o.journalMaxBytes} must be at least 4 journal segments (4 x ${segmentBytes}): only whole segments are released`,
-    );
-  }
+  const journal = journalSizes(o.journalMaxBytes, o.journalSegmentBytes ?? file.journalSegmentBytes);
   if (vm === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--vm NAME is required');
   if (dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
   if (disks.length === 0) throw new SrError(ErrorCode.BAD_OPTION, 'at least one --disk ID=PATH is required');
@@ -249,6 +258,8 @@ async function main(): Promise<void> {
     throw new SrError(ErrorCode.BAD_OPTION, '--app-consistent-frequency must be at least 1s');
   if (appFrequency !== undefined && cacheStore === undefined)
     throw new SrError(ErrorCode.BAD_OPTION, 'app-consistent points need replication: add --cache-store URL');
+  if (o.maxBandwidth > 0 && cacheStore === undefined)
+    throw new SrError(ErrorCode.BAD_OPTION, '--max-bandwidth limits replication: add --cache-store URL');
   const appConsistent =
     appFrequency !== undefined
       ? {
@@ -270,7 +281,7 @@ async function main(): Promise<void> {
     nbdHost: nbd.host,
     nbdPort: nbd.port,
     dataDir,
-    journal: { segmentBytes, maxBytes: o.journalMaxBytes, directWriteMinBytes: o.journalDirectWrites },
+    journal: { ...journal, directWriteMinBytes: o.journalDirectWrites },
     checkpointIntervalMs: o.checkpointInterval,
     nbdLimits: { maxConnections: o.maxNbdConnections },
     health: { disconnectedMs },
@@ -281,6 +292,7 @@ async function main(): Promise<void> {
           replication: {
             ...link,
             resync: o.resync === true,
+            ...(o.maxBandwidth > 0 ? { shipper: { maxBytesPerSecond: o.maxBandwidth } } : {}),
             ...(appConsistent !== undefined ? { appConsistent } : {}),
           },
         }

@@ -24,8 +24,8 @@ import {
   DEFAULT_INLINE_WRITE_MAX_BYTES,
   DEFAULT_JOURNAL_MAX_BYTES,
   DEFAULT_MAX_RECORD_BYTES,
-  DEFAULT_SEGMENT_BYTES,
   DEFAULT_TAIL_CACHE_BYTES,
+  segmentBytesFor,
   type FileJournalOptions,
 } from './file-journal-options.js';
 
@@ -70,10 +70,10 @@ export class FileJournal implements Journal {
     this.segments = segments;
     this.fd = fd;
     this.appendedLsn = this.writtenLsn = this.syncedLsn = lastLsn;
-    this.segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     this.maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
     this.inlineMax = options.inlineWriteMaxBytes ?? DEFAULT_INLINE_WRITE_MAX_BYTES;
     this.maxBytes = options.maxBytes ?? DEFAULT_JOURNAL_MAX_BYTES;
+    this.segmentBytes = options.segmentBytes ?? segmentBytesFor(this.maxBytes);
     this.directMin = options.directWriteMinBytes ?? DEFAULT_DIRECT_WRITE_MIN_BYTES;
     this.tail = new JournalTail(options.tailCacheBytes ?? DEFAULT_TAIL_CACHE_BYTES);
     this.direct = new DirectAppender(options.direct, (file, at, bufs) => this.noteWritten(file, at, bufs));
@@ -343,6 +343,7 @@ export class FileJournal implements Journal {
       failed: this.failure?.message,
       stalled: this.roomGate.waiting,
       maxBytes: this.maxBytes,
+      segmentBytes: this.segmentBytes,
       directWrites: Number.isFinite(this.directMin) && this.direct.active,
     };
   }

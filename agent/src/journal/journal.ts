@@ -69,6 +69,8 @@ export interface JournalStats {
   /** Writers are waiting because the journal reached its size cap. */
   readonly stalled: boolean;
   readonly maxBytes: number;
+  /** Size at which a segment is closed (set, or following the cap). */
+  readonly segmentBytes: number;
   /** Large group writes bypass the page cache: false when turned off or the filesystem refused O_DIRECT. */
   readonly directWrites: boolean;
 }

@@ -1,6 +1,7 @@
 import type { DiskInfo, Logger, ParsedToken, Sums, SumsEnd } from '@site-recovery/shared';
 import type { Journal } from '../journal/journal.js';
 import type { DialRefusal } from './cache-store-dial.js';
+import type { TokenBucketStatus } from './token-bucket.js';
 
 export interface ShipperOptions {
   /** ws:// or wss:// URL of the cache-store. */
@@ -57,6 +58,17 @@ export interface ShipperLimits {
   readonly reconnectMaxMs: number;
   /** Time allowed for the connection and the welcome. Default 10 s. */
   readonly connectTimeoutMs: number;
+  /**
+   * Wire bytes per second sent at most (`sr-agent --max-bandwidth`), counted as whole batch frames;
+   * the journal takes up what the VM writes faster. 0: no limit (the default).
+   */
+  readonly maxBytesPerSecond: number;
+  /**
+   * Bytes that may go at once under `maxBytesPerSecond`; batches are read no larger than this while a
+   * limit is set, so the link is not filled in bursts of whole 4 MiB batches. 0 (the default): a
+   * quarter second of the rate, at least 64 KiB and at most `batchBytes`.
+   */
+  readonly bandwidthBurstBytes: number;
 }
 
 export const DEFAULT_SHIPPER_LIMITS: ShipperLimits = {
@@ -66,7 +78,23 @@ export const DEFAULT_SHIPPER_LIMITS: ShipperLimits = {
   reconnectMinMs: 200,
   reconnectMaxMs: 5000,
   connectTimeoutMs: 10_000,
+  maxBytesPerSecond: 0,
+  bandwidthBurstBytes: 0,
 };
+
+/** The burst of the bandwidth limit: ShipperLimits.bandwidthBurstBytes, or its default for the rate. */
+export function bandwidthBurstBytes(limits: ShipperLimits): number {
+  if (limits.bandwidthBurstBytes > 0) return limits.bandwidthBurstBytes;
+  return Math.min(limits.batchBytes, Math.max(64 * 1024, Math.floor(limits.maxBytesPerSecond / 4)));
+}
+
+/** The bandwidth limit in the status: the limit (0: none), its burst, and whether sending waits on it. */
+export interface BandwidthStatus extends TokenBucketStatus {
+  /** `--max-bandwidth`, in bytes per second; 0: no limit. */
+  readonly limitBytesPerSecond: number;
+  /** 0 without a limit. */
+  readonly burstBytes: number;
+}
 
 export interface ShipperStatus {
   readonly url: string;
@@ -78,6 +106,8 @@ export interface ShipperStatus {
   readonly windowFull: boolean;
   readonly bytesSent: number;
   readonly rawBytesSent: number;
+  /** `held`: a batch is ready and waits for the bandwidth limit (the VM's writes do not). */
+  readonly bandwidth: BandwidthStatus;
   readonly reconnects: number;
   readonly lastError: string | undefined;
   /**

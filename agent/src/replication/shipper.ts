@@ -20,14 +20,16 @@ import {
 import { dialCacheStore, type DialRefusal } from './cache-store-dial.js';
 import {
   DEFAULT_SHIPPER_LIMITS,
+  bandwidthBurstBytes,
   type ShipperLimits,
   type ShipperOptions,
   type ShipperStatus,
 } from './shipper-options.js';
 import { CompressionGate } from './compression-gate.js';
+import { TokenBucket } from './token-bucket.js';
 import type { JournalCursor } from '../journal/journal.js';
 
-export type { ShipperLimits, ShipperOptions, ShipperStatus } from './shipper-options.js';
+export type { BandwidthStatus, ShipperLimits, ShipperOptions, ShipperStatus } from './shipper-options.js';
 
 /**
  * Streams the journal to the cache-store: HELLO, then batches from the cache-store's durable
@@ -57,6 +59,10 @@ export class Shipper {
   private cursor: JournalCursor | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly backoff: Backoff;
+  /** The bandwidth limit; undefined without one. */
+  private readonly bucket: TokenBucket | undefined;
+  /** Payload bytes per journal read: the batch size, or the limit's burst when it is smaller. */
+  private readonly readBytes: number;
   /**
    * The last connection ended in a protocol error and no ack has advanced since: the next welcome does
    * not reset the backoff, so a cache-store that welcomes and then misbehaves is not redialled at the
@@ -83,6 +89,9 @@ export class Shipper {
       jitter: 0.5,
     });
     this.totalBytes = o.disks.reduce((n, d) => n + d.size, 0);
+    const rate = this.limits.maxBytesPerSecond;
+    this.bucket = rate > 0 ? new TokenBucket(rate, bandwidthBurstBytes(this.limits)) : undefined;
+    this.readBytes = Math.min(this.limits.batchBytes, this.bucket?.burstBytes ?? Infinity);
   }
 
   start(): void {
@@ -99,6 +108,14 @@ export class Shipper {
       windowFull: this.windowFull,
       bytesSent: this.bytesSent,
       rawBytesSent: this.rawBytesSent,
+      bandwidth:
+        this.bucket !== undefined
+          ? {
+              limitBytesPerSecond: this.bucket.bytesPerSecond,
+              burstBytes: this.bucket.burstBytes,
+              ...this.bucket.status(),
+            }
+          : { limitBytesPerSecond: 0, burstBytes: 0, held: false, heldMs: 0 },
       reconnects: this.reconnects,
       lastError: this.lastError,
       ...(this.refused !== undefined ? { refused: this.refused } : {}),
@@ -109,6 +126,7 @@ export class Shipper {
     this.stopped = true;
     this.state = 'stopped';
     clearTimeout(this.retryTimer);
+    this.bucket?.interrupt();
     this.cursor?.close();
     const ws = this.ws;
     if (ws !== undefined && ws.readyState !== WebSocket.CLOSED) {
@@ -191,6 +209,7 @@ export class Shipper {
     ws.on('close', () => {
       clearTimeout(welcomeTimer);
       this.windowOpen?.();
+      this.bucket?.interrupt();
       this.cursor?.close();
       this.cursor = undefined;
       if (this.stopped || this.state === 'failed') return;
@@ -301,8 +320,8 @@ export class Shipper {
     const live = (): boolean => ws.readyState === WebSocket.OPEN && this.cursor === cursor;
     while (live()) {
       // Reading only once a whole batch fits keeps batches full while the link is the bottleneck.
-      await this.room(this.limits.batchBytes, live);
-      const records = await cursor.next(this.limits.batchBytes);
+      await this.room(this.readBytes, live);
+      const records = await cursor.next(this.readBytes);
       for (let i = 0; i < records.length && live(); i += this.limits.batchRecords) {
         const part =
           records.length <= this.limits.batchRecords ? records : records.slice(i, i + this.limits.batchRecords);
@@ -314,6 +333,9 @@ export class Shipper {
         );
         if (tryCompress) gate.record(compressed);
         await this.room(frame.length, live);
+        if (!live()) return;
+        // After the window: tokens are taken only for a frame that goes out at once.
+        if (this.bucket !== undefined && !(await this.bucket.take(frame.length))) return;
         if (!live()) return;
         ws.send(frame);
         const last = part[part.length - 1]!.lsn;

@@ -35,6 +35,7 @@ const status = (g: GroupStatus): AgentStatus => ({
     failed: undefined,
     stalled: false,
     maxBytes: 1 << 30,
+    segmentBytes: 64 << 20,
     directWrites: true,
   },
   connections: 1,

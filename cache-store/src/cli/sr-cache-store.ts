@@ -11,11 +11,13 @@ import {
   TokenVerifier,
   checkInsecureListen,
   createLogger,
+  formatSize,
   intOption,
   parseHostPort,
   readSecretFile,
   readTlsServerFiles,
   runCli,
+  sizeOption,
   stopOnSignals,
 } from '@site-recovery/shared';
 import { DEFAULT_READ_CHUNK_BYTES, DEFAULT_SEGMENT_BYTES } from '../log/file-stream-log.js';
@@ -23,11 +25,10 @@ import { FileStreamStore } from '../log/file-stream-store.js';
 import { CacheStoreServer } from '../net/server.js';
 import { DEFAULT_CACHE_STORE_LIMITS as D } from '../net/server-options.js';
 
-const MiB = 1024 * 1024;
 const sizeOpt = (flag: string, what: string, def: number, min: number): Option =>
-  new Option(flag, what)
-    .default(def, def >= MiB ? `${def} = ${def / MiB} MiB` : String(def))
-    .argParser(intOption(flag.split(' ')[0]!, min));
+  new Option(flag, `${what} (at least ${formatSize(min)})`)
+    .default(def, formatSize(def))
+    .argParser(sizeOption(flag.split(' ')[0]!, min));
 const numOpt = (flag: string, what: string, def: number, min: number): Option =>
   new Option(flag, what).default(def, String(def)).argParser(intOption(flag.split(' ')[0]!, min));
 
@@ -61,7 +62,7 @@ const program = new Command('sr-cache-store')
   )
   .addOption(
     sizeOpt(
-      '--segment-bytes <n>',
+      '--segment-bytes <size>',
       'a segment file is closed and a new one begun at this size',
       DEFAULT_SEGMENT_BYTES,
       64 * 1024,
@@ -69,7 +70,7 @@ const program = new Command('sr-cache-store')
   )
   .addOption(
     sizeOpt(
-      '--read-chunk-bytes <n>',
+      '--read-chunk-bytes <size>',
       'consecutive small batches are read back for the processor in reads of up to this size',
       DEFAULT_READ_CHUNK_BYTES,
       64 * 1024,
@@ -77,7 +78,7 @@ const program = new Command('sr-cache-store')
   )
   .addOption(
     sizeOpt(
-      '--max-frame-bytes <n>',
+      '--max-frame-bytes <size>',
       'largest WebSocket message accepted; larger ones close the connection (code 1009)',
       DEFAULT_WIRE_LIMITS.maxFrameBytes,
       64 * 1024,
@@ -86,7 +87,7 @@ const program = new Command('sr-cache-store')
   .addOption(numOpt('--max-batch-records <n>', 'most records in one batch', DEFAULT_WIRE_LIMITS.maxBatchRecords, 1))
   .addOption(
     sizeOpt(
-      '--max-batch-raw-bytes <n>',
+      '--max-batch-raw-bytes <size>',
       'largest uncompressed payload of one batch',
       DEFAULT_WIRE_LIMITS.maxBatchRawBytes,
       1,
@@ -95,7 +96,7 @@ const program = new Command('sr-cache-store')
   .addOption(numOpt('--max-disks <n>', 'most disks a VM may declare', DEFAULT_WIRE_LIMITS.maxDisks, 1))
   .addOption(
     sizeOpt(
-      '--max-buffered-bytes <n>',
+      '--max-buffered-bytes <size>',
       "a processor connection's send buffer above which sending pauses until it drains",
       D.maxBufferedBytes,
       64 * 1024,
@@ -103,10 +104,10 @@ const program = new Command('sr-cache-store')
   )
   .addOption(
     sizeOpt(
-      '--max-unsynced-bytes <n>',
+      '--max-unsynced-bytes <size>',
       "a VM's appended-but-not-yet-durable bytes above which its agent connection stops being read",
       D.maxUnsyncedBytes,
-      MiB,
+      1024 * 1024,
     ),
   )
   .addOption(
@@ -144,7 +145,7 @@ const program = new Command('sr-cache-store')
   )
   .addOption(
     sizeOpt(
-      '--max-hello-bytes <n>',
+      '--max-hello-bytes <size>',
       'bytes a connection may send before its hello; past it SR_LIMIT and the connection is closed',
       D.maxHelloBytes,
       4096,
@@ -161,7 +162,8 @@ const program = new Command('sr-cache-store')
   )
   .addHelpText(
     'after',
-    '\nOn start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout; logs (JSON) go to stderr.\n' +
+    '\nSizes are bytes, or a number with K, M, G or T, all binary (4M = 4MiB = 4194304 bytes; 4MB is refused as ambiguous).\n' +
+      'On start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout; logs (JSON) go to stderr.\n' +
       'SIGTERM or SIGINT stop it cleanly. A VM whose stored stream is damaged is set aside (GET /status lists it under\n' +
       '"damaged", naming the file) while the other VMs go on; its agent is refused with SR_JOURNAL_CORRUPT until it\n' +
       'starts a new generation (sr-agent --resync), which replaces the damaged data.\n' +

@@ -49,7 +49,7 @@ async function startCli(dataDir: string, extra: string[] = []): Promise<Cli> {
     '--data-dir',
     dataDir,
     '--segment-bytes',
-    String(1024 * 1024),
+    '1M', // sizes take binary suffixes
     ...extra,
   ]);
   const deadline = Date.now() + 30_000;
@@ -92,6 +92,13 @@ describe('sr-cache-store CLI', () => {
     const zero = run(['--insecure', '--listen', '127.0.0.1:0', '--data-dir', root, '--max-vms', '0']);
     expect((await zero.exited).code).toBe(2);
     expect(zero.err()).toMatch(/SR_BAD_OPTION.*--max-vms/);
+    expect(help.out()).toContain('(default: 64M)');
+    const ambiguous = run(['--insecure', '--listen', '127.0.0.1:0', '--data-dir', root, '--max-frame-bytes', '4MB']);
+    expect((await ambiguous.exited).code).toBe(2);
+    expect(ambiguous.err()).toMatch(/SR_BAD_OPTION: --max-frame-bytes "4MB" is ambiguous .* write 4M or 4MiB/);
+    const small = run(['--insecure', '--listen', '127.0.0.1:0', '--data-dir', root, '--segment-bytes', '32K']);
+    expect((await small.exited).code).toBe(2);
+    expect(small.err()).toMatch(/SR_BAD_OPTION: --segment-bytes "32K" is too small: it must be at least 64K/);
   });
 
   it('--max-vms: refuses a VM past the limit with SR_LIMIT and logs it; the VM it holds goes on', async () => {

@@ -10,9 +10,11 @@ import {
   ErrorCode,
   SrError,
   createLogger,
+  formatSize,
   intOption,
   parseHostPort,
   runCli,
+  sizeOption,
   stopOnSignals,
 } from '@site-recovery/shared';
 import { parseWsUrl } from './options.js';
@@ -54,25 +56,28 @@ const program = new Command('sr-processor')
       .argParser(intOption('--confirm-interval-ms', 1)),
   )
   .addOption(
-    new Option('--confirm-bytes <n>', 'applied bytes after which a confirmation round starts before the interval is up')
-      .default(DEFAULT_CONFIRM_BYTES)
-      .argParser(intOption('--confirm-bytes', 1)),
+    new Option(
+      '--confirm-bytes <size>',
+      'applied bytes after which a confirmation round starts before the interval is up (e.g. 64M)',
+    )
+      .default(DEFAULT_CONFIRM_BYTES, formatSize(DEFAULT_CONFIRM_BYTES))
+      .argParser(sizeOption('--confirm-bytes', 1)),
   )
   .addOption(
     new Option(
-      '--inline-write-max-bytes <n>',
+      '--inline-write-max-bytes <size>',
       'replica writes up to this size go into the page cache synchronously (0: all through the thread pool)',
     )
-      .default(DEFAULT_INLINE_WRITE_MAX_BYTES)
-      .argParser(intOption('--inline-write-max-bytes', 0)),
+      .default(DEFAULT_INLINE_WRITE_MAX_BYTES, formatSize(DEFAULT_INLINE_WRITE_MAX_BYTES))
+      .argParser(sizeOption('--inline-write-max-bytes', 0)),
   )
   .addOption(
     new Option(
-      '--undo-block-size <n>',
-      'copy-on-write granularity of recovery point undo logs (bytes; a replica keeps the size its points were cut with)',
+      '--undo-block-size <size>',
+      'copy-on-write granularity of recovery point undo logs (at least 4K; a replica keeps the size its points were cut with)',
     )
-      .default(DEFAULT_UNDO_BLOCK_SIZE)
-      .argParser(intOption('--undo-block-size', 4096)),
+      .default(DEFAULT_UNDO_BLOCK_SIZE, formatSize(DEFAULT_UNDO_BLOCK_SIZE))
+      .argParser(sizeOption('--undo-block-size', 4096)),
   )
   .addOption(
     new Option('--point-tick-ms <ms>', 'how often point schedules and retention are checked')
@@ -130,7 +135,8 @@ const program = new Command('sr-processor')
   )
   .addHelpText(
     'after',
-    '\nOn start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout. SIGTERM or SIGINT stop it\n' +
+    '\nSizes are bytes, or a number with K, M, G or T, all binary (4M = 4MiB = 4194304 bytes; 4MB is refused as ambiguous).\n' +
+      'On start it prints one JSON line {"event":"ready","listen":"HOST:PORT",...} on stdout. SIGTERM or SIGINT stop it\n' +
       'cleanly: records in flight are applied, made durable and confirmed first. Logs are JSON lines on stderr\n' +
       '(SR_LOG_LEVEL=debug for more).\n' +
       'Example:\n  sr-processor --listen 10.1.0.4:8470 --cache-store wss://cache.example:7400/ --tls-ca /etc/sr/ca.pem \\\n' +

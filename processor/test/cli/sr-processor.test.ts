@@ -66,6 +66,14 @@ describe('sr-processor CLI', () => {
         ['--cache-store', 'ws://127.0.0.1:1/', '--data-dir', dataDir, '--confirm-interval-ms', '0'],
         /--confirm-interval-ms "0"/,
       ],
+      [
+        ['--cache-store', 'ws://127.0.0.1:1/', '--data-dir', dataDir, '--confirm-bytes', '4MB'],
+        /--confirm-bytes "4MB" is ambiguous .* write 4M or 4MiB/,
+      ],
+      [
+        ['--cache-store', 'ws://127.0.0.1:1/', '--data-dir', dataDir, '--undo-block-size', '2K'],
+        /--undo-block-size "2K" is too small: it must be at least 4K \(4096 bytes\)/,
+      ],
     ] as const) {
       const r = await runCli(['--insecure', ...args]);
       expect(r.code, r.stderr).toBe(2);

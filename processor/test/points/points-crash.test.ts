@@ -49,7 +49,7 @@ describe('recovery points across kill -9', () => {
     for (const c of chunks(w.records, 7))
       await agent.send(c, c.some((r) => r.kind === RecordKind.SYNC) ? { done: 1, total: 1 } : undefined);
     await agent.ackedThrough(w.lastLsn);
-    const args = cliArgs(cs.url, dataDir, '--undo-block-size', '16384');
+    const args = cliArgs(cs.url, dataDir, '--undo-block-size', '16K');
     let cli: CliProcess | undefined;
     try {
       // Several kills, each after a different number of durable undo appends.
