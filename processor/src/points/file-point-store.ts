@@ -46,6 +46,7 @@ export class FilePointStore implements ReplicaPoints {
   /** Catalog changes, undo appends and log snapshots, one at a time. */
   private readonly queue = new SerialQueue();
   private pins = 0;
+  private unpinned: (() => void)[] = [];
   private readonly maxPruned: number;
   /** Blocks found all zero since the newest point (what zeroing records need not save). */
   private readonly zeroes: ZeroBlocks;
@@ -307,7 +308,14 @@ export class FilePointStore implements ReplicaPoints {
       });
     } finally {
       this.pins--;
+      if (this.pins === 0) for (const w of this.unpinned.splice(0)) w();
     }
+  }
+
+  /** Resolves once no materialisation is reading the replica and its logs. */
+  whenUnpinned(): Promise<void> {
+    if (this.pins === 0) return Promise.resolve();
+    return new Promise((resolve) => this.unpinned.push(resolve));
   }
 
   async close(): Promise<void> {

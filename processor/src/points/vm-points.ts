@@ -9,6 +9,8 @@ export interface RetiredPoints {
 
 /** What {@link VmPoints} reaches through: the current replica's points and the retired replicas. */
 export interface VmPointSources<R extends RetiredPoints> {
+  /** Resolves once no disk-layout switch is moving the replicas (changes and reads of files wait for it). */
+  settled(): Promise<void>;
   current(): ReplicaPoints;
   retired(): readonly R[];
   /**
@@ -51,16 +53,19 @@ export class VmPoints<R extends RetiredPoints> implements ReplicaPoints {
     return this.s.current().protect(records, generation);
   }
 
-  cut(point: NewPoint): Promise<RecoveryPoint> {
+  async cut(point: NewPoint): Promise<RecoveryPoint> {
+    await this.s.settled();
     return this.s.current().cut(point);
   }
 
   async relabel(id: string, patch: PointPatch): Promise<RecoveryPoint | undefined> {
+    await this.s.settled();
     return this.owner(id)?.relabel(id, patch);
   }
 
   /** False (retention tries again later) when any replica holding one of the points is being read. */
   async remove(ids: readonly string[], pruned: boolean): Promise<boolean> {
+    await this.s.settled();
     let all = true;
     for (const r of [...this.s.retired()]) {
       const mine = ids.filter((id) => r.points.list().some((p) => p.id === id));
@@ -78,12 +83,12 @@ export class VmPoints<R extends RetiredPoints> implements ReplicaPoints {
     return this.owner(id)?.plan(id);
   }
 
-  materialize(plan: MaterializePlan, targets: readonly string[]): Promise<void> {
+  /** A plan made before a disk-layout switch is carried out by the replica that holds its point after it. */
+  async materialize(plan: MaterializePlan, targets: readonly string[]): Promise<void> {
+    await this.s.settled();
     const owner = this.owner(plan.point.id);
     if (owner === undefined)
-      return Promise.reject(
-        new SrError(ErrorCode.INTERNAL, `point ${plan.point.id} vanished before it could be materialised`),
-      );
+      throw new SrError(ErrorCode.INTERNAL, `point ${plan.point.id} vanished before it could be materialised`);
     return owner.materialize(plan, targets);
   }
 

@@ -37,6 +37,8 @@ export class FileReplica implements Replica {
   private view: ReplicaInfo;
   private own: FilePointStore | undefined;
   private readonly vmPoints: VmPoints<RetiredReplica>;
+  /** A disk-layout switch under way: point changes and materialisations wait for it. */
+  private switching: Promise<void> | undefined;
   private readonly inlineMax: number;
 
   constructor(
@@ -51,6 +53,9 @@ export class FileReplica implements Replica {
     this.view = infoOf(state);
     this.inlineMax = o.inlineWriteMaxBytes;
     this.vmPoints = new VmPoints({
+      settled: async () => {
+        while (this.switching !== undefined) await this.switching.catch(() => undefined);
+      },
       current: () => this.ownPoints(),
       retired: () => this.retiredList,
       drop: (r, pruned) => this.dropRetired(r, pruned),
@@ -71,7 +76,11 @@ export class FileReplica implements Replica {
   }
 
   async openPoints(): Promise<void> {
-    this.own = await FilePointStore.open(
+    this.own = await this.openOwnPoints();
+  }
+
+  private openOwnPoints(): Promise<FilePointStore> {
+    return FilePointStore.open(
       this.dir,
       {
         disks: () => this.state.disks,
@@ -150,7 +159,14 @@ export class FileReplica implements Replica {
       await this.persist((s) => ({ ...s, generation, appliedLsn: 0, initialSync: COPYING }));
       return;
     }
-    if (this.ownPoints().newest() !== undefined) return this.retireAndReplace(generation, disks);
+    if (this.ownPoints().newest() !== undefined) {
+      this.switching = this.retireAndReplace(generation, disks);
+      try {
+        return await this.switching;
+      } finally {
+        this.switching = undefined;
+      }
+    }
     await this.persist((s) => ({
       ...s,
       generation,
@@ -198,38 +214,56 @@ export class FileReplica implements Replica {
     });
     await this.o.onSwitchStep?.('staged');
     const seq = await nextRetiredSeq(dataDir, vm);
-    await this.closeOwn();
+    // Materialisations read the replica's files by name: let those under way finish before they move.
+    await this.ownPoints().whenUnpinned();
+    // Until the new replica is open, the old catalog keeps answering lists (its logs closed, its files moving).
+    await this.closeOwn(true);
+    let moved = false;
     try {
       await retireCurrent(dataDir, vm, seq);
+      moved = true;
       await this.o.onSwitchStep?.('retired');
     } finally {
       // After a failed rename the old replica is still current and the staged one goes; after the
       // rename the staged one moves in. Either way, what is at replicas/<vm> is opened again.
       await finishSwitch(dataDir, vm);
-      await this.reopenOwn();
+      const retired = moved ? await RetiredReplica.open(dataDir, vm, seq, this.o) : undefined;
+      await this.reopenOwn(() => {
+        if (retired !== undefined) this.retiredList.push(retired);
+      });
     }
-    const retired = await RetiredReplica.open(dataDir, vm, seq, this.o);
-    if (retired !== undefined) this.retiredList.push(retired);
     await this.o.onSwitchStep?.('swapped');
   }
 
-  private async closeOwn(): Promise<void> {
+  private async closeOwn(keepCatalog = false): Promise<void> {
     await this.stateWrites.idle();
     await this.own?.close();
-    this.own = undefined;
+    if (!keepCatalog) this.own = undefined;
     const images = this.images;
     this.images = [];
     await Promise.all(images.map((i) => i.close()));
   }
 
-  private async reopenOwn(): Promise<void> {
+  /** Opens what is at replicas/<vm> and makes it current in one step, with `also` (the retired replica). */
+  private async reopenOwn(also: () => void): Promise<void> {
     const state = await readReplicaState(stateFile(this.dir));
     if (state === undefined)
       throw new SrError(ErrorCode.STATE_MISMATCH, `replica of ${this.vm} vanished while its disk layout changed`);
-    this.images = await openImages(this.dir, state, this.inlineMax);
-    this.state = state;
+    const images = await openImages(this.dir, state, this.inlineMax);
+    const previous = this.state;
+    this.state = state; // the new store's catalog is read against the new disks
+    let points: FilePointStore;
+    try {
+      points = await this.openOwnPoints();
+    } catch (err) {
+      this.state = previous;
+      await Promise.all(images.map((i) => i.close()));
+      throw err;
+    }
+    this.images = images;
     this.view = infoOf(state);
-    await this.openPoints();
+    this.own = points;
+    also();
   }
 
   /** A retired replica whose last point went: remembered as pruned (if it was), then deleted. */
