@@ -119,7 +119,11 @@ describe('generations with other disk layouts', () => {
     expect(res.status).toBe(503);
     const health = (await res.json()) as { problems: { code: string; vm?: string; message: string }[] };
     expect(health.problems).toEqual([
-      { code: 'SR_GENERATION_REFUSED', vm: VM, message: expect.stringMatching(/every recovery point is kept/) },
+      {
+        code: 'SR_GENERATION_REFUSED',
+        vm: VM,
+        message: expect.stringMatching(/every recovery point is kept/) as unknown,
+      },
     ]);
     expect(cs.tap.confirmed(VM, 'g3')).toBe(0);
     expect((await points(listen)).map((p) => p.id)).toEqual([p1, p2]);
