@@ -1,5 +1,5 @@
 import WebSocket from 'ws';
-import { encodeMessage, type DiskInfo, type Policy } from '@site-recovery/shared';
+import { ErrorCode, encodeMessage, type DiskInfo, type Policy } from '@site-recovery/shared';
 import type { SumsReplies } from './sums-reply.js';
 
 /** A VM's policy as relayed to its agent: what the `policy` message carries besides its type and VM. */
@@ -72,3 +72,19 @@ export class Connection {
 
 /** How long a closing connection may take before it is cut. */
 const CLOSE_GRACE_MS = 2000;
+
+/** Codes that say the cache-store sent something wrong (it is told); others are local faults. */
+const PEER_FAULTS = new Set<string>([
+  ErrorCode.PROTOCOL,
+  ErrorCode.LIMIT,
+  ErrorCode.CHECKSUM,
+  ErrorCode.SEQUENCE,
+  ErrorCode.BOUNDS,
+  ErrorCode.GENERATION,
+  ErrorCode.BAD_ID,
+  ErrorCode.STATE_MISMATCH,
+]);
+
+export function isPeerFault(code: string): boolean {
+  return PEER_FAULTS.has(code);
+}

@@ -25,7 +25,7 @@ import {
 import { Backoff, type BackoffOptions } from '@site-recovery/shared';
 import { asStorageError } from './storage-error.js';
 import type { VmReplication } from './vm-replication.js';
-import { Connection, type AgentPolicy } from './puller-connection.js';
+import { Connection, isPeerFault, type AgentPolicy } from './puller-connection.js';
 import { SumsReplies, type SumsOptions } from './sums-reply.js';
 import { readUpgradeRefusal } from './upgrade-refusal.js';
 import type { ErrorInfo } from './vm-status.js';
@@ -77,18 +77,6 @@ export interface PullerStatus {
   readonly reconnects: number;
   readonly lastError?: ErrorInfo;
 }
-
-/** Codes that say the cache-store sent something wrong (it is told); others are local faults. */
-const PEER_FAULTS = new Set<string>([
-  ErrorCode.PROTOCOL,
-  ErrorCode.LIMIT,
-  ErrorCode.CHECKSUM,
-  ErrorCode.SEQUENCE,
-  ErrorCode.BOUNDS,
-  ErrorCode.GENERATION,
-  ErrorCode.BAD_ID,
-  ErrorCode.STATE_MISMATCH,
-]);
 
 /**
  * The processor's side of the replication protocol: one WebSocket to the cache-store, redialled with
@@ -379,7 +367,7 @@ export class Puller {
     this.lastError = info;
     const vm = vmName !== undefined ? this.vms.get(vmName) : undefined;
     vm?.recordError(e);
-    const peerFault = PEER_FAULTS.has(e.code);
+    const peerFault = isPeerFault(e.code);
     this.log.error(
       { vm: vmName, code: e.code, err: e.message },
       peerFault ? 'refused what the cache-store sent; reconnecting' : 'local failure; reconnecting',
