@@ -1,4 +1,5 @@
-import type { ErrorInfo } from './stream/vm-status.js';
+import type { PauseInfo } from './stream/apply-pause.js';
+import type { ErrorInfo, VmTrouble } from './stream/vm-status.js';
 
 /**
  * Why `GET /health` answers 503. Stable: monitoring matches on them.
@@ -10,6 +11,17 @@ export const HealthProblemCode = {
   APPLY_FAILING: 'SR_APPLY_FAILING',
   /** A VM's replica cannot be opened or made durable (disk full, I/O error, a damaged state file). */
   REPLICA_STORE_FAILING: 'SR_REPLICA_STORE_FAILING',
+  /**
+   * A VM's replica or undo logs cannot grow: the data dir's filesystem is full (or over quota).
+   * Applying is paused, every point kept, and the processor retries by itself.
+   */
+  REPLICA_DISK_FULL: 'SR_REPLICA_DISK_FULL',
+  /**
+   * The source started a generation the processor does not take (too many older disk layouts kept,
+   * SR_TOO_MANY_REPLICAS; a disk over the size limit, SR_LIMIT): its stream is not applied, every
+   * point is kept.
+   */
+  GENERATION_REFUSED: 'SR_GENERATION_REFUSED',
   /** A VM's recovery points cannot be cut or pruned. */
   POINT_STORE_FAILING: 'SR_POINT_STORE_FAILING',
 } as const;
@@ -38,10 +50,7 @@ export interface HealthFacts {
   /** Since when no connection to the cache-store has got as far as the VM list, if one has not. */
   readonly cacheStoreUnreachableSince: number | undefined;
   readonly cacheStoreUnreachableMs: number;
-  readonly vms: readonly {
-    readonly vm: string;
-    readonly trouble: { kind: 'replica-store' | 'apply'; error: ErrorInfo } | undefined;
-  }[];
+  readonly vms: readonly { readonly vm: string; readonly trouble: VmTrouble | undefined }[];
   /** VMs whose recovery points failed on the scheduler's last pass. */
   readonly pointFailures: ReadonlyMap<string, ErrorInfo>;
 }
@@ -68,20 +77,7 @@ export function assessHealth(f: HealthFacts): HealthReport {
   for (const { vm, trouble } of f.vms) {
     if (trouble === undefined) continue;
     vmsInError++;
-    const { code, message } = trouble.error;
-    problems.push(
-      trouble.kind === 'replica-store'
-        ? {
-            code: HealthProblemCode.REPLICA_STORE_FAILING,
-            message: `the replica of ${vm} cannot be kept (${code}: ${message}); check the data dir's disk (space, I/O errors, damaged files)`,
-            vm,
-          }
-        : {
-            code: HealthProblemCode.APPLY_FAILING,
-            message: `the stream of ${vm} cannot be applied (${code}: ${message}); see "sr status ${vm}" and the cache-store's log`,
-            vm,
-          },
-    );
+    problems.push({ ...describeTrouble(vm, trouble), vm });
   }
   for (const [vm, e] of f.pointFailures) {
     problems.push({
@@ -97,4 +93,32 @@ export function assessHealth(f: HealthFacts): HealthReport {
     vms: f.vms.length,
     vmsInError,
   };
+}
+
+function describeTrouble(vm: string, t: VmTrouble): { code: HealthProblemCode; message: string } {
+  const { code, message } = t.error;
+  const retry = (t.error as PauseInfo).retryAt;
+  const next = retry !== undefined ? ` (next attempt at ${retry})` : '';
+  switch (t.kind) {
+    case 'disk-full':
+      return {
+        code: HealthProblemCode.REPLICA_DISK_FULL,
+        message: `the replica of ${vm} cannot grow: the data dir's filesystem is full (${code}: ${message}); applying is paused and every recovery point is kept, the cache-store keeps the records; free space on the data dir or grow it, the processor resumes by itself${next}`,
+      };
+    case 'refused':
+      return {
+        code: HealthProblemCode.GENERATION_REFUSED,
+        message: `the source's newest generation of ${vm} is not applied (${code}: ${message})`,
+      };
+    case 'replica-store':
+      return {
+        code: HealthProblemCode.REPLICA_STORE_FAILING,
+        message: `the replica of ${vm} cannot be kept (${code}: ${message}); check the data dir's disk (space, I/O errors, damaged files)${next}`,
+      };
+    case 'apply':
+      return {
+        code: HealthProblemCode.APPLY_FAILING,
+        message: `the stream of ${vm} cannot be applied (${code}: ${message}); see "sr status ${vm}" and the cache-store's log`,
+      };
+  }
 }

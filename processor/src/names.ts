@@ -15,6 +15,14 @@ import { ID_PATTERN, checkId, isWriteTempName } from '@site-recovery/shared';
  *       points/
  *         points.json         recovery point catalog (ids, LSNs, kinds, which undo log is whose)
  *         undo-<point-id>.log old contents of blocks first overwritten after that point
+ *   retired/
+ *     <vm>/
+ *       <n>/                  an older replica of the VM (another disk layout), read-only, kept for its points
+ *                             until retention takes the last of them; laid out as replicas/<vm>/ is. n = 1, 2, ...
+ *                             in the order they were retired (never a generation: those come from the wire)
+ *   staging/
+ *     <vm>/                   a replica being made for a new disk layout; its state.json is written last, and
+ *                             once it is there the replica is complete and is moved to replicas/<vm>/
  *   vms/
  *     <vm>/
  *       config.json           point schedule, retention, source and target placement
@@ -52,6 +60,39 @@ export function disksDir(replicaDir: string): string {
 
 export function diskImageFile(replicaDir: string, diskId: string): string {
   return path.join(disksDir(replicaDir), `${checkId('disk id', diskId)}${IMAGE_SUFFIX}`);
+}
+
+const RETIRED_DIR = 'retired';
+const STAGING_DIR = 'staging';
+/** A retired replica's directory name: its sequence number, 1 to 999 999 999. */
+const RETIRED_NAME = /^[1-9]\d{0,8}$/;
+
+export function retiredRoot(dataDir: string): string {
+  return path.join(dataDir, RETIRED_DIR);
+}
+
+/** Where the retired replicas of `vm` live, one directory each. */
+export function retiredVmDir(dataDir: string, vm: string): string {
+  return path.join(retiredRoot(dataDir), checkId('VM name', vm));
+}
+
+export function retiredReplicaDir(dataDir: string, vm: string, seq: number): string {
+  if (!RETIRED_NAME.test(String(seq))) throw new Error(`not a retired replica number: ${seq}`);
+  return path.join(retiredVmDir(dataDir, vm), String(seq));
+}
+
+/** The sequence number a directory under `retired/<vm>/` holds, or `undefined` for anything else. */
+export function parseRetiredName(name: string): number | undefined {
+  return RETIRED_NAME.test(name) ? Number(name) : undefined;
+}
+
+export function stagingRoot(dataDir: string): string {
+  return path.join(dataDir, STAGING_DIR);
+}
+
+/** Where a replica of `vm` for a new disk layout is made before it takes the place of the current one. */
+export function stagingDir(dataDir: string, vm: string): string {
+  return path.join(stagingRoot(dataDir), checkId('VM name', vm));
 }
 
 const POINTS_DIR = 'points';

@@ -134,7 +134,7 @@ export class Processor implements VmDirectory {
     const o = config.options ?? {};
     this.hooks = {
       confirm: (vm, generation, lsn) => this.puller.confirm(vm, generation, lsn),
-      fault: (_vm, err: SrError) => this.puller.restart(err),
+      resubscribe: (vm) => this.puller.resubscribe(vm),
       group: {
         marked: (vm, mark, point) => this.groups.marked(vm, mark, point),
         committed: (vm, commit) => this.groups.committed(vm, commit),

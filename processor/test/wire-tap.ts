@@ -58,6 +58,7 @@ export class TapSession {
       const m = summary(data);
       this.fromProcessor.push(m);
       tap.heard(m, this);
+      if (tap.keep?.(m) === true) return;
       if (up.readyState === WebSocket.OPEN) up.send(data);
       else if (up.readyState === WebSocket.CONNECTING) early.push(data);
     });
@@ -164,6 +165,11 @@ export class WireTap {
    * everything after it too, as on a stalled link, until `release`.
    */
   hold: ((m: Sent, s: TapSession) => boolean) | undefined;
+  /**
+   * While set, processor messages it matches are recorded and not relayed: the sums answers of a
+   * test that asked for them itself (with `inject`), which the cache-store would relay to an agent.
+   */
+  keep: ((m: Sent) => boolean) | undefined;
   /** Called on the tap's event loop turn as each processor message arrives (before it is relayed). */
   onFromProcessor: ((m: Sent, s: TapSession) => void) | undefined;
   private readonly cond = new Condition();

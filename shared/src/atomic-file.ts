@@ -22,9 +22,13 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array)
   try {
     await fh.writeFile(data);
     await fh.sync();
-  } finally {
+  } catch (err) {
     await fh.close();
+    // On a full disk each failed attempt would otherwise leave its partial copy taking space.
+    await fs.rm(tmp, { force: true });
+    throw err;
   }
+  await fh.close();
   await fs.rename(tmp, target);
   await fsyncDir(path.dirname(target));
 }

@@ -30,18 +30,20 @@ export function humanBytes(n: number): string {
   return u === 0 ? `${v} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${UNITS[u]}`;
 }
 
+/** Points of a retired replica (an older disk layout) say so beside their generation. */
 export function formatPoints(points: readonly PointInfo[]): string {
   if (points.length === 0) return 'no recovery points yet\n';
   // The group column only where a multi-VM point is listed.
   const grouped = points.some((p) => p.group !== undefined);
   return table(
-    ['ID', 'TIME', 'LSN', 'KIND', 'UNDO', ...(grouped ? ['GROUP POINT'] : [])],
+    ['ID', 'TIME', 'LSN', 'KIND', 'UNDO', 'GENERATION', ...(grouped ? ['GROUP POINT'] : [])],
     points.map((p) => [
       p.id,
       p.time,
       String(p.lsn),
       p.kind,
       humanBytes(p.undoBytes),
+      `${p.generation ?? '-'}${p.retired === true ? ' (older disk layout)' : ''}`,
       ...(grouped ? [p.group !== undefined ? `${p.group.name} ${p.group.point}` : '-'] : []),
     ]),
   );

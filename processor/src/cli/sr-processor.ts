@@ -24,6 +24,7 @@ import { DEFAULT_POINT_TICK_MS } from '../points/scheduler.js';
 import { DEFAULT_CACHE_STORE_UNREACHABLE_MS } from '../health.js';
 import { DEFAULT_CONFIRM_INTERVAL_MS, Processor } from '../processor.js';
 import { DEFAULT_CONFIRM_BYTES } from '../stream/vm-replication.js';
+import { DEFAULT_MAX_DISK_BYTES, DEFAULT_MAX_RETIRED_REPLICAS } from '../stream/generation-gate.js';
 import { readRegionConfig, watchRegionConfig } from '../failover/region-config.js';
 import { createTargetPlanner } from '../failover/target-resources.js';
 import { resolveSecurity, type SecurityCliOptions } from './processor-security.js';
@@ -45,7 +46,7 @@ const program = new Command('sr-processor')
   )
   .option(
     '--data-dir <dir>',
-    'where replicas live: <dir>/replicas/<vm>/state.json and <dir>/replicas/<vm>/disks/<disk>.img',
+    'where replicas live: <dir>/replicas/<vm>/state.json and <dir>/replicas/<vm>/disks/<disk>.img (older disk layouts kept for their points under <dir>/retired/<vm>/)',
   )
   .addOption(
     new Option(
@@ -105,6 +106,22 @@ const program = new Command('sr-processor')
       .default(DEFAULT_CACHE_STORE_UNREACHABLE_MS)
       .argParser(intOption('--cache-store-unreachable-ms', 0)),
   )
+  .addOption(
+    new Option(
+      '--max-retired-replicas <n>',
+      'older replicas (other disk layouts, kept for their points) a VM may keep; a generation with yet another layout is refused (SR_TOO_MANY_REPLICAS) rather than a point deleted',
+    )
+      .default(DEFAULT_MAX_RETIRED_REPLICAS)
+      .argParser(intOption('--max-retired-replicas', 0)),
+  )
+  .addOption(
+    new Option(
+      '--max-disk-bytes <n>',
+      'largest disk a source may declare; a bigger one refuses its generation (SR_LIMIT)',
+    )
+      .default(DEFAULT_MAX_DISK_BYTES)
+      .argParser(intOption('--max-disk-bytes', 1)),
+  )
   .option(
     '--auth-secret-file <file>',
     "this processor's own secret (0600; sr secret new --out FILE): the control API takes only operator tokens signed with it",
@@ -157,6 +174,8 @@ interface CliOptions extends SecurityCliOptions {
   reconnectInitialMs: number;
   reconnectMaxMs: number;
   cacheStoreUnreachableMs: number;
+  maxRetiredReplicas: number;
+  maxDiskBytes: number;
 }
 
 async function main(): Promise<void> {
@@ -201,6 +220,8 @@ async function main(): Promise<void> {
       pointTickMs: o.pointTickMs,
       backoff: { initialDelayMs: o.reconnectInitialMs, maxDelayMs: o.reconnectMaxMs },
       cacheStoreUnreachableMs: o.cacheStoreUnreachableMs,
+      maxRetiredReplicas: o.maxRetiredReplicas,
+      maxDiskBytes: o.maxDiskBytes,
     },
   });
   // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.

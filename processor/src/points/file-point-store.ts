@@ -13,7 +13,7 @@ import { readCatalog, writeCatalog, type PointCatalog } from './catalog.js';
 import { materializePoint, type MaterializeLog } from './materializer.js';
 import type { PointKind, RecoveryPoint } from './recovery-point.js';
 import type { MaterializePlan, NewPoint, PointPatch, ReplicaPoints } from '../replica/replica-store.js';
-import { blocksToSave, mergeInto, readBlocks, saveDataBlocks, type BlockSet, type DiskSource } from './undo-blocks.js';
+import { ZeroBlocks, blocksToSave, mergeInto, readBlocks, type BlocksToSave, type DiskSource } from './undo-blocks.js';
 import { UndoLog } from './undo-log.js';
 
 export interface PointStoreOptions {
@@ -23,6 +23,12 @@ export interface PointStoreOptions {
   readonly maxPrunedIds?: number;
   /** Test hook: called after each durable undo append, before the records it protects are applied. */
   readonly onUndoDurable?: () => void;
+}
+
+/** What the replica owning a point store adds to its options. */
+export interface PointStoreContext extends PointStoreOptions {
+  /** Ids a new point must not take: those of the VM's other (retired) replicas. */
+  readonly taken?: (id: string) => boolean;
 }
 
 export const DEFAULT_UNDO_BLOCK_SIZE = 64 * 1024;
@@ -40,24 +46,28 @@ export class FilePointStore implements ReplicaPoints {
   /** Catalog changes, undo appends and log snapshots, one at a time. */
   private readonly queue = new SerialQueue();
   private pins = 0;
+  private unpinned: (() => void)[] = [];
   private readonly maxPruned: number;
+  /** Blocks found all zero since the newest point (what zeroing records need not save). */
+  private readonly zeroes: ZeroBlocks;
 
   private constructor(
     private readonly dir: string,
     private readonly source: DiskSource,
     private readonly log: Logger | undefined,
-    private readonly o: PointStoreOptions,
+    private readonly o: PointStoreContext,
     catalog: PointCatalog,
   ) {
     this.catalog = catalog;
     this.maxPruned = o.maxPrunedIds ?? DEFAULT_MAX_PRUNED_IDS;
+    this.zeroes = new ZeroBlocks(() => source.disks(), catalog.blockSize);
   }
 
   /** Opens (or starts) the points of the replica in `replicaDir`; removes logs no point owns. */
   static async open(
     replicaDir: string,
     source: DiskSource,
-    o: PointStoreOptions = {},
+    o: PointStoreContext = {},
     log?: Logger,
   ): Promise<FilePointStore> {
     const dir = pointsDir(replicaDir);
@@ -100,6 +110,20 @@ export class FilePointStore implements ReplicaPoints {
     return this.catalog.pruned.includes(id);
   }
 
+  /** The ids retention removed (the newest `maxPrunedIds`). */
+  prunedIds(): readonly string[] {
+    return this.catalog.pruned;
+  }
+
+  /** Remembers ids retention removed elsewhere (a retired replica that went), so failover says "pruned". */
+  remember(ids: readonly string[]): Promise<void> {
+    return this.queue.run(async () => {
+      const fresh = ids.filter((id) => !this.catalog.pruned.includes(id));
+      if (fresh.length === 0) return;
+      await this.writeCatalog({ ...this.catalog, pruned: [...this.catalog.pruned, ...fresh].slice(-this.maxPruned) });
+    });
+  }
+
   /**
    * Write-ahead for one batch: saves, durably and with one fdatasync, the old contents of every block
    * the records will overwrite that the newest point's log does not hold yet. The caller applies the
@@ -123,18 +147,6 @@ export class FilePointStore implements ReplicaPoints {
         `record ${r.lsn} would overwrite blocks not saved in the undo log of point ${this.catalog.points.at(-1)?.id ?? '?'}`,
       );
     }
-  }
-
-  /**
-   * Saves every block holding data into the newest point's log: the whole-disk overwrite a new
-   * generation's wipe is. Blocks that read as zeroes need nothing: they still do after the wipe,
-   * so the ordinary copy-on-write saves them when the new generation writes them.
-   */
-  protectAll(): Promise<void> {
-    return this.queue.run(async () => {
-      const open = this.openLog();
-      if (open !== undefined) await saveDataBlocks(this.source, open, this.blockSize);
-    });
   }
 
   /**
@@ -163,8 +175,9 @@ export class FilePointStore implements ReplicaPoints {
       }
       const ms = p.time.getTime();
       let id = pointId(p.lsn, ms);
-      for (let n = 1; points.some((q) => q.id === id) || this.catalog.pruned.includes(id); n++)
-        id = pointId(p.lsn, ms, n);
+      const used = (x: string): boolean =>
+        points.some((q) => q.id === x) || this.catalog.pruned.includes(x) || this.o.taken?.(x) === true;
+      for (let n = 1; used(id); n++) id = pointId(p.lsn, ms, n);
       const name = undoLogName(id);
       const log = await UndoLog.create(undoLogFile(this.dir, name), this.blockSize);
       await fsyncDir(pointsDir(this.dir));
@@ -187,6 +200,7 @@ export class FilePointStore implements ReplicaPoints {
       }
       const previous = newest !== undefined ? this.logs.get(newest.id) : undefined;
       this.logs.set(id, log);
+      this.zeroes.clear();
       await previous?.close();
       this.log?.debug({ point: id, lsn: p.lsn, kind: p.kind }, 'recovery point cut');
       return point;
@@ -235,6 +249,7 @@ export class FilePointStore implements ReplicaPoints {
         const keptPruned = pruned ? [...this.catalog.pruned, p.id].slice(-this.maxPruned) : this.catalog.pruned;
         await this.writeCatalog({ ...this.catalog, points: points.filter((q) => q.id !== p.id), pruned: keptPruned });
         this.logs.delete(p.id);
+        this.zeroes.clear();
         await removed.close();
         await fsp.rm(removed.file, { force: true });
         this.log?.debug({ point: p.id, merged: older !== undefined, pruned }, 'recovery point removed');
@@ -293,29 +308,19 @@ export class FilePointStore implements ReplicaPoints {
       });
     } finally {
       this.pins--;
+      if (this.pins === 0) for (const w of this.unpinned.splice(0)) w();
     }
+  }
+
+  /** Resolves once no materialisation is reading the replica and its logs. */
+  whenUnpinned(): Promise<void> {
+    if (this.pins === 0) return Promise.resolve();
+    return new Promise((resolve) => this.unpinned.push(resolve));
   }
 
   async close(): Promise<void> {
     await this.queue.run(async () => {
       for (const l of this.logs.values()) await l.close();
-    });
-  }
-
-  /** Drops every point (their logs cannot describe another disk layout). */
-  discardAll(): Promise<void> {
-    return this.queue.run(async () => {
-      const ids = this.catalog.points.map((p) => p.id);
-      await this.writeCatalog({
-        ...this.catalog,
-        points: [],
-        pruned: [...this.catalog.pruned, ...ids].slice(-this.maxPruned),
-      });
-      for (const l of this.logs.values()) {
-        await l.close();
-        await fsp.rm(l.file, { force: true });
-      }
-      this.logs.clear();
     });
   }
 
@@ -325,14 +330,23 @@ export class FilePointStore implements ReplicaPoints {
   }
 
   /** Blocks the records overwrite that need saving, by disk; `undefined` when none do. */
-  private unprotected(records: readonly ChangeRecord[], generation: string): BlockSet | undefined {
-    return blocksToSave(records, generation, this.catalog.points.at(-1), this.openLog(), this.blockSize);
+  private unprotected(records: readonly ChangeRecord[], generation: string): BlocksToSave | undefined {
+    return blocksToSave(records, generation, this.catalog.points.at(-1), this.openLog(), this.blockSize, this.zeroes);
   }
 
-  /** Reads the blocks' current contents and appends them to the open log with one fdatasync. */
-  private async save(wanted: BlockSet): Promise<void> {
-    await this.openLog()!.append(await readBlocks(this.source, wanted, this.blockSize));
-    this.o.onUndoDurable?.();
+  /**
+   * Reads the blocks' current contents and appends them to the open log with one fdatasync. Blocks
+   * only zeroing records touch are saved only if they hold data; the others are remembered as zero.
+   */
+  private async save(wanted: BlocksToSave): Promise<void> {
+    const entries = await readBlocks(this.source, wanted.written, this.blockSize);
+    const zeroed = await readBlocks(this.source, wanted.zeroed, this.blockSize);
+    for (const e of zeroed) if (e.data !== undefined) entries.push(e);
+    if (entries.length > 0) {
+      await this.openLog()!.append(entries);
+      this.o.onUndoDurable?.();
+    }
+    for (const e of zeroed) if (e.data === undefined) this.zeroes.add(e.disk, e.offset / this.blockSize);
   }
 
   private async writeCatalog(next: PointCatalog): Promise<void> {

@@ -53,13 +53,19 @@ export interface PointInfo {
   readonly kind: PointKind;
   /** Bytes its undo log holds: the cost of keeping it. */
   readonly undoBytes: number;
+  /** The source's generation the point belongs to. */
+  readonly generation: string;
+  /**
+   * Set on points of a retired replica (an older disk layout of the VM): they restore that layout's
+   * disks, from that replica's own bytes.
+   */
+  readonly retired?: boolean;
   /** Only on 'multi-vm' points: the group point it belongs to. */
   readonly group?: GroupPointRef;
 }
 
 /** A catalog entry: the point and where its undo log is. */
 export interface RecoveryPoint extends PointInfo {
-  readonly generation: string;
   /** File name of its undo log inside the store (never a path). */
   readonly undoLog: string;
   /** Set when the point was cut at a replication group's mark. */
@@ -85,6 +91,8 @@ export function pointInfo(p: PointInfo): PointInfo {
     lsn: p.lsn,
     kind: p.kind,
     undoBytes: p.undoBytes,
+    generation: p.generation,
+    ...(p.retired === true ? { retired: true } : {}),
     ...(p.group !== undefined ? { group: p.group } : {}),
   };
 }

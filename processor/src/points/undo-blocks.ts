@@ -1,4 +1,4 @@
-import { isMarkerKind, type ChangeRecord, type DiskInfo } from '@site-recovery/shared';
+import { RecordKind, isMarkerKind, type ChangeRecord, type DiskInfo } from '@site-recovery/shared';
 import type { RecoveryPoint } from './recovery-point.js';
 import type { UndoEntry, UndoLog } from './undo-log.js';
 
@@ -18,13 +18,24 @@ export type BlockSet = Map<number, Set<number>>;
 
 /** Reads of old block contents coalesce adjacent blocks up to this many bytes. */
 const READ_RUN_BYTES = 4 << 20;
-/** Merges and whole-disk saves append in groups of about this many bytes (one fdatasync each). */
+/** Merges append in groups of about this many bytes (one fdatasync each). */
 const APPEND_GROUP_BYTES = 8 << 20;
+
+/**
+ * Blocks a batch overwrites that the newest point's log does not hold yet, in two sets: those a WRITE
+ * touches (always saved) and those only zeroing records (ZERO, TRIM) touch, which need saving only if
+ * they hold data: zeroing a block that reads as zeroes leaves it as it was.
+ */
+export interface BlocksToSave {
+  readonly written: BlockSet;
+  readonly zeroed: BlockSet;
+}
 
 /**
  * Blocks the records overwrite that the newest point's log does not hold yet; `undefined` when none
  * (or there is no point to protect). Records at or below that point's LSN (replayed after a restart)
- * belong before the point and need nothing.
+ * belong before the point and need nothing. Blocks in `zeroes` were found all zero since the newest
+ * point: zeroing records need nothing for them.
  */
 export function blocksToSave(
   records: readonly ChangeRecord[],
@@ -32,22 +43,67 @@ export function blocksToSave(
   newest: RecoveryPoint | undefined,
   open: UndoLog | undefined,
   blockSize: number,
-): BlockSet | undefined {
+  zeroes: ZeroBlocks,
+): BlocksToSave | undefined {
   if (newest === undefined || open === undefined) return undefined;
-  let wanted: BlockSet | undefined;
+  let written: BlockSet | undefined;
+  let zeroed: BlockSet | undefined;
   for (const r of records) {
     if (isMarkerKind(r.kind) || r.length === 0) continue;
     if (newest.generation === generation && r.lsn <= newest.lsn) continue;
+    const write = r.kind === RecordKind.WRITE;
     const last = Math.floor((r.offset + r.length - 1) / blockSize);
     for (let b = Math.floor(r.offset / blockSize); b <= last; b++) {
       if (open.has(r.disk, b)) continue;
-      wanted ??= new Map();
-      let s = wanted.get(r.disk);
-      if (s === undefined) wanted.set(r.disk, (s = new Set()));
-      s.add(b);
+      if (write) {
+        add((written ??= new Map<number, Set<number>>()), r.disk, b);
+        zeroed?.get(r.disk)?.delete(b);
+      } else if (!zeroes.has(r.disk, b) && written?.get(r.disk)?.has(b) !== true) {
+        add((zeroed ??= new Map<number, Set<number>>()), r.disk, b);
+      }
     }
   }
-  return wanted;
+  if (written === undefined && zeroed === undefined) return undefined;
+  return { written: written ?? new Map<number, Set<number>>(), zeroed: zeroed ?? new Map<number, Set<number>>() };
+}
+
+function add(set: BlockSet, disk: number, block: number): void {
+  let s = set.get(disk);
+  if (s === undefined) set.set(disk, (s = new Set()));
+  s.add(block);
+}
+
+/**
+ * Blocks found all zero since the newest point, one bit per block and disk (a 1 TiB disk at 64 KiB
+ * blocks takes 2 MiB). A new generation's initial copy sends a ZERO record for every zero chunk of
+ * the source; without this, each would save an undo entry for every block it covers, and check it
+ * again on the next batch. Valid until the open log changes (a cut or a removal clears it).
+ */
+export class ZeroBlocks {
+  private bits: Uint8Array[] = [];
+
+  constructor(
+    private readonly disks: () => readonly DiskInfo[],
+    private readonly blockSize: number,
+  ) {}
+
+  has(disk: number, block: number): boolean {
+    const m = this.bits[disk];
+    return m !== undefined && block >> 3 < m.length && (m[block >> 3]! & (1 << (block & 7))) !== 0;
+  }
+
+  add(disk: number, block: number): void {
+    let m = this.bits[disk];
+    if (m === undefined) {
+      const size = this.disks()[disk]?.size ?? 0;
+      m = this.bits[disk] = new Uint8Array(Math.ceil(Math.ceil(size / this.blockSize) / 8));
+    }
+    if (block >> 3 < m.length) m[block >> 3]! |= 1 << (block & 7);
+  }
+
+  clear(): void {
+    this.bits = [];
+  }
 }
 
 /** The blocks' current contents as undo entries, read in coalesced runs; all-zero blocks carry no payload. */
@@ -71,30 +127,6 @@ export async function readBlocks(source: DiskSource, wanted: BlockSet, blockSize
     }
   }
   return entries;
-}
-
-/**
- * Saves into `open` every block holding data that it lacks: the whole-disk overwrite a new
- * generation's wipe is. Blocks that read as zeroes need nothing: they still do after the wipe.
- */
-export async function saveDataBlocks(source: DiskSource, open: UndoLog, blockSize: number): Promise<void> {
-  const bs = blockSize;
-  const disks = source.disks();
-  const group = new AppendGroup(open);
-  for (let d = 0; d < disks.length; d++) {
-    const size = disks[d]!.size;
-    for (let at = 0; at < size; at += READ_RUN_BYTES) {
-      const buf = await source.read(d, at, Math.min(READ_RUN_BYTES, size - at));
-      for (let o = 0; o < buf.length; o += bs) {
-        const block = (at + o) / bs;
-        const data = buf.subarray(o, Math.min(o + bs, buf.length));
-        if (open.has(d, block) || isZero(data)) continue;
-        group.add({ disk: d, offset: at + o, length: data.length, data: Buffer.from(data) });
-      }
-      await group.flushIfFull();
-    }
-  }
-  await group.flush();
 }
 
 /** Appends to `older` the entries of `removed` for blocks `older` lacks (removing the point between them). */

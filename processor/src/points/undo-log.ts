@@ -53,6 +53,7 @@ export class UndoLog {
       await fdatasync(fd);
     } catch (err) {
       fs.closeSync(fd);
+      fs.rmSync(file, { force: true }); // a cut that failed (a full disk) leaves no log behind
       throw err;
     }
     return new UndoLog(file, fd, blockSize, UNDO_HEADER_BYTES, [], 0);

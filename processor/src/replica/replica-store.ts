@@ -38,6 +38,14 @@ export interface ReplicaInfo extends ReplicaPosition {
   readonly disks: readonly DiskInfo[];
 }
 
+/** An older replica of the VM, kept read-only beside the current one for its recovery points. */
+export interface RetiredReplicaInfo {
+  readonly generation: string;
+  readonly disks: readonly DiskInfo[];
+  /** Its recovery points still held; the replica goes when retention has taken the last one. */
+  readonly points: number;
+}
+
 /**
  * The processor's storage boundary: one replica per VM, each a set of disks the size of the source
  * disks plus the position they hold. The local-file implementation is the embedded default; the same
@@ -46,9 +54,9 @@ export interface ReplicaInfo extends ReplicaPosition {
  * Contract (checked by `test/replica-store-contract.ts` for every implementation):
  * - `list` names every VM with a replica that `open` would return.
  * - `open` returns the replica exactly as last persisted by `create`, `reset` or `savePosition`
- *   (generation, disks, position); `undefined` when the VM has none. Storage that cannot be trusted
- *   (unreadable state, a missing or wrongly sized disk holding applied data) is refused with an
- *   SrError rather than repaired silently.
+ *   (generation, disks, position, and the retired replicas beside it); `undefined` when the VM has
+ *   none. Storage that cannot be trusted (unreadable state, a missing or wrongly sized disk holding
+ *   data a point may need) is refused with an SrError rather than repaired silently.
  * - `create` makes a replica whose disks read as zeroes, positioned at 0 with the initial copy
  *   `copying`; it refuses a VM that already has one (use `Replica.reset`).
  * - VM names and disk ids are checked against the id pattern (SR_BAD_ID) before use.
@@ -73,17 +81,26 @@ export interface ReplicaStore {
  * - `savePosition` persists a position atomically (all or nothing, on stable storage when it
  *   resolves); call it after the `flush` that made the data behind it durable. Calls take effect in
  *   call order.
- * - `reset` starts a new generation: position 0, initial copy `copying`, and every disk reads as zeroes
- *   at the new layout's sizes (the agent's initial copy skips all-zero chunks, so data of the old
- *   generation must not survive under the new one). It is crash-safe: after a crash at any point,
- *   `open` returns either the old generation untouched or the new one with zeroed disks.
- *   Copy-on-write for recovery points treats it as one more write path: every block holding data is
- *   saved in the newest point's undo log first, so older points survive a resync.
+ * - `reset` starts a new generation: position 0, initial copy `copying`. Nothing a new generation
+ *   brings deletes or rewrites a recovery point (DESIGN.md invariant 6):
+ *   - with the same disk layout the disks keep their data: it is the base the generation's checksum
+ *     resync compares against, and the generation's records overwrite it through the ordinary
+ *     copy-on-write, so every older point stays restorable;
+ *   - with another layout, a replica holding points is retired: its disks and points stay, read-only,
+ *     listed by `points` and restorable, until retention has taken its last point (then it goes);
+ *     the replica carries on with new disks that read as zeroes at the new sizes. A replica without
+ *     points simply gets the new disks.
+ *   It is crash-safe: after a crash at any point, `open` returns either the old generation untouched
+ *   or the new one, and every point either way.
+ * - `retired` lists the older replicas kept beside this one, oldest first.
  * - After `close` no other method may be called.
  */
 export interface Replica {
   readonly vm: string;
-  /** The replica's recovery points: undo logs and their catalog live with the disks they protect. */
+  /**
+   * The VM's recovery points: this replica's (undo logs and their catalog live with the disks they
+   * protect) and those of its retired replicas, which keep their own disks and logs.
+   */
   readonly points: ReplicaPoints;
   /** The persisted state: what `open` would return now. */
   info(): ReplicaInfo;
@@ -94,6 +111,7 @@ export interface Replica {
   flush(): Promise<void>;
   savePosition(position: ReplicaPosition): Promise<void>;
   reset(generation: string, disks: readonly DiskInfo[]): Promise<void>;
+  retired(): readonly RetiredReplicaInfo[];
   close(): Promise<void>;
 }
 
@@ -129,7 +147,9 @@ export interface MaterializePlan {
 }
 
 /**
- * Recovery points of one replica (copy-on-write undo logs, DESIGN.md "Recovery points").
+ * Recovery points of one replica (copy-on-write undo logs, DESIGN.md "Recovery points"), or of a VM:
+ * its current replica's and its retired replicas' (listed oldest first, flagged `retired`; new points,
+ * `newest` and `protect` concern the current replica only; the others act on whichever holds the point).
  *
  * - `protect` is the write-ahead step: before records are applied, the old contents of every block
  *   they overwrite for the first time since the newest point are durable in that point's undo log.

@@ -8,7 +8,6 @@ import {
   SrError,
   decodeBatch,
   decodeMessage,
-  encodeMessage,
   type Applied,
   type Batch,
   type ErrorMessage,
@@ -17,6 +16,7 @@ import {
   type Stream,
   type Policy,
   type Subscribe,
+  type SumsRequest,
   type VmInfo,
   type ParsedToken,
   type WireLimits,
@@ -25,11 +25,12 @@ import {
 import { Backoff, type BackoffOptions } from '@site-recovery/shared';
 import { asStorageError } from './storage-error.js';
 import type { VmReplication } from './vm-replication.js';
-import { Connection, type AgentPolicy } from './puller-connection.js';
+import { Connection, isPeerFault, type AgentPolicy } from './puller-connection.js';
+import { SumsReplies, type SumsOptions } from './sums-reply.js';
 import { readUpgradeRefusal } from './upgrade-refusal.js';
 import type { ErrorInfo } from './vm-status.js';
 
-export interface PullerOptions {
+export interface PullerOptions extends SumsOptions {
   /** `ws://` or `wss://` address of the cache-store. */
   readonly url: string;
   /** A processor token signed with the cache-store's secret; a fresh proof of it goes with every dial. */
@@ -76,21 +77,6 @@ export interface PullerStatus {
   readonly reconnects: number;
   readonly lastError?: ErrorInfo;
 }
-
-/** Codes that say the cache-store sent something wrong (it is told); others are local faults. */
-const PEER_FAULTS = new Set<string>([
-  ErrorCode.PROTOCOL,
-  ErrorCode.LIMIT,
-  ErrorCode.CHECKSUM,
-  ErrorCode.SEQUENCE,
-  ErrorCode.BOUNDS,
-  ErrorCode.GENERATION,
-  ErrorCode.BAD_ID,
-  ErrorCode.STATE_MISMATCH,
-]);
-
-/** How long a closing connection may take before it is cut. */
-const CLOSE_GRACE_MS = 2000;
 
 /**
  * The processor's side of the replication protocol: one WebSocket to the cache-store, redialled with
@@ -148,19 +134,39 @@ export class Puller {
   confirm(vm: string, generation: string, lsn: number): boolean {
     const c = this.conn;
     if (c === undefined || c.closed || c.streams.get(vm)?.generation !== generation) return false;
-    return this.send(c, { t: 'applied', vm, generation, lsn } satisfies Applied);
+    return c.send({ t: 'applied', vm, generation, lsn } satisfies Applied);
   }
 
   /** Relays a VM's policy to its agent through the cache-store; false when not connected. */
   sendPolicy(vm: string, policy: AgentPolicy): boolean {
     const c = this.conn;
-    return c !== undefined && this.send(c, { ...policy, t: 'policy', vm } satisfies Policy);
+    return c !== undefined && c.send({ ...policy, t: 'policy', vm } satisfies Policy);
+  }
+
+  /**
+   * Subscribes `vm` again on the current connection from the position its replica gives (after a
+   * storage pause, or once a refused generation can be taken): the cache-store replaces the
+   * subscription and sends the stream again. Without a connection the next one subscribes it anyway.
+   */
+  resubscribe(vm: string): void {
+    this.chain = this.chain.then(async () => {
+      const c = this.conn;
+      const v = this.vms.get(vm);
+      if (c === undefined || c.closed || this.stopped || v === undefined || !v.usable || !c.subscribed.has(vm)) return;
+      try {
+        const { generation, from } = await v.subscription();
+        if (!c.closed && c.send({ t: 'subscribe', vm, generation, from } satisfies Subscribe))
+          this.log.info({ vm, generation, from }, 'subscribed again');
+      } catch (err) {
+        this.fail(c, err, vm);
+      }
+    });
   }
 
   /** Drops the current connection (a local fault); the next one resubscribes everything. */
   restart(reason: SrError): void {
     const c = this.conn;
-    if (c !== undefined && !c.closed) this.drop(c, 1011, reason.code);
+    if (c !== undefined && !c.closed) c.drop(1011, reason.code);
   }
 
   /** Stops taking messages: the one being handled finishes, the rest are dropped. */
@@ -176,7 +182,7 @@ export class Puller {
     const c = this.conn;
     if (c === undefined || c.ws.readyState === WebSocket.CLOSED) return;
     const closed = new Promise<void>((resolve) => c.ws.once('close', () => resolve()));
-    this.drop(c, 1001, 'shutting down');
+    c.drop(1001, 'shutting down');
     await closed;
   }
 
@@ -192,23 +198,17 @@ export class Puller {
       ...(this.o.ca !== undefined ? { ca: this.o.ca } : {}),
     });
     const c = new Connection(ws);
+    c.sums = new SumsReplies({ send: (m) => c.sendFlushed(m) }, this.log, this.o);
     this.conn = c;
     ws.on('unexpected-response', (_req, res) => this.onRefused(c, res));
     ws.on('open', () => {
       this.log.info({ url: this.o.url }, 'connected to cache-store');
       const hello: ProcessorHello = { t: 'hello', v: PROTOCOL_VERSION, role: 'processor' };
-      this.send(c, hello);
-      c.heartbeat = setInterval(() => {
-        if (!c.alive) {
-          this.log.warn({ url: this.o.url }, 'cache-store stopped answering pings; reconnecting');
-          ws.terminate();
-          return;
-        }
-        c.alive = false;
-        ws.ping();
-      }, this.o.heartbeatMs ?? DEFAULT_PULLER.heartbeatMs);
+      c.send(hello);
+      c.startHeartbeat(this.o.heartbeatMs ?? DEFAULT_PULLER.heartbeatMs, () =>
+        this.log.warn({ url: this.o.url }, 'cache-store stopped answering pings; reconnecting'),
+      );
     });
-    ws.on('pong', () => (c.alive = true));
     ws.on('message', (data, isBinary) => this.receive(c, data, isBinary));
     ws.on('error', (err) => {
       if (c.refused) return;
@@ -266,6 +266,8 @@ export class Puller {
         case 'batch':
           vm = m.vm;
           return await this.onBatch(c, m);
+        case 'sums-request':
+          return this.onSumsRequest(c, m);
         case 'error':
           return this.onPeerError(c, m);
         default:
@@ -298,7 +300,7 @@ export class Puller {
       if (c.subscribed.get(info.vm) !== info.generation) {
         const { generation, from } = await vm.subscription();
         if (c.closed) return;
-        this.send(c, { t: 'subscribe', vm: info.vm, generation, from } satisfies Subscribe);
+        c.send({ t: 'subscribe', vm: info.vm, generation, from } satisfies Subscribe);
         c.subscribed.set(info.vm, info.generation);
         c.policyGroup.delete(info.vm);
         this.log.info({ vm: info.vm, generation, from }, 'subscribed');
@@ -323,6 +325,17 @@ export class Puller {
     await vm.beginStream(m.generation, m.disks);
     c.streams.set(m.vm, { generation: m.generation, disks: m.disks });
     this.log.info({ vm: m.vm, generation: m.generation, from: m.from }, 'stream started');
+    c.sums?.streamBegan(vm, m.generation);
+  }
+
+  /** The agent asks for the replica's block sums (checksum resync): answered beside the stream. */
+  private onSumsRequest(c: Connection, m: SumsRequest): void {
+    const vm = this.vms.get(m.vm);
+    if (vm === undefined || !c.subscribed.has(m.vm)) {
+      this.log.warn({ vm: m.vm }, 'sums request for a VM this processor did not subscribe; ignored');
+      return;
+    }
+    c.sums?.requested(m, vm, c.streams.get(m.vm)?.generation);
   }
 
   private async onBatch(c: Connection, b: Batch): Promise<void> {
@@ -344,7 +357,7 @@ export class Puller {
   private onPeerError(c: Connection, m: ErrorMessage): void {
     this.log.error({ code: m.code, err: m.message }, 'cache-store reported an error');
     this.lastError = { code: m.code, message: m.message, at: new Date().toISOString() };
-    this.drop(c, 1000, 'peer error');
+    c.drop(1000, 'peer error');
     c.faulted = true;
   }
 
@@ -354,29 +367,19 @@ export class Puller {
     this.lastError = info;
     const vm = vmName !== undefined ? this.vms.get(vmName) : undefined;
     vm?.recordError(e);
-    const peerFault = PEER_FAULTS.has(e.code);
+    const peerFault = isPeerFault(e.code);
     this.log.error(
       { vm: vmName, code: e.code, err: e.message },
       peerFault ? 'refused what the cache-store sent; reconnecting' : 'local failure; reconnecting',
     );
-    if (peerFault) this.send(c, { t: 'error', code: e.code, message: e.message.slice(0, 4096) } satisfies ErrorMessage);
-    this.drop(c, peerFault ? 1008 : 1011, e.code);
-  }
-
-  private drop(c: Connection, code: number, reason: string): void {
-    c.closed = true;
-    if (code !== 1001 && code !== 1000) c.faulted = true;
-    if (c.ws.readyState === WebSocket.CONNECTING) {
-      c.ws.terminate();
-      return;
-    }
-    c.ws.close(code, reason);
-    setTimeout(() => c.ws.terminate(), CLOSE_GRACE_MS).unref();
+    if (peerFault) c.send({ t: 'error', code: e.code, message: e.message.slice(0, 4096) } satisfies ErrorMessage);
+    c.drop(peerFault ? 1008 : 1011, e.code);
   }
 
   private onClose(c: Connection, code: number, reason: string): void {
     c.closed = true;
-    if (c.heartbeat !== undefined) clearInterval(c.heartbeat);
+    c.sums?.close();
+    c.stopHeartbeat();
     if (this.conn === c) {
       this.conn = undefined;
       this.downSince ??= Date.now();
@@ -388,11 +391,5 @@ export class Puller {
     this.reconnects++;
     this.log.info({ code, reason, delayMs: delay }, 'cache-store connection closed; reconnecting');
     this.timer = setTimeout(() => this.connect(), delay);
-  }
-
-  private send(c: Connection, message: object): boolean {
-    if (c.ws.readyState !== WebSocket.OPEN) return false;
-    c.ws.send(encodeMessage(message));
-    return true;
   }
 }

@@ -2,28 +2,44 @@ import {
   ErrorCode,
   SerialQueue,
   SrError,
+  type BackoffOptions,
   type ChangeRecord,
   type DiskInfo,
   type Logger,
   type Progress,
   type VmInfo,
 } from '@site-recovery/shared';
-import { InitialSyncTracker, progressLsn, sameSync } from './initial-copy-tracker.js';
-import { PointError, PointErrorCode } from '../api/error-codes.js';
+import { ApplyPause } from './apply-pause.js';
+import { DurabilityRounds } from './durability-rounds.js';
+import { GenerationGate, checkSameLayout, startGeneration, type GenerationGateOptions } from './generation-gate.js';
+import { cutAtApplied } from './point-cut.js';
+import { InitialSyncTracker, progressLsn } from './initial-copy-tracker.js';
 import { LagStats } from './lag-stats.js';
 import type { PointKind, RecoveryPoint, RoundTag } from '../points/recovery-point.js';
 import { atMarker, decodeGroupMarkers, type GroupRecordHooks, type MarkerTarget } from './markers.js';
 import { RecordApplier, type RecordApplierOptions } from './record-applier.js';
 import { submitProtected } from './protected-submit.js';
-import { COPYING, sameDisks, type Replica, type ReplicaStore } from '../replica/replica-store.js';
+import { COPYING, type Replica, type ReplicaStore } from '../replica/replica-store.js';
 import { asStorageError, errorInfo, isStorageCode } from './storage-error.js';
-import { describeVm, type ErrorInfo, type FailoverState, type VmStatus } from './vm-status.js';
+import {
+  describeVm,
+  troubleOf,
+  type ErrorInfo,
+  type FailoverState,
+  type VmStatus,
+  type VmTrouble,
+} from './vm-status.js';
 
-export interface VmReplicationOptions extends Omit<RecordApplierOptions, 'onApplied'> {
+export interface VmReplicationOptions extends Omit<RecordApplierOptions, 'onApplied'>, GenerationGateOptions {
   /** Applied bytes after which a confirmation round starts before the interval is up. Default 64 MiB. */
   readonly confirmBytes?: number;
   /** Recent records the lag percentiles cover. Default 4096. */
   readonly lagWindow?: number;
+  /**
+   * Delays between attempts to apply again after the replica or its undo logs could not be written
+   * or made durable (a full disk: SR_NO_SPACE). Default 1 s, doubling to 30 s, jitter 0.5.
+   */
+  readonly storageRetry?: BackoffOptions;
 }
 
 export const DEFAULT_CONFIRM_BYTES = 64 * 1024 * 1024;
@@ -33,8 +49,11 @@ const DEFAULT_LAG_WINDOW = 4096;
 export interface VmReplicationHooks {
   /** Tells the cache-store that records up to `lsn` are durable; false when there is no stream to tell. */
   confirm(vm: string, generation: string, lsn: number): boolean;
-  /** Local storage failed: the stream must be dropped and resent from the durable position. */
-  fault(vm: string, err: SrError): void;
+  /**
+   * Subscribes the VM again from the position `subscription` gives (after a storage pause, or once a
+   * refused generation can be taken): the cache-store sends its stream again.
+   */
+  resubscribe(vm: string): void;
   /** Where the VM's replication-group records go (absent: they cut and record nothing). */
   readonly group?: GroupRecordHooks;
 }
@@ -50,24 +69,21 @@ export class VmReplication {
   private applier: RecordApplier | undefined;
   private readonly sync: InitialSyncTracker;
   private readonly lag: LagStats;
-  private durableLsn = 0;
-  private confirmedLsn = 0;
-  private bytesSinceFlush = 0;
+  private readonly rounds: DurabilityRounds;
   private cacheStore: { generation: string; firstLsn: number; lastLsn: number } | undefined;
   private error: ErrorInfo | undefined;
   private lastError: ErrorInfo | undefined;
-  /** Set when storage failed: what was applied after the durable position cannot be trusted. */
-  private rewindToDurable = false;
   /** Generation changes, durability rounds and close, one at a time. */
   private readonly exclusive = new SerialQueue();
-  private flushing: Promise<void> | undefined;
-  private flushAgain = false;
   private readonly confirmBytes: number;
   /** Serialises applying batches with cutting points: a cut sees no batch half-submitted. */
   private readonly applying = new SerialQueue();
   private failoverState: FailoverState = 'none';
   /** What a marker acts on (markers.ts), with the applying queue held. */
   private readonly markers: MarkerTarget;
+  /** Applying paused by a storage failure, retried with backoff. */
+  private readonly pause: ApplyPause;
+  private readonly gate: GenerationGate;
 
   constructor(
     readonly vm: string,
@@ -80,8 +96,22 @@ export class VmReplication {
     private readonly openError?: SrError,
   ) {
     this.confirmBytes = o.confirmBytes ?? DEFAULT_CONFIRM_BYTES;
+    this.pause = new ApplyPause(vm, log, o.storageRetry, () => hooks.resubscribe(vm));
+    this.gate = new GenerationGate(vm, log, o);
     this.lag = new LagStats(o.lagWindow ?? DEFAULT_LAG_WINDOW);
     this.sync = new InitialSyncTracker(COPYING);
+    this.rounds = new DurabilityRounds(
+      {
+        vm,
+        log,
+        sync: this.sync,
+        replica: () => this.replica,
+        applier: () => this.applier,
+        confirm: (generation, lsn) => hooks.confirm(vm, generation, lsn),
+        pause: (err) => this.pauseFor(err),
+      },
+      this.exclusive,
+    );
     this.markers = {
       vm,
       log,
@@ -153,47 +183,50 @@ export class VmReplication {
       const applier = this.applier;
       if (applier === undefined) return;
       await applier.drain();
-      if (applier.failed !== undefined || this.rewindToDurable) {
-        applier.rewind(this.durableLsn);
-        this.sync.forgetAfter(this.durableLsn);
-        this.rewindToDurable = false;
+      if (applier.failed !== undefined || this.rounds.rewindToDurable) {
+        applier.rewind(this.rounds.durableLsn);
+        this.sync.forgetAfter(this.rounds.durableLsn);
+        this.rounds.rewindToDurable = false;
       }
     });
     return { generation: this.generation ?? null, from: (this.applier?.submitted ?? 0) + 1 };
   }
 
   /**
-   * The cache-store starts a stream. A generation other than the replica's starts over: position 0,
-   * initial copy `copying`, disks zeroed (replaced if the layout changed). Within one generation the
-   * disk layout is fixed, so a different one is refused.
+   * The cache-store starts a stream. A generation other than the replica's starts over at position 0
+   * with the initial copy `copying`: the replica keeps its data with the same disk layout, and is
+   * retired beside a new one with another (`Replica.reset`). A generation that cannot be taken
+   * (generation-gate.ts) changes nothing, and its batches are ignored. Within one generation the disk
+   * layout is fixed, so a different one is refused.
    */
   beginStream(generation: string, disks: readonly DiskInfo[]): Promise<void> {
     return this.exclusive.run(async () => {
       // A new stream (often a new connection) has not been told what is durable: the next round does.
-      this.confirmedLsn = 0;
+      this.rounds.confirmedLsn = 0;
       const replica = this.replica;
-      if (replica === undefined) {
-        this.log.info({ vm: this.vm, generation, disks }, 'creating replica');
-        this.attach(await this.store.create(this.vm, generation, disks));
+      const info = replica?.info();
+      if (info !== undefined && info.generation === generation) {
+        checkSameLayout(this.vm, generation, info.disks, disks);
+        this.gate.began(generation);
+        this.pause.streamBegan();
         return;
       }
-      const info = replica.info();
-      if (info.generation === generation) {
-        if (!sameDisks(info.disks, disks)) {
-          throw new SrError(
-            ErrorCode.STATE_MISMATCH,
-            `stream of ${this.vm} generation ${generation} declares disks ${describe(disks)}, the replica has ${describe(info.disks)}`,
-          );
-        }
+      if (!this.gate.admit(replica, generation, disks)) {
+        this.pause.streamBegan();
         return;
       }
-      await this.applier?.drain();
-      this.log.info(
-        { vm: this.vm, from: info.generation, to: generation, sameDisks: sameDisks(info.disks, disks) },
-        'new generation: resyncing replica',
-      );
-      await replica.reset(generation, disks);
-      this.attach(replica);
+      try {
+        await this.applier?.drain();
+        const started = await startGeneration(this.store, this.vm, replica, generation, disks, this.log);
+        this.gate.began(generation, started.fresh);
+        this.attach(started.replica);
+      } catch (err) {
+        const e = asStorageError(err, `replica of ${this.vm} could not start generation ${generation}`);
+        if (!isStorageCode(e.code)) throw err;
+        this.pauseFor(e);
+        return;
+      }
+      this.pause.streamBegan();
     });
   }
 
@@ -212,6 +245,8 @@ export class VmReplication {
   ): Promise<void> {
     // Failed over: the source's later writes are not the VM any more.
     if (this.failoverState !== 'none') return;
+    // Paused (until the stream begins again) or refused: nothing of the batch is applied or confirmed.
+    if (this.pause.ignoringBatches || this.gate.refuses(generation)) return;
     const applier = this.applier;
     if (applier === undefined || this.generation !== generation)
       throw new SrError(ErrorCode.PROTOCOL, `batch for ${this.vm} before its stream began`);
@@ -232,39 +267,27 @@ export class VmReplication {
         );
       }
       if (progress !== undefined) this.sync.note(progressLsn(records), progress);
-      const fresh = skip === 0 ? records : records.slice(skip);
-      await submitProtected(applier, this.replica!.points, generation, fresh, (m) =>
-        atMarker(this.markers, this.hooks.group, m, groups?.get(m.lsn)),
-      );
-      for (let i = skip; i < records.length; i++) this.bytesSinceFlush += records[i]!.length;
+      const unseen = skip === 0 ? records : records.slice(skip);
+      try {
+        await submitProtected(applier, this.replica!.points, generation, unseen, (m) =>
+          atMarker(this.markers, this.hooks.group, m, groups?.get(m.lsn)),
+        );
+      } catch (err) {
+        const e = asStorageError(err, `replica of ${this.vm} could not be written`);
+        if (!isStorageCode(e.code)) throw err;
+        this.pauseFor(e);
+        return;
+      }
+      for (let i = skip; i < records.length; i++) this.rounds.bytesSinceFlush += records[i]!.length;
     } else if (progress !== undefined) this.sync.note(progressLsn(records), progress);
     this.error = undefined;
-    if (this.bytesSinceFlush >= this.confirmBytes) void this.flush();
+    this.pause.progressed();
+    if (this.rounds.bytesSinceFlush >= this.confirmBytes) void this.flush();
   }
 
-  private async cutLocked(kind: PointKind, round?: RoundTag): Promise<RecoveryPoint> {
-    const replica = this.replica;
-    const applier = this.applier;
-    if (replica === undefined || applier === undefined)
-      throw new PointError(PointErrorCode.RESYNCING, `${this.vm} has no replica yet`);
-    await applier.drain();
-    if (applier.failed !== undefined) throw asStorageError(applier.failed, `replica of ${this.vm} failed`);
-    const lsn = applier.applied;
-    if (this.sync.at(lsn).state !== 'done')
-      throw new PointError(
-        PointErrorCode.RESYNCING,
-        `${this.vm} is resyncing (initial copy not done): no recovery point can be cut`,
-      );
-    await this.exclusive.run(() => this.flushOnce());
-    if (this.durableLsn < lsn)
-      throw new SrError(ErrorCode.IO, `replica of ${this.vm} could not be made durable up to LSN ${lsn}; no point cut`);
-    return replica.points.cut({
-      lsn,
-      generation: replica.info().generation,
-      kind,
-      time: new Date(),
-      ...(round !== undefined ? { round } : {}),
-    });
+  private cutLocked(kind: PointKind, round?: RoundTag): Promise<RecoveryPoint> {
+    const { vm, replica, applier, sync, rounds, exclusive } = this;
+    return cutAtApplied({ vm, replica, applier, sync, rounds, exclusive }, kind, round);
   }
 
   recordError(err: SrError): void {
@@ -272,36 +295,44 @@ export class VmReplication {
     this.lastError = this.error;
   }
 
+  /** What keeps the VM from replicating, for `/health` (vm-status.ts). */
+  trouble(): VmTrouble | undefined {
+    return troubleOf({
+      failover: this.failoverState,
+      refused: this.gate.refused,
+      paused: this.pause.info,
+      error: this.error,
+      opened: this.openError === undefined,
+    });
+  }
+
+  /** Whether the replica can be the base of `generation`'s checksum resync (generation-gate.ts). */
+  sumsBase(generation: string): { available: true } | { available: false; reason: string } {
+    return this.gate.sumsBase(this.generation, generation);
+  }
+
   /**
-   * What keeps the VM from replicating, for `/health`: its replica cannot be opened or made durable
-   * (`replica-store`), or its stream cannot be applied (`apply`). `undefined` while it replicates or
-   * resyncs, and once it is failed over (its stream no longer matters).
+   * Bytes of the replica between two applied records: read with the applying queue held and no record
+   * in flight, so a read holds applying up for that read only. `undefined` once the replica is at
+   * another generation than `generation`.
    */
-  trouble(): { kind: 'replica-store' | 'apply'; error: ErrorInfo } | undefined {
-    const e = this.error;
-    if (e === undefined || this.failoverState === 'failed-over' || this.failoverState === 'committed') return undefined;
-    return { kind: this.openError !== undefined || isStorageCode(e.code) ? 'replica-store' : 'apply', error: e };
+  readBetweenRecords(generation: string, disk: number, offset: number, length: number): Promise<Buffer | undefined> {
+    return this.applying.run(async () => {
+      const replica = this.replica;
+      if (replica === undefined || this.generation !== generation || this.gate.refused !== undefined) return undefined;
+      await this.applier?.drain();
+      return replica.read(disk, offset, length);
+    });
   }
 
   /**
    * One durability round: fsync the replica disks, persist the applied position, then confirm it.
-   * Overlapping calls share rounds. Never rejects: a storage failure faults the stream instead.
+   * Overlapping calls share rounds. Never rejects: a storage failure pauses applying instead. Also
+   * where a refused generation is looked at again (this runs every confirm interval).
    */
   flush(): Promise<void> {
-    if (this.flushing !== undefined) {
-      this.flushAgain = true;
-      return this.flushing;
-    }
-    const run = async (): Promise<void> => {
-      do {
-        this.flushAgain = false;
-        await this.exclusive.run(() => this.flushOnce());
-      } while (this.flushAgain);
-    };
-    this.flushing = run()
-      .catch((err: unknown) => this.log.error({ vm: this.vm, err: (err as Error).message }, 'flush failed'))
-      .finally(() => (this.flushing = undefined));
-    return this.flushing;
+    if (this.gate.mayRetry(this.replica)) this.hooks.resubscribe(this.vm);
+    return this.rounds.flush();
   }
 
   /** Waits for records in flight, then makes everything applied durable and confirms it. */
@@ -311,6 +342,7 @@ export class VmReplication {
   }
 
   async close(): Promise<void> {
+    this.pause.close();
     await this.applying.run(() => Promise.resolve());
     await this.exclusive.run(async () => {
       await this.applier?.drain();
@@ -324,60 +356,35 @@ export class VmReplication {
       vm: this.vm,
       replica: this.replica,
       applied,
-      durable: this.durableLsn,
-      confirmed: this.confirmedLsn,
+      durable: this.rounds.durableLsn,
+      confirmed: this.rounds.confirmedLsn,
       sync: this.replica === undefined ? { state: 'none', done: 0, total: 0 } : this.sync.at(applied),
       cacheStore: this.cacheStore,
       lag: this.lag.summary(),
       failover: this.failoverState,
       ...(this.error !== undefined ? { error: this.error } : {}),
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+      ...(this.pause.info !== undefined ? { paused: this.pause.info } : {}),
+      ...(this.gate.refused !== undefined ? { refused: this.gate.refused } : {}),
     });
   }
 
-  private async flushOnce(): Promise<void> {
-    const replica = this.replica;
-    const applier = this.applier;
-    if (replica === undefined || applier === undefined) return;
-    // After a failed fsync a later one proves nothing about the pages it lost (their dirty state is
-    // gone): nothing more is persisted or confirmed until the stream has been sent again.
-    if (this.rewindToDurable || applier.failed !== undefined) return;
-    const { generation } = replica.info();
-    const lsn = applier.applied;
-    const sync = this.sync.at(lsn);
-    const persisted = replica.info();
-    if (lsn < this.durableLsn) return;
-    if (lsn > persisted.appliedLsn || !sameSync(sync, persisted.initialSync)) {
-      this.bytesSinceFlush = 0;
-      try {
-        await replica.flush();
-        await replica.savePosition({ appliedLsn: lsn, initialSync: sync });
-      } catch (err) {
-        const e = asStorageError(err, `replica of ${this.vm} could not be made durable`);
-        this.recordError(e);
-        this.rewindToDurable = true;
-        this.log.error(
-          { vm: this.vm, code: e.code, err: e.message },
-          'replica flush failed; the stream will be resent from the durable position',
-        );
-        this.hooks.fault(this.vm, e);
-        return;
-      }
-      this.sync.settle(lsn);
-      this.durableLsn = lsn;
-    }
-    if (this.durableLsn > this.confirmedLsn && this.hooks.confirm(this.vm, generation, this.durableLsn))
-      this.confirmedLsn = this.durableLsn;
+  /**
+   * Applying stops at the durable position: what landed after it is applied again once the stream is
+   * sent again (after a failed fsync nothing past it can be trusted; a marker whose point could not
+   * be cut is acted on again), and nothing more is confirmed until then (apply-pause.ts).
+   */
+  private pauseFor(e: SrError): void {
+    this.recordError(e);
+    this.rounds.rewindToDurable = true;
+    this.pause.pause(e);
   }
 
   /** Makes `replica` current at its persisted position (a fresh replica or a new generation). */
   private attach(replica: Replica): void {
     const info = replica.info();
     this.replica = replica;
-    this.durableLsn = info.appliedLsn;
-    this.confirmedLsn = 0;
-    this.bytesSinceFlush = 0;
-    this.rewindToDurable = false;
+    this.rounds.reset(info.appliedLsn);
     this.sync.resetTo(info.initialSync);
     this.lag.clear();
     this.applier = new RecordApplier(replica, info.appliedLsn, {
@@ -387,8 +394,4 @@ export class VmReplication {
       },
     });
   }
-}
-
-function describe(disks: readonly DiskInfo[]): string {
-  return disks.map((d) => `${d.id}(${d.size} B)`).join(', ');
 }

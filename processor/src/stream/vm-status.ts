@@ -1,6 +1,9 @@
 import type { PointKind } from '../points/recovery-point.js';
-import type { InitialSync, Replica } from '../replica/replica-store.js';
+import type { InitialSync, Replica, RetiredReplicaInfo } from '../replica/replica-store.js';
+import type { PauseInfo } from './apply-pause.js';
+import type { RefusedGeneration } from './generation-gate.js';
 import { syncPercent } from './initial-copy-tracker.js';
+import { isStorageCode } from './storage-error.js';
 
 // How a VM's replication looks from outside: the processor's status JSON and the sr CLI read these.
 
@@ -10,7 +13,11 @@ export interface ErrorInfo {
   readonly at: string;
 }
 
-export type VmState = 'replicating' | 'resyncing' | 'error' | 'failed-over' | 'committed';
+/**
+ * `paused`: the replica's storage failed (a full disk, an I/O error) and applying waits to retry;
+ * `refused`: the source's newest generation cannot be taken (its stream is not applied).
+ */
+export type VmState = 'replicating' | 'resyncing' | 'error' | 'paused' | 'refused' | 'failed-over' | 'committed';
 
 /** Where a VM's (real) failover stands. */
 export type FailoverState = 'none' | 'in-progress' | 'failed-over' | 'committed';
@@ -33,10 +40,45 @@ export interface VmStatus {
   readonly errorCode?: string;
   /** The most recent error, kept after the VM recovers. */
   readonly lastError?: ErrorInfo;
-  /** Recovery points held. */
+  /** While `state` is 'paused': why, since when, and when the next attempt starts. */
+  readonly paused?: PauseInfo;
+  /** While `state` is 'refused': the generation not taken, its disks, and why. */
+  readonly refused?: RefusedGeneration;
+  /** Recovery points held, those of retired replicas included. */
   readonly points: number;
-  readonly latestPoint: { id: string; time: string; lsn: number; kind: PointKind } | null;
+  readonly latestPoint: { id: string; time: string; lsn: number; kind: PointKind; generation: string } | null;
+  /** Older replicas (other disk layouts) kept for their points, oldest first. */
+  readonly retiredReplicas: RetiredReplicaInfo[];
   readonly failover: FailoverState;
+}
+
+/** What keeps a VM from replicating, as `/health` names it. */
+export interface VmTrouble {
+  readonly kind: 'replica-store' | 'disk-full' | 'apply' | 'refused';
+  readonly error: ErrorInfo;
+}
+
+/**
+ * A refused generation, then applying paused by its storage (`disk-full` or `replica-store`), then a
+ * replica that cannot be opened (`replica-store`) or a stream that cannot be applied (`apply`);
+ * `undefined` while the VM replicates or resyncs, and once it is failed over (its stream no longer matters).
+ */
+export function troubleOf(f: {
+  readonly failover: FailoverState;
+  readonly refused: RefusedGeneration | undefined;
+  readonly paused: PauseInfo | undefined;
+  readonly error: ErrorInfo | undefined;
+  /** Whether the replica (if any) could be opened. */
+  readonly opened: boolean;
+}): VmTrouble | undefined {
+  if (f.failover === 'failed-over' || f.failover === 'committed') return undefined;
+  const r = f.refused;
+  if (r !== undefined) return { kind: 'refused', error: { code: r.code, message: r.message, at: r.at } };
+  const p = f.paused;
+  if (p !== undefined) return { kind: p.code === 'SR_NO_SPACE' ? 'disk-full' : 'replica-store', error: p };
+  const e = f.error;
+  if (e === undefined) return undefined;
+  return { kind: !f.opened || isStorageCode(e.code) ? 'replica-store' : 'apply', error: e };
 }
 
 /** What {@link describeVm} is given: one VM's replication as it stands. */
@@ -54,9 +96,14 @@ export interface VmFacts {
   readonly failover: FailoverState;
   readonly error?: ErrorInfo;
   readonly lastError?: ErrorInfo;
+  readonly paused?: PauseInfo;
+  readonly refused?: RefusedGeneration;
 }
 
-/** The status document of one VM. A failover state wins over an error, an error over the initial copy. */
+/**
+ * The status document of one VM. A failover state wins over a refused generation, that over a pause,
+ * a pause over an error, an error over the initial copy.
+ */
 export function describeVm(f: VmFacts): VmStatus {
   const info = f.replica?.info();
   const cs = f.cacheStore;
@@ -68,13 +115,18 @@ export function describeVm(f: VmFacts): VmStatus {
   const state: VmState =
     f.failover === 'failed-over' || f.failover === 'committed'
       ? f.failover
-      : f.error !== undefined
-        ? 'error'
-        : f.sync.state === 'done'
-          ? 'replicating'
-          : 'resyncing';
+      : f.refused !== undefined
+        ? 'refused'
+        : f.paused !== undefined
+          ? 'paused'
+          : f.error !== undefined
+            ? 'error'
+            : f.sync.state === 'done'
+              ? 'replicating'
+              : 'resyncing';
   const points = f.replica?.points.list() ?? [];
   const latest = points.at(-1);
+  const shown = f.refused ?? f.error;
   return {
     vm: f.vm,
     generation: info?.generation ?? null,
@@ -87,10 +139,16 @@ export function describeVm(f: VmFacts): VmStatus {
     lagMs: f.lag,
     initialSync: { ...f.sync, percent: syncPercent(f.sync) },
     state,
-    ...(f.error !== undefined ? { error: `${f.error.code}: ${f.error.message}`, errorCode: f.error.code } : {}),
+    ...(shown !== undefined ? { error: `${shown.code}: ${shown.message}`, errorCode: shown.code } : {}),
     ...(f.lastError !== undefined ? { lastError: f.lastError } : {}),
+    ...(f.paused !== undefined ? { paused: f.paused } : {}),
+    ...(f.refused !== undefined ? { refused: f.refused } : {}),
     points: points.length,
-    latestPoint: latest !== undefined ? { id: latest.id, time: latest.time, lsn: latest.lsn, kind: latest.kind } : null,
+    latestPoint:
+      latest !== undefined
+        ? { id: latest.id, time: latest.time, lsn: latest.lsn, kind: latest.kind, generation: latest.generation }
+        : null,
+    retiredReplicas: [...(f.replica?.retired() ?? [])],
     failover: f.failover,
   };
 }

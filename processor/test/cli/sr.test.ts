@@ -32,8 +32,23 @@ const SECRET = Buffer.from(newSecretText(), 'hex');
 const verifier = new TokenVerifier({ secret: SECRET, log: createLogger('sr-test', 'silent') });
 
 const POINTS = [
-  { id: 'p-10-1700000000000', time: '2023-11-14T22:13:20.000Z', lsn: 10, kind: 'crash', undoBytes: 0 },
-  { id: 'p-42-1700000060000', time: '2023-11-14T22:14:20.000Z', lsn: 42, kind: 'app', undoBytes: 3 * 1024 * 1024 },
+  {
+    id: 'p-10-1700000000000',
+    time: '2023-11-14T22:13:20.000Z',
+    lsn: 10,
+    kind: 'crash',
+    undoBytes: 0,
+    generation: 'g0',
+    retired: true,
+  },
+  {
+    id: 'p-42-1700000060000',
+    time: '2023-11-14T22:14:20.000Z',
+    lsn: 42,
+    kind: 'app',
+    undoBytes: 3 * 1024 * 1024,
+    generation: 'g1',
+  },
 ];
 const MANIFEST = {
   vm: 'web01',
@@ -107,8 +122,9 @@ describe('sr', () => {
   it('lists points as a table with human sizes, and as JSON', async () => {
     const t = await sr(['points', 'web01']);
     expect(t.code).toBe(0);
-    expect(t.stdout.split('\n')[0]).toMatch(/^ID\s+TIME\s+LSN\s+KIND\s+UNDO$/);
-    expect(t.stdout).toContain('p-42-1700000060000  2023-11-14T22:14:20.000Z  42   app    3.0 MiB');
+    expect(t.stdout.split('\n')[0]).toMatch(/^ID\s+TIME\s+LSN\s+KIND\s+UNDO\s+GENERATION$/);
+    expect(t.stdout).toContain('p-42-1700000060000  2023-11-14T22:14:20.000Z  42   app    3.0 MiB  g1');
+    expect(t.stdout).toContain('g0 (older disk layout)');
     const j = await sr(['points', 'web01', '--json']);
     expect(JSON.parse(j.stdout)).toEqual(POINTS);
   });
@@ -305,9 +321,9 @@ describe('sr-format', () => {
   it('shows group points, a split group and the groups of the status', () => {
     const mv = { ...POINTS[1]!, kind: 'multi-vm' as const, group: { name: 'shop', point: '3.17' } };
     const listed = formatPoints([POINTS[0] as never, mv]).split('\n');
-    expect(listed[0]).toMatch(/^ID\s+TIME\s+LSN\s+KIND\s+UNDO\s+GROUP POINT$/);
-    expect(listed[1]).toMatch(/crash\s+0 B\s+-$/);
-    expect(listed[2]).toMatch(/multi-vm\s+3\.0 MiB\s+shop 3\.17$/);
+    expect(listed[0]).toMatch(/^ID\s+TIME\s+LSN\s+KIND\s+UNDO\s+GENERATION\s+GROUP POINT$/);
+    expect(listed[1]).toMatch(/crash\s+0 B\s+g0 \(older disk layout\)\s+-$/);
+    expect(listed[2]).toMatch(/multi-vm\s+3\.0 MiB\s+g1\s+shop 3\.17$/);
     const split = formatManifest({
       ...MANIFEST,
       kind: 'failover',

@@ -5,6 +5,16 @@ import path from 'node:path';
 import { RecordKind, isSrError, type DiskInfo } from '@site-recovery/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileReplicaStore } from '../../src/replica/file-replica-store.js';
+import type { SwitchStep } from '../../src/replica/layout-switch.js';
+import type { Replica } from '../../src/replica/replica-store.js';
+import {
+  applyProtected,
+  firstGeneration,
+  pattern,
+  replicaGenerationsContract,
+  write,
+  zero,
+} from './generations-contract.js';
 import { replicaStoreContract } from './replica-store-contract.js';
 
 const MiB = 1 << 20;
@@ -22,6 +32,8 @@ replicaStoreContract('FileReplicaStore', (key) => Promise.resolve(new FileReplic
 replicaStoreContract('FileReplicaStore (no inline writes)', (key) =>
   Promise.resolve(new FileReplicaStore(path.join(root, `noinline-${key}`), { inlineWriteMaxBytes: 0 })),
 );
+
+replicaGenerationsContract('FileReplicaStore', (key) => Promise.resolve(new FileReplicaStore(path.join(root, key))));
 
 const DISKS: DiskInfo[] = [
   { id: 'os', size: 64 * MiB },
@@ -189,5 +201,109 @@ describe('FileReplicaStore on disk', () => {
     await fsp.mkdir(path.join(dataDir, 'replicas', 'half-made'));
     await fsp.mkdir(path.join(dataDir, 'replicas', '.hidden'));
     expect(await store.list()).toEqual(['vm1']);
+  });
+
+  it('ZERO records over blocks that read as zeroes save nothing in the undo log and allocate nothing', async () => {
+    const dataDir = path.join(root, 'zero-cheap');
+    const r = await new FileReplicaStore(dataDir, { undoBlockSize: 64 * 1024 }).create('vm1', 'g1', DISKS);
+    await applyProtected(r, 'g1', [write(1, 0, 8 * MiB, pattern(64 * 1024, 1))]);
+    await r.savePosition({ appliedLsn: 1, initialSync: { state: 'done', done: 1, total: 1 } });
+    const p = await r.points.cut({ lsn: 1, generation: 'g1', kind: 'crash', time: new Date() });
+    const empty = r.points.newest()!.undoBytes;
+    const before = allocated(r.locate(0));
+    // A new generation's copy of a mostly empty disk: a ZERO record for every 1 MiB chunk, twice over.
+    await r.reset('g2', DISKS);
+    for (let round = 0; round < 2; round++) {
+      const recs = Array.from({ length: 64 }, (_, i) => zero(round * 64 + i + 1, 0, i * MiB, MiB));
+      await applyProtected(r, 'g2', recs);
+    }
+    // Only the one block that held data was saved (an entry header and its 64 KiB).
+    expect(r.points.newest()!.undoBytes - empty).toBe(24 + 64 * 1024);
+    expect(allocated(r.locate(0))).toBeLessThanOrEqual(before);
+    expect((await r.read(0, 0, DISKS[0]!.size)).equals(Buffer.alloc(DISKS[0]!.size))).toBe(true);
+    const plan = r.points.plan(p.id)!;
+    const target = path.join(root, 'zero-cheap-os.img');
+    await r.points.materialize(plan, [target, `${target}.data`]);
+    expect((await fsp.readFile(target)).subarray(8 * MiB, 8 * MiB + 64 * 1024).equals(pattern(64 * 1024, 1))).toBe(
+      true,
+    );
+    await r.close();
+  });
+});
+
+/** A store whose disk-layout switch stops for good at `step`, as a crash there would leave it. */
+function freezingAt(dataDir: string, step: SwitchStep): { store: FileReplicaStore; reached: Promise<void> } {
+  let reached!: () => void;
+  const at = new Promise<void>((resolve) => (reached = resolve));
+  const store = new FileReplicaStore(dataDir, {
+    onSwitchStep: (s) => {
+      if (s !== step) return;
+      reached();
+      return new Promise<void>(() => undefined);
+    },
+  });
+  return { store, reached: at };
+}
+
+describe('FileReplicaStore: a disk-layout switch cut short by a crash', () => {
+  const OTHER: DiskInfo[] = [{ id: 'os', size: 8 * MiB }];
+  const SMALL: DiskInfo[] = [
+    { id: 'os', size: 4 * MiB },
+    { id: 'data', size: 2 * MiB },
+  ];
+
+  it.each([
+    ['staged', 'old'],
+    ['retired', 'new'],
+    ['swapped', 'new'],
+  ] as const)('crash at %s: open finds the %s state, and the old point restores', async (step, expected) => {
+    const dataDir = path.join(root, `switch-${step}`);
+    const { store, reached } = freezingAt(dataDir, step);
+    const r = await store.create('vm1', 'g1', SMALL);
+    const { images, point } = await firstGeneration(r);
+    void r.reset('g2', OTHER); // never settles: frozen at the step
+    await reached;
+    // What a restart finds (the frozen replica is abandoned, as a killed process's would be).
+    const fresh = new FileReplicaStore(dataDir);
+    expect(await fresh.list()).toEqual(['vm1']);
+    const again = (await fresh.open('vm1'))!;
+    if (expected === 'old') {
+      expect(again.info()).toMatchObject({ generation: 'g1', disks: SMALL, appliedLsn: 3 });
+      expect(again.retired()).toEqual([]);
+      expect(again.points.list().map((p) => [p.id, p.retired ?? false])).toEqual([[point, false]]);
+    } else {
+      expect(again.info()).toMatchObject({ generation: 'g2', disks: OTHER, appliedLsn: 0 });
+      expect(again.retired()).toEqual([{ generation: 'g1', disks: SMALL, points: 1 }]);
+      expect(again.points.list().map((p) => [p.id, p.retired ?? false])).toEqual([[point, true]]);
+    }
+    const staging = path.join(dataDir, 'staging', 'vm1');
+    expect(fs.existsSync(staging)).toBe(false);
+    const plan = again.points.plan(point)!;
+    const dir = await fsp.mkdtemp(path.join(root, `restore-${step}-`));
+    const targets = plan.disks.map((d) => path.join(dir, `${d.id}.img`));
+    await again.points.materialize(plan, targets);
+    for (const [i, t] of targets.entries()) expect((await fsp.readFile(t)).equals(images[i]!)).toBe(true);
+    // The switch goes through from either state.
+    if (expected === 'old') await again.reset('g2', OTHER);
+    expect(again.info().generation).toBe('g2');
+    expect(again.retired()).toHaveLength(1);
+    await again.close();
+  });
+
+  it('a retired replica whose removal was cut short (its state file gone) is finished off on open', async () => {
+    const dataDir = path.join(root, 'retired-removal');
+    const store = new FileReplicaStore(dataDir);
+    const r: Replica = await store.create('vm1', 'g1', SMALL);
+    await firstGeneration(r);
+    await r.reset('g2', OTHER);
+    await r.close();
+    const retired = path.join(dataDir, 'retired', 'vm1', '1');
+    expect(fs.existsSync(path.join(retired, 'state.json'))).toBe(true);
+    await fsp.rm(path.join(retired, 'state.json'));
+    const again = (await store.open('vm1'))!;
+    expect(again.retired()).toEqual([]);
+    expect(again.points.list()).toEqual([]);
+    expect(fs.existsSync(retired)).toBe(false);
+    await again.close();
   });
 });

@@ -154,13 +154,14 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
       await again.close();
     });
 
-    it('reset to a new generation with the same disks zeroes them and starts over at 0', async () => {
+    it('reset to a new generation with the same disks keeps their data and starts over at 0', async () => {
       const s = await open('reset-same');
       const r = await s.create('vm1', 'g1', DISKS);
       const data = pattern(8192, 5);
       await apply(r, write(1, 1, 8192, data));
       await r.flush();
       await r.savePosition({ appliedLsn: 1, initialSync: { state: 'done', done: 1, total: 1 } });
+      const before = await readAll(r, 1);
       await r.reset('g2', DISKS);
       expect(r.info()).toEqual({
         vm: 'vm1',
@@ -169,13 +170,16 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
         appliedLsn: 0,
         initialSync: { state: 'copying', done: 0, total: 0 },
       });
-      expect((await readAll(r, 1)).equals(Buffer.alloc(DISKS[1]!.size))).toBe(true);
+      // The old data is the base the new generation's checksum resync compares against.
+      expect((await readAll(r, 1)).equals(before)).toBe(true);
+      expect(r.retired()).toEqual([]);
       const next = pattern(4096, 8);
       await apply(r, write(1, 1, 0, next));
       await r.close();
       const again = (await (await open('reset-same')).open('vm1'))!;
       expect(again.info()).toMatchObject({ generation: 'g2', appliedLsn: 0, initialSync: { state: 'copying' } });
       expect((await again.read(1, 0, 4096)).equals(next)).toBe(true);
+      expect((await again.read(1, 8192, 8192)).equals(data)).toBe(true);
       await again.close();
     });
 
@@ -189,7 +193,7 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
       await r.close();
     });
 
-    it('reset to another disk layout replaces the disks with zeroed ones of the new sizes', async () => {
+    it('reset to another disk layout of a replica without points replaces the disks with zeroed ones of the new sizes', async () => {
       const s = await open('reset-other');
       const r = await s.create('vm1', 'g1', DISKS);
       await apply(r, write(1, 0, 0, pattern(4096, 6)));
@@ -206,6 +210,7 @@ export function replicaStoreContract(name: string, open: (key: string) => Promis
       await r.close();
       const again = (await (await open('reset-other')).open('vm1'))!;
       expect(again.info().disks).toEqual(next);
+      expect(again.retired()).toEqual([]);
       expect((await again.read(1, MiB - 4096, 4096)).equals(pattern(4096, 7))).toBe(true);
       await again.close();
     });

@@ -35,10 +35,11 @@ describe('processor after a restart or a storage failure', () => {
     expect(status.cacheStore).toMatchObject({ connected: false, lastError: { code: 'SR_IO' } });
   });
 
-  it('after a failed flush, confirms nothing more and has the stream sent again from the durable position', async () => {
+  it('after a failed flush, pauses the VM: confirms nothing more, and has its stream sent again from the durable position', async () => {
     const faults = { failFlushes: 0 };
     const { dataDir, cs, processor } = await cases.start({
       store: (dir) => new FlakyStore(new FileReplicaStore(dir), faults),
+      options: { storageRetry: { initialDelayMs: 20, maxDelayMs: 100 } },
     });
     const w = new Workload(DISKS, 31);
     w.random(30, 64 * 1024);
@@ -46,29 +47,36 @@ describe('processor after a restart or a storage failure', () => {
     await agent.store(w.range(1, 30));
     await cs.tap.confirmedAtLeast(VM, 30);
     const s0 = await cs.tap.session(0);
-    // Later connections hear nothing from the cache-store until the test lets them.
-    cs.tap.hold = (_m, s) => s !== s0;
+    // The stream the retry asks for waits in the tap until the test lets it through.
+    cs.tap.hold = (m) => m.t === 'stream';
     w.random(30, 64 * 1024);
     faults.failFlushes = 1;
     await agent.store(w.range(31, 60));
-    // The failed round drops the connection (a local fault: no error message is sent).
-    await s0.closed;
+    // Only this VM pauses: the connection stays, and the VM is subscribed again on it from the durable position.
+    const again = await s0.waitFor(
+      'a second subscription of the VM from LSN 31',
+      (m) => m.t === 'subscribe' && m['vm'] === VM && m['from'] === 31,
+    );
+    expect(again).toMatchObject({ generation: 'g1' });
     expect(s0.fromProcessor.filter((m) => m.t === 'error')).toEqual([]);
+    expect(cs.tap.sessions).toHaveLength(1);
     expect(cs.tap.confirmed(VM)).toBe(30);
-    const failed = await vmStatus(processor.listen, VM);
-    expect(failed.lastError?.code).toBe('SR_IO');
-    // Durability rounds run before the cache-store answers again: none may persist the records whose
-    // fsync failed (a later fsync proves nothing about pages the failed one dropped).
+    const paused = await vmStatus(processor.listen, VM);
+    expect(paused).toMatchObject({ state: 'paused', errorCode: 'SR_IO', paused: { code: 'SR_IO' } });
+    expect(paused.lastError?.code).toBe('SR_IO');
+    // Durability rounds run before the stream comes again: none may persist the records whose fsync
+    // failed (a later fsync proves nothing about pages the failed one dropped).
     const vm = processor.get(VM)!;
     for (let round = 0; round < 3; round++) await vm.flush();
     expect((await readState(dataDir, VM)).appliedLsn).toBe(30);
     expect(cs.tap.confirmed(VM)).toBe(30);
     cs.tap.release();
-    const s1 = await cs.tap.session(1);
-    expect(await s1.subscribeOf(VM)).toMatchObject({ generation: 'g1', from: 31 });
     await cs.tap.confirmedAtLeast(VM, 60);
     expectImages(await replicaBytes(dataDir, VM, DISKS), w.images);
-    expect((await vmStatus(processor.listen, VM)).state).not.toBe('error');
+    // The initial copy never finished in this stream (no SYNC marker): resyncing, no longer paused.
+    const after = await vmStatus(processor.listen, VM);
+    expect(after.state).toBe('resyncing');
+    expect(after.paused).toBeUndefined();
   });
 });
 
@@ -110,6 +118,7 @@ class FlakyStore implements ReplicaStore {
       flush,
       savePosition: (p) => r.savePosition(p),
       reset: (g, d) => r.reset(g, d),
+      retired: () => r.retired(),
       close: () => r.close(),
     };
   }
