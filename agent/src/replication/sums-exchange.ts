@@ -1,4 +1,12 @@
-import { BLOCK_SUM_ALGO, type Logger, type Sums, type SumsEnd, type SumsRequest } from '@site-recovery/shared';
+import {
+  BLOCK_SUM_ALGO,
+  ErrorCode,
+  SrError,
+  type Logger,
+  type Sums,
+  type SumsEnd,
+  type SumsRequest,
+} from '@site-recovery/shared';
 import { ReplicaSums } from './replica-sums.js';
 
 /** How the initial copy of a new generation asks for the replica's block sums (checksum resync). */
@@ -69,7 +77,20 @@ export class SumsExchange {
   private attempt = 0;
   private stopped = false;
 
-  constructor(private readonly o: SumsExchangeOptions) {}
+  /** Refuses options the wire would refuse (SR_BAD_OPTION), before anything is asked. */
+  constructor(private readonly o: SumsExchangeOptions) {
+    const { blockBytes, waitMs, attempts } = o.options;
+    const bad = (what: string): SrError => new SrError(ErrorCode.BAD_OPTION, `replication.sums: ${what}`);
+    if (
+      !Number.isSafeInteger(blockBytes) ||
+      blockBytes < 4096 ||
+      blockBytes > 1 << 20 ||
+      (blockBytes & (blockBytes - 1)) !== 0
+    )
+      throw bad(`blockBytes ${blockBytes} is not a power of two from 4096 to 1048576`);
+    if (!(waitMs >= 0)) throw bad(`waitMs ${waitMs} is not a duration`);
+    if (!Number.isSafeInteger(attempts) || attempts < 1) throw bad(`attempts ${attempts} is not a count of at least 1`);
+  }
 
   get blockBytes(): number {
     return this.o.options.blockBytes;
