@@ -2,6 +2,7 @@ import {
   Backoff,
   ErrorCode,
   RecordKind,
+  SrError,
   isSrError,
   systemErrorCode,
   type BackoffOptions,
@@ -11,8 +12,7 @@ import { BackendError } from '@site-recovery/shared/nbd';
 import type { CaptureBackend, CopyRun, LsnSequence } from '../backend/capture-filter.js';
 import type { Journal } from '../journal/journal.js';
 import { diffRuns, wholeChunk } from './chunk-diff.js';
-import type { ReplicaSums } from './replica-sums.js';
-import type { SumsExchange, SumsOutcome, SumsStatus } from './sums-exchange.js';
+import type { FullCopyReason, SumsExchange, SumsStatus } from './sums-exchange.js';
 
 interface InitialSyncOptions {
   readonly captures: readonly CaptureBackend[];
@@ -54,12 +54,13 @@ export interface InitialCopyStatus {
   readonly percent: number;
   /**
    * `difference`: only blocks whose sums differ from the replica's are sent; `full`: every block
-   * (zero chunks as ZERO records), see `fullCopyReason`. Absent before the sums' answer.
+   * (zero chunks as ZERO records), see `fullCopyReason`; a copy by difference whose answer fails mid-way
+   * goes on as `full` from there. Absent before the first sums arrive.
    */
   readonly method?: 'difference' | 'full';
   /** Why every block is sent: the processor has no replica to compare with, no answer came, ... */
   readonly fullCopyReason?: string;
-  /** The sums request while its answer is awaited. */
+  /** The sums request while its answer is awaited (the copy compares each chunk once its sums are here). */
   readonly sums?: SumsStatus;
   /** Since the agent started, bytes read and compared with the replica's sums (copy by difference). */
   readonly comparedBytes?: number;
@@ -100,7 +101,8 @@ export class InitialSync {
   private complete = false;
   private chosen: 'waiting' | 'difference' | 'full' | undefined;
   private fullCopyReason: string | undefined;
-  private sums: ReplicaSums | undefined;
+  /** Whether any chunk was compared: the status then shows the comparison's counts. */
+  private compared = false;
   private readonly counts = { comparedBytes: 0, equalBytes: 0, sentBytes: 0, zeroedBytes: 0 };
   private failure: InitialCopyFailure | undefined;
   private waiting = false;
@@ -115,7 +117,7 @@ export class InitialSync {
 
   status(): InitialCopyStatus {
     const method = this.chosen === 'waiting' ? undefined : this.chosen;
-    const sums = this.chosen === 'waiting' ? this.o.sums?.status() : undefined;
+    const sums = this.o.sums?.status();
     const { comparedBytes, equalBytes, ...sent } = this.counts;
     return {
       state: this.complete
@@ -131,7 +133,7 @@ export class InitialSync {
       ...(method !== undefined ? { method } : {}),
       ...(this.fullCopyReason !== undefined ? { fullCopyReason: this.fullCopyReason } : {}),
       ...(sums !== undefined ? { sums } : {}),
-      ...(method === 'difference' ? { comparedBytes, equalBytes } : {}),
+      ...(method === 'difference' || this.compared ? { comparedBytes, equalBytes } : {}),
       ...sent,
       ...(this.failure !== undefined ? { failure: this.failure } : {}),
     };
@@ -163,15 +165,15 @@ export class InitialSync {
         }
       }
     } finally {
-      await this.sums?.close(this.complete).catch(() => undefined);
+      await this.o.sums?.close(this.complete).catch(() => undefined);
     }
   }
 
-  /** Waits for the replica's sums, or settles on sending every block (saying why). False once stopped. */
+  /** Waits for the replica's first sums, or settles on sending every block (saying why). False once stopped. */
   private async choose(): Promise<boolean> {
     const exchange = this.o.sums;
-    let outcome: SumsOutcome | undefined;
-    const odd = this.o.captures.find((c) => exchange !== undefined && c.chunkBytes % exchange.blockBytes !== 0);
+    let outcome: 'sums' | FullCopyReason | undefined;
+    const odd = exchange && this.o.captures.find((c) => c.chunkBytes % exchange.blockBytes !== 0);
     if (exchange === undefined) {
       outcome = { fullCopyReason: 'no checksum resync configured', warn: false };
     } else if (odd !== undefined) {
@@ -181,31 +183,31 @@ export class InitialSync {
       this.chosen = 'waiting';
       this.o.log.info({ blockBytes: exchange.blockBytes }, "initial copy: asking for the replica's block sums");
       try {
-        outcome = await exchange.obtain();
+        outcome = await exchange.start();
       } catch (err) {
         outcome = { fullCopyReason: `the sums could not be kept: ${(err as Error).message}`, warn: true };
       }
-      if (outcome === undefined || this.stopped) {
-        if (outcome !== undefined && 'sums' in outcome) await outcome.sums.close(false);
-        return false;
-      }
+      if (outcome === undefined || this.stopped) return false;
     }
-    if ('sums' in outcome) {
-      this.sums = outcome.sums;
+    if (outcome === 'sums') {
       this.chosen = 'difference';
       this.o.log.info(
-        { blockBytes: outcome.sums.blockBytes },
+        { blockBytes: exchange!.blockBytes },
         "initial copy by difference: only blocks whose sums differ from the replica's are sent",
       );
-      return true;
-    }
+    } else this.sendEverything(outcome);
+    return true;
+  }
+
+  /** From here on every block is sent; said once, with why. */
+  private sendEverything(why: FullCopyReason): void {
+    if (this.chosen === 'full') return;
     this.chosen = 'full';
-    this.fullCopyReason = outcome.fullCopyReason;
-    this.o.log[outcome.warn ? 'warn' : 'info'](
-      { reason: outcome.fullCopyReason },
+    this.fullCopyReason = why.fullCopyReason;
+    this.o.log[why.warn ? 'warn' : 'info'](
+      { reason: why.fullCopyReason, comparedBytes: this.counts.comparedBytes },
       'initial copy of every block (zero chunks as ZERO records)',
     );
-    return true;
   }
 
   private async failed(err: unknown): Promise<void> {
@@ -274,17 +276,22 @@ export class InitialSync {
 
   /** One chunk: its blocks that differ from the replica's, or all of it without sums. */
   private async copyChunk(capture: CaptureBackend, disk: number, chunk: number): Promise<void> {
-    const sums = this.sums;
+    const exchange = this.o.sums;
     const length = Math.min(capture.chunkBytes, capture.size - chunk * capture.chunkBytes);
     let plan = wholeChunk;
-    if (sums !== undefined) {
-      const perChunk = capture.chunkBytes / sums.blockBytes;
-      // Read before the chunk: the plan runs in the tick that reads the chunk, and may not wait.
-      const replica = await sums.read(disk, chunk * perChunk, Math.ceil(length / sums.blockBytes));
-      plan = (data) => diffRuns(data, replica, sums.blockBytes);
+    let compared = false;
+    if (this.chosen === 'difference' && exchange !== undefined) {
+      const block = exchange.blockBytes;
+      // Waits for the sums of this chunk's blocks; read before the chunk, as the plan may not wait.
+      const replica = await exchange.read(disk, (chunk * capture.chunkBytes) / block, Math.ceil(length / block));
+      if (this.stopped) throw new SrError(ErrorCode.SHUTTING_DOWN, 'the initial copy is stopping');
+      if (replica !== undefined) {
+        plan = (data) => diffRuns(data, replica, block);
+        compared = true;
+      } else this.sendEverything(exchange.failed ?? { fullCopyReason: 'the sums stopped coming', warn: true });
     }
     const runs = await capture.copyChunkBy(chunk, plan);
-    this.count(length, runs, sums !== undefined);
+    this.count(length, runs, compared);
   }
 
   private count(length: number, runs: readonly CopyRun[], compared: boolean): void {
@@ -295,6 +302,7 @@ export class InitialSync {
       else this.counts.sentBytes += r.length;
     }
     if (!compared) return;
+    this.compared = true;
     this.counts.comparedBytes += length;
     this.counts.equalBytes += length - sent;
   }

@@ -66,6 +66,11 @@ export class ReplicaSums {
     return this.trouble === undefined && this.next.every((n, d) => n === this.blocks[d]);
   }
 
+  /** Whether the sums of `disk`'s blocks below `end` have arrived (in order; the prefix before a problem counts). */
+  has(disk: number, end: number): boolean {
+    return (this.next[disk] ?? 0) >= end;
+  }
+
   /** Forgets what arrived: a new request was sent, and its answer starts from nothing. */
   reset(): void {
     this.next = this.blocks.map(() => 0);

@@ -37,8 +37,11 @@ export interface SumsOptions {
 
 export const DEFAULT_SUMS_OPTIONS: SumsOptions = { blockBytes: 4096, waitMs: 10 * 60_000, attempts: 3 };
 
-/** The replica's sums, or why every block is sent instead (`warn`: something went wrong, not just no replica). */
-export type SumsOutcome = { readonly sums: ReplicaSums } | { readonly fullCopyReason: string; readonly warn: boolean };
+/** Why the copy sends every block (the rest of it, once an answer failed mid-way); `warn`: not just no replica. */
+export interface FullCopyReason {
+  readonly fullCopyReason: string;
+  readonly warn: boolean;
+}
 
 /** The exchange as the status shows it, while it waits for the answer. */
 export interface SumsStatus {
@@ -63,19 +66,22 @@ interface SumsExchangeOptions {
   readonly log: Logger;
 }
 
-type Ending = SumsEnd | 'timeout' | 'stopped';
-
 /**
- * Asks the processor (through the cache-store) for the sums of its replica's blocks and waits for the
- * whole answer, while the VM's writes go on being journaled and shipped.
+ * Asks the processor (through the cache-store) for the sums of its replica's blocks, while the VM's writes
+ * go on being journaled and shipped, and hands them to the copy as they arrive: the copy compares a chunk
+ * as soon as its blocks' sums are here, so the processor's hashing and the agent's overlap. An answer that
+ * cannot be used is asked for again (the copy waits meanwhile); one that fails for good, or silence, ends
+ * the comparison and the rest of the copy sends every block.
  */
 export class SumsExchange {
   private store: ReplicaSums | undefined;
-  private ending: ((e: Ending) => void) | undefined;
+  private phase: 'asking' | 'complete' | 'failed' | 'stopped' = 'asking';
+  private failure: FullCopyReason | undefined;
   private timer: NodeJS.Timeout | undefined;
   private requestedAt = 0;
   private attempt = 0;
-  private stopped = false;
+  private waiters: (() => void)[] = [];
+  private readonly request: SumsRequest;
 
   /** Refuses options the wire would refuse (SR_BAD_OPTION), before anything is asked. */
   constructor(private readonly o: SumsExchangeOptions) {
@@ -90,84 +96,91 @@ export class SumsExchange {
       throw bad(`blockBytes ${blockBytes} is not a power of two from 4096 to 1048576`);
     if (!(waitMs >= 0)) throw bad(`waitMs ${waitMs} is not a duration`);
     if (!Number.isSafeInteger(attempts) || attempts < 1) throw bad(`attempts ${attempts} is not a count of at least 1`);
+    this.request = { t: 'sums-request', vm: o.vm, generation: o.generation, blockBytes, algo: BLOCK_SUM_ALGO };
   }
 
   get blockBytes(): number {
     return this.o.options.blockBytes;
   }
 
-  /** Resolves to the sums (the caller closes them) or to why not; `undefined` once stopped. */
-  async obtain(): Promise<SumsOutcome | undefined> {
-    const { blockBytes, attempts, waitMs } = this.o.options;
-    const request: SumsRequest = {
-      t: 'sums-request',
-      vm: this.o.vm,
-      generation: this.o.generation,
-      blockBytes,
-      algo: BLOCK_SUM_ALGO,
-    };
-    const store = await ReplicaSums.open(this.o.file, this.o.disks, blockBytes);
+  /** Why the sums cannot serve (any more): the copy sends every block from here on. */
+  get failed(): FullCopyReason | undefined {
+    return this.failure;
+  }
+
+  /**
+   * Asks, and resolves once the first sums arrived (`'sums'`: read them with {@link read}), or with why
+   * every block is to be sent; `undefined` once stopped.
+   */
+  async start(): Promise<'sums' | FullCopyReason | undefined> {
+    const store = await ReplicaSums.open(this.o.file, this.o.disks, this.o.options.blockBytes);
     this.store = store;
-    let kept = false;
-    try {
-      let last = '';
-      for (this.attempt = 1; this.attempt <= attempts; this.attempt++) {
-        await store.flushed(); // nothing of an earlier answer lands over this one
-        store.reset();
-        this.requestedAt = Date.now();
-        const end = await new Promise<Ending>((resolve) => {
-          if (this.stopped) return resolve('stopped');
-          this.ending = resolve;
-          this.rearm();
-          this.o.send(request);
-        });
-        this.ending = undefined;
-        clearTimeout(this.timer);
-        if (end === 'stopped') return undefined;
-        if (end === 'timeout')
-          return { fullCopyReason: `no answer to the sums request within ${waitMs} ms of silence`, warn: true };
-        if (!end.available)
-          return { fullCopyReason: `the replica cannot be compared: ${end.reason ?? 'no reason given'}`, warn: false };
-        await store.flushed();
-        if (store.complete) {
-          kept = true;
-          return { sums: store };
-        }
-        last = store.problem ?? `the answer ended after ${store.receivedBlocks} of ${store.totalBlocks} blocks`;
-        this.o.log.warn({ attempt: this.attempt, attempts, problem: last }, 'the sums answer cannot be used');
-      }
-      return { fullCopyReason: `${attempts} sums answers could not be used, the last: ${last}`, warn: true };
-    } finally {
-      this.o.send(undefined);
-      this.store = undefined;
-      if (!kept) await store.close(true);
-    }
+    await this.ask();
+    await this.until(() => this.phase !== 'asking' || store.receivedBlocks > 0);
+    if (this.phase === 'stopped') return undefined;
+    return this.failure ?? 'sums';
+  }
+
+  /**
+   * The replica's sums of blocks `first` .. `first + count - 1` of `disk`, once they have arrived;
+   * `undefined` when they never will (see {@link failed}) or the exchange stopped.
+   */
+  async read(disk: number, first: number, count: number): Promise<Buffer | undefined> {
+    const store = this.store;
+    if (store === undefined) return undefined;
+    const here = (): boolean => store.has(disk, first + count);
+    await this.until(() => here() || this.phase === 'failed' || this.phase === 'stopped');
+    if (!here() || this.phase === 'stopped') return undefined;
+    await store.flushed();
+    return store.read(disk, first, count);
   }
 
   /** A `sums` or `sums-end` of this generation; a promise while the answer waits to be written. */
   onMessage(m: Sums | SumsEnd): Promise<void> | undefined {
     const store = this.store;
-    if (this.ending === undefined || store === undefined) return undefined; // no request waits: a late answer
+    if (this.phase !== 'asking' || store === undefined) return undefined; // nothing asked: a late answer
     this.rearm();
-    if (m.t === 'sums') return store.take(m);
-    this.ending(m);
+    if (m.t === 'sums') {
+      const backlog = store.take(m);
+      this.wake();
+      return backlog;
+    }
+    if (!m.available) return this.fail(`the replica cannot be compared: ${m.reason ?? 'no reason given'}`, false);
+    if (store.complete) {
+      this.settle('complete');
+      this.o.log.info({ blocks: store.totalBlocks, attempt: this.attempt }, "the replica's sums are all here");
+      return undefined;
+    }
+    const problem = store.problem ?? `the answer ended after ${store.receivedBlocks} of ${store.totalBlocks} blocks`;
+    const { attempts } = this.o.options;
+    this.o.log.warn({ attempt: this.attempt, attempts, problem }, 'the sums answer cannot be used');
+    if (this.attempt >= attempts)
+      return this.fail(`${attempts} sums answers could not be used, the last: ${problem}`, true);
+    void this.ask();
     return undefined;
   }
 
   /** The shipper sent the request (again, after a reconnection): the wait starts over. */
   requestSent(): void {
-    if (this.ending !== undefined) this.rearm();
+    if (this.phase === 'asking') this.rearm();
   }
 
   stop(): void {
-    this.stopped = true;
-    this.ending?.('stopped');
+    if (this.phase === 'asking') this.settle('stopped');
+    else this.phase = 'stopped';
+    this.wake();
   }
 
-  /** From the first request until the answer is settled. */
+  /** Closes (and with `remove`, deletes) the kept sums. */
+  async close(remove: boolean): Promise<void> {
+    this.stop();
+    await this.store?.close(remove);
+  }
+
+  /** While the answer is awaited. */
   status(): SumsStatus | undefined {
     const store = this.store;
-    if (store === undefined || this.requestedAt === 0) return undefined;
+    if (store === undefined || this.phase !== 'asking' || this.requestedAt === 0) return undefined;
     return {
       blockBytes: store.blockBytes,
       requestedAt: new Date(this.requestedAt).toISOString(),
@@ -177,10 +190,47 @@ export class SumsExchange {
     };
   }
 
+  private async ask(): Promise<void> {
+    const store = this.store!;
+    this.attempt++;
+    await store.flushed(); // nothing of an earlier answer lands over this one
+    if (this.phase !== 'asking') return;
+    store.reset();
+    this.requestedAt = Date.now();
+    this.rearm();
+    this.o.send(this.request);
+    this.wake();
+  }
+
+  private fail(reason: string, warn: boolean): undefined {
+    this.failure = { fullCopyReason: reason, warn };
+    this.settle('failed');
+    return undefined;
+  }
+
+  private settle(phase: 'complete' | 'failed' | 'stopped'): void {
+    this.phase = phase;
+    clearTimeout(this.timer);
+    this.o.send(undefined);
+    this.wake();
+  }
+
   private rearm(): void {
     clearTimeout(this.timer);
     // setTimeout takes at most 2^31 - 1 ms (about 24.8 days); a longer wait would fire at once.
-    this.timer = setTimeout(() => this.ending?.('timeout'), Math.min(this.o.options.waitMs, 2 ** 31 - 1));
+    const ms = Math.min(this.o.options.waitMs, 2 ** 31 - 1);
+    this.timer = setTimeout(
+      () => this.phase === 'asking' && this.fail(`no answer to the sums request within ${ms} ms of silence`, true),
+      ms,
+    );
     this.timer.unref();
+  }
+
+  private async until(ready: () => boolean): Promise<void> {
+    while (!ready()) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
   }
 }

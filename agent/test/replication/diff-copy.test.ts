@@ -2,7 +2,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RecordKind } from '@site-recovery/shared';
+import { RecordKind, blockSums } from '@site-recovery/shared';
 import { firstDifference, tempDir, waitUntil } from '@site-recovery/test';
 import { BLOCK, DiffRig, dataRecords } from './diff-rig.js';
 
@@ -243,5 +243,40 @@ describe('the initial copy by difference', () => {
     expect(second.sync.status().fullCopyReason).toBe(
       '2 sums answers could not be used, the last: sums of disk 0 from block 600, expected block 300',
     );
+  });
+
+  it('compares each chunk once its sums are here, and sends the rest whole when the answer stops mid-way', async () => {
+    const { source, replica } = await images(t.dir);
+    await change(source, [10, 1000]);
+    rig = await DiffRig.open(t.dir, source, replica);
+    const r = rig;
+    const { sync, exchange } = r.copy({ sums: { waitMs: 500 } });
+    const sums = blockSums(await fsp.readFile(replica), BLOCK);
+    const part = (first: number, count: number): Buffer => sums.subarray(first * 16, (first + count) * 16);
+    const message = { t: 'sums', vm: 'vm1', generation: 'g2', disk: 0, blockBytes: BLOCK } as const;
+    r.onRequest = () => void exchange.onMessage({ ...message, first: 0, sums: part(0, 600) });
+    const run = sync.run();
+    // Blocks 0..599 cover chunks 0 and 1: those are compared while the answer is still coming.
+    const partial = await waitUntil(
+      'the first two chunks to be compared before the rest of the answer',
+      () => (sync.status().comparedBytes === 2 * CHUNK ? sync.status() : undefined),
+      10_000,
+      1,
+    );
+    expect(partial).toMatchObject({ state: 'copying', method: 'difference', sums: { receivedBlocks: 600 } });
+    await exchange.onMessage({ ...message, first: 600, sums: part(600, 500) }); // to chunk 4's middle
+    await run; // then silence: the rest goes whole
+    const s = sync.status();
+    expect(s).toMatchObject({
+      state: 'done',
+      method: 'full',
+      fullCopyReason: 'no answer to the sums request within 500 ms of silence',
+      comparedBytes: 4 * CHUNK,
+      equalBytes: 4 * CHUNK - 2 * BLOCK,
+      zeroedBytes: 0,
+    });
+    expect(s.sentBytes).toBe(2 * BLOCK + (SIZE - 4 * CHUNK));
+    await r.replay();
+    expect(await firstDifference(source, replica)).toBe(-1);
   });
 });
