@@ -8,15 +8,20 @@ import { BLOCK_SUM_BYTES, type Sums } from '@site-recovery/shared';
  * sums are asked for again, so it is never synced.
  *
  * Each disk's sums must arrive in block order without gaps (disks in any order); a message that
- * starts a disk at block 0 again restarts that disk (the processor began its answer afresh). Anything
- * else makes the answer unusable: {@link ReplicaSums.problem} says why.
+ * starts a disk at block 0 again restarts that disk (the processor began its answer afresh, say for a
+ * request sent again after a reconnection), which also clears a gap seen on it. A gap left in place, or
+ * a message for another block size or disk layout, makes the answer unusable: {@link ReplicaSums.problem}
+ * says why. The sums before a gap stay usable ({@link ReplicaSums.has}).
  */
 export class ReplicaSums {
   private readonly blocks: number[];
   /** Where each disk's sums begin in the file. */
   private readonly base: number[];
   private next: number[];
+  /** What makes the whole answer unusable (a wrong block size or disk, a failed write). */
   private trouble: string | undefined;
+  /** A gap or bad message on one disk, until a restart of that disk at block 0. */
+  private diskTrouble: (string | undefined)[];
   private pending = 0;
   private writes = new Set<Promise<void>>();
   private drainWaiters: (() => void)[] = [];
@@ -33,6 +38,7 @@ export class ReplicaSums {
     let at = 0;
     this.base = this.blocks.map((n) => ((at += n * BLOCK_SUM_BYTES), at - n * BLOCK_SUM_BYTES));
     this.next = this.blocks.map(() => 0);
+    this.diskTrouble = this.blocks.map(() => undefined);
   }
 
   /** A new, empty answer in `file` (what it held is dropped). */
@@ -58,12 +64,12 @@ export class ReplicaSums {
 
   /** Why the answer cannot be used, if it cannot. */
   get problem(): string | undefined {
-    return this.trouble;
+    return this.trouble ?? this.diskTrouble.find((t) => t !== undefined);
   }
 
   /** Whether every block of every disk has its sum (and nothing went wrong). */
   get complete(): boolean {
-    return this.trouble === undefined && this.next.every((n, d) => n === this.blocks[d]);
+    return this.problem === undefined && this.next.every((n, d) => n === this.blocks[d]);
   }
 
   /** Whether the sums of `disk`'s blocks below `end` have arrived (in order; the prefix before a problem counts). */
@@ -75,6 +81,7 @@ export class ReplicaSums {
   reset(): void {
     this.next = this.blocks.map(() => 0);
     this.trouble = undefined;
+    this.diskTrouble = this.blocks.map(() => undefined);
   }
 
   /**
@@ -83,9 +90,19 @@ export class ReplicaSums {
    */
   take(m: Sums): Promise<void> | undefined {
     if (this.trouble !== undefined) return undefined;
+    if (m.blockBytes !== this.blockBytes) {
+      this.trouble = `sums of ${m.blockBytes}-byte blocks, asked for ${this.blockBytes}`;
+      return undefined;
+    }
+    if (this.blocks[m.disk] === undefined) {
+      this.trouble = `sums of disk ${m.disk}, the VM has ${this.blocks.length}`;
+      return undefined;
+    }
+    if (m.first === 0) this.diskTrouble[m.disk] = undefined;
+    if (this.diskTrouble[m.disk] !== undefined) return undefined;
     const why = this.check(m);
     if (why !== undefined) {
-      this.trouble = why;
+      this.diskTrouble[m.disk] = why;
       return undefined;
     }
     const count = m.sums.length / BLOCK_SUM_BYTES;
@@ -109,10 +126,9 @@ export class ReplicaSums {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
+  /** What is wrong with a message for a known disk and the right block size, if anything is. */
   private check(m: Sums): string | undefined {
-    if (m.blockBytes !== this.blockBytes) return `sums of ${m.blockBytes}-byte blocks, asked for ${this.blockBytes}`;
-    const blocks = this.blocks[m.disk];
-    if (blocks === undefined) return `sums of disk ${m.disk}, the VM has ${this.blocks.length}`;
+    const blocks = this.blocks[m.disk]!;
     if (m.sums.length === 0 || m.sums.length % BLOCK_SUM_BYTES !== 0)
       return `a sums message of ${m.sums.length} bytes, not a whole number of ${BLOCK_SUM_BYTES}-byte sums`;
     const count = m.sums.length / BLOCK_SUM_BYTES;
