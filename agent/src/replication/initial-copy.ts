@@ -86,8 +86,8 @@ export interface InitialCopyFailure {
 }
 
 /**
- * The initial replication of a new generation. It first asks for the replica's block sums and waits
- * for them (see SumsExchange); then every chunk of every disk is read under write order
+ * The initial replication of a new generation. It first asks for the replica's block sums (see
+ * SumsExchange); as soon as a chunk's sums are there the chunk is read under write order
  * (CaptureBackend.copyChunkBy) and the blocks that differ from the replica go through the ordered
  * stream, interleaved with the VM's own writes, with SYNC markers recording progress in stream order.
  * Without usable sums every block goes (zero chunks as ZERO records). A failed attempt is retried with
