@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 declare -A PKG_OF=([qemu-io]=qemu-utils [qemu-img]=qemu-utils [qemu-nbd]=qemu-utils [nbdinfo]=libnbd-bin \
-  [nbdcopy]=libnbd-bin [nbdsh]=python3-libnbd [fio]=fio [nbdkit]=nbdkit)
+  [nbdcopy]=libnbd-bin [nbdsh]=python3-libnbd [fio]=fio [nbdkit]=nbdkit [rsync]=rsync)
 missing_pkgs=()
 for tool in "${!PKG_OF[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing_pkgs+=("${PKG_OF[$tool]}")

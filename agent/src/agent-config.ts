@@ -3,6 +3,7 @@ import type { BackendFilter, NbdServerLimits } from '@site-recovery/shared/nbd';
 import type { GroupConfig } from './group/group-config.js';
 import type { FileJournalOptions } from './journal/file-journal-options.js';
 import type { ShipperLimits } from './replication/shipper-options.js';
+import type { SumsOptions } from './replication/sums-exchange.js';
 
 /** See AgentConfig.checkpointIntervalMs. */
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 30_000;
@@ -83,6 +84,11 @@ export interface ReplicationConfig {
    * retry resumes where the copy stopped. Default 1 s doubling to 60 s, half of it random.
    */
   readonly initialCopyRetry?: BackoffOptions;
+  /**
+   * The checksum resync of a new generation's initial copy: the block size compared, how long to wait
+   * for the replica's sums, how often to ask again. Defaults: `DEFAULT_SUMS_OPTIONS` (4 KiB, 10 min, 3).
+   */
+  readonly sums?: Partial<SumsOptions>;
   /** App-consistent points: commands run around an APP marker every `frequencyMs`. */
   readonly appConsistent?: {
     readonly frequencyMs: number;

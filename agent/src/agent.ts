@@ -173,6 +173,7 @@ export class Agent {
           journal,
           lsns,
           captures,
+          dataDir: config.dataDir,
           log: config.log,
           onAcked: (lsn) => checkpointer.acked(lsn),
           ...(config.group !== undefined

@@ -8,12 +8,14 @@ import { lsnFileName, parseLsnFileName } from '@site-recovery/shared';
  *   agent-state.json          VM name and disk layout the directory belongs to
  *   checkpoint.json           LSN through which the images are known to be on stable storage
  *   group-term.json           the highest replication-group term this member has seen (group/term-store.ts)
+ *   resync-sums.bin           the replica's block sums while a copy by difference uses them (scratch)
  *   journal/
  *     0000000000000001.srj    segment whose first record has LSN 1 (16 hex digits)
  */
 const STATE_FILE = 'agent-state.json';
 const CHECKPOINT_FILE = 'checkpoint.json';
 const GROUP_TERM_FILE = 'group-term.json';
+const RESYNC_SUMS_FILE = 'resync-sums.bin';
 const JOURNAL_DIR = 'journal';
 const SEGMENT_EXT = 'srj';
 
@@ -27,6 +29,10 @@ export function checkpointFile(dataDir: string): string {
 
 export function groupTermFile(dataDir: string): string {
   return path.join(dataDir, GROUP_TERM_FILE);
+}
+
+export function resyncSumsFile(dataDir: string): string {
+  return path.join(dataDir, RESYNC_SUMS_FILE);
 }
 
 export function journalDir(dataDir: string): string {

@@ -181,7 +181,8 @@ describe('journal cap with a long checkpoint interval', () => {
 
   it('stops cleanly while stalled at the cap, failing the waiting write instead of hanging', async () => {
     // The cache-store cannot be reached, so nothing is acknowledged and nothing can be released: the
-    // initial copy of 64 MiB of data fills the 32 MiB journal and waits, and so does the VM's write.
+    // initial copy of 64 MiB of data fills the 32 MiB journal and waits, and so does the VM's write. No
+    // sums can come, so the copy is told not to wait for them (--sums-wait 0s) and copies every block.
     const proxy = new ThrottleProxy('127.0.0.1', 9, { bytesPerSecond: Infinity, delayMs: 0 });
     await proxy.listen();
     proxy.partition();
@@ -202,6 +203,8 @@ describe('journal cap with a long checkpoint interval', () => {
           String(SEGMENT),
           '--journal-max-bytes',
           String(CAP),
+          '--sums-wait',
+          '0s',
         ],
       });
       const statusUrl = `http://${String(agent.ready['status'])}/status`;

@@ -8,12 +8,21 @@ import { WriteOrder } from './write-order.js';
 
 const ZERO_CHUNK = Buffer.alloc(64 * 1024);
 
-function isZero(b: Buffer): boolean {
+/** Whether every byte of `b` is zero. */
+export function isZero(b: Buffer): boolean {
   for (let at = 0; at < b.length; at += ZERO_CHUNK.length) {
     const n = Math.min(ZERO_CHUNK.length, b.length - at);
     if (b.compare(ZERO_CHUNK, 0, n, at, at + n) !== 0) return false;
   }
   return true;
+}
+
+/** A part of a chunk the initial copy journals: its bytes as a WRITE record, or a ZERO record when `zero`. */
+export interface CopyRun {
+  /** Byte offset in the chunk. */
+  readonly start: number;
+  readonly length: number;
+  readonly zero: boolean;
 }
 
 /** Hands out the VM's log sequence numbers: one sequence across all of its disks. */
@@ -216,9 +225,23 @@ export class CaptureBackend implements BlockBackend {
    * VM's writes: it waits for in-flight writes to the chunk, reads it, and if no write touched the
    * chunk meanwhile, journals it as a write under the next LSN in the same tick. A write that
    * races the copy therefore always lands after it, and a replica never gets older data over newer.
-   * All-zero chunks are skipped (a new replica starts as zeroes). Resolves to whether data was sent.
+   * All-zero chunks are skipped (for a replica known to be zeroes). Resolves to whether data was sent.
    */
   async copyChunk(chunk: number): Promise<boolean> {
+    const runs = await this.copyChunkBy(chunk, (data) =>
+      isZero(data) ? [] : [{ start: 0, length: data.length, zero: false }],
+    );
+    return runs.length > 0;
+  }
+
+  /**
+   * {@link copyChunk} with a choice of what goes into the stream: `plan` gets the chunk as read and
+   * names the parts to journal, as WRITE records of their bytes or ZERO records (the copy by
+   * difference sends only blocks whose sums differ from the replica's). It runs in the tick that
+   * found no racing write, and the parts get consecutive LSNs in that same tick, so every write that
+   * races the copy still lands after all of them. Resolves to the parts journaled.
+   */
+  async copyChunkBy(chunk: number, plan: (data: Buffer) => readonly CopyRun[]): Promise<readonly CopyRun[]> {
     const offset = chunk * this.chunkBytes;
     const length = Math.min(this.chunkBytes, this.size - offset);
     for (;;) {
@@ -233,20 +256,22 @@ export class CaptureBackend implements BlockBackend {
       const data = await this.next.read(offset, length);
       // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite.
       if ((this.lastWrite[chunk] ?? 0) > seen) continue;
-      if (isZero(data)) return false;
+      const runs = plan(data);
+      if (runs.length === 0) return runs;
       this.refuseIfFailed();
-      const lsn = this.o.lsns.next();
-      this.lastWrite[chunk] = lsn;
-      await this.o.journal.append({
-        lsn,
-        kind: RecordKind.WRITE,
-        disk: this.o.disk,
-        offset,
-        length,
-        data,
-        time: Date.now(),
+      const time = Date.now();
+      const appends = runs.map((r) => {
+        const lsn = this.o.lsns.next();
+        const at = { lsn, disk: this.o.disk, offset: offset + r.start, length: r.length, time };
+        return this.o.journal.append(
+          r.zero
+            ? { ...at, kind: RecordKind.ZERO }
+            : { ...at, kind: RecordKind.WRITE, data: data.subarray(r.start, r.start + r.length) },
+        );
       });
-      return true;
+      this.lastWrite[chunk] = this.o.lsns.current;
+      await Promise.all(appends);
+      return runs;
     }
   }
 

@@ -23,6 +23,7 @@ import {
 import { DEFAULT_NBD_LIMITS } from '@site-recovery/shared/nbd';
 import { Agent } from '../agent.js';
 import { DEFAULT_CHECKPOINT_INTERVAL_MS, DEFAULT_HEALTH_DISCONNECTED_MS } from '../agent-config.js';
+import { DEFAULT_SUMS_OPTIONS } from '../replication/sums-exchange.js';
 import { cacheStoreLink, checkLoopbackListen } from './cache-store-options.js';
 import { DEFAULT_GROUP_PORT, DEFAULT_HOLD_TIMEOUT_MS, MAX_HOLD_TIMEOUT_MS } from '../group/group-config.js';
 import { groupFromOptions, journalSizes, parseDisk, readConfigFile } from './options.js';
@@ -107,7 +108,15 @@ const program = new Command('sr-agent')
     '--insecure',
     'replicate without a token, to a cache-store that runs without authentication (--insecure, loopback only)',
   )
-  .option('--resync', 'start a new replication generation: copy the disks in full again')
+  .option(
+    '--resync',
+    "start a new replication generation: compare every block with the replica's and send those that differ",
+  )
+  .option(
+    '--sums-wait <duration>',
+    "a new generation's initial copy waits this long without a word of the replica's block sums, then sends every block instead (logged, shown in the status)",
+    `${DEFAULT_SUMS_OPTIONS.waitMs / 60_000}m`,
+  )
   .option(
     '--status <host:port>',
     'serve GET /status and GET /health (JSON; 503 when unhealthy) on this address, loopback unless --status-allow-remote',
@@ -211,6 +220,7 @@ async function main(): Promise<void> {
     nbdAllowRemote?: boolean;
     statusAllowRemote?: boolean;
     resync?: boolean;
+    sumsWait: string;
     status?: string;
     healthDisconnectedAfter: string;
     maxNbdConnections: number;
@@ -273,6 +283,7 @@ async function main(): Promise<void> {
   if (statusAddr !== undefined)
     checkLoopbackListen(statusAddr.host, o.statusAllowRemote === true, '--status', STATUS_RISK);
   const disconnectedMs = parseDuration(o.healthDisconnectedAfter, '--health-disconnected-after');
+  const sumsWaitMs = parseDuration(o.sumsWait, '--sums-wait');
   if (o.nbdAllowRemote === true && !isLoopbackHost(nbd.host))
     log.warn({ nbd: `${nbd.host}:${nbd.port}` }, `NBD listens off loopback (--nbd-allow-remote): ${NBD_RISK}`);
   const agent = await Agent.start({
@@ -293,6 +304,7 @@ async function main(): Promise<void> {
             ...link,
             resync: o.resync === true,
             ...(o.maxBandwidth > 0 ? { shipper: { maxBytesPerSecond: o.maxBandwidth } } : {}),
+            sums: { waitMs: sumsWaitMs },
             ...(appConsistent !== undefined ? { appConsistent } : {}),
           },
         }

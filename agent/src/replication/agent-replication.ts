@@ -4,8 +4,10 @@ import type { StateStore } from '../agent-state.js';
 import type { CaptureBackend, LsnSequence } from '../backend/capture-filter.js';
 import type { Journal } from '../journal/journal.js';
 import { AppConsistentSnapshots, type AppConsistentStatus } from './app-consistent.js';
+import { resyncSumsFile } from '../names.js';
 import { InitialSync, type InitialCopyStatus } from './initial-copy.js';
 import { Shipper, type ShipperStatus } from './shipper.js';
+import { DEFAULT_SUMS_OPTIONS, SumsExchange } from './sums-exchange.js';
 
 /**
  * How often the stream's state is looked at to notice that it went down. The shipper tells of every
@@ -30,6 +32,8 @@ export interface AgentReplicationOptions {
   readonly journal: Journal;
   readonly lsns: LsnSequence;
   readonly captures: readonly CaptureBackend[];
+  /** The agent's data dir: the replica's sums are kept there while the initial copy uses them. */
+  readonly dataDir: string;
   readonly log: Logger;
   /** The cache-store made the stream durable through `lsn`. */
   readonly onAcked: (lsn: number) => void;
@@ -48,6 +52,7 @@ export class AgentReplication {
   private readonly shipper: Shipper;
   private appConsistent: AppConsistentSnapshots | undefined;
   private initialSync: InitialSync | undefined;
+  private sums: SumsExchange | undefined;
   private initialSyncRun: Promise<void> | undefined;
   private disconnectedSince: number | undefined = Date.now();
   private linkTimer: NodeJS.Timeout | undefined;
@@ -78,6 +83,8 @@ export class AgentReplication {
         this.appConsistent.setFrequency(ms);
         o.onMultiVmFrequency?.(multiVmMs);
       },
+      onSums: (m) => this.sums?.onMessage(m),
+      onSumsRequestSent: () => this.sums?.requestSent(),
     });
   }
 
@@ -108,7 +115,17 @@ export class AgentReplication {
     }
     const rep = this.generation();
     if (rep.copyComplete) return;
+    this.sums = new SumsExchange({
+      vm: this.o.vm,
+      generation: rep.generation,
+      disks: this.o.state.state.disks,
+      file: resyncSumsFile(this.o.dataDir),
+      options: { ...DEFAULT_SUMS_OPTIONS, ...this.o.config.sums },
+      send: (request) => this.shipper.requestSums(request),
+      log: this.o.log,
+    });
     this.initialSync = new InitialSync({
+      sums: this.sums,
       captures: this.o.captures,
       lsns: this.o.lsns,
       journal: this.o.journal,
@@ -150,10 +167,8 @@ export class AgentReplication {
       ...(this.disconnectedSince !== undefined
         ? { disconnectedSince: new Date(this.disconnectedSince).toISOString() }
         : {}),
-      initialCopy:
-        copy !== undefined && !rep.copyComplete
-          ? copy
-          : { state: 'done', copiedBytes: rep.copiedBytes, totalBytes: rep.copiedBytes, percent: 100 },
+      // The copy's own status once it ran in this process (its counts), else what the state says.
+      initialCopy: copy ?? { state: 'done', copiedBytes: rep.copiedBytes, totalBytes: rep.copiedBytes, percent: 100 },
       ...(this.appConsistent !== undefined ? { appConsistent: this.appConsistent.status() } : {}),
     };
   }

@@ -34,8 +34,14 @@ export interface ShipperOptions {
    * absent when the processor sets none for the VM's group.
    */
   readonly onPolicy?: (appConsistentFrequencyMs: number, multiVmFrequencyMs: number | undefined) => void;
-  /** Called with the replica's block sums the processor sends back for this generation (checksum resync). */
-  readonly onSums?: (m: Sums | SumsEnd) => void;
+  /**
+   * Called with the replica's block sums the processor sends back for this generation (checksum
+   * resync). A returned promise stops the shipper reading its connection until it resolves: the sums
+   * are written down slower than they arrive.
+   */
+  readonly onSums?: (m: Sums | SumsEnd) => Promise<void> | undefined;
+  /** Told each time the request set by `Shipper.requestSums` is sent (again after every welcome). */
+  readonly onSumsRequestSent?: () => void;
   /** The replication group of the VM, sent in the hello so the processor can send it the group's policy. */
   readonly group?: string;
   readonly limits?: Partial<ShipperLimits>;

@@ -15,6 +15,7 @@ import {
   encodeMessage,
   isSrError,
   type ChangeRecord,
+  type SumsRequest,
   type WireLimits,
 } from '@site-recovery/shared';
 import { dialCacheStore, type DialRefusal } from './cache-store-dial.js';
@@ -79,6 +80,8 @@ export class Shipper {
   private readonly startLsn: number;
   private shippedMax = 0;
   private confirmed = false;
+  /** Sent on every welcome until cleared: the cache-store relays it, the processor answers (checksum resync). */
+  private sumsRequest: SumsRequest | undefined;
 
   constructor(private readonly o: ShipperOptions) {
     this.startLsn = Math.min(o.startLsn ?? Infinity, o.journal.lastLsn);
@@ -120,6 +123,22 @@ export class Shipper {
       lastError: this.lastError,
       ...(this.refused !== undefined ? { refused: this.refused } : {}),
     };
+  }
+
+  /**
+   * Asks for the replica's block sums now, if the stream is up, and again after every reconnection
+   * until called with `undefined`: an answer cut by a lost connection is asked for afresh.
+   */
+  requestSums(request: SumsRequest | undefined): void {
+    this.sumsRequest = request;
+    this.sendSumsRequest();
+  }
+
+  private sendSumsRequest(): void {
+    const ws = this.ws;
+    if (this.sumsRequest === undefined || this.state !== 'streaming' || ws?.readyState !== WebSocket.OPEN) return;
+    ws.send(encodeMessage(this.sumsRequest));
+    this.o.onSumsRequestSent?.();
   }
 
   async stop(): Promise<void> {
@@ -193,7 +212,12 @@ export class Shipper {
           return;
         }
         if (m.t === 'sums' || m.t === 'sums-end') {
-          if (m.vm === this.o.vm && m.generation === this.o.generation) this.o.onSums?.(m);
+          if (m.vm !== this.o.vm || m.generation !== this.o.generation) return;
+          const backlog = this.o.onSums?.(m);
+          if (backlog !== undefined) {
+            ws.pause();
+            void backlog.finally(() => ws.resume());
+          }
           return;
         }
         this.onAck(m.lsn);
@@ -253,6 +277,7 @@ export class Shipper {
     this.unacked = [];
     this.inFlight = 0;
     this.o.onAcked(durable);
+    this.sendSumsRequest();
     this.cursor = j.cursor(durable + 1);
     void this.pump(ws, this.cursor).catch((err: unknown) =>
       this.fail(ws, err, 'reading the journal for shipping failed', 'error'),

@@ -29,7 +29,12 @@ describe('an initial copy whose disk reads fail', () => {
     ]);
     let readsFail = true;
     ({ agent } = await startInProcess(t.dir, 'copyretry', {
-      replication: { url: `ws://${cs.listen}`, initialCopyRetry: { initialDelayMs: 50, maxDelayMs: 200 } },
+      // No processor answers the sums request: after 200 ms of silence every block is copied.
+      replication: {
+        url: `ws://${cs.listen}`,
+        initialCopyRetry: { initialDelayMs: 50, maxDelayMs: 200 },
+        sums: { waitMs: 200 },
+      },
       imageFilter: faultFilter((op) => (op === 'read' && readsFail ? ioError('EIO') : undefined)),
     }));
     const a = agent;
@@ -65,9 +70,14 @@ describe('an initial copy whose disk reads fail', () => {
       copiedBytes: DISK_SIZE,
       totalBytes: DISK_SIZE,
       percent: 100,
+      method: 'full',
+      fullCopyReason: 'no answer to the sums request within 200 ms of silence',
+      sentBytes: 4 << 20,
+      zeroedBytes: 12 << 20,
     });
-    // Four non-zero chunks of 1 MiB and the completion marker went into the stream.
-    expect(done.lsn).toBe(5);
+    // Four non-zero chunks of 1 MiB as writes, the twelve zero ones as ZERO records (the replica is not
+    // known to be zeroes), and the completion marker went into the stream.
+    expect(done.lsn).toBe(17);
     expect(a.health()).toMatchObject({ ok: true, problems: [] });
   });
 });

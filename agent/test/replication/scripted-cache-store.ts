@@ -2,8 +2,8 @@ import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
   AgentHelloSchema,
-  BatchSchema,
   DEFAULT_WIRE_LIMITS,
+  MessageSchema,
   PROTOCOL_VERSION,
   decodeBatch,
   decodeMessage,
@@ -11,6 +11,7 @@ import {
   lastLsn,
   type AgentHello,
   type ChangeRecord,
+  type SumsRequest,
 } from '@site-recovery/shared';
 
 /**
@@ -84,6 +85,7 @@ export interface ReceivedBatch {
 export class PeerConnection {
   hello: AgentHello | undefined;
   readonly batches: ReceivedBatch[] = [];
+  readonly sumsRequests: SumsRequest[] = [];
   readonly violations: string[] = [];
   closed = false;
   private position: number | undefined;
@@ -128,12 +130,24 @@ export class PeerConnection {
     this.ws.terminate();
   }
 
+  /** Sends any message (sums as the processor's answer would arrive through the real cache-store). */
+  send(message: object): void {
+    this.ws.send(encodeMessage(message));
+  }
+
   private receive(frame: Buffer): void {
     if (this.hello === undefined) {
       this.hello = decodeMessage(frame, AgentHelloSchema);
       return;
     }
-    const b = decodeMessage(frame, BatchSchema);
+    const m = decodeMessage(frame, MessageSchema);
+    if (m.t === 'sums-request') {
+      if (this.position === undefined) throw new Error('sums-request before the welcome');
+      this.sumsRequests.push(m);
+      return;
+    }
+    if (m.t !== 'batch') throw new Error(`an agent sent a "${m.t}" message`);
+    const b = m;
     if (this.position === undefined) throw new Error(`batch at LSN ${b.first} before the welcome`);
     if (b.vm !== this.hello.vm || b.generation !== this.hello.generation)
       throw new Error(`batch for ${b.vm}/${b.generation} on the stream of ${this.hello.vm}/${this.hello.generation}`);

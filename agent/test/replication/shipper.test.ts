@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
+import { RecordKind, type ChangeRecord, type Sums, type SumsEnd } from '@site-recovery/shared';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileJournal } from '../../src/journal/file-journal.js';
 import { Shipper, type ShipperLimits } from '../../src/replication/shipper.js';
@@ -36,6 +36,9 @@ interface Rig {
   released: () => Promise<void>;
   logs: LogLine[];
   confirmed: number;
+  /** Sums messages handed over (onSums), and how often the sums request went out. */
+  sums: (Sums | SumsEnd)[];
+  sumsRequestsSent: number;
   /** Payloads appended, by LSN. */
   written: Map<number, Buffer>;
   append: (n: number) => Promise<void>;
@@ -93,6 +96,8 @@ async function rig(
     released: async () => void (await Promise.all(releases)),
     logs,
     confirmed: 0,
+    sums: [],
+    sumsRequestsSent: 0,
     written,
     append,
     shipper: new Shipper({
@@ -109,6 +114,8 @@ async function rig(
         releases.push(journal.releaseThrough(Math.min(lsn, checkpoint())));
       },
       onPositionConfirmed: () => void r.confirmed++,
+      onSums: (m) => void r.sums.push(m),
+      onSumsRequestSent: () => void r.sumsRequestsSent++,
     }),
   };
   open.push(async () => {
@@ -303,4 +310,42 @@ describe('Shipper', () => {
       expect(c.batches).toEqual([]);
     },
   );
+
+  it('sends the sums request after each welcome until it is cleared, and hands over the sums of its own generation', async () => {
+    const r = await rig('sums', { records: 0 });
+    const request = {
+      t: 'sums-request',
+      vm: 'vm-1',
+      generation: 'gen-1',
+      blockBytes: 4096,
+      algo: 'sha256-128',
+    } as const;
+    r.shipper.requestSums(request); // before any welcome: it waits for one
+    const c0 = await r.store.connection(0);
+    c0.welcome(0);
+    await r.store.until('the request on the first connection', () => c0.sumsRequests.length === 1);
+    expect(c0.sumsRequests[0]).toEqual(request);
+    const sums = { t: 'sums', vm: 'vm-1', disk: 0, first: 0, blockBytes: 4096, sums: Buffer.alloc(32, 7) };
+    c0.send({ ...sums, generation: 'gen-0' }); // an older generation's answer: not for this copy
+    c0.send({ ...sums, generation: 'gen-1' });
+    c0.send({ t: 'sums-end', vm: 'vm-1', generation: 'gen-1', blockBytes: 4096, available: true });
+    await r.store.until('the answer to be handed over', () => r.sums.length === 2);
+    expect(r.sums.map((m) => [m.t, m.generation])).toEqual([
+      ['sums', 'gen-1'],
+      ['sums-end', 'gen-1'],
+    ]);
+    // A connection lost mid-answer: the next one asks again.
+    c0.terminate();
+    const c1 = await r.store.connection(1);
+    c1.welcome(0);
+    await r.store.until('the request on the second connection', () => c1.sumsRequests.length === 1);
+    r.shipper.requestSums(undefined);
+    c1.terminate();
+    const c2 = await r.store.connection(2);
+    c2.welcome(0);
+    await r.append(1);
+    await r.store.until('the record on the third connection', () => c2.lastLsn === 1);
+    expect(c2.sumsRequests).toEqual([]);
+    expect(r.sumsRequestsSent).toBe(2);
+  });
 });

@@ -1,14 +1,18 @@
 import {
-  BatchSchema,
   ErrorCode,
+  MessageSchema,
   PROTOCOL_VERSION,
   SrError,
   checkBatchShape,
   decodeMessage,
+  encodeMessage,
   lastLsn,
   type AgentHello,
+  type Batch,
   type DiskInfo,
+  type SumsRequest,
 } from '@site-recovery/shared';
+import { FlowSender } from './flow-sender.js';
 import { CloseCode, type PeerConnection, type RoleSession } from './peer-connection.js';
 import type { CacheStoreLimits } from './server-options.js';
 import type { AgentPeer, AgentPolicy, StreamHub } from './stream-hub.js';
@@ -24,13 +28,21 @@ export class AgentSession implements RoleSession, AgentPeer {
   private acked = 0;
   private paused = false;
   private ended = false;
+  /** The processor's sums on their way to the agent, held to `maxBufferedBytes` (ProcessorSession.relaySums). */
+  private readonly sumsSender: FlowSender;
 
   constructor(
     private readonly conn: PeerConnection,
     private readonly hub: StreamHub,
     private readonly hello: AgentHello,
     private readonly limits: CacheStoreLimits,
-  ) {}
+  ) {
+    this.sumsSender = new FlowSender(conn.ws, limits.maxBufferedBytes);
+  }
+
+  get generation(): string {
+    return this.hello.generation;
+  }
 
   async start(): Promise<void> {
     const { vm, generation, disks } = this.hello;
@@ -80,18 +92,43 @@ export class AgentSession implements RoleSession, AgentPeer {
     );
   }
 
+  sums(frame: Buffer): Promise<void> | undefined {
+    // Before its welcome the agent takes nothing else; it asks again once welcomed if it still waits.
+    if (this.ended || !this.welcomed) return undefined;
+    this.sumsSender.send(frame);
+    return this.sumsSender.hasRoom ? undefined : this.sumsSender.ready();
+  }
+
   onMessage(frame: Buffer): void {
-    const log = this.log;
-    if (this.ended || log === undefined) return;
-    const b = decodeMessage(frame, BatchSchema);
-    if (b.vm !== this.hello.vm)
-      throw new SrError(ErrorCode.PROTOCOL, `batch for VM "${b.vm}" on the stream of "${this.hello.vm}"`);
-    if (b.generation !== this.hello.generation) {
+    if (this.ended || this.log === undefined) return;
+    const m = decodeMessage(frame, MessageSchema);
+    if (m.t === 'batch') return this.append(m, frame);
+    if (m.t === 'sums-request') return this.requestSums(m);
+    throw new SrError(ErrorCode.PROTOCOL, `an agent does not send "${m.t}" messages`);
+  }
+
+  /** Its own VM and generation only: the answer describes the replica the new generation overwrites. */
+  private checkOwn(what: string, m: { vm: string; generation: string }): void {
+    if (m.vm !== this.hello.vm)
+      throw new SrError(ErrorCode.PROTOCOL, `${what} for VM "${m.vm}" on the stream of "${this.hello.vm}"`);
+    if (m.generation !== this.hello.generation) {
       throw new SrError(
         ErrorCode.GENERATION,
-        `batch of generation "${b.generation}" on the stream of generation "${this.hello.generation}"`,
+        `${what} of generation "${m.generation}" on the stream of generation "${this.hello.generation}"`,
       );
     }
+  }
+
+  private requestSums(m: SumsRequest): void {
+    this.checkOwn('sums-request', m);
+    // Re-encoded from the checked fields: what is kept and relayed is a few dozen bytes, whatever was sent.
+    const { vm, generation, blockBytes, algo } = m;
+    this.hub.requestSums(vm, generation, encodeMessage({ t: 'sums-request', vm, generation, blockBytes, algo }));
+  }
+
+  private append(b: Batch, frame: Buffer): void {
+    const log = this.log!;
+    this.checkOwn('batch', b);
     checkBatchShape(b, this.limits);
     log.append({ first: b.first, last: lastLsn(b), frame });
     if (!this.paused && log.pendingBytes > this.limits.maxUnsyncedBytes) {
@@ -124,6 +161,7 @@ export class AgentSession implements RoleSession, AgentPeer {
 
   private end(): void {
     this.ended = true;
+    this.sumsSender.close();
     this.unwatch?.();
     this.unwatch = undefined;
   }

@@ -18,8 +18,11 @@ import type { CacheStoreLimits } from './server-options.js';
 export interface RoleSession {
   /** Sets the session up (may open storage); messages wait until it resolves. */
   start(): Promise<void>;
-  /** One message after the hello. Throwing reports the error to the peer and closes. */
-  onMessage(frame: Buffer): void;
+  /**
+   * One message after the hello. Throwing (or rejecting) reports the error to the peer and closes; a
+   * returned promise holds back the messages after it until it settles.
+   */
+  onMessage(frame: Buffer): void | Promise<void>;
   /** The connection is gone; release what the session holds. Called once. */
   closed(): void;
 }

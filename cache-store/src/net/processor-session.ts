@@ -6,6 +6,8 @@ import {
   encodeMessage,
   type Applied,
   type Subscribe,
+  type Sums,
+  type SumsEnd,
 } from '@site-recovery/shared';
 import { FlowSender } from './flow-sender.js';
 import type { PeerConnection, RoleSession } from './peer-connection.js';
@@ -20,6 +22,8 @@ import { Subscription } from './subscription.js';
 export class ProcessorSession implements RoleSession, ProcessorPeer {
   private readonly sender: FlowSender;
   private readonly subscriptions = new Map<string, Subscription>();
+  /** Kept sums requests already relayed on this connection: a re-subscription does not ask again. */
+  private readonly sumsRequestsSent = new WeakSet<Buffer>();
 
   constructor(
     private readonly conn: PeerConnection,
@@ -39,13 +43,16 @@ export class ProcessorSession implements RoleSession, ProcessorPeer {
     this.sender.send(encodeMessage({ t: 'vms', vms: this.hub.vms() }));
   }
 
-  onMessage(frame: Buffer): void {
+  onMessage(frame: Buffer): void | Promise<void> {
     const m = decodeMessage(frame, MessageSchema);
     switch (m.t) {
       case 'subscribe':
         return this.subscribe(m);
       case 'applied':
         return this.applied(m);
+      case 'sums':
+      case 'sums-end':
+        return this.relaySums(m, frame);
       case 'policy':
         return this.hub.setPolicy(m.vm, {
           appConsistentFrequencyMs: m.appConsistentFrequencyMs,
@@ -69,6 +76,7 @@ export class ProcessorSession implements RoleSession, ProcessorPeer {
       this.sender,
       (err) => this.conn.fail(err),
       this.conn.log,
+      (f) => this.firstSend(f),
     );
     // In the map first: a subscription that fails as it attaches is cleaned up by closed().
     this.subscriptions.set(m.vm, sub);
@@ -79,6 +87,32 @@ export class ProcessorSession implements RoleSession, ProcessorPeer {
       throw err;
     }
     if (!sub.streaming) this.conn.log.info({ vm: m.vm }, 'subscription waits for the VM to appear');
+  }
+
+  private firstSend(request: Buffer): boolean {
+    if (this.sumsRequestsSent.has(request)) return false;
+    this.sumsRequestsSent.add(request);
+    return true;
+  }
+
+  /**
+   * Relays the replica's sums to the VM's agent, frame as received (the agent checks it against its
+   * own schema). While that agent's send buffer is over `maxBufferedBytes` this connection is not
+   * read: TCP pushes back on the processor, and the cache-store holds at most that much per agent.
+   */
+  private async relaySums(m: Sums | SumsEnd, frame: Buffer): Promise<void> {
+    if (!this.subscriptions.has(m.vm)) {
+      this.conn.log.debug({ vm: m.vm }, 'sums for a VM this processor did not subscribe; dropped');
+      return;
+    }
+    const full = this.hub.relaySums(m.vm, m.generation, frame, m.t === 'sums-end');
+    if (full === undefined) return;
+    this.conn.ws.pause();
+    try {
+      await full;
+    } finally {
+      if (!this.conn.closed) this.conn.ws.resume();
+    }
   }
 
   private applied(m: Applied): void {

@@ -14,10 +14,17 @@ export type AgentPolicy = Omit<Policy, 't' | 'vm'>;
 
 /** What the hub needs of an agent connection. */
 export interface AgentPeer {
+  /** The generation the agent's hello named: relayed sums must be of it. */
+  readonly generation: string;
   /** A newer connection of the same VM took over. */
   replaced(): void;
   /** The processor set the VM's policy; relay it to the agent. */
   policy(p: AgentPolicy): void;
+  /**
+   * Sends a `sums` or `sums-end` frame as received from the processor. Returns a promise while the
+   * connection's send buffer is over its limit, which resolves once it has drained (or closed).
+   */
+  sums(frame: Buffer): Promise<void> | undefined;
 }
 
 /** What the hub needs of a processor subscription. */
@@ -27,6 +34,8 @@ export interface SubscriberPeer {
    * the VM's generation is being switched (the old log is about to close): stop reading.
    */
   attach(log: StreamLog | undefined): void;
+  /** Relays the agent's `sums-request` (encoded) if the subscription streams `generation`; whether it did. */
+  sumsRequest(frame: Buffer, generation: string): boolean;
 }
 
 /** What the hub needs of a processor connection. */
@@ -54,6 +63,12 @@ interface VmChannel {
   policy: AgentPolicy | undefined;
   /** Generation switches queued or running: the channel they will fill must not be pruned meanwhile. */
   switches: number;
+  /**
+   * The agent's latest `sums-request` (re-encoded: a few dozen bytes, one per VM), kept until a
+   * `sums-end` of its generation passes or the generation changes, so a processor that subscribes
+   * later (or again, after a restart) is asked too.
+   */
+  sumsRequest: { readonly generation: string; readonly frame: Buffer } | undefined;
 }
 
 /**
@@ -88,7 +103,14 @@ export class StreamHub {
   }
 
   private create(vm: string): VmChannel {
-    const c: VmChannel = { log: undefined, agent: undefined, subscribers: new Set(), policy: undefined, switches: 0 };
+    const c: VmChannel = {
+      log: undefined,
+      agent: undefined,
+      subscribers: new Set(),
+      policy: undefined,
+      switches: 0,
+      sumsRequest: undefined,
+    };
     this.channels.set(vm, c);
     return c;
   }
@@ -179,6 +201,7 @@ export class StreamHub {
 
   private async switchTo(c: VmChannel, vm: string, generation: string, disks: readonly DiskInfo[]): Promise<StreamLog> {
     if (c.log !== undefined && c.log.generation === generation) return c.log;
+    if (c.sumsRequest?.generation !== generation) c.sumsRequest = undefined;
     if (c.log !== undefined) {
       c.log = undefined;
       for (const s of c.subscribers) s.attach(undefined);
@@ -206,6 +229,41 @@ export class StreamHub {
     const c = this.admit(vm);
     c.subscribers.add(s);
     if (c.log !== undefined) s.attach(c.log);
+    if (c.sumsRequest !== undefined && s.sumsRequest(c.sumsRequest.frame, c.sumsRequest.generation))
+      this.log.info({ vm, generation: c.sumsRequest.generation }, 'kept sums request relayed to a new subscription');
+  }
+
+  /**
+   * The VM's agent asks for the replica's block sums (checksum resync; the session checked that
+   * `generation` is its own). Kept as the VM's latest request and relayed to the newest subscription
+   * that streams that generation: one answer, never two interleaved from two processors.
+   */
+  requestSums(vm: string, generation: string, frame: Buffer): void {
+    const c = this.channels.get(vm);
+    if (c === undefined) return;
+    c.sumsRequest = { generation, frame };
+    const newest = [...c.subscribers].reverse().find((s) => s.sumsRequest(frame, generation));
+    this.log.info(
+      { vm, generation },
+      newest !== undefined ? 'sums request relayed' : 'sums request kept until a processor subscribes',
+    );
+  }
+
+  /**
+   * A processor's `sums` / `sums-end` frame for the VM's agent, relayed only to an agent of that
+   * generation (dropped otherwise: an agent of another generation asks afresh). A promise while the
+   * agent's send buffer is full; a `sums-end` ends the kept request.
+   */
+  relaySums(vm: string, generation: string, frame: Buffer, end: boolean): Promise<void> | undefined {
+    const c = this.channels.get(vm);
+    if (c === undefined) return undefined;
+    if (end && c.sumsRequest?.generation === generation) c.sumsRequest = undefined;
+    const agent = c.agent;
+    if (agent === undefined || agent.generation !== generation) {
+      this.log.debug({ vm, generation }, 'sums for an agent not connected with that generation; dropped');
+      return undefined;
+    }
+    return agent.sums(frame);
   }
 
   unsubscribe(vm: string, s: SubscriberPeer): void {

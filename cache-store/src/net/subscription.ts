@@ -33,6 +33,8 @@ export class Subscription implements SubscriberPeer {
     private readonly sender: FlowSender,
     private readonly fail: (err: unknown) => void,
     private readonly logger: Logger,
+    /** Whether a kept `sums-request` frame has not yet gone out on this connection (then it counts it as sent). */
+    private readonly firstSend: (frame: Buffer) => boolean = () => true,
   ) {}
 
   get streaming(): boolean {
@@ -73,6 +75,13 @@ export class Subscription implements SubscriberPeer {
     this.sender.send(encodeMessage(stream));
     this.unwatch = log.watch({ durable: (frames) => this.onDurable(epoch, log, frames), failed: () => undefined });
     this.startPump(epoch, log);
+  }
+
+  sumsRequest(frame: Buffer, generation: string): boolean {
+    if (this.stopped || this.log?.generation !== generation) return false;
+    // After this subscription's `stream` of that generation (same sender), so the processor knows it.
+    if (this.firstSend(frame)) this.sender.send(frame);
+    return true;
   }
 
   stop(): void {

@@ -116,11 +116,11 @@ const program = new Command('sr-processor')
   )
   .addOption(
     new Option(
-      '--max-disk-bytes <n>',
+      '--max-disk-bytes <size>',
       'largest disk a source may declare; a bigger one refuses its generation (SR_LIMIT)',
     )
-      .default(DEFAULT_MAX_DISK_BYTES)
-      .argParser(intOption('--max-disk-bytes', 1)),
+      .default(DEFAULT_MAX_DISK_BYTES, formatSize(DEFAULT_MAX_DISK_BYTES))
+      .argParser(sizeOption('--max-disk-bytes', 1)),
   )
   .option(
     '--auth-secret-file <file>',
