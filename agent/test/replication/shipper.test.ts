@@ -318,7 +318,7 @@ describe('Shipper', () => {
       vm: 'vm-1',
       generation: 'gen-1',
       blockBytes: 4096,
-      algo: 'sha256-128',
+      algo: 'xxh128',
     } as const;
     r.shipper.requestSums(request); // before any welcome: it waits for one
     const c0 = await r.store.connection(0);

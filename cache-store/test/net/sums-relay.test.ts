@@ -8,7 +8,7 @@ const { server, agent, processor } = useServers();
 
 /** What the cache-store relays for an agent's request: the checked fields, encoded afresh. */
 function requestBytes(vm: string, generation: string): Buffer {
-  return encodeMessage({ t: 'sums-request', vm, generation, blockBytes: 4096, algo: 'sha256-128' });
+  return encodeMessage({ t: 'sums-request', vm, generation, blockBytes: 4096, algo: 'xxh128' });
 }
 
 function sumsFrame(vm: string, generation: string, first: number, blocks: number): Buffer {
@@ -39,7 +39,7 @@ describe('sums relay (checksum resync)', () => {
     const p = await processor(s);
     await subscribed(p.peer, 'vm1');
     // An unknown field is dropped: what travels on is the request as the schema knows it.
-    a.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: 4096, algo: 'sha256-128', x: 'y' });
+    a.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: 4096, algo: 'xxh128', x: 'y' });
     expect((await p.peer.recvRaw()).equals(requestBytes('vm1', 'g2'))).toBe(true);
     const frames = [sumsFrame('vm1', 'g2', 0, 1000), sumsFrame('vm1', 'g2', 1000, 24), endFrame('vm1', 'g2')];
     for (const f of frames) p.peer.send(f);
@@ -49,8 +49,8 @@ describe('sums relay (checksum resync)', () => {
   it('keeps the latest request until a processor subscribes, and asks each new connection until the answer ends', async () => {
     const s = await server();
     const a = await agent(s, 'vm1', 'g2');
-    a.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: 8192, algo: 'sha256-128' });
-    a.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: 4096, algo: 'sha256-128' });
+    a.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: 8192, algo: 'xxh128' });
+    a.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: 4096, algo: 'xxh128' });
     const p = await processor(s);
     await subscribed(p.peer, 'vm1');
     expect((await p.peer.recvRaw()).equals(requestBytes('vm1', 'g2'))).toBe(true);
@@ -73,13 +73,13 @@ describe('sums relay (checksum resync)', () => {
   it('refuses a request for another VM (SR_PROTOCOL) or generation (SR_GENERATION)', async () => {
     const s = await server();
     const a = await agent(s, 'vm1', 'g2');
-    a.peer.send({ t: 'sums-request', vm: 'vm2', generation: 'g2', blockBytes: 4096, algo: 'sha256-128' });
+    a.peer.send({ t: 'sums-request', vm: 'vm2', generation: 'g2', blockBytes: 4096, algo: 'xxh128' });
     expect(await expectError(a.peer, 'SR_PROTOCOL')).toMatch(/vm2.*vm1/);
     const b = await agent(s, 'vm1', 'g2');
-    b.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g1', blockBytes: 4096, algo: 'sha256-128' });
+    b.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g1', blockBytes: 4096, algo: 'xxh128' });
     expect(await expectError(b.peer, 'SR_GENERATION')).toMatch(/g1.*g2/);
     const c = await agent(s, 'vm1', 'g2');
-    c.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: 3000, algo: 'sha256-128' });
+    c.peer.send({ t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: 3000, algo: 'xxh128' });
     await expectError(c.peer, 'SR_PROTOCOL');
   });
 
