@@ -1,5 +1,6 @@
 import {
   ErrorCode,
+  RecordKind,
   SerialQueue,
   SrError,
   type ChangeRecord,
@@ -8,7 +9,7 @@ import {
   type Progress,
   type VmInfo,
 } from '@site-recovery/shared';
-import { InitialSyncTracker, progressLsn, sameSync } from './initial-copy-tracker.js';
+import { InitialSyncTracker, pointsAllowed, progressLsn, sameSync } from './initial-copy-tracker.js';
 import { PointError, PointErrorCode } from '../api/error-codes.js';
 import { LagStats } from './lag-stats.js';
 import type { PointKind, RecoveryPoint, RoundTag } from '../points/recovery-point.js';
@@ -85,7 +86,7 @@ export class VmReplication {
     this.markers = {
       vm,
       log,
-      copiedAt: (lsn) => this.sync.at(lsn).state === 'done',
+      copiedAt: (lsn) => pointsAllowed(this.sync.at(lsn)),
       cut: (kind, round) => this.cutLocked(kind, round),
       drain: async () => this.applier?.drain(),
     };
@@ -232,6 +233,9 @@ export class VmReplication {
         );
       }
       if (progress !== undefined) this.sync.note(progressLsn(records), progress);
+      // Before anything is submitted: a marker of this batch after a RESYNC must see the resync.
+      for (let i = skip; i < records.length; i++)
+        if (records[i]!.kind === RecordKind.RESYNC) this.sync.noteResync(records[i]!.lsn, records[i]!.offset);
       const fresh = skip === 0 ? records : records.slice(skip);
       await submitProtected(applier, this.replica!.points, generation, fresh, (m) =>
         atMarker(this.markers, this.hooks.group, m, groups?.get(m.lsn)),
@@ -250,10 +254,13 @@ export class VmReplication {
     await applier.drain();
     if (applier.failed !== undefined) throw asStorageError(applier.failed, `replica of ${this.vm} failed`);
     const lsn = applier.applied;
-    if (this.sync.at(lsn).state !== 'done')
+    const sync = this.sync.at(lsn);
+    if (!pointsAllowed(sync))
       throw new PointError(
         PointErrorCode.RESYNCING,
-        `${this.vm} is resyncing (initial copy not done): no recovery point can be cut`,
+        sync.state !== 'done'
+          ? `${this.vm} is resyncing (initial copy not done): no recovery point can be cut`
+          : `${this.vm} is resyncing the regions its agent wrote in bitmap mode: no recovery point can be cut until that ends`,
       );
     await this.exclusive.run(() => this.flushOnce());
     if (this.durableLsn < lsn)
