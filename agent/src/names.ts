@@ -8,12 +8,16 @@ import { lsnFileName, parseLsnFileName } from '@site-recovery/shared';
  *   agent-state.json          VM name and disk layout the directory belongs to
  *   checkpoint.json           LSN through which the images are known to be on stable storage
  *   group-term.json           the highest replication-group term this member has seen (group/term-store.ts)
+ *   dirty-bitmap.srb          regions written while the journal was at its cap (bitmap/bitmap-format.ts)
+ *   bitmap-mode.json          present while the bitmap holds regions the stream lacks (bitmap/dirty-bitmap.ts)
  *   journal/
  *     0000000000000001.srj    segment whose first record has LSN 1 (16 hex digits)
  */
 const STATE_FILE = 'agent-state.json';
 const CHECKPOINT_FILE = 'checkpoint.json';
 const GROUP_TERM_FILE = 'group-term.json';
+const BITMAP_FILE = 'dirty-bitmap.srb';
+const BITMAP_MODE_FILE = 'bitmap-mode.json';
 const JOURNAL_DIR = 'journal';
 const SEGMENT_EXT = 'srj';
 
@@ -27,6 +31,14 @@ export function checkpointFile(dataDir: string): string {
 
 export function groupTermFile(dataDir: string): string {
   return path.join(dataDir, GROUP_TERM_FILE);
+}
+
+export function bitmapFile(dataDir: string): string {
+  return path.join(dataDir, BITMAP_FILE);
+}
+
+export function bitmapModeFile(dataDir: string): string {
+  return path.join(dataDir, BITMAP_MODE_FILE);
 }
 
 export function journalDir(dataDir: string): string {

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
 import { BackendError, Errno, type BlockBackend } from '@site-recovery/shared/nbd';
+import type { BitmapMode } from '../bitmap/bitmap-mode.js';
 import type { Journal } from '../journal/journal.js';
 import type { WriteGate } from '../group/write-gate.js';
 import { ImageSync } from './image-sync.js';
@@ -46,6 +47,12 @@ interface CaptureOptions {
   readonly onImageFailure?: (failure: ImageFailure) => void;
   /** The VM's replication-group barrier: holds write replies during a round (docs/multi-vm.md). */
   readonly gate?: WriteGate;
+  /**
+   * The VM's replication mode (one for all its disks): past the journal's cap, writes are tracked in
+   * its dirty bitmap instead of waiting for room. Without it (a data dir that never replicated, whose
+   * journal lets itself go) writes wait for room at the cap.
+   */
+  readonly mode?: BitmapMode;
 }
 
 /**
@@ -82,6 +89,7 @@ export class CaptureBackend implements BlockBackend {
   private readonly lastWrite: Float64Array;
   private imageFailure: ImageFailure | undefined;
   private readonly imageSync: ImageSync;
+  private stalled = 0;
 
   constructor(
     private readonly next: BlockBackend,
@@ -143,9 +151,17 @@ export class CaptureBackend implements BlockBackend {
     apply: () => Promise<void>,
   ): Promise<void> {
     this.refuseIfFailed();
-    const room = this.o.journal.room();
-    if (room !== undefined) await room; // journal at its cap: stall this write, never drop it
-    this.refuseIfFailed();
+    if (this.o.mode !== undefined) {
+      const marked = this.o.mode.track(this.o.disk, r.offset, r.length);
+      if (marked !== undefined) return this.captureUnjournaled(r.offset, r.length, marked, fua, apply);
+    } else {
+      const room = this.o.journal.room();
+      if (room !== undefined) {
+        this.stalled++;
+        await room; // journal at its cap: stall this write, never drop it
+        this.refuseIfFailed();
+      }
+    }
     const lsn = this.o.lsns.next();
     this.touch(r.offset, r.length, lsn);
     const logged = this.o.journal.append({ ...r, lsn, disk: this.o.disk, time: Date.now() });
@@ -160,6 +176,39 @@ export class CaptureBackend implements BlockBackend {
     if (fua) await this.flush();
     const held = this.o.gate?.wait(lsn);
     if (held !== undefined) await held;
+  }
+
+  /**
+   * A write in bitmap mode: it takes no LSN (a generation's LSNs have no gaps) and reaches the image
+   * only once its regions are durably marked (`marked`). It is ordered against other writes as if it
+   * had the next LSN, so a journaled write overlapping it lands after it. A failed image write is
+   * answered and not retried: nothing of it was journaled, and its regions are resynced from the image
+   * whatever it holds.
+   */
+  private async captureUnjournaled(
+    offset: number,
+    length: number,
+    marked: Promise<void>,
+    fua: boolean,
+    apply: () => Promise<void>,
+  ): Promise<void> {
+    const after = this.o.lsns.current + 1;
+    const { handle, ready } = this.order.enter(after, offset, length);
+    try {
+      await marked;
+      if (ready !== undefined) await ready;
+      await apply();
+    } finally {
+      this.order.leave(handle);
+    }
+    if (fua) await this.flush();
+    const held = this.o.gate?.wait(after);
+    if (held !== undefined) await held;
+  }
+
+  /** VM writes that waited at the journal's cap since the start (only without a replication mode). */
+  get stalledWrites(): number {
+    return this.stalled;
   }
 
   /**
@@ -212,42 +261,56 @@ export class CaptureBackend implements BlockBackend {
   }
 
   /**
-   * Copies one chunk of the image into the stream for the initial replication, ordered against the
-   * VM's writes: it waits for in-flight writes to the chunk, reads it, and if no write touched the
-   * chunk meanwhile, journals it as a write under the next LSN in the same tick. A write that
-   * races the copy therefore always lands after it, and a replica never gets older data over newer.
+   * Copies one chunk of the image into the stream for the initial replication (see {@link copyRange}).
    * All-zero chunks are skipped (a new replica starts as zeroes). Resolves to whether data was sent.
    */
   async copyChunk(chunk: number): Promise<boolean> {
     const offset = chunk * this.chunkBytes;
-    const length = Math.min(this.chunkBytes, this.size - offset);
+    return (await this.copyRange(offset, Math.min(this.chunkBytes, this.size - offset), false)) !== undefined;
+  }
+
+  /**
+   * Copies a range of the image into the stream, ordered against the VM's writes: it waits for
+   * in-flight writes to the range, reads it, and if no write touched it meanwhile, journals it under
+   * the next LSN in the same tick. A write that races the copy therefore always lands after it, and a
+   * replica never gets older data over newer. Nothing is journaled in bitmap mode: it waits for the
+   * mode to end. An all-zero range is journaled as ZERO when `sendZeroes` (the resync of a replica
+   * that may hold data there), else skipped. Resolves to the copy's LSN, `undefined` when skipped.
+   */
+  async copyRange(offset: number, length: number, sendZeroes: boolean): Promise<number | undefined> {
     for (;;) {
       // A failed disk's image lacks a journaled write: a copy read from it now would put older data
       // after that write in the stream.
       this.refuseIfFailed();
       const room = this.o.journal.room();
       if (room !== undefined) await room;
+      const unjournaled = this.o.mode?.whenJournaling();
+      if (unjournaled !== undefined) {
+        await unjournaled;
+        continue;
+      }
       const seen = this.o.lsns.current;
       const busy = this.order.overlapping(offset, length);
       if (busy !== undefined) await busy;
       const data = await this.next.read(offset, length);
-      // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite.
-      if ((this.lastWrite[chunk] ?? 0) > seen) continue;
-      if (isZero(data)) return false;
+      // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite. A write
+      // in bitmap mode marked the range dirty: it is copied again by the resync.
+      if (this.writtenSince(offset, length, seen) || this.o.mode?.state === 'bitmap') continue;
+      const zero = isZero(data);
+      if (zero && !sendZeroes) return undefined;
       this.refuseIfFailed();
       const lsn = this.o.lsns.next();
-      this.lastWrite[chunk] = lsn;
-      await this.o.journal.append({
-        lsn,
-        kind: RecordKind.WRITE,
-        disk: this.o.disk,
-        offset,
-        length,
-        data,
-        time: Date.now(),
-      });
-      return true;
+      this.touch(offset, length, lsn);
+      const r = { lsn, disk: this.o.disk, offset, length, time: Date.now() };
+      await this.o.journal.append(zero ? { ...r, kind: RecordKind.ZERO } : { ...r, kind: RecordKind.WRITE, data });
+      return lsn;
     }
+  }
+
+  private writtenSince(offset: number, length: number, lsn: number): boolean {
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / this.chunkBytes);
+    for (let c = Math.floor(offset / this.chunkBytes); c <= last; c++) if ((this.lastWrite[c] ?? 0) > lsn) return true;
+    return false;
   }
 
   /** Resolves once every write that has an LSN has reached the image (or failed). */

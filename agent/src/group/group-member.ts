@@ -159,6 +159,12 @@ export class GroupMember {
       });
   }
 
+  /** Gives up the round this member holds, if any (journaled as an abort with `a`'s reason). */
+  abandon(a: Abort): void {
+    const h = this.held;
+    if (h !== undefined) this.finish(h.round, a);
+  }
+
   /** Ends any hold (journaled as an abort) and takes no more rounds. */
   close(): void {
     this.closed = true;

@@ -39,6 +39,7 @@ const status = (g: GroupStatus): AgentStatus => ({
   },
   connections: 1,
   refusedConnections: 0,
+  stalledWrites: 0,
   group: g,
 });
 
