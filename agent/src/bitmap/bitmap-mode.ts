@@ -134,7 +134,7 @@ export class BitmapMode {
    */
   track(disk: number, offset: number, length: number): Promise<void> | undefined {
     if (this.current !== 'bitmap') {
-      if (this.o.journal.room() === undefined) return undefined;
+      if (!this.o.journal.atCap) return undefined;
       const marked = this.o.bitmap.mark(disk, offset, length);
       this.enter();
       return marked ?? DURABLE;
