@@ -81,8 +81,7 @@ class Link {
       if (r.kind === RecordKind.WRITE) r.data!.copy(this.replica, r.offset);
       else if (r.kind === RecordKind.ZERO || r.kind === RecordKind.TRIM)
         this.replica.fill(0, r.offset, r.offset + r.length);
-      const { data: _, ...meta } = r;
-      this.records.push(meta);
+      this.records.push({ lsn: r.lsn, kind: r.kind, disk: r.disk, offset: r.offset, length: r.length });
       this.applied = r.lsn;
     }
   }

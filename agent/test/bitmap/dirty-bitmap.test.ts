@@ -44,7 +44,7 @@ describe('dirty bitmap', () => {
       [0, CHUNKS_PER_PAGE * CHUNK + 100, 200 * KiB],
       [1, 5 * MiB, 512],
     ] as const;
-    await Promise.all(marks.map(([d, o, l]) => b.mark(d, o, l)));
+    for (const [d, o, l] of marks) await b.mark(d, o, l);
     // What a crash right now would leave: the file as it stands, without a close.
     const loaded = await loadDirtyBitmap(dir, DISKS, CHUNK, log);
     expect(loaded?.flag).toEqual(flag);
@@ -73,7 +73,7 @@ describe('dirty bitmap', () => {
     const first = Array.from({ length: 64 }, (_, i) => b.mark(0, i * 3 * CHUNK, 4 * KiB));
     expect(first.every((p) => p !== undefined)).toBe(true);
     expect(new Set(first).size).toBe(1); // one group: one promise for all of them
-    await Promise.all(first);
+    await first[0];
     expect(b.syncs).toBe(1);
     // Marked and durable: no wait, no write.
     expect(b.mark(0, 3 * CHUNK + 8 * KiB, 4 * KiB)).toBeUndefined();
