@@ -30,7 +30,11 @@ export interface ResyncOptions {
   readonly journal: Journal;
   readonly host: ResyncHost;
   readonly log: Logger;
-  /** A progress marker (and the clears it makes durable) every this many bytes resynced. Default 64 MiB. */
+  /**
+   * A progress marker (and the clears it makes durable, after a journal sync) every this many bytes
+   * resynced. Default 16 MiB: the processor's percentage moves at least that often, and a crash
+   * resends at most that much again.
+   */
   readonly markEveryBytes?: number;
   /** Regions copied at once. Default 8, as the initial copy: half of the I/O thread pool. */
   readonly parallel?: number;
@@ -38,7 +42,7 @@ export interface ResyncOptions {
   readonly retry?: BackoffOptions;
 }
 
-export const DEFAULT_RESYNC_MARK_EVERY_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_RESYNC_MARK_EVERY_BYTES = 16 * 1024 * 1024;
 const DEFAULT_RESYNC_PARALLEL = 8;
 const DEFAULT_RESYNC_RETRY: BackoffOptions = { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.5 };
 
