@@ -300,8 +300,10 @@ export class Agent {
     // Then: writers stalled at the journal cap would otherwise hold up everything below.
     this.journal.stopWaiting();
     await this.server.close();
-    await this.replication?.stop();
+    // The initial copy learns it is stopping first, then bitmap mode ends the copy's wait for it.
+    const replicationStopped = this.replication?.stop();
     await this.mode?.stop();
+    await replicationStopped;
     // Writes already journaled may still be on their way to the images: the last checkpoint says every
     // record up to it is in them, so it must wait for those writes.
     await Promise.all(this.captures.map((c) => c.drained()));

@@ -187,8 +187,7 @@ export class GroupMember {
       return { code: GroupCode.BUSY, reason: `writes are held for round ${this.held.round}` };
     const j = o.journal.stats();
     if (j.failed !== undefined) return { code: GroupCode.NOT_READY, reason: `the journal failed: ${j.failed}` };
-    if (o.journal.atCap)
-      return { code: GroupCode.NOT_READY, reason: 'the journal is at its cap: writes already wait' };
+    if (o.journal.atCap) return { code: GroupCode.NOT_READY, reason: 'the journal is at its cap: writes already wait' };
     return o.canCut?.();
   }
 
