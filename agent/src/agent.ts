@@ -242,9 +242,6 @@ export class Agent {
       const f = c.failure();
       return f === undefined ? [] : [{ disk: this.config.disks[i]!.id, ...f }];
     });
-    const waitsFor = this.checkpointer.keepsNoBacklog
-      ? 'a checkpoint lets the oldest segments go'
-      : 'the cache-store acknowledges';
     return {
       vm: this.config.vm,
       nbd: `${this.address.address}:${this.address.port}`,
@@ -258,8 +255,12 @@ export class Agent {
       ...(this.replication !== undefined ? { replication: this.replication.status() } : {}),
       ...(this.group !== undefined ? { group: this.group.status() } : {}),
       ...(imageFailures.length > 0 ? { imageFailures } : {}),
-      ...(journal.stalled
-        ? { stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until ${waitsFor}` }
+      // Only an agent without a generation (no bitmap mode) holds the VM's writes at the cap, until its
+      // checkpoint lets the oldest segments go; with one, only copies wait there.
+      ...(journal.stalled && this.mode === undefined
+        ? {
+            stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until a checkpoint lets the oldest segments go`,
+          }
         : {}),
     };
   }

@@ -282,13 +282,14 @@ export class CaptureBackend implements BlockBackend {
       // A failed disk's image lacks a journaled write: a copy read from it now would put older data
       // after that write in the stream.
       this.refuseIfFailed();
-      const room = this.o.journal.room();
-      if (room !== undefined) await room;
+      // Bitmap mode first: the journal stays at its cap until it ends, and the wait is for that.
       const unjournaled = this.o.mode?.whenJournaling();
       if (unjournaled !== undefined) {
         await unjournaled;
         continue;
       }
+      const room = this.o.journal.room();
+      if (room !== undefined) await room;
       const seen = this.o.lsns.current;
       const busy = this.order.overlapping(offset, length);
       if (busy !== undefined) await busy;
