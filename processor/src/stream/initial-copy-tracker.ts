@@ -41,6 +41,14 @@ export class InitialSyncTracker {
     this.lastResync = lsn;
   }
 
+  /** Records the RESYNC markers of `records` from index `from` on (the rest were applied before). */
+  noteResyncs(records: readonly ChangeRecord[], from: number): void {
+    for (let i = from; i < records.length; i++) {
+      const r = records[i]!;
+      if (r.kind === RecordKind.RESYNC) this.noteResync(r.lsn, r.offset);
+    }
+  }
+
   /** Where the copy and any resync stand once every record up to `lsn` is applied. */
   at(lsn: number): InitialSync {
     let s = this.base;

@@ -1,6 +1,5 @@
 import {
   ErrorCode,
-  RecordKind,
   SerialQueue,
   SrError,
   type ChangeRecord,
@@ -234,8 +233,7 @@ export class VmReplication {
       }
       if (progress !== undefined) this.sync.note(progressLsn(records), progress);
       // Before anything is submitted: a marker of this batch after a RESYNC must see the resync.
-      for (let i = skip; i < records.length; i++)
-        if (records[i]!.kind === RecordKind.RESYNC) this.sync.noteResync(records[i]!.lsn, records[i]!.offset);
+      this.sync.noteResyncs(records, skip);
       const fresh = skip === 0 ? records : records.slice(skip);
       await submitProtected(applier, this.replica!.points, generation, fresh, (m) =>
         atMarker(this.markers, this.hooks.group, m, groups?.get(m.lsn)),
