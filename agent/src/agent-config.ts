@@ -1,5 +1,6 @@
 import type { BackoffOptions, Logger, ParsedToken } from '@site-recovery/shared';
 import type { BackendFilter, NbdServerLimits } from '@site-recovery/shared/nbd';
+import type { BitmapModeOptions } from './bitmap/bitmap-mode.js';
 import type { GroupConfig } from './group/group-config.js';
 import type { FileJournalOptions } from './journal/file-journal-options.js';
 import type { ShipperLimits } from './replication/shipper-options.js';
@@ -54,6 +55,8 @@ export interface AgentConfig {
    */
   readonly group?: GroupConfig;
   readonly health?: HealthOptions;
+  /** Bitmap mode past the journal's cap, for a data dir with a replication generation (agent/src/bitmap/). */
+  readonly bitmap?: BitmapOptions;
   /**
    * Wraps each disk image below the capture point, as nbdkit filters do: fault injection for tests
    * (a failing write, read or fdatasync). Default none.
@@ -110,4 +113,13 @@ export interface HealthOptions {
    * (the agent stays healthy: its own points continue). Default 3.
    */
   readonly groupRoundsFailed?: number;
+}
+
+/** How bitmap mode tracks and resyncs (agent/src/bitmap/); every field has a default. */
+export interface BitmapOptions extends Pick<BitmapModeOptions, 'resumeBelowBytes' | 'pollMs' | 'resync'> {
+  /**
+   * Bytes of disk per bit of a new bitmap. Default 64 KiB (DEFAULT_BITMAP_CHUNK_BYTES says why); a
+   * bitmap that exists keeps the granularity it was made with.
+   */
+  readonly chunkBytes?: number;
 }

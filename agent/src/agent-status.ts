@@ -1,4 +1,5 @@
 import type { ImageFailure } from './backend/capture-filter.js';
+import type { ModeStatus } from './bitmap/bitmap-mode.js';
 import type { GroupStatus } from './group/group-stats.js';
 import type { JournalStats } from './journal/journal.js';
 import type { ReplicationStatus } from './replication/agent-replication.js';
@@ -17,6 +18,13 @@ export interface AgentStatus {
   readonly connections: number;
   /** NBD connections closed on accept because `maxConnections` were open, since the start. */
   readonly refusedConnections: number;
+  /**
+   * VM writes that waited at the journal's cap since the start. Only an agent without a generation
+   * (its journal lets itself go) waits there; one with a generation goes to bitmap mode instead.
+   */
+  readonly stalledWrites: number;
+  /** How the VM's writes reach the replica: `streaming`, `bitmap`, `resyncing` (absent without a generation). */
+  readonly mode?: ModeStatus;
   readonly replication?: ReplicationStatus;
   /** The VM's replication group, when it belongs to one (agent/README.md, "Replication groups"). */
   readonly group?: GroupStatus;

@@ -11,6 +11,8 @@ import {
 import { StateStore } from './agent-state.js';
 import type { AgentStatus } from './agent-status.js';
 import { CaptureBackend, LsnSequence } from './backend/capture-filter.js';
+import { BitmapMode } from './bitmap/bitmap-mode.js';
+import { DEFAULT_BITMAP_CHUNK_BYTES, DirtyBitmap } from './bitmap/dirty-bitmap.js';
 import { FileBackend } from './backend/file-backend.js';
 import { Checkpointer } from './checkpointer.js';
 import { checkGroupConfig } from './group/group-config.js';
@@ -49,7 +51,13 @@ function checkToken(config: AgentConfig): void {
  * Whether replication lets the VM be cut for a group point now: not while its initial copy runs (the
  * replica is not whole) nor once its stream failed for good (nothing after the cut would arrive).
  */
-function replicationRefusal(config: AgentConfig, replication: AgentReplication | undefined): Refusal | undefined {
+function replicationRefusal(
+  config: AgentConfig,
+  replication: AgentReplication | undefined,
+  mode: BitmapMode | undefined,
+): Refusal | undefined {
+  const dirty = mode?.refusal();
+  if (dirty !== undefined) return { code: GroupCode.BITMAP_MODE, reason: dirty };
   if (config.replication === undefined) return undefined;
   if (replication === undefined) return { code: GroupCode.NOT_READY, reason: 'replication is starting' };
   const s = replication.status();
@@ -65,6 +73,8 @@ export class Agent {
   private closing: Promise<void> | undefined;
   private replication: AgentReplication | undefined;
   private group: ReplicationGroup | undefined;
+  private mode: BitmapMode | undefined;
+  private bitmap: DirtyBitmap | undefined;
 
   private constructor(
     private readonly config: AgentConfig,
@@ -92,6 +102,8 @@ export class Agent {
     const images: BlockBackend[] = [];
     let journal: Journal | undefined;
     let group: ReplicationGroup | undefined;
+    let bitmap: DirtyBitmap | undefined;
+    let mode: BitmapMode | undefined;
     try {
       for (const d of config.disks) {
         const file = FileBackend.open(d.path);
@@ -103,6 +115,31 @@ export class Agent {
       // One gate for all the VM's disks, as they share one LSN sequence; none without a group, so that
       // the capture path costs one comparison more.
       const gate = config.group !== undefined ? new WriteGate() : undefined;
+      // The agent exists only once everything below has started; the group asks it later.
+      const late: { agent?: Agent } = {};
+      const rep = opened.state.replication;
+      if (rep !== undefined) {
+        // A generation to resync into: past the cap, writes are tracked in the bitmap rather than wait.
+        const chunkBytes = config.bitmap?.chunkBytes ?? DEFAULT_BITMAP_CHUNK_BYTES;
+        const disks = images.map((i) => i.size);
+        bitmap = await DirtyBitmap.open(
+          config.dataDir,
+          { generation: rep.generation, chunkBytes, disks },
+          opened.bitmap,
+        );
+        const { resumeBelowBytes, pollMs, resync } = config.bitmap ?? {};
+        mode = new BitmapMode({
+          journal,
+          lsns,
+          bitmap,
+          log: config.log,
+          ...(resumeBelowBytes !== undefined ? { resumeBelowBytes } : {}),
+          ...(pollMs !== undefined ? { pollMs } : {}),
+          ...(resync !== undefined ? { resync } : {}),
+          onEnter: (reason) => group?.abandon(GroupCode.BITMAP_MODE, reason),
+        });
+        mode.resume(); // before the VM can write: its marker goes first
+      }
       const captures = images.map(
         (image, disk) =>
           new CaptureBackend(image, {
@@ -112,6 +149,7 @@ export class Agent {
             // Redo synced the images through the journal's end.
             syncedThroughLsn: opened.journal.lastLsn,
             ...(gate !== undefined ? { gate } : {}),
+            ...(mode !== undefined ? { mode } : {}),
             onImageFailure: (f) =>
               config.log.error(
                 { disk: config.disks[disk]!.id, op: f.op, lsn: f.lsn, err: f.error },
@@ -121,8 +159,7 @@ export class Agent {
               ),
           }),
       );
-      // The agent exists only once everything below has started; the group asks it later.
-      const late: { agent?: Agent } = {};
+      mode?.start(captures);
       if (config.group !== undefined) {
         // Before the NBD listener: a member that cannot join fails the start before the VM writes.
         group = await ReplicationGroup.start({
@@ -132,7 +169,7 @@ export class Agent {
           journal,
           lsns,
           gate: gate!,
-          canCut: () => replicationRefusal(config, late.agent?.replication),
+          canCut: () => replicationRefusal(config, late.agent?.replication, mode),
           log: config.log,
         });
       }
@@ -163,6 +200,8 @@ export class Agent {
       });
       const agent = new Agent(config, images, captures, journal, lsns, server, checkpointer, address);
       agent.group = group;
+      agent.mode = mode;
+      agent.bitmap = bitmap;
       late.agent = agent;
       checkpointer.start();
       if (config.replication !== undefined) {
@@ -176,6 +215,7 @@ export class Agent {
           dataDir: config.dataDir,
           log: config.log,
           onAcked: (lsn) => checkpointer.acked(lsn),
+          pointRefusal: () => mode?.refusal(),
           ...(config.group !== undefined
             ? { group: config.group.name, onMultiVmFrequency: (ms) => group?.setFrequency(ms) }
             : {}),
@@ -189,7 +229,9 @@ export class Agent {
       return agent;
     } catch (err) {
       await group?.close().catch(() => undefined);
+      await mode?.stop().catch(() => undefined);
       await journal?.close().catch(() => undefined);
+      await bitmap?.close().catch(() => undefined);
       await Promise.all(images.map((i) => i.close().catch(() => undefined)));
       throw err;
     }
@@ -201,9 +243,6 @@ export class Agent {
       const f = c.failure();
       return f === undefined ? [] : [{ disk: this.config.disks[i]!.id, ...f }];
     });
-    const waitsFor = this.checkpointer.keepsNoBacklog
-      ? 'a checkpoint lets the oldest segments go'
-      : 'the cache-store acknowledges';
     return {
       vm: this.config.vm,
       nbd: `${this.address.address}:${this.address.port}`,
@@ -212,11 +251,17 @@ export class Agent {
       journal,
       connections: this.server.connectionCount,
       refusedConnections: this.server.refusedConnections,
+      stalledWrites: this.captures.reduce((n, c) => n + c.stalledWrites, 0),
+      ...(this.mode !== undefined ? { mode: this.mode.status() } : {}),
       ...(this.replication !== undefined ? { replication: this.replication.status() } : {}),
       ...(this.group !== undefined ? { group: this.group.status() } : {}),
       ...(imageFailures.length > 0 ? { imageFailures } : {}),
-      ...(journal.stalled
-        ? { stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until ${waitsFor}` }
+      // Only an agent without a generation (no bitmap mode) holds the VM's writes at the cap, until its
+      // checkpoint lets the oldest segments go; with one, only copies wait there.
+      ...(journal.stalled && this.mode === undefined
+        ? {
+            stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until a checkpoint lets the oldest segments go`,
+          }
         : {}),
     };
   }
@@ -257,7 +302,10 @@ export class Agent {
     // Then: writers stalled at the journal cap would otherwise hold up everything below.
     this.journal.stopWaiting();
     await this.server.close();
-    await this.replication?.stop();
+    // The initial copy learns it is stopping first, then bitmap mode ends the copy's wait for it.
+    const replicationStopped = this.replication?.stop();
+    await this.mode?.stop();
+    await replicationStopped;
     // Writes already journaled may still be on their way to the images: the last checkpoint says every
     // record up to it is in them, so it must wait for those writes.
     await Promise.all(this.captures.map((c) => c.drained()));
@@ -269,6 +317,7 @@ export class Agent {
       this.config.log.error({ err: (err as Error).message }, 'stopping without a last checkpoint');
     }
     await this.journal.close();
+    await this.bitmap?.close();
     await Promise.all(this.images.map((i) => i.close()));
     if (unclean !== undefined) throw unclean;
     this.config.log.info({ vm: this.config.vm, lsn: this.journal.lastLsn }, 'agent stopped');

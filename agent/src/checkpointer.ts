@@ -36,6 +36,8 @@ export class Checkpointer {
   private journalWatch: NodeJS.Timeout | undefined;
   private toldReleased = false;
   private closed = false;
+  /** A checkpoint was asked for while one ran: it may have computed its floor before what asked. */
+  private again = false;
 
   constructor(private readonly o: CheckpointerOptions) {
     this.checkpointLsn = o.startLsn;
@@ -68,10 +70,24 @@ export class Checkpointer {
     if (this.overHalfCap() && lsn > this.checkpointLsn) this.request();
   }
 
-  /** Starts a checkpoint unless one is running; its failure is logged. */
+  /**
+   * Starts a checkpoint, or one more after the one running: an acknowledgement that arrives while a
+   * checkpoint runs may be the last for a while (nothing new is journaled in bitmap mode), and the
+   * running one may have taken its floor before it. Failures are logged.
+   */
   request(): void {
     if (this.closed) return;
-    this.checkpoint().catch((err: unknown) => this.o.log.error({ err: (err as Error).message }, 'checkpoint failed'));
+    if (this.running !== undefined) {
+      this.again = true;
+      return;
+    }
+    this.checkpoint()
+      .catch((err: unknown) => this.o.log.error({ err: (err as Error).message }, 'checkpoint failed'))
+      .finally(() => {
+        if (!this.again) return;
+        this.again = false;
+        this.request();
+      });
   }
 
   /**

@@ -22,8 +22,15 @@ export const HealthCode = {
   IMAGE_WRITE_FAILED: 'SR_IMAGE_WRITE_FAILED',
   /** An image fdatasync failed: that disk refuses writes and flushes, and no checkpoint passes it, until a restart. */
   IMAGE_SYNC_FAILED: 'SR_IMAGE_SYNC_FAILED',
-  /** The journal is at its cap: VM writes wait. */
+  /** The journal is at its cap: VM writes wait (only an agent without a replication generation). */
   JOURNAL_STALLED: 'SR_JOURNAL_STALLED',
+  /**
+   * A warning: the journal reached its cap, so the VM's writes are tracked in the dirty bitmap (they
+   * go on at full speed) and no recovery point is cut until the resync that follows has ended.
+   */
+  BITMAP_MODE: 'SR_BITMAP_MODE',
+  /** A warning: the regions written in bitmap mode are being resynced; no recovery point until it ends. */
+  RESYNCING: 'SR_RESYNCING',
   /** The initial copy's last attempts failed; it keeps retrying. */
   INITIAL_COPY_FAILING: 'SR_INITIAL_COPY_FAILING',
   /** The stream stopped for good (continuity lost): only a restart with --resync resumes replication. */
@@ -105,12 +112,42 @@ export function healthOf(
         HealthCode.CACHE_STORE_UNREACHABLE,
         `the cache-store at ${rep.stream.url} has been unreachable since ${rep.disconnectedSince} ` +
           `(${Math.round(downMs / 1000)} s${rep.stream.lastError !== undefined ? `; last error: ${rep.stream.lastError}` : ''}); ` +
-          `the journal holds ${j.bytes} of its ${j.maxBytes} bytes and VM writes wait once it is full`,
+          `the journal holds ${j.bytes} of its ${j.maxBytes} bytes; once it is full VM writes are tracked in the dirty bitmap`,
       );
     }
   }
-  const warnings = groupWarnings(status, o.groupRoundsFailed ?? 3);
+  const warnings = [...modeWarnings(status), ...groupWarnings(status, o.groupRoundsFailed ?? 3)];
   return { ok: problems.length === 0, vm: status.vm, problems, ...(warnings.length > 0 ? { warnings } : {}) };
+}
+
+/**
+ * Bitmap mode keeps the VM running and loses nothing (its regions are resynced), but the replica's
+ * points stop moving until the resync ends: a warning.
+ */
+function modeWarnings(status: AgentStatus): HealthProblem[] {
+  const m = status.mode;
+  if (m === undefined || m.state === 'streaming') return [];
+  const why = m.untrusted !== undefined ? ` (the bitmap found at start was not trusted: ${m.untrusted})` : '';
+  if (m.state === 'bitmap')
+    return [
+      {
+        code: HealthCode.BITMAP_MODE,
+        message:
+          `bitmap mode since ${m.since}${why}: the journal reached its cap of ${status.journal.maxBytes} bytes, so VM ` +
+          `writes are tracked in the dirty bitmap (${m.dirtyBytes} bytes dirty) and resynced once the cache-store has ` +
+          'taken the journal down to half its cap; no recovery point is cut until that resync ends. Check the link ' +
+          'to the cache-store, or give the journal a larger --journal-max-bytes',
+      },
+    ];
+  const r = m.resync;
+  return [
+    {
+      code: HealthCode.RESYNCING,
+      message:
+        `resyncing the regions written in bitmap mode since ${m.since}${why}: ${r?.percent ?? 0}% done, ` +
+        `${m.dirtyBytes} bytes left; no recovery point is cut until it ends`,
+    },
+  ];
 }
 
 /** A group that cannot cut points leaves each VM protected on its own: a warning, never unhealthy. */

@@ -9,6 +9,8 @@ import { lsnFileName, parseLsnFileName } from '@site-recovery/shared';
  *   checkpoint.json           LSN through which the images are known to be on stable storage
  *   group-term.json           the highest replication-group term this member has seen (group/term-store.ts)
  *   resync-sums.bin           the replica's block sums while a copy by difference uses them (scratch)
+ *   dirty-bitmap.srb          regions written while the journal was at its cap (bitmap/bitmap-format.ts)
+ *   bitmap-mode.json          present while the bitmap holds regions the stream lacks (bitmap/dirty-bitmap.ts)
  *   journal/
  *     0000000000000001.srj    segment whose first record has LSN 1 (16 hex digits)
  */
@@ -16,6 +18,8 @@ const STATE_FILE = 'agent-state.json';
 const CHECKPOINT_FILE = 'checkpoint.json';
 const GROUP_TERM_FILE = 'group-term.json';
 const RESYNC_SUMS_FILE = 'resync-sums.bin';
+const BITMAP_FILE = 'dirty-bitmap.srb';
+const BITMAP_MODE_FILE = 'bitmap-mode.json';
 const JOURNAL_DIR = 'journal';
 const SEGMENT_EXT = 'srj';
 
@@ -33,6 +37,14 @@ export function groupTermFile(dataDir: string): string {
 
 export function resyncSumsFile(dataDir: string): string {
   return path.join(dataDir, RESYNC_SUMS_FILE);
+}
+
+export function bitmapFile(dataDir: string): string {
+  return path.join(dataDir, BITMAP_FILE);
+}
+
+export function bitmapModeFile(dataDir: string): string {
+  return path.join(dataDir, BITMAP_MODE_FILE);
 }
 
 export function journalDir(dataDir: string): string {

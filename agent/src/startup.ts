@@ -10,6 +10,8 @@ import {
   writeCheckpoint,
   type AgentState,
 } from './agent-state.js';
+import { cleanParts, loadDirtyBitmap, type LoadedBitmap } from './bitmap/bitmap-load.js';
+import { DEFAULT_BITMAP_CHUNK_BYTES } from './bitmap/dirty-bitmap.js';
 import { FileJournal } from './journal/file-journal.js';
 import { redo } from './journal/redo.js';
 import { journalDir } from './names.js';
@@ -19,6 +21,8 @@ export interface OpenedDataDir {
   readonly state: AgentState;
   readonly journal: FileJournal;
   readonly checkpoint: number;
+  /** The dirty bitmap as the data dir holds it (bitmap mode, agent/src/bitmap/). */
+  readonly bitmap: LoadedBitmap | undefined;
 }
 
 /**
@@ -48,7 +52,20 @@ export async function openDataDir(config: AgentConfig, images: readonly BlockBac
     // Asked before redo, which writes a new checkpoint.
     const lostRecords =
       journal.repairs.length > 0 && state.replication !== undefined && (await restartedSinceCheckpoint(dataDir));
-    let checkpoint = await redo(dataDir, journal, images, log);
+    // Before redo: replaying a record where bitmap mode wrote later would undo that write.
+    const bitmap = await loadDirtyBitmap(
+      dataDir,
+      images.map((i) => i.size),
+      config.bitmap?.chunkBytes ?? DEFAULT_BITMAP_CHUNK_BYTES,
+      log,
+    );
+    let checkpoint = await redo(
+      dataDir,
+      journal,
+      images,
+      log,
+      bitmap !== undefined ? (disk, offset, length) => cleanParts(bitmap, disk, offset, length) : undefined,
+    );
     if (lostRecords && config.replication !== undefined) {
       log.warn(
         'the journal lost records in a crash, so the replica may lack writes the images hold: starting a new replication generation',
@@ -80,7 +97,7 @@ export async function openDataDir(config: AgentConfig, images: readonly BlockBac
       state = { ...state, replication: { ...state.replication, unconfirmedFromLsn: journal.lastLsn } };
       await saveState(dataDir, state);
     }
-    return { state, journal, checkpoint };
+    return { state, journal, checkpoint, bitmap };
   } catch (err) {
     await journal.close().catch(() => undefined);
     throw err;

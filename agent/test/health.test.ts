@@ -24,6 +24,7 @@ const well: AgentStatus = {
   },
   connections: 1,
   refusedConnections: 0,
+  stalledWrites: 0,
 };
 
 function replicating(stream: Partial<ReplicationStatus['stream']>, disconnectedSince?: number): AgentStatus {
@@ -85,5 +86,22 @@ describe('agent health', () => {
     const stalled = { ...well, journal: { ...well.journal, stalled: true }, stalled: 'journal at its cap' };
     expect(codes(failed)).toEqual([HealthCode.JOURNAL_FAILED]);
     expect(codes(stalled)).toEqual([HealthCode.JOURNAL_STALLED]);
+  });
+
+  it('warns, leaving the agent healthy, while the VM is in bitmap mode and while it resyncs, saying how much is dirty', () => {
+    const mode = { since: '2025-01-01T11:59:00.000Z', chunkBytes: 65536, entered: 1 };
+    const bitmap = { ...well, mode: { ...mode, state: 'bitmap' as const, dirtyBytes: 5 << 20 } };
+    const h = healthOf(bitmap, { disconnectedMs: 60_000 }, NOW);
+    expect(h.ok).toBe(true);
+    expect(h.warnings?.map((w) => w.code)).toEqual([HealthCode.BITMAP_MODE]);
+    expect(h.warnings?.[0]?.message).toMatch(/bitmap mode since 2025-01-01T11:59:00.000Z.*5242880 bytes dirty/);
+    const resync = { startLsn: 11, resyncedBytes: 1 << 20, totalBytes: 4 << 20, percent: 25 };
+    const resyncing = { ...well, mode: { ...mode, state: 'resyncing' as const, dirtyBytes: 3 << 20, resync } };
+    const r = healthOf(resyncing, { disconnectedMs: 60_000 }, NOW);
+    expect(r.ok).toBe(true);
+    expect(r.warnings?.map((w) => w.code)).toEqual([HealthCode.RESYNCING]);
+    expect(r.warnings?.[0]?.message).toMatch(/25% done, 3145728 bytes left/);
+    const streaming = { ...well, mode: { ...mode, state: 'streaming' as const, dirtyBytes: 0 } };
+    expect(healthOf(streaming, { disconnectedMs: 60_000 }, NOW)).toEqual({ ok: true, vm: 'web01', problems: [] });
   });
 });

@@ -32,6 +32,14 @@ export const RecordKind = {
   GROUP_COMMIT: 7,
   /** The round was given up on this VM (timeout, an ABORT, a member missing); `data` names it and why. */
   GROUP_ABORT: 8,
+  /**
+   * Dirty-region tracking within a generation (the agent's bitmap mode, agent/src/bitmap/): `offset`
+   * is how many bytes of the VM's disks are marked dirty and not yet resynced, `length` 0, no
+   * payload. A marker with `offset` > 0 says that from here the replica is not a state of the
+   * source (writes reached the source without an LSN) until a marker with `offset` 0 ends the
+   * resync. Changes no data; no recovery point may be cut in between (DESIGN.md invariant 5).
+   */
+  RESYNC: 9,
 } as const;
 
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
@@ -64,7 +72,8 @@ export function isRecordKind(kind: number): kind is RecordKind {
     kind === RecordKind.APP ||
     kind === RecordKind.GROUP_MARK ||
     kind === RecordKind.GROUP_COMMIT ||
-    kind === RecordKind.GROUP_ABORT
+    kind === RecordKind.GROUP_ABORT ||
+    kind === RecordKind.RESYNC
   );
 }
 
@@ -73,9 +82,9 @@ export function isGroupKind(kind: number): boolean {
   return kind === RecordKind.GROUP_MARK || kind === RecordKind.GROUP_COMMIT || kind === RecordKind.GROUP_ABORT;
 }
 
-/** Records that change no data: progress, app-consistent and group markers. Their `length` is 0. */
+/** Records that change no data: progress, app-consistent, group and resync markers. Their `length` is 0. */
 export function isMarkerKind(kind: number): boolean {
-  return kind === RecordKind.SYNC || kind === RecordKind.APP || isGroupKind(kind);
+  return kind === RecordKind.SYNC || kind === RecordKind.APP || kind === RecordKind.RESYNC || isGroupKind(kind);
 }
 
 /** Most bytes a group record's JSON may take: a round names up to a few hundred members. */
@@ -99,6 +108,8 @@ export function recordKindName(kind: number): string {
       return 'group-commit';
     case RecordKind.GROUP_ABORT:
       return 'group-abort';
+    case RecordKind.RESYNC:
+      return 'resync';
     default:
       return `unknown(${kind})`;
   }

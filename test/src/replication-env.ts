@@ -12,6 +12,17 @@ interface AgentStatusDoc {
   checkpointLsn: number;
   connections: number;
   journal: { bytes: number; maxBytes: number; stalled: boolean };
+  /** VM writes that waited at the journal's cap since the agent started. */
+  stalledWrites: number;
+  /** Bitmap mode past the journal's cap (agent/src/bitmap/); absent on an agent without a generation. */
+  mode?: {
+    state: 'streaming' | 'bitmap' | 'resyncing';
+    since: string;
+    dirtyBytes: number;
+    entered: number;
+    resync?: { startLsn: number; resyncedBytes: number; totalBytes: number; percent: number };
+    lastResync?: { startLsn: number; endLsn: number; endedAt: string };
+  };
   replication?: {
     generation: string;
     /** `sentLsn` past `ackedLsn`: records on their way to the cache-store, not yet acknowledged. */
@@ -39,6 +50,8 @@ interface ProcessorVmDoc {
   pendingRecords: number;
   disks: { id: string; size: number; path: string }[];
   initialSync?: { state: string; percent: number };
+  /** While the regions an agent wrote in bitmap mode are resynced. */
+  resync?: { remaining: number; total: number; percent: number };
   state?: string;
   error?: string;
 }
@@ -192,9 +205,11 @@ export class ReplicationEnv {
         const a = await this.agentStatus(vm);
         const p = await this.processorVm(vm.name);
         if (p === undefined || a.replication === undefined) return undefined;
+        // In bitmap mode everything journaled may be applied while the dirty regions are still to come.
         return a.replication.stream.ackedLsn === a.lsn &&
           p.appliedLsn === a.lsn &&
-          a.replication.initialCopy.state === 'done'
+          a.replication.initialCopy.state === 'done' &&
+          (a.mode === undefined || a.mode.state === 'streaming')
           ? p
           : undefined;
       },

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RecordKind, type ChangeRecord } from '@site-recovery/shared';
 import { BackendError, Errno, type BlockBackend } from '@site-recovery/shared/nbd';
+import type { BitmapMode } from '../bitmap/bitmap-mode.js';
 import type { Journal } from '../journal/journal.js';
 import type { WriteGate } from '../group/write-gate.js';
 import { ImageSync } from './image-sync.js';
@@ -55,6 +56,12 @@ interface CaptureOptions {
   readonly onImageFailure?: (failure: ImageFailure) => void;
   /** The VM's replication-group barrier: holds write replies during a round (docs/multi-vm.md). */
   readonly gate?: WriteGate;
+  /**
+   * The VM's replication mode (one for all its disks): past the journal's cap, writes are tracked in
+   * its dirty bitmap instead of waiting for room. Without it (a data dir that never replicated, whose
+   * journal lets itself go) writes wait for room at the cap.
+   */
+  readonly mode?: BitmapMode;
 }
 
 /**
@@ -91,6 +98,7 @@ export class CaptureBackend implements BlockBackend {
   private readonly lastWrite: Float64Array;
   private imageFailure: ImageFailure | undefined;
   private readonly imageSync: ImageSync;
+  private stalled = 0;
 
   constructor(
     private readonly next: BlockBackend,
@@ -152,9 +160,17 @@ export class CaptureBackend implements BlockBackend {
     apply: () => Promise<void>,
   ): Promise<void> {
     this.refuseIfFailed();
-    const room = this.o.journal.room();
-    if (room !== undefined) await room; // journal at its cap: stall this write, never drop it
-    this.refuseIfFailed();
+    if (this.o.mode !== undefined) {
+      const marked = this.o.mode.track(this.o.disk, r.offset, r.length);
+      if (marked !== undefined) return this.captureUnjournaled(r.offset, r.length, marked, fua, apply);
+    } else {
+      const room = this.o.journal.room();
+      if (room !== undefined) {
+        this.stalled++;
+        await room; // journal at its cap: stall this write, never drop it
+        this.refuseIfFailed();
+      }
+    }
     const lsn = this.o.lsns.next();
     this.touch(r.offset, r.length, lsn);
     const logged = this.o.journal.append({ ...r, lsn, disk: this.o.disk, time: Date.now() });
@@ -169,6 +185,39 @@ export class CaptureBackend implements BlockBackend {
     if (fua) await this.flush();
     const held = this.o.gate?.wait(lsn);
     if (held !== undefined) await held;
+  }
+
+  /**
+   * A write in bitmap mode: it takes no LSN (a generation's LSNs have no gaps) and reaches the image
+   * only once its regions are durably marked (`marked`). It is ordered against other writes as if it
+   * had the next LSN, so a journaled write overlapping it lands after it. A failed image write is
+   * answered and not retried: nothing of it was journaled, and its regions are resynced from the image
+   * whatever it holds.
+   */
+  private async captureUnjournaled(
+    offset: number,
+    length: number,
+    marked: Promise<void>,
+    fua: boolean,
+    apply: () => Promise<void>,
+  ): Promise<void> {
+    const after = this.o.lsns.current + 1;
+    const { handle, ready } = this.order.enter(after, offset, length);
+    try {
+      await marked;
+      if (ready !== undefined) await ready;
+      await apply();
+    } finally {
+      this.order.leave(handle);
+    }
+    if (fua) await this.flush();
+    const held = this.o.gate?.wait(after);
+    if (held !== undefined) await held;
+  }
+
+  /** VM writes that waited at the journal's cap since the start (only without a replication mode). */
+  get stalledWrites(): number {
+    return this.stalled;
   }
 
   /**
@@ -221,11 +270,8 @@ export class CaptureBackend implements BlockBackend {
   }
 
   /**
-   * Copies one chunk of the image into the stream for the initial replication, ordered against the
-   * VM's writes: it waits for in-flight writes to the chunk, reads it, and if no write touched the
-   * chunk meanwhile, journals it as a write under the next LSN in the same tick. A write that
-   * races the copy therefore always lands after it, and a replica never gets older data over newer.
-   * All-zero chunks are skipped (for a replica known to be zeroes). Resolves to whether data was sent.
+   * Copies one chunk of the image into the stream whole (see {@link copyRangeBy}), an all-zero chunk
+   * skipped. Resolves to whether data was sent.
    */
   async copyChunk(chunk: number): Promise<boolean> {
     const runs = await this.copyChunkBy(chunk, (data) =>
@@ -237,27 +283,59 @@ export class CaptureBackend implements BlockBackend {
   /**
    * {@link copyChunk} with a choice of what goes into the stream: `plan` gets the chunk as read and
    * names the parts to journal, as WRITE records of their bytes or ZERO records (the copy by
-   * difference sends only blocks whose sums differ from the replica's). It runs in the tick that
-   * found no racing write, and the parts get consecutive LSNs in that same tick, so every write that
-   * races the copy still lands after all of them. Resolves to the parts journaled.
+   * difference sends only blocks whose sums differ from the replica's). Resolves to the parts journaled.
    */
-  async copyChunkBy(chunk: number, plan: (data: Buffer) => readonly CopyRun[]): Promise<readonly CopyRun[]> {
+  copyChunkBy(chunk: number, plan: (data: Buffer) => readonly CopyRun[]): Promise<readonly CopyRun[]> {
     const offset = chunk * this.chunkBytes;
-    const length = Math.min(this.chunkBytes, this.size - offset);
+    return this.copyRangeBy(offset, Math.min(this.chunkBytes, this.size - offset), plan).then((r) => r.runs);
+  }
+
+  /**
+   * Copies a range into the stream whole (the resync of a dirty region): an all-zero range as ZERO when
+   * `sendZeroes` (a replica that may hold data there), else skipped. Resolves to the copy's LSN,
+   * `undefined` when skipped.
+   */
+  async copyRange(offset: number, length: number, sendZeroes: boolean): Promise<number | undefined> {
+    const { runs, lsn } = await this.copyRangeBy(offset, length, (data) => {
+      const zero = isZero(data);
+      return zero && !sendZeroes ? [] : [{ start: 0, length: data.length, zero }];
+    });
+    return runs.length > 0 ? lsn : undefined;
+  }
+
+  /**
+   * Copies parts of a range of the image into the stream, ordered against the VM's writes: it waits for
+   * in-flight writes to the range, reads it, and if no write touched it meanwhile, journals the parts
+   * `plan` names under consecutive LSNs in the same tick. A write that races the copy therefore always
+   * lands after it, and a replica never gets older data over newer. Nothing is journaled in bitmap
+   * mode: it waits for the mode to end. Resolves to the parts journaled and the last LSN they took.
+   */
+  private async copyRangeBy(
+    offset: number,
+    length: number,
+    plan: (data: Buffer) => readonly CopyRun[],
+  ): Promise<{ runs: readonly CopyRun[]; lsn: number }> {
     for (;;) {
       // A failed disk's image lacks a journaled write: a copy read from it now would put older data
       // after that write in the stream.
       this.refuseIfFailed();
+      // Bitmap mode first: the journal stays at its cap until it ends, and the wait is for that.
+      const unjournaled = this.o.mode?.whenJournaling();
+      if (unjournaled !== undefined) {
+        await unjournaled;
+        continue;
+      }
       const room = this.o.journal.room();
       if (room !== undefined) await room;
       const seen = this.o.lsns.current;
       const busy = this.order.overlapping(offset, length);
       if (busy !== undefined) await busy;
       const data = await this.next.read(offset, length);
-      // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite.
-      if ((this.lastWrite[chunk] ?? 0) > seen) continue;
+      // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite. A write
+      // in bitmap mode marked the range dirty: it is copied again by the resync.
+      if (this.writtenSince(offset, length, seen) || this.o.mode?.state === 'bitmap') continue;
       const runs = plan(data);
-      if (runs.length === 0) return runs;
+      if (runs.length === 0) return { runs, lsn: 0 };
       this.refuseIfFailed();
       const time = Date.now();
       const appends = runs.map((r) => {
@@ -269,10 +347,17 @@ export class CaptureBackend implements BlockBackend {
             : { ...at, kind: RecordKind.WRITE, data: data.subarray(r.start, r.start + r.length) },
         );
       });
-      this.lastWrite[chunk] = this.o.lsns.current;
+      const lsn = this.o.lsns.current;
+      this.touch(offset, length, lsn);
       await Promise.all(appends);
-      return runs;
+      return { runs, lsn };
     }
+  }
+
+  private writtenSince(offset: number, length: number, lsn: number): boolean {
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / this.chunkBytes);
+    for (let c = Math.floor(offset / this.chunkBytes); c <= last; c++) if ((this.lastWrite[c] ?? 0) > lsn) return true;
+    return false;
   }
 
   /** Resolves once every write that has an LSN has reached the image (or failed). */

@@ -71,7 +71,7 @@ const program = new Command('sr-agent')
   .addOption(
     new Option(
       '--journal-max-bytes <size>',
-      `cap on the journal's disk space (e.g. 4M, 10G; at least ${formatSize(MIN_JOURNAL_MAX_BYTES)}); past it the VM's writes wait until the cache-store acknowledges (nothing is dropped)`,
+      `cap on the journal's disk space (e.g. 4M, 10G; at least ${formatSize(MIN_JOURNAL_MAX_BYTES)}); past it the agent tracks dirty regions in a bitmap and resyncs them once the cache-store catches up (the VM's writes never wait)`,
     )
       .default(DEFAULT_JOURNAL_MAX_BYTES, formatSize(DEFAULT_JOURNAL_MAX_BYTES))
       .argParser(sizeOption('--journal-max-bytes', MIN_JOURNAL_MAX_BYTES)),

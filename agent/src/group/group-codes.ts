@@ -29,6 +29,11 @@ export const GroupCode = {
   BUSY: 'SR_GROUP_BUSY',
   /** This member cannot be cut now: initial copy running, journal at its cap or failed, replication failed. */
   NOT_READY: 'SR_GROUP_NOT_READY',
+  /**
+   * This member's VM is in bitmap mode or resyncing its dirty regions (its replica lacks writes until
+   * the resync ends): it refuses rounds, and aborts the one it holds when bitmap mode begins.
+   */
+  BITMAP_MODE: 'SR_GROUP_BITMAP_MODE',
   /** The journal refused a group record. */
   JOURNAL: 'SR_GROUP_JOURNAL',
   /** The agent is stopping. */

@@ -99,6 +99,12 @@ export class GroupCoordinator {
       this.fail(r, { code: m.code, failedBy: from, reason: `${from} refused: ${m.reason}` });
   }
 
+  /** This member cannot be in the round it runs (bitmap mode began): ABORT to all. */
+  giveUp(a: { code: string; failedBy?: string; reason: string }): void {
+    const r = this.round;
+    if (r !== undefined) this.fail(r, a);
+  }
+
   /** A member's link dropped: a round waiting for it cannot commit. */
   peerDown(vm: string): void {
     const r = this.round;

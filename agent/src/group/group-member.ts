@@ -159,6 +159,12 @@ export class GroupMember {
       });
   }
 
+  /** Gives up the round this member holds, if any (journaled as an abort with `a`'s reason). */
+  abandon(a: Abort): void {
+    const h = this.held;
+    if (h !== undefined) this.finish(h.round, a);
+  }
+
   /** Ends any hold (journaled as an abort) and takes no more rounds. */
   close(): void {
     this.closed = true;
@@ -181,9 +187,11 @@ export class GroupMember {
       return { code: GroupCode.BUSY, reason: `writes are held for round ${this.held.round}` };
     const j = o.journal.stats();
     if (j.failed !== undefined) return { code: GroupCode.NOT_READY, reason: `the journal failed: ${j.failed}` };
-    if (o.journal.room() !== undefined)
-      return { code: GroupCode.NOT_READY, reason: 'the journal is at its cap: writes already wait' };
-    return o.canCut?.();
+    // Replication's reason first: in bitmap mode the journal stays at its cap, but that is not why.
+    const refusal = o.canCut?.();
+    if (refusal !== undefined) return refusal;
+    if (o.journal.atCap) return { code: GroupCode.NOT_READY, reason: 'the journal is at its cap' };
+    return undefined;
   }
 
   /** Journals the round's end and releases the held replies, whatever the journal does. */

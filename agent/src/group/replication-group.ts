@@ -144,6 +144,17 @@ export class ReplicationGroup {
     };
   }
 
+  /**
+   * This VM can take no part in a group point now (`code`, `reason`): the round it runs as coordinator
+   * fails for every member, and the round it holds as a member is aborted (journaled, so the processor
+   * records the reason).
+   */
+  abandon(code: string, reason: string): void {
+    const a = { code, failedBy: this.o.vm, reason };
+    this.coordinator.giveUp(a);
+    this.member.abandon(a);
+  }
+
   /** Stops the rounds, releases any held write (journaled as an abort), and closes every link. */
   close(): Promise<void> {
     this.closing ??= (async () => {

@@ -326,7 +326,11 @@ export class FileJournal implements Journal {
   }
 
   room(): Promise<void> | undefined {
-    return this.roomGate.wait(this.totalBytes >= this.maxBytes);
+    return this.roomGate.wait(this.atCap);
+  }
+
+  get atCap(): boolean {
+    return this.totalBytes >= this.maxBytes;
   }
 
   stopWaiting(): void {

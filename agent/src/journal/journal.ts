@@ -27,6 +27,8 @@ export interface Journal {
    * writes stall rather than anything being dropped.
    */
   room(): Promise<void> | undefined;
+  /** Whether the journal is at its size cap now (what `room()` would wait on), without waiting. */
+  readonly atCap: boolean;
   /**
    * Ends every wait in `room()`, and any later one, with SR_SHUTTING_DOWN: a writer stalled at the cap
    * must not keep the agent from stopping. The stalled write took no LSN and was never journaled; its

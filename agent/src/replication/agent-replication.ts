@@ -41,6 +41,8 @@ export interface AgentReplicationOptions {
   readonly group?: string;
   /** The policy's multi-VM frequency for the group (undefined: the processor sets none). */
   readonly onMultiVmFrequency?: (ms: number | undefined) => void;
+  /** Why no recovery point can be cut now (bitmap mode, resync); app-consistent points are skipped then. */
+  readonly pointRefusal?: () => string | undefined;
 }
 
 /**
@@ -101,6 +103,7 @@ export class AgentReplication {
       lsns: this.o.lsns,
       journal: this.o.journal,
       log: this.o.log,
+      ...(this.o.pointRefusal !== undefined ? { refusal: this.o.pointRefusal } : {}),
     });
   }
 

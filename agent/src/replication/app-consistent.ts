@@ -15,6 +15,11 @@ interface AppConsistentOptions {
   readonly lsns: LsnSequence;
   readonly journal: Journal;
   readonly log: Logger;
+  /**
+   * Why no point could be cut now (bitmap mode or its resync: the processor cuts none), checked before
+   * the pre-snapshot command: the applications are not frozen for a point that cannot be.
+   */
+  readonly refusal?: () => string | undefined;
 }
 
 export interface AppConsistentStatus {
@@ -25,7 +30,10 @@ export interface AppConsistentStatus {
   readonly lastFailure?: {
     readonly seq: number;
     readonly at: string;
-    /** SR_APP_PRE_SNAPSHOT when the pre-snapshot command failed, else the journal's error code. */
+    /**
+     * SR_APP_PRE_SNAPSHOT when the pre-snapshot command failed, SR_APP_NOT_NOW when the VM could not be
+     * cut (bitmap mode, resync), else the journal's error code.
+     */
     readonly code: string;
     readonly error: string;
   };
@@ -33,6 +41,8 @@ export interface AppConsistentStatus {
 
 /** The pre-snapshot command failed, so no point was marked. */
 export const PRE_SNAPSHOT_FAILED = 'SR_APP_PRE_SNAPSHOT';
+/** The VM could not be cut (bitmap mode or resync), so neither command ran and no point was marked. */
+export const NOT_NOW = 'SR_APP_NOT_NOW';
 
 /**
  * Takes app-consistent points: runs the pre-snapshot command, and only if it succeeded appends an
@@ -98,6 +108,12 @@ export class AppConsistentSnapshots {
 
   private async once(): Promise<void> {
     const seq = ++this.seq;
+    const refused = this.o.refusal?.();
+    if (refused !== undefined) {
+      this.fail(seq, NOT_NOW, refused);
+      this.o.log.info({ seq, reason: refused }, 'app-consistent point skipped: no point can be cut now');
+      return;
+    }
     const pre = this.o.preSnapshot !== undefined ? await this.run(this.o.preSnapshot) : undefined;
     try {
       if (pre !== undefined) {

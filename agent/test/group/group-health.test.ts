@@ -40,6 +40,7 @@ const status = (g: GroupStatus): AgentStatus => ({
   },
   connections: 1,
   refusedConnections: 0,
+  stalledWrites: 0,
   group: g,
 });
 

@@ -47,6 +47,7 @@ export interface StatusDoc {
     cacheStoreLastLsn?: number;
     lagMs?: { p50: number; p99: number; samples: number };
     initialSync?: { state: string; percent: number };
+    resync?: { remaining: number; total: number; percent: number };
     errorCode?: string;
     error?: string;
   }[];

@@ -164,7 +164,11 @@ export function formatStatus(status: StatusDoc, vms: StatusDoc['vms'], now = Dat
         String(v.appliedLsn),
         v.cacheStoreLastLsn !== undefined ? String(Math.max(0, v.cacheStoreLastLsn - v.appliedLsn)) : '-',
         v.lagMs !== undefined && v.lagMs.samples > 0 ? `${v.lagMs.p99} ms` : '-',
-        v.initialSync !== undefined ? `${v.initialSync.state} ${v.initialSync.percent}%` : '-',
+        v.resync !== undefined
+          ? `resync ${v.resync.percent}%`
+          : v.initialSync !== undefined
+            ? `${v.initialSync.state} ${v.initialSync.percent}%`
+            : '-',
         ...(grouped ? [v.group ?? '-'] : []),
       ]),
     ) +

@@ -115,7 +115,12 @@ export class GroupTracker {
         );
       if (!mark.members.includes(vm)) this.fail(r, vm, 'SR_GROUP_PROTOCOL', `${vm} marked a round it is no member of`);
       if (point === undefined) {
-        this.fail(r, vm, 'SR_RESYNCING', `${vm} was resyncing (initial copy not done) at the mark: no point was cut`);
+        this.fail(
+          r,
+          vm,
+          'SR_RESYNCING',
+          `${vm} was resyncing (initial copy not done, or regions written in bitmap mode not yet resynced) at the mark: no point was cut`,
+        );
       } else {
         r.points.set(vm, point.id);
         r.persisted.set(vm, stateKey(point.round?.state ?? 'pending', point.kind));

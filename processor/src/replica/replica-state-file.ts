@@ -21,6 +21,7 @@ const StateSchema = z.object({
     state: z.enum(['copying', 'done', 'none']),
     done: z.number().int().min(0),
     total: z.number().int().min(0),
+    resync: z.object({ remaining: z.number().int().min(1), total: z.number().int().min(1) }).optional(),
   }),
   wipePending: z.boolean().optional(),
 });
@@ -55,7 +56,13 @@ export async function readReplicaState(file: string): Promise<ReplicaStateFile |
       `replica state ${file} is invalid at "${issue?.path.join('.') ?? ''}": ${issue?.message ?? ''}; move the replica aside to resync it`,
     );
   }
-  const { vm, generation, disks, appliedLsn, initialSync, wipePending } = parsed.data;
+  const { vm, generation, disks, appliedLsn, initialSync: i, wipePending } = parsed.data;
+  const initialSync = {
+    state: i.state,
+    done: i.done,
+    total: i.total,
+    ...(i.resync !== undefined ? { resync: i.resync } : {}),
+  };
   return { vm, generation, disks, appliedLsn, initialSync, wipePending: wipePending ?? false };
 }
 

@@ -15,6 +15,19 @@ export interface InitialSync {
   readonly done: number;
   /** Bytes to copy; 0 until the source has reported it. */
   readonly total: number;
+  /**
+   * A resync of regions the source wrote in bitmap mode is under way within the generation (from a
+   * RESYNC marker with bytes left to one with none): no point may be cut, whatever `state` says.
+   */
+  readonly resync?: ResyncProgress;
+}
+
+/** Where a bitmap resync stands, as its RESYNC markers report it. */
+export interface ResyncProgress {
+  /** Bytes the source has marked dirty and not resynced yet (the latest marker's). */
+  readonly remaining: number;
+  /** The most that were left at once since the resync began: the basis of its percentage. */
+  readonly total: number;
 }
 
 /** Where a new generation's initial copy starts. */

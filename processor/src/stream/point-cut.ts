@@ -3,7 +3,7 @@ import { PointError, PointErrorCode } from '../api/error-codes.js';
 import type { RecoveryPoint, PointKind, RoundTag } from '../points/recovery-point.js';
 import type { Replica } from '../replica/replica-store.js';
 import type { DurabilityRounds } from './durability-rounds.js';
-import type { InitialSyncTracker } from './initial-copy-tracker.js';
+import { pointsAllowed, type InitialSyncTracker } from './initial-copy-tracker.js';
 import type { RecordApplier } from './record-applier.js';
 import { asStorageError } from './storage-error.js';
 
@@ -21,7 +21,7 @@ export interface CutContext {
 /**
  * Cuts a point at the applied position (DESIGN.md invariant 3): every record up to it has landed and
  * none after it has. The replica is made durable up to it first, so a restart never resumes below
- * the newest point. Refused mid-resync (invariant 5): SR_RESYNCING.
+ * the newest point. Refused mid-copy and mid-resync of a bitmap's regions (invariant 5): SR_RESYNCING.
  */
 export async function cutAtApplied(c: CutContext, kind: PointKind, round?: RoundTag): Promise<RecoveryPoint> {
   const { replica, applier } = c;
@@ -30,10 +30,13 @@ export async function cutAtApplied(c: CutContext, kind: PointKind, round?: Round
   await applier.drain();
   if (applier.failed !== undefined) throw asStorageError(applier.failed, `replica of ${c.vm} failed`);
   const lsn = applier.applied;
-  if (c.sync.at(lsn).state !== 'done')
+  const sync = c.sync.at(lsn);
+  if (!pointsAllowed(sync))
     throw new PointError(
       PointErrorCode.RESYNCING,
-      `${c.vm} is resyncing (initial copy not done): no recovery point can be cut`,
+      sync.state !== 'done'
+        ? `${c.vm} is resyncing (initial copy not done): no recovery point can be cut`
+        : `${c.vm} is resyncing the regions its agent wrote in bitmap mode: no recovery point can be cut until that ends`,
     );
   await c.exclusive.run(() => c.rounds.once());
   if (c.rounds.durableLsn < lsn)

@@ -13,7 +13,7 @@ import { ApplyPause } from './apply-pause.js';
 import { DurabilityRounds } from './durability-rounds.js';
 import { GenerationGate, checkSameLayout, startGeneration, type GenerationGateOptions } from './generation-gate.js';
 import { cutAtApplied } from './point-cut.js';
-import { InitialSyncTracker, progressLsn } from './initial-copy-tracker.js';
+import { InitialSyncTracker, pointsAllowed, progressLsn } from './initial-copy-tracker.js';
 import { LagStats } from './lag-stats.js';
 import type { PointKind, RecoveryPoint, RoundTag } from '../points/recovery-point.js';
 import { atMarker, decodeGroupMarkers, type GroupRecordHooks, type MarkerTarget } from './markers.js';
@@ -115,7 +115,7 @@ export class VmReplication {
     this.markers = {
       vm,
       log,
-      copiedAt: (lsn) => this.sync.at(lsn).state === 'done',
+      copiedAt: (lsn) => pointsAllowed(this.sync.at(lsn)),
       cut: (kind, round) => this.cutLocked(kind, round),
       drain: async () => this.applier?.drain(),
     };
@@ -267,6 +267,8 @@ export class VmReplication {
         );
       }
       if (progress !== undefined) this.sync.note(progressLsn(records), progress);
+      // Before anything is submitted: a marker of this batch after a RESYNC must see the resync.
+      this.sync.noteResyncs(records, skip);
       const unseen = skip === 0 ? records : records.slice(skip);
       try {
         await submitProtected(applier, this.replica!.points, generation, unseen, (m) =>

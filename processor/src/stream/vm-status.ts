@@ -2,7 +2,7 @@ import type { PointKind } from '../points/recovery-point.js';
 import type { InitialSync, Replica, RetiredReplicaInfo } from '../replica/replica-store.js';
 import type { PauseInfo } from './apply-pause.js';
 import type { RefusedGeneration } from './generation-gate.js';
-import { syncPercent } from './initial-copy-tracker.js';
+import { pointsAllowed, resyncPercent, syncPercent } from './initial-copy-tracker.js';
 import { isStorageCode } from './storage-error.js';
 
 // How a VM's replication looks from outside: the processor's status JSON and the sr CLI read these.
@@ -33,6 +33,11 @@ export interface VmStatus {
   readonly pendingRecords: number;
   readonly lagMs: { p50: number | null; p99: number | null; samples: number };
   readonly initialSync: InitialSync & { percent: number };
+  /**
+   * While the regions the agent wrote in bitmap mode are resynced (`state` 'resyncing', no points cut):
+   * bytes left, the most there were, and the percentage done.
+   */
+  readonly resync?: { readonly remaining: number; readonly total: number; readonly percent: number };
   readonly state: VmState;
   /** While `state` is 'error': "CODE: message". */
   readonly error?: string;
@@ -121,7 +126,7 @@ export function describeVm(f: VmFacts): VmStatus {
           ? 'paused'
           : f.error !== undefined
             ? 'error'
-            : f.sync.state === 'done'
+            : pointsAllowed(f.sync)
               ? 'replicating'
               : 'resyncing';
   const points = f.replica?.points.list() ?? [];
@@ -138,6 +143,7 @@ export function describeVm(f: VmFacts): VmStatus {
     pendingRecords: pending,
     lagMs: f.lag,
     initialSync: { ...f.sync, percent: syncPercent(f.sync) },
+    ...(f.sync.resync !== undefined ? { resync: { ...f.sync.resync, percent: resyncPercent(f.sync.resync) } } : {}),
     state,
     ...(shown !== undefined ? { error: `${shown.code}: ${shown.message}`, errorCode: shown.code } : {}),
     ...(f.lastError !== undefined ? { lastError: f.lastError } : {}),
