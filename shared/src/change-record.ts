@@ -32,6 +32,14 @@ export const RecordKind = {
   GROUP_COMMIT: 7,
   /** The round was given up on this VM (timeout, an ABORT, a member missing); `data` names it and why. */
   GROUP_ABORT: 8,
+  /**
+   * A watch-mode agent's clean scan ended here (agent/src/watch/, docs/architecture.md "Watch mode"):
+   * with every record before it applied, the replica is the image as it stood during a scan that no
+   * write overlapped, the only moment such a VM's replica is a state of its source. `offset` carries
+   * the agent's scan number, `length` 0, no payload. Changes no data; for a VM in watch mode the
+   * processor cuts crash-consistent points here and nowhere else.
+   */
+  SCAN: 10,
 } as const;
 
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
@@ -64,7 +72,8 @@ export function isRecordKind(kind: number): kind is RecordKind {
     kind === RecordKind.APP ||
     kind === RecordKind.GROUP_MARK ||
     kind === RecordKind.GROUP_COMMIT ||
-    kind === RecordKind.GROUP_ABORT
+    kind === RecordKind.GROUP_ABORT ||
+    kind === RecordKind.SCAN
   );
 }
 
@@ -73,9 +82,9 @@ export function isGroupKind(kind: number): boolean {
   return kind === RecordKind.GROUP_MARK || kind === RecordKind.GROUP_COMMIT || kind === RecordKind.GROUP_ABORT;
 }
 
-/** Records that change no data: progress, app-consistent and group markers. Their `length` is 0. */
+/** Records that change no data: progress, app-consistent, group and clean-scan markers. Their `length` is 0. */
 export function isMarkerKind(kind: number): boolean {
-  return kind === RecordKind.SYNC || kind === RecordKind.APP || isGroupKind(kind);
+  return kind === RecordKind.SYNC || kind === RecordKind.APP || kind === RecordKind.SCAN || isGroupKind(kind);
 }
 
 /** Most bytes a group record's JSON may take: a round names up to a few hundred members. */
@@ -99,6 +108,8 @@ export function recordKindName(kind: number): string {
       return 'group-commit';
     case RecordKind.GROUP_ABORT:
       return 'group-abort';
+    case RecordKind.SCAN:
+      return 'scan';
     default:
       return `unknown(${kind})`;
   }

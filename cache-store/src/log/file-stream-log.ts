@@ -8,6 +8,7 @@ import {
   pwritev,
   type DiskInfo,
   type Logger,
+  type SourceMode,
 } from '@site-recovery/shared';
 import { metaFile } from '../names.js';
 import type { Segment } from './segment.js';
@@ -121,6 +122,10 @@ export class FileStreamLog implements StreamLog {
 
   get group(): string | undefined {
     return this.meta.group;
+  }
+
+  get mode(): SourceMode | undefined {
+    return this.meta.mode;
   }
 
   get firstLsn(): number {
@@ -350,14 +355,26 @@ export class FileStreamLog implements StreamLog {
 
   setGroup(group: string | undefined): Promise<void> {
     if (group === this.meta.group) return this.releases.idle();
-    const { version, vm, generation, disks, appliedLsn } = this.meta;
-    this.meta = { version, vm, generation, disks, appliedLsn, ...(group !== undefined ? { group } : {}) };
-    // In the same queue as the release's meta writes, so neither overwrites the other's field.
+    const meta: VmMeta = { ...this.meta };
+    delete (meta as { group?: string }).group;
+    return this.saveMeta(group !== undefined ? { ...meta, group } : meta, 'its replication group');
+  }
+
+  setMode(mode: SourceMode | undefined): Promise<void> {
+    if (mode === this.meta.mode) return this.releases.idle();
+    const meta: VmMeta = { ...this.meta };
+    delete (meta as { mode?: SourceMode }).mode;
+    return this.saveMeta(mode !== undefined ? { ...meta, mode } : meta, "its agent's mode");
+  }
+
+  private saveMeta(meta: VmMeta, what: string): Promise<void> {
+    this.meta = meta;
+    // In the same queue as the release's meta writes, so none overwrites another's field.
     return this.releases.run(async () => {
       try {
         await writeVmMeta(metaFile(this.dir), { ...this.meta, appliedLsn: this.applied });
       } catch (err) {
-        throw storageError(err, `${this.vm}: cannot record its replication group`);
+        throw storageError(err, `${this.vm}: cannot record ${what}`);
       }
     });
   }
