@@ -39,16 +39,21 @@ export const HealthCode = {
   GROUP_PEER_DOWN: 'SR_GROUP_PEER_DOWN',
   /** A warning: the group's last rounds failed, so its newest group point is getting old. */
   GROUP_ROUNDS_FAILING: 'SR_GROUP_ROUNDS_FAILING',
+  /** Watch mode: the scans of the images keep failing, so nothing new is shipped (agent/src/watch/). */
+  WATCH_SCAN_FAILING: 'SR_WATCH_SCAN_FAILING',
 } as const;
 
 export type HealthCode = (typeof HealthCode)[keyof typeof HealthCode];
+
+/** What the judgement reads of a status: a fronted agent's, or a watch-mode agent's (which has no NBD side). */
+export type HealthInput = Pick<AgentStatus, 'vm' | 'journal' | 'stalled' | 'imageFailures' | 'replication' | 'group'>;
 
 /**
  * Judges a status: anything that refuses or holds the VM's writes, or stops replication, is a problem
  * at once; a cache-store outage only once it has lasted `disconnectedMs` (short ones are routine).
  */
 export function healthOf(
-  status: AgentStatus,
+  status: HealthInput,
   o: { readonly disconnectedMs: number; readonly groupRoundsFailed?: number },
   now = Date.now(),
 ): AgentHealth {
@@ -114,7 +119,7 @@ export function healthOf(
 }
 
 /** A group that cannot cut points leaves each VM protected on its own: a warning, never unhealthy. */
-function groupWarnings(status: AgentStatus, roundsFailed: number): HealthProblem[] {
+function groupWarnings(status: HealthInput, roundsFailed: number): HealthProblem[] {
   const g = status.group;
   if (g === undefined) return [];
   const warnings: HealthProblem[] = [];
