@@ -13,6 +13,7 @@ import { PointError, PointErrorCode } from '../api/error-codes.js';
 import { LagStats } from './lag-stats.js';
 import type { PointKind, RecoveryPoint, RoundTag } from '../points/recovery-point.js';
 import { atMarker, decodeGroupMarkers, type GroupRecordHooks, type MarkerTarget } from './markers.js';
+import { ScanPoints } from './scan-points.js';
 import { RecordApplier, type RecordApplierOptions } from './record-applier.js';
 import { submitProtected } from './protected-submit.js';
 import { COPYING, sameDisks, type Replica, type ReplicaStore } from '../replica/replica-store.js';
@@ -68,6 +69,8 @@ export class VmReplication {
   private failoverState: FailoverState = 'none';
   /** What a marker acts on (markers.ts), with the applying queue held. */
   private readonly markers: MarkerTarget;
+  /** Where a watch-mode VM's points may be cut: its clean scans. */
+  readonly scans: ScanPoints;
 
   constructor(
     readonly vm: string,
@@ -82,12 +85,15 @@ export class VmReplication {
     this.confirmBytes = o.confirmBytes ?? DEFAULT_CONFIRM_BYTES;
     this.lag = new LagStats(o.lagWindow ?? DEFAULT_LAG_WINDOW);
     this.sync = new InitialSyncTracker(COPYING);
+    this.scans = new ScanPoints(vm, log);
     this.markers = {
       vm,
       log,
       copiedAt: (lsn) => this.sync.at(lsn).state === 'done',
       cut: (kind, round) => this.cutLocked(kind, round),
       drain: async () => this.applier?.drain(),
+      watched: () => this.scans.watched,
+      cleanScan: (lsn) => this.scans.atScan(lsn, this.sync.at(lsn).state === 'done', () => this.cutLocked('crash')),
     };
     if (openError !== undefined) this.error = errorInfo(openError);
     if (replica !== undefined) this.attach(replica);
@@ -134,10 +140,24 @@ export class VmReplication {
   /**
    * Cuts a point at the applied position (DESIGN.md invariant 3): no batch is half-submitted, every
    * record up to it has landed and none after it has. The replica is made durable up to it first,
-   * so a restart never resumes below the newest point. Refused mid-resync (invariant 5).
+   * so a restart never resumes below the newest point. Refused mid-resync (invariant 5). A watch-mode
+   * VM's replica is a state of its source only at a clean scan: see {@link ScanPoints.latest}.
    */
   cutPoint(kind: PointKind): Promise<RecoveryPoint> {
-    return this.applying.run(() => this.cutLocked(kind));
+    return this.applying.run(async () => {
+      if (!this.scans.watched) return this.cutLocked(kind);
+      await this.applier?.drain();
+      return this.scans.latest(this.appliedLsn, this.replica?.points.newest(), () => this.cutLocked(kind));
+    });
+  }
+
+  /** The schedule's crash-consistent point; a watch-mode VM's waits for a clean scan (ScanPoints.due). */
+  cutScheduled(): Promise<void> {
+    return this.applying.run(async () => {
+      if (!this.scans.watched) return void (await this.cutLocked('crash'));
+      await this.applier?.drain();
+      await this.scans.due(this.appliedLsn, () => this.cutLocked('crash'));
+    });
   }
 
   noteCacheStore(info: VmInfo): void {
@@ -330,6 +350,9 @@ export class VmReplication {
       cacheStore: this.cacheStore,
       lag: this.lag.summary(),
       failover: this.failoverState,
+      ...(this.scans.watched
+        ? { watch: { lastCleanScanLsn: this.scans.lastCleanScanLsn ?? null, pointWanted: this.scans.pointWanted } }
+        : {}),
       ...(this.error !== undefined ? { error: this.error } : {}),
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
     });
@@ -379,6 +402,7 @@ export class VmReplication {
     this.bytesSinceFlush = 0;
     this.rewindToDurable = false;
     this.sync.resetTo(info.initialSync);
+    this.scans.reset();
     this.lag.clear();
     this.applier = new RecordApplier(replica, info.appliedLsn, {
       ...this.o,

@@ -37,6 +37,18 @@ export interface VmStatus {
   readonly points: number;
   readonly latestPoint: { id: string; time: string; lsn: number; kind: PointKind } | null;
   readonly failover: FailoverState;
+  /** Only when `mode` is 'watch'. */
+  readonly mode?: 'watch';
+  /**
+   * A watch-mode VM's points: the newest clean-scan marker applied (null: none in this generation), and
+   * whether the schedule waits for the next one to cut a point.
+   */
+  readonly watch?: WatchFacts;
+}
+
+export interface WatchFacts {
+  readonly lastCleanScanLsn: number | null;
+  readonly pointWanted: boolean;
 }
 
 /** What {@link describeVm} is given: one VM's replication as it stands. */
@@ -52,6 +64,8 @@ export interface VmFacts {
   readonly cacheStore: { readonly generation: string; readonly firstLsn: number; readonly lastLsn: number } | undefined;
   readonly lag: VmStatus['lagMs'];
   readonly failover: FailoverState;
+  /** Present for a VM whose agent watches its images. */
+  readonly watch?: WatchFacts;
   readonly error?: ErrorInfo;
   readonly lastError?: ErrorInfo;
 }
@@ -92,5 +106,6 @@ export function describeVm(f: VmFacts): VmStatus {
     points: points.length,
     latestPoint: latest !== undefined ? { id: latest.id, time: latest.time, lsn: latest.lsn, kind: latest.kind } : null,
     failover: f.failover,
+    ...(f.watch !== undefined ? { mode: 'watch' as const, watch: f.watch } : {}),
   };
 }
