@@ -248,6 +248,7 @@ async function main(): Promise<void> {
   if (dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
   if (disks.length === 0) throw new SrError(ErrorCode.BAD_OPTION, 'at least one --disk ID=PATH is required');
   checkModeOptions(program, o.mode);
+  const watch = o.mode === 'watch' ? watchOptionsFrom(o) : undefined;
 
   checkLoopbackListen(nbd.host, o.nbdAllowRemote === true, '--nbd', NBD_RISK);
   const log = createLogger('sr-agent');
@@ -266,7 +267,7 @@ async function main(): Promise<void> {
   if (statusAddr !== undefined)
     checkLoopbackListen(statusAddr.host, o.statusAllowRemote === true, '--status', STATUS_RISK);
   const disconnectedMs = parseDuration(o.healthDisconnectedAfter, '--health-disconnected-after');
-  if (o.mode === 'watch') {
+  if (watch !== undefined) {
     if (link === undefined)
       throw new SrError(ErrorCode.BAD_OPTION, '--mode watch replicates: add --cache-store URL (and --token-file)');
     const agent = await WatchAgent.start({
@@ -276,7 +277,7 @@ async function main(): Promise<void> {
       journal: { ...journal, directWriteMinBytes: o.journalDirectWrites },
       health: { disconnectedMs },
       log,
-      watch: watchOptionsFrom(o),
+      watch,
       replication: {
         ...link,
         resync: o.resync === true,

@@ -7,6 +7,7 @@ import {
   DEFAULT_WATCH_RESCAN_INTERVAL_MS,
   MAX_WATCH_BLOCK_BYTES,
   MIN_WATCH_BLOCK_BYTES,
+  watchLimits,
   type WatchOptions,
 } from './watch-config.js';
 
@@ -91,7 +92,7 @@ export function checkModeOptions(cmd: Command, mode: string): void {
   if (extra !== undefined) throw new SrError(ErrorCode.BAD_OPTION, `${extra} needs --mode watch`);
 }
 
-/** The watch options from sr-agent's parsed options. */
+/** The watch options from sr-agent's parsed options, checked (SR_BAD_OPTION) before anything starts. */
 export function watchOptionsFrom(o: {
   readonly watchBlockSize: number;
   readonly watchDebounce: string;
@@ -102,7 +103,7 @@ export function watchOptionsFrom(o: {
     if (ms < min) throw new SrError(ErrorCode.BAD_OPTION, `${option} must be at least ${formatDuration(min)}`);
     return ms;
   };
-  return {
+  const options = {
     blockBytes: o.watchBlockSize,
     debounceMs: atLeast(parseDuration(o.watchDebounce, '--watch-debounce'), '--watch-debounce', 10),
     maxDelayMs: atLeast(parseDuration(o.watchMaxDelay, '--watch-max-delay'), '--watch-max-delay', 10),
@@ -112,4 +113,6 @@ export function watchOptionsFrom(o: {
       1000,
     ),
   };
+  watchLimits(options);
+  return options;
 }
