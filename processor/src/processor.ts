@@ -364,7 +364,7 @@ export class Processor implements VmDirectory {
   }
 
   async noteMode(vm: string, mode: SourceMode): Promise<void> {
-    await this.modes.set(vm, mode);
+    if (await this.modes.set(vm, mode)) this.config.log.info({ vm, mode }, "the VM's agent is in a new mode");
     const v = this.vms.get(vm);
     if (v !== undefined) v.scans.mode = mode;
   }

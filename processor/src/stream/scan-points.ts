@@ -24,8 +24,6 @@ export class ScanPoints {
   }
 
   set mode(mode: SourceMode) {
-    if (mode === this.current) return;
-    this.log.info({ vm: this.vm, mode }, "the VM's agent changed mode");
     this.current = mode;
   }
 
