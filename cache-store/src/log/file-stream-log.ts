@@ -354,21 +354,18 @@ export class FileStreamLog implements StreamLog {
   }
 
   setGroup(group: string | undefined): Promise<void> {
-    if (group === this.meta.group) return this.releases.idle();
-    const meta: VmMeta = { ...this.meta };
-    delete (meta as { group?: string }).group;
-    return this.saveMeta(group !== undefined ? { ...meta, group } : meta, 'its replication group');
+    return this.setMetaField('group', group, 'its replication group');
   }
 
   setMode(mode: SourceMode | undefined): Promise<void> {
-    if (mode === this.meta.mode) return this.releases.idle();
-    const meta: VmMeta = { ...this.meta };
-    delete (meta as { mode?: SourceMode }).mode;
-    return this.saveMeta(mode !== undefined ? { ...meta, mode } : meta, "its agent's mode");
+    return this.setMetaField('mode', mode, "its agent's mode");
   }
 
-  private saveMeta(meta: VmMeta, what: string): Promise<void> {
-    this.meta = meta;
+  private setMetaField<K extends 'group' | 'mode'>(key: K, value: VmMeta[K], what: string): Promise<void> {
+    if (value === this.meta[key]) return this.releases.idle();
+    const meta: Partial<VmMeta> = { ...this.meta };
+    delete meta[key];
+    this.meta = { ...(meta as VmMeta), ...(value !== undefined ? { [key]: value } : {}) };
     // In the same queue as the release's meta writes, so none overwrites another's field.
     return this.releases.run(async () => {
       try {

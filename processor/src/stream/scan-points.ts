@@ -1,6 +1,7 @@
 import type { Logger, SourceMode } from '@site-recovery/shared';
 import { PointError, PointErrorCode } from '../api/error-codes.js';
 import type { RecoveryPoint } from '../points/recovery-point.js';
+import type { WatchFacts } from './vm-status.js';
 
 /**
  * The points of a VM whose agent watches its images (agent/README.md, "Watch mode"). Its records are what
@@ -49,6 +50,12 @@ export class ScanPoints {
 
   get pointWanted(): boolean {
     return this.wanted;
+  }
+
+  /** What the VM's status shows of it (nothing for a VM in NBD mode). */
+  facts(): { watch?: WatchFacts } {
+    if (!this.watched) return {};
+    return { watch: { lastCleanScanLsn: this.lastScan ?? null, pointWanted: this.wanted } };
   }
 
   /** A new generation (or a replica reopened): no clean scan of it is applied yet. */

@@ -350,9 +350,7 @@ export class VmReplication {
       cacheStore: this.cacheStore,
       lag: this.lag.summary(),
       failover: this.failoverState,
-      ...(this.scans.watched
-        ? { watch: { lastCleanScanLsn: this.scans.lastCleanScanLsn ?? null, pointWanted: this.scans.pointWanted } }
-        : {}),
+      ...this.scans.facts(),
       ...(this.error !== undefined ? { error: this.error } : {}),
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
     });
