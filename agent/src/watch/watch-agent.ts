@@ -8,6 +8,7 @@ import {
   systemErrorCode,
   type BackoffOptions,
 } from '@site-recovery/shared';
+import { checkToken } from '../agent.js';
 import { DEFAULT_HEALTH_DISCONNECTED_MS } from '../agent-config.js';
 import type { AgentHealth } from '../health.js';
 import { DiskResized, type ScanReport } from './image-scan.js';
@@ -74,6 +75,7 @@ export class WatchAgent {
       if (ids.has(d.id)) throw new SrError(ErrorCode.BAD_OPTION, `disk id "${d.id}" is given twice`);
       ids.add(d.id);
     }
+    checkToken(config);
     const agent = new WatchAgent(config);
     // Watching before the first scan reads anything: a write during it must make it unclean.
     await agent.watcher.start();

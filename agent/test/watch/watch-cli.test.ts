@@ -2,6 +2,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AGENT_CLI, makeImage, nodeFlagsOf, run, tempDir, type RunResult } from '@site-recovery/test';
+import { writeSecret, writeToken } from '../security/credentials.js';
 
 let t: { dir: string; cleanup: () => Promise<void> };
 beforeAll(async () => {
@@ -56,6 +57,17 @@ describe('sr-agent --mode', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^sr-agent: SR_BAD_OPTION: /);
     expect(r.stderr).toMatch(message);
+    expect(await fsp.stat(dataDir()).catch(() => undefined)).toBeUndefined();
+  });
+});
+
+describe('sr-agent --mode watch and its token', () => {
+  it('refuses a token of another VM before creating anything, as a fronting agent does', async () => {
+    const { secret } = await writeSecret(t.dir);
+    const token = await writeToken(t.dir, secret, { id: 'tok-other', role: 'agent', vm: 'someone-else' });
+    const r = await runAgent(['--mode', 'watch', '--cache-store', 'ws://127.0.0.1:9', '--token-file', token.file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/SR_BAD_OPTION: the token tok-other is for VM someone-else, not for VM w1/);
     expect(await fsp.stat(dataDir()).catch(() => undefined)).toBeUndefined();
   });
 });
