@@ -10,6 +10,11 @@ export interface AgentState {
   readonly disks: readonly { readonly id: string; readonly size: number }[];
   /** Present once replication was enabled: the generation the journal belongs to. */
   readonly replication?: ReplicationState;
+  /**
+   * `watch`: the agent watches the images another process writes (agent/src/watch/) and the journal
+   * holds what its scans shipped. Absent: it fronts the disks over NBD. A generation keeps one mode.
+   */
+  readonly mode?: 'watch';
 }
 
 export interface ReplicationState {

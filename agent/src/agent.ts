@@ -30,7 +30,7 @@ import { openDataDir } from './startup.js';
  * for another VM or role, or one already expired. Found at start, the mistake is one exit away from
  * its fix instead of a retry loop in the log.
  */
-function checkToken(config: AgentConfig): void {
+export function checkToken(config: Pick<AgentConfig, 'vm' | 'replication'>): void {
   const claims = config.replication?.token?.claims;
   if (claims === undefined) return;
   const fix = `issue one with "sr token issue --secret-file <cache-store secret> --vm ${config.vm} --out FILE"`;

@@ -46,16 +46,26 @@ export const HealthCode = {
   GROUP_PEER_DOWN: 'SR_GROUP_PEER_DOWN',
   /** A warning: the group's last rounds failed, so its newest group point is getting old. */
   GROUP_ROUNDS_FAILING: 'SR_GROUP_ROUNDS_FAILING',
+  /** Watch mode: the scans of the images keep failing, so nothing new is shipped (agent/src/watch/). */
+  WATCH_SCAN_FAILING: 'SR_WATCH_SCAN_FAILING',
 } as const;
 
 export type HealthCode = (typeof HealthCode)[keyof typeof HealthCode];
+
+/** What the judgement reads of a status: a fronted agent's, or a watch-mode agent's (which has no NBD side). */
+export type HealthInput = Pick<
+  AgentStatus,
+  'vm' | 'journal' | 'stalled' | 'imageFailures' | 'replication' | 'group'
+> & {
+  readonly mode?: AgentStatus['mode'] | { readonly state: 'watch' };
+};
 
 /**
  * Judges a status: anything that refuses or holds the VM's writes, or stops replication, is a problem
  * at once; a cache-store outage only once it has lasted `disconnectedMs` (short ones are routine).
  */
 export function healthOf(
-  status: AgentStatus,
+  status: HealthInput,
   o: { readonly disconnectedMs: number; readonly groupRoundsFailed?: number },
   now = Date.now(),
 ): AgentHealth {
@@ -124,9 +134,9 @@ export function healthOf(
  * Bitmap mode keeps the VM running and loses nothing (its regions are resynced), but the replica's
  * points stop moving until the resync ends: a warning.
  */
-function modeWarnings(status: AgentStatus): HealthProblem[] {
+function modeWarnings(status: HealthInput): HealthProblem[] {
   const m = status.mode;
-  if (m === undefined || m.state === 'streaming') return [];
+  if (m === undefined || m.state === 'streaming' || m.state === 'watch') return [];
   const why = m.untrusted !== undefined ? ` (the bitmap found at start was not trusted: ${m.untrusted})` : '';
   if (m.state === 'bitmap')
     return [
@@ -151,7 +161,7 @@ function modeWarnings(status: AgentStatus): HealthProblem[] {
 }
 
 /** A group that cannot cut points leaves each VM protected on its own: a warning, never unhealthy. */
-function groupWarnings(status: AgentStatus, roundsFailed: number): HealthProblem[] {
+function groupWarnings(status: HealthInput, roundsFailed: number): HealthProblem[] {
   const g = status.group;
   if (g === undefined) return [];
   const warnings: HealthProblem[] = [];

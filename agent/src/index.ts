@@ -23,3 +23,12 @@ export type { GroupStatus, RoundCounts } from './group/group-stats.js';
 export { GroupCode } from './group/group-codes.js';
 export { WriteGate } from './group/write-gate.js';
 export type { HoldResult } from './group/write-gate.js';
+export { WatchAgent } from './watch/watch-agent.js';
+export {
+  DEFAULT_WATCH_BLOCK_BYTES,
+  DEFAULT_WATCH_DEBOUNCE_MS,
+  DEFAULT_WATCH_MAX_DELAY_MS,
+  DEFAULT_WATCH_RESCAN_INTERVAL_MS,
+} from './watch/watch-config.js';
+export type { WatchAgentConfig, WatchOptions } from './watch/watch-config.js';
+export type { WatchAgentStatus, WatchStatus } from './watch/watch-status.js';

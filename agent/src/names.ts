@@ -13,6 +13,11 @@ import { lsnFileName, parseLsnFileName } from '@site-recovery/shared';
  *   bitmap-mode.json          present while the bitmap holds regions the stream lacks (bitmap/dirty-bitmap.ts)
  *   journal/
  *     0000000000000001.srj    segment whose first record has LSN 1 (16 hex digits)
+ *   watch/                    watch mode only (agent/src/watch/)
+ *     <disk-id>.sums          the sum of each block of the disk as last shipped (shipped-sums.ts)
+ *
+ * In watch mode checkpoint.json holds the LSN through which the journal is synced (there is no image
+ * to redo onto: another process owns it).
  */
 const STATE_FILE = 'agent-state.json';
 const CHECKPOINT_FILE = 'checkpoint.json';
@@ -22,6 +27,8 @@ const BITMAP_FILE = 'dirty-bitmap.srb';
 const BITMAP_MODE_FILE = 'bitmap-mode.json';
 const JOURNAL_DIR = 'journal';
 const SEGMENT_EXT = 'srj';
+const WATCH_DIR = 'watch';
+const SUMS_EXT = '.sums';
 
 export function stateFile(dataDir: string): string {
   return path.join(dataDir, STATE_FILE);
@@ -58,4 +65,13 @@ export function segmentFileName(firstLsn: number): string {
 /** The first LSN named by a segment file, or `undefined` for any other file. */
 export function parseSegmentFileName(name: string): number | undefined {
   return parseLsnFileName(name, SEGMENT_EXT);
+}
+
+export function watchDir(dataDir: string): string {
+  return path.join(dataDir, WATCH_DIR);
+}
+
+/** The shipped sums of one disk; `diskId` is a checked id (checkId), so it is a safe file name. */
+export function watchSumsFile(dataDir: string, diskId: string): string {
+  return path.join(dataDir, WATCH_DIR, diskId + SUMS_EXT);
 }

@@ -15,6 +15,7 @@ import { DEFAULT_BITMAP_CHUNK_BYTES } from './bitmap/dirty-bitmap.js';
 import { FileJournal } from './journal/file-journal.js';
 import { redo } from './journal/redo.js';
 import { journalDir } from './names.js';
+import { forgetWatchMode } from './watch/watch-startup.js';
 
 /** A data dir ready to serve from: the images hold the journal's state through `checkpoint`. */
 export interface OpenedDataDir {
@@ -33,6 +34,7 @@ export interface OpenedDataDir {
  */
 export async function openDataDir(config: AgentConfig, images: readonly BlockBackend[]): Promise<OpenedDataDir> {
   const { dataDir, log } = config;
+  await forgetWatchMode(dataDir, log);
   let state = await loadOrCreateState(dataDir, {
     version: 1,
     vm: config.vm,

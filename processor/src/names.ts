@@ -27,6 +27,7 @@ import { ID_PATTERN, checkId, isWriteTempName } from '@site-recovery/shared';
  *     <vm>/
  *       config.json           point schedule, retention, source and target placement
  *       group.json            the replication group the VM was last seen in
+ *       source.json           how its agent sees its writes (`watch`: points only at clean scans)
  *       failover.json         failover state (in progress, failed over, committed)
  *       test-failover.json    what the running test failover created (for its cleanup)
  *   groups/
@@ -102,6 +103,7 @@ const UNDO_SUFFIX = '.log';
 const VMS_DIR = 'vms';
 const VM_CONFIG_FILE = 'config.json';
 const VM_GROUP_FILE = 'group.json';
+const VM_SOURCE_FILE = 'source.json';
 const GROUPS_DIR = 'groups';
 const GROUP_CONFIG_FILE = 'config.json';
 const FAILOVER_STATE_FILE = 'failover.json';
@@ -169,6 +171,10 @@ export function vmConfigFile(dataDir: string, vm: string): string {
 
 export function vmGroupFile(dataDir: string, vm: string): string {
   return path.join(vmStateDir(dataDir, vm), VM_GROUP_FILE);
+}
+
+export function vmSourceFile(dataDir: string, vm: string): string {
+  return path.join(vmStateDir(dataDir, vm), VM_SOURCE_FILE);
 }
 
 export function groupsDir(dataDir: string): string {

@@ -6,6 +6,7 @@ import {
   checkId,
   type Logger,
   type ParsedToken,
+  type SourceMode,
   type TokenVerifier,
   type WireLimits,
 } from '@site-recovery/shared';
@@ -25,6 +26,7 @@ import { VmConfigs, type VmConfig } from './vm-config.js';
 import type { AgentPolicy } from './stream/puller-connection.js';
 import { DEFAULT_PULLER, Puller, type PullerOptions, type PullerStatus, type VmDirectory } from './stream/puller.js';
 import type { ReplicaStore } from './replica/replica-store.js';
+import { SourceModes } from './stream/source-modes.js';
 import { asStorageError } from './stream/storage-error.js';
 import {
   VmReplication,
@@ -129,6 +131,8 @@ export class Processor implements VmDirectory {
   private readonly dataDir: string | undefined;
   /** Set in `start`, before any stream is applied. */
   private groups!: ReplicationGroups;
+  /** Set in `start`, before any replica is opened. */
+  private modes!: SourceModes;
 
   private constructor(private readonly config: ProcessorConfig) {
     const o = config.options ?? {};
@@ -176,6 +180,7 @@ export class Processor implements VmDirectory {
 
   static async start(config: ProcessorConfig): Promise<Processor> {
     const p = new Processor(config);
+    p.modes = await SourceModes.load(p.dataDir);
     await p.openReplicas();
     try {
       if (p.dataDir !== undefined) for (const v of p.vms.values()) await p.failovers.restore(v);
@@ -248,6 +253,7 @@ export class Processor implements VmDirectory {
   add(vm: string): VmReplication | undefined {
     if (this.vms.size >= (this.config.options?.maxVms ?? DEFAULT_PULLER.maxVms)) return undefined;
     const v = new VmReplication(vm, this.config.store, undefined, this.hooks, this.config.log, this.config.options);
+    v.scans.mode = this.modes.of(vm);
     this.vms.set(vm, v);
     return v;
   }
@@ -357,6 +363,12 @@ export class Processor implements VmDirectory {
     return this.groups.noteGroup(vm, group);
   }
 
+  async noteMode(vm: string, mode: SourceMode): Promise<void> {
+    if (await this.modes.set(vm, mode)) this.config.log.info({ vm, mode }, "the VM's agent is in a new mode");
+    const v = this.vms.get(vm);
+    if (v !== undefined) v.scans.mode = mode;
+  }
+
   private vmConfig(vm: string): Promise<VmConfig> {
     return this.configs.get(vm);
   }
@@ -379,7 +391,9 @@ export class Processor implements VmDirectory {
           { vm, generation: info.generation, appliedLsn: info.appliedLsn, initialSync: info.initialSync.state },
           'replica opened',
         );
-        this.vms.set(vm, new VmReplication(vm, store, replica, this.hooks, log, options));
+        const v = new VmReplication(vm, store, replica, this.hooks, log, options);
+        v.scans.mode = this.modes.of(vm);
+        this.vms.set(vm, v);
       } catch (err) {
         const e = asStorageError(err, `replica of ${vm} cannot be opened`);
         log.error(

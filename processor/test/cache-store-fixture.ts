@@ -30,9 +30,18 @@ export class CacheStoreFixture {
     return this.tap.url;
   }
 
-  /** An agent streaming `generation` of `vm` straight to the cache-store, in replication group `group` if given. */
-  async agent(vm: string, generation: string, disks: readonly DiskInfo[], group?: string): Promise<TestAgent> {
-    const a = await TestAgent.connect(`ws://${this.server.listen}/`, vm, generation, disks, group);
+  /**
+   * An agent streaming `generation` of `vm` straight to the cache-store, in replication group `group` and
+   * in `mode` if given.
+   */
+  async agent(
+    vm: string,
+    generation: string,
+    disks: readonly DiskInfo[],
+    group?: string,
+    mode?: 'watch',
+  ): Promise<TestAgent> {
+    const a = await TestAgent.connect(`ws://${this.server.listen}/`, vm, generation, disks, group, mode);
     this.agents.push(a);
     return a;
   }

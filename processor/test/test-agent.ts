@@ -53,7 +53,7 @@ export class TestAgent {
   }
 
   /**
-   * Says hello for `vm` and `generation` (in replication group `group`, if given) and waits for the
+   * Says hello for `vm` and `generation` (in replication group `group`, in `mode`, if given) and waits for the
    * cache-store's welcome.
    */
   static async connect(
@@ -62,6 +62,7 @@ export class TestAgent {
     generation: string,
     disks: readonly DiskInfo[],
     group?: string,
+    mode?: 'watch',
   ): Promise<TestAgent> {
     const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20 });
     ws.on('error', () => undefined); // a refused or dropped link shows in the close
@@ -71,7 +72,13 @@ export class TestAgent {
     });
     const a = new TestAgent(ws, vm, generation);
     const hello = { t: 'hello', v: PROTOCOL_VERSION, role: 'agent', vm, generation, disks };
-    ws.send(encodeMessage(group !== undefined ? { ...hello, group } : hello));
+    ws.send(
+      encodeMessage({
+        ...hello,
+        ...(group !== undefined ? { group } : {}),
+        ...(mode !== undefined ? { mode } : {}),
+      }),
+    );
     await a.cond.until(`agent ${vm}: the cache-store's welcome`, () => {
       if (a.welcome !== undefined) return true;
       if (a.refused !== undefined) throw new Error(`agent ${vm}: refused: ${a.refused.code}: ${a.refused.message}`);

@@ -62,6 +62,11 @@ export class Workload {
     return this.push({ lsn: 0, kind: RecordKind.APP, disk: 0, offset: seq, length: 0, time: Date.now() });
   }
 
+  /** A watch-mode agent's clean-scan marker (its scan `seq`). Changes no data. */
+  scan(seq: number): ChangeRecord {
+    return this.push({ lsn: 0, kind: RecordKind.SCAN, disk: 0, offset: seq, length: 0, time: Date.now() });
+  }
+
   /** A replication group's record (a marker: no data changes), its document as the payload. */
   group(kind: 'mark', doc: GroupMark): ChangeRecord;
   group(kind: 'commit', doc: GroupCommit): ChangeRecord;

@@ -40,6 +40,14 @@ export const RecordKind = {
    * resync. Changes no data; no recovery point may be cut in between (DESIGN.md invariant 5).
    */
   RESYNC: 9,
+  /**
+   * A watch-mode agent's clean scan ended here (agent/src/watch/, docs/architecture.md "Watch mode"):
+   * with every record before it applied, the replica is the image as it stood during a scan that no
+   * write overlapped, the only moment such a VM's replica is a state of its source. `offset` carries
+   * the agent's scan number, `length` 0, no payload. Changes no data; for a VM in watch mode the
+   * processor cuts crash-consistent points here and nowhere else.
+   */
+  SCAN: 10,
 } as const;
 
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
@@ -73,7 +81,8 @@ export function isRecordKind(kind: number): kind is RecordKind {
     kind === RecordKind.GROUP_MARK ||
     kind === RecordKind.GROUP_COMMIT ||
     kind === RecordKind.GROUP_ABORT ||
-    kind === RecordKind.RESYNC
+    kind === RecordKind.RESYNC ||
+    kind === RecordKind.SCAN
   );
 }
 
@@ -82,9 +91,15 @@ export function isGroupKind(kind: number): boolean {
   return kind === RecordKind.GROUP_MARK || kind === RecordKind.GROUP_COMMIT || kind === RecordKind.GROUP_ABORT;
 }
 
-/** Records that change no data: progress, app-consistent, group and resync markers. Their `length` is 0. */
+/** Records that change no data: progress, app-consistent, group, resync and clean-scan markers. Their `length` is 0. */
 export function isMarkerKind(kind: number): boolean {
-  return kind === RecordKind.SYNC || kind === RecordKind.APP || kind === RecordKind.RESYNC || isGroupKind(kind);
+  return (
+    kind === RecordKind.SYNC ||
+    kind === RecordKind.APP ||
+    kind === RecordKind.RESYNC ||
+    kind === RecordKind.SCAN ||
+    isGroupKind(kind)
+  );
 }
 
 /** Most bytes a group record's JSON may take: a round names up to a few hundred members. */
@@ -110,6 +125,8 @@ export function recordKindName(kind: number): string {
       return 'group-abort';
     case RecordKind.RESYNC:
       return 'resync';
+    case RecordKind.SCAN:
+      return 'scan';
     default:
       return `unknown(${kind})`;
   }

@@ -32,6 +32,8 @@ export interface StartAgentOptions {
   readonly tokenFile?: string;
   readonly args?: readonly string[];
   readonly env?: NodeJS.ProcessEnv;
+  /** false: no `--nbd` (a watch-mode agent opens no NBD listener; `host`/`port` are then empty). Default true. */
+  readonly nbd?: boolean;
 }
 
 /** Starts `sr-agent` on a free loopback port and waits for its ready line. */
@@ -42,8 +44,7 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
     '--vm',
     o.vm,
     ...o.disks.flatMap((d) => ['--disk', `${d.id}=${d.path}`]),
-    '--nbd',
-    '127.0.0.1:0',
+    ...(o.nbd === false ? [] : ['--nbd', '127.0.0.1:0']),
     '--data-dir',
     o.dataDir,
     ...(o.tokenFile !== undefined ? ['--token-file', o.tokenFile] : []),
@@ -57,7 +58,8 @@ export async function startAgent(o: StartAgentOptions): Promise<AgentProcess> {
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const ready = await waitForEvent(child, 'ready');
-  const [host, port] = String(ready['nbd']).split(/:(?=\d+$)/) as [string, string];
+  const nbd = ready['nbd'];
+  const [host, port] = typeof nbd === 'string' ? (nbd.split(/:(?=\d+$)/) as [string, string]) : ['', '0'];
   return {
     child,
     host,

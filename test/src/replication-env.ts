@@ -68,6 +68,13 @@ interface CacheStoreVmDoc {
   processorSubscribed: boolean;
 }
 
+/** How an env's agent starts: another cache-store URL (a proxy), more arguments, no NBD listener (watch mode). */
+export interface AgentStartOptions {
+  readonly cacheStoreUrl?: string;
+  readonly args?: string[];
+  readonly nbd?: boolean;
+}
+
 export interface ProtectedVm {
   readonly name: string;
   readonly disks: { id: string; path: string }[];
@@ -131,7 +138,7 @@ export class ReplicationEnv {
   async protect(
     name: string,
     disks: { id: string; size: number; extents?: { offset: number; length: number }[] }[],
-    options: { cacheStoreUrl?: string; args?: string[] } = {},
+    options: AgentStartOptions = {},
   ): Promise<ProtectedVm> {
     const files = [];
     for (const d of disks) {
@@ -159,11 +166,12 @@ export class ReplicationEnv {
     return vm;
   }
 
-  async startAgentFor(vm: ProtectedVm, options: { cacheStoreUrl?: string; args?: string[] } = {}): Promise<void> {
+  async startAgentFor(vm: ProtectedVm, options: AgentStartOptions = {}): Promise<void> {
     vm.agent = await startAgent({
       vm: vm.name,
       disks: vm.disks,
       dataDir: vm.dataDir,
+      ...(options.nbd === false ? { nbd: false } : {}),
       tokenFile: await this.credentials.agentTokenFile(vm.name),
       args: [
         '--cache-store',

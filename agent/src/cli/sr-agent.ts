@@ -19,6 +19,7 @@ import {
   runCli,
   sizeOption,
   stopOnSignals,
+  type Logger,
 } from '@site-recovery/shared';
 import { DEFAULT_NBD_LIMITS } from '@site-recovery/shared/nbd';
 import { Agent } from '../agent.js';
@@ -35,7 +36,9 @@ import {
   MIN_SEGMENTS_PER_CAP,
   MIN_SEGMENT_BYTES,
 } from '../journal/file-journal-options.js';
-import { serveStatus } from './status-server.js';
+import { serveStatus, type StatusSource } from './status-server.js';
+import { WatchAgent } from '../watch/watch-agent.js';
+import { addWatchOptions, checkModeOptions, watchOptionsFrom } from '../watch/watch-cli.js';
 
 const NBD_RISK = "NBD has no authentication here: anyone who reaches the port reads and writes the VM's disks";
 const STATUS_RISK = 'anyone who reaches it learns the VM, its disks and its replication generation';
@@ -43,7 +46,9 @@ const STATUS_RISK = 'anyone who reaches it learns the VM, its disks and its repl
 const program = new Command('sr-agent')
   .description(
     'Protect one VM: serve each of its disk images over NBD, write every block write to the image and, in order, to a\n' +
-      'checksummed journal in the data dir. Point the VM at nbd://HOST:PORT/DISK-ID instead of the image file.',
+      'checksummed journal in the data dir. Point the VM at nbd://HOST:PORT/DISK-ID instead of the image file.\n' +
+      'With --mode watch it serves nothing: it watches image files another process writes and ships the blocks that\n' +
+      'changed (by checksum); recovery points are cut only at scans no write overlapped.',
   )
   .option('--vm <name>', 'name of the VM (letters, digits, . - _); names the replication stream')
   .option(
@@ -183,8 +188,11 @@ const program = new Command('sr-agent')
     'after',
     `\nSizes are bytes, or a number with K, M, G or T, all binary (4M = 4MiB = 4194304 bytes; 4MB is refused as ambiguous).` +
       '\nOn start it prints one JSON line {"event":"ready",...} on stdout with the bound NBD address.\n' +
-      'Example:\n  sr-agent --vm web01 --disk os=/vm/web01-os.img --disk data=/vm/web01-data.img --nbd 127.0.0.1:10809 --data-dir /var/lib/sr/web01',
+      'Example:\n  sr-agent --vm web01 --disk os=/vm/web01-os.img --disk data=/vm/web01-data.img --nbd 127.0.0.1:10809 --data-dir /var/lib/sr/web01' +
+      '\n  sr-agent --mode watch --vm files01 --disk data=/srv/files01.img --data-dir /var/lib/sr/files01 --cache-store wss://cache:7400 --token-file files01.token',
   );
+
+addWatchOptions(program);
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -233,6 +241,11 @@ async function main(): Promise<void> {
     groupListen?: string;
     peers?: string;
     groupHoldTimeout?: string;
+    mode: 'nbd' | 'watch';
+    watchBlockSize: number;
+    watchDebounce: string;
+    watchMaxDelay: string;
+    watchRescanInterval: string;
   }>();
   const file = o.config !== undefined ? readConfigFile(o.config) : {};
   const fromCli = (k: string): boolean => program.getOptionValueSource(k) === 'cli';
@@ -244,6 +257,8 @@ async function main(): Promise<void> {
   if (vm === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--vm NAME is required');
   if (dataDir === undefined) throw new SrError(ErrorCode.BAD_OPTION, '--data-dir DIR is required');
   if (disks.length === 0) throw new SrError(ErrorCode.BAD_OPTION, 'at least one --disk ID=PATH is required');
+  checkModeOptions(program, o.mode);
+  const watch = o.mode === 'watch' ? watchOptionsFrom(o) : undefined;
 
   checkLoopbackListen(nbd.host, o.nbdAllowRemote === true, '--nbd', NBD_RISK);
   const log = createLogger('sr-agent');
@@ -258,6 +273,30 @@ async function main(): Promise<void> {
     log,
   );
   const cacheStore = link?.url;
+  const statusAddr = o.status !== undefined ? parseHostPort(o.status, '--status') : undefined;
+  if (statusAddr !== undefined)
+    checkLoopbackListen(statusAddr.host, o.statusAllowRemote === true, '--status', STATUS_RISK);
+  const disconnectedMs = parseDuration(o.healthDisconnectedAfter, '--health-disconnected-after');
+  if (watch !== undefined) {
+    if (link === undefined)
+      throw new SrError(ErrorCode.BAD_OPTION, '--mode watch replicates: add --cache-store URL (and --token-file)');
+    const agent = await WatchAgent.start({
+      vm,
+      disks,
+      dataDir,
+      journal: { ...journal, directWriteMinBytes: o.journalDirectWrites },
+      health: { disconnectedMs },
+      log,
+      watch,
+      replication: {
+        ...link,
+        resync: o.resync === true,
+        ...(o.maxBandwidth > 0 ? { shipper: { maxBytesPerSecond: o.maxBandwidth } } : {}),
+      },
+    });
+    await announce(agent, statusAddr, log);
+    return;
+  }
   const appFrequency =
     o.appConsistentFrequency !== undefined
       ? parseDuration(o.appConsistentFrequency, '--app-consistent-frequency')
@@ -279,10 +318,6 @@ async function main(): Promise<void> {
         }
       : undefined;
   const group = groupFromOptions(vm, o, cacheStore !== undefined);
-  const statusAddr = o.status !== undefined ? parseHostPort(o.status, '--status') : undefined;
-  if (statusAddr !== undefined)
-    checkLoopbackListen(statusAddr.host, o.statusAllowRemote === true, '--status', STATUS_RISK);
-  const disconnectedMs = parseDuration(o.healthDisconnectedAfter, '--health-disconnected-after');
   const sumsWaitMs = parseDuration(o.sumsWait, '--sums-wait');
   if (o.nbdAllowRemote === true && !isLoopbackHost(nbd.host))
     log.warn({ nbd: `${nbd.host}:${nbd.port}` }, `NBD listens off loopback (--nbd-allow-remote): ${NBD_RISK}`);
@@ -310,6 +345,15 @@ async function main(): Promise<void> {
         }
       : {}),
   });
+  await announce(agent, statusAddr, log);
+}
+
+/** Serves the status, stops on signals, and prints the ready line. */
+async function announce(
+  agent: StatusSource & { close(): Promise<void> },
+  statusAddr: { host: string; port: number } | undefined,
+  log: Logger,
+): Promise<void> {
   const status = statusAddr !== undefined ? await serveStatus(statusAddr, agent, log) : undefined;
   // Handlers first: a supervisor may send SIGTERM the moment it reads the ready line.
   stopOnSignals(log, () => Promise.all([agent.close(), status?.close()]));

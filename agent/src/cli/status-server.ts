@@ -2,9 +2,10 @@ import type https from 'node:https';
 import { JsonReply, jsonApi, listenHttp, type HttpListener, type Logger } from '@site-recovery/shared';
 import type { AgentStatus } from '../agent-status.js';
 import type { AgentHealth } from '../health.js';
+import type { WatchAgentStatus } from '../watch/watch-status.js';
 
 export interface StatusSource {
-  status(): AgentStatus;
+  status(): AgentStatus | WatchAgentStatus;
   health(): AgentHealth;
 }
 

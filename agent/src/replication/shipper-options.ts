@@ -44,6 +44,8 @@ export interface ShipperOptions {
   readonly onSumsRequestSent?: () => void;
   /** The replication group of the VM, sent in the hello so the processor can send it the group's policy. */
   readonly group?: string;
+  /** `watch` for a watch-mode agent, sent in the hello: the processor then cuts points only at clean scans. */
+  readonly mode?: 'watch';
   readonly limits?: Partial<ShipperLimits>;
 }
 

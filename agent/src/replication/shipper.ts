@@ -187,6 +187,7 @@ export class Shipper {
           generation: this.o.generation,
           disks: this.o.disks,
           ...(this.o.group !== undefined ? { group: this.o.group } : {}),
+          ...(this.o.mode !== undefined ? { mode: this.o.mode } : {}),
         }),
       );
     });

@@ -69,9 +69,7 @@ describe('the initial copy by difference', () => {
       [RecordKind.WRITE, 1500 * BLOCK, BLOCK],
       [RecordKind.WRITE, lastBlock * BLOCK, SIZE - lastBlock * BLOCK],
     ]);
-    expect(r.requests).toEqual([
-      { t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: BLOCK, algo: 'xxh128' },
-    ]);
+    expect(r.requests).toEqual([{ t: 'sums-request', vm: 'vm1', generation: 'g2', blockBytes: BLOCK, algo: 'xxh128' }]);
     const sent = 6 * BLOCK + (SIZE - lastBlock * BLOCK);
     expect(sync.status()).toMatchObject({
       state: 'done',

@@ -8,6 +8,7 @@ import {
   pwritev,
   type DiskInfo,
   type Logger,
+  type SourceMode,
 } from '@site-recovery/shared';
 import { metaFile } from '../names.js';
 import type { Segment } from './segment.js';
@@ -121,6 +122,10 @@ export class FileStreamLog implements StreamLog {
 
   get group(): string | undefined {
     return this.meta.group;
+  }
+
+  get mode(): SourceMode | undefined {
+    return this.meta.mode;
   }
 
   get firstLsn(): number {
@@ -349,15 +354,24 @@ export class FileStreamLog implements StreamLog {
   }
 
   setGroup(group: string | undefined): Promise<void> {
-    if (group === this.meta.group) return this.releases.idle();
-    const { version, vm, generation, disks, appliedLsn } = this.meta;
-    this.meta = { version, vm, generation, disks, appliedLsn, ...(group !== undefined ? { group } : {}) };
-    // In the same queue as the release's meta writes, so neither overwrites the other's field.
+    return this.setMetaField('group', group, 'its replication group');
+  }
+
+  setMode(mode: SourceMode | undefined): Promise<void> {
+    return this.setMetaField('mode', mode, "its agent's mode");
+  }
+
+  private setMetaField<K extends 'group' | 'mode'>(key: K, value: VmMeta[K], what: string): Promise<void> {
+    if (value === this.meta[key]) return this.releases.idle();
+    const meta: Partial<VmMeta> = { ...this.meta };
+    delete meta[key];
+    this.meta = { ...(meta as VmMeta), ...(value !== undefined ? { [key]: value } : {}) };
+    // In the same queue as the release's meta writes, so none overwrites another's field.
     return this.releases.run(async () => {
       try {
         await writeVmMeta(metaFile(this.dir), { ...this.meta, appliedLsn: this.applied });
       } catch (err) {
-        throw storageError(err, `${this.vm}: cannot record its replication group`);
+        throw storageError(err, `${this.vm}: cannot record ${what}`);
       }
     });
   }

@@ -1,4 +1,4 @@
-import type { DiskInfo, SrError } from '@site-recovery/shared';
+import type { DiskInfo, SourceMode, SrError } from '@site-recovery/shared';
 
 /** One batch message of a stream, exactly as the agent sent it, with the LSN range it carries. */
 export interface StoredFrame {
@@ -55,7 +55,8 @@ export interface StreamLogStats {
  *   what was durable before stays durable. `resume` drops what never became durable and takes
  *   appends again from `durableLsn + 1`.
  * - `setGroup` records the VM's replication group (or none) durably before it resolves; a new
- *   generation starts with none (its agent's hello names it again).
+ *   generation starts with none (its agent's hello names it again). `setMode` does the same for the
+ *   agent's mode, and neither changes what the other recorded.
  * - Reopening the same storage yields the same generation, disks, group, applied LSN and every durable
  *   frame; a torn tail (a crash mid-append) is dropped, damage to durable data refuses to open with
  *   SR_JOURNAL_CORRUPT and says where.
@@ -76,6 +77,8 @@ export interface StreamLog {
   readonly pendingBytes: number;
   /** The replication group its agent last named; `undefined` for none. */
   readonly group: string | undefined;
+  /** The mode its agent last named (`watch`); `undefined` for none (`nbd`). */
+  readonly mode: SourceMode | undefined;
 
   append(frame: StoredFrame): void;
   sync(): Promise<number>;
@@ -89,6 +92,8 @@ export interface StreamLog {
   release(lsn: number): Promise<void>;
   /** Records the VM's replication group (see the contract); resolves once it is durable. */
   setGroup(group: string | undefined): Promise<void>;
+  /** Records the agent's mode (see the contract); resolves once it is durable. */
+  setMode(mode: SourceMode | undefined): Promise<void>;
   /** Registers a watcher; returns the function that removes it. */
   watch(watcher: StreamLogWatcher): () => void;
   stats(): StreamLogStats;

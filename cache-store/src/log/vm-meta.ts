@@ -3,10 +3,12 @@ import {
   ErrorCode,
   GENERATION_PATTERN,
   ID_PATTERN,
+  SourceModeSchema,
   SrError,
   readJsonIfExists,
   writeFileAtomic,
   type DiskInfo,
+  type SourceMode,
 } from '@site-recovery/shared';
 
 /**
@@ -24,6 +26,8 @@ export interface VmMeta {
   readonly appliedLsn: number;
   /** The agent's replication group (docs/multi-vm.md), absent when it named none. */
   readonly group?: string;
+  /** The agent's mode (`watch` for an agent that watches image files); absent: it named none (`nbd`). */
+  readonly mode?: SourceMode;
 }
 
 const DisksSchema = DiskInfoSchema.array().min(1);
@@ -52,7 +56,17 @@ export async function readVmMeta(file: string, vm: string): Promise<VmMeta | und
     throw bad('missing or invalid appliedLsn');
   const group = m['group'];
   if (group !== undefined && (typeof group !== 'string' || !ID_PATTERN.test(group))) throw bad('invalid group');
-  return { version: 1, vm, generation, disks: disks.data, appliedLsn, ...(group !== undefined ? { group } : {}) };
+  const mode = m['mode'] === undefined ? undefined : SourceModeSchema.safeParse(m['mode']);
+  if (mode !== undefined && !mode.success) throw bad('invalid mode');
+  return {
+    version: 1,
+    vm,
+    generation,
+    disks: disks.data,
+    appliedLsn,
+    ...(group !== undefined ? { group } : {}),
+    ...(mode !== undefined ? { mode: mode.data } : {}),
+  };
 }
 
 export async function writeVmMeta(file: string, meta: VmMeta): Promise<void> {

@@ -59,6 +59,8 @@ export class AgentSession implements RoleSession, AgentPeer {
     // Kept with the log, so processors learn the group even while the agent is away.
     await this.hub.setGroup(vm, log, this.hello.group);
     if (this.ended) return;
+    await this.hub.setMode(vm, log, this.hello.mode);
+    if (this.ended) return;
     this.log = log;
     this.acked = durable;
     this.unwatch = log.watch({

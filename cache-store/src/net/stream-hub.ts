@@ -5,6 +5,7 @@ import {
   type DiskInfo,
   type Logger,
   type Policy,
+  type SourceMode,
   type VmInfo,
 } from '@site-recovery/shared';
 import type { StreamLog, StreamLogStats, StreamStore } from '../log/stream-log.js';
@@ -53,6 +54,8 @@ export interface VmStatus extends Omit<StreamLogStats, 'failed' | 'failedCode'> 
   readonly failedCode?: string;
   /** The replication group its agent last named. */
   readonly group?: string;
+  /** The agent's mode when it named one (`watch`). */
+  readonly mode?: SourceMode;
 }
 
 interface VmChannel {
@@ -157,6 +160,14 @@ export class StreamHub {
     if (log.group === group) return;
     await log.setGroup(group);
     this.log.info({ vm, group: group ?? null }, 'replication group changed');
+    for (const p of this.processors) p.vmsChanged();
+  }
+
+  /** Records the mode the VM's agent named in its hello, as {@link setGroup} does the group. */
+  async setMode(vm: string, log: StreamLog, mode: SourceMode | undefined): Promise<void> {
+    if (log.mode === mode) return;
+    await log.setMode(mode);
+    this.log.info({ vm, mode: mode ?? 'nbd' }, "agent's mode changed");
     for (const p of this.processors) p.vmsChanged();
   }
 
@@ -289,6 +300,7 @@ export class StreamHub {
       firstLsn: l.firstLsn,
       lastLsn: l.durableLsn,
       ...(l.group !== undefined ? { group: l.group } : {}),
+      ...(l.mode !== undefined ? { mode: l.mode } : {}),
     }));
   }
 
@@ -308,6 +320,7 @@ export class StreamHub {
         agentConnected: c.agent !== undefined,
         processorSubscribed: c.subscribers.size > 0,
         ...(l.group !== undefined ? { group: l.group } : {}),
+        ...(l.mode !== undefined ? { mode: l.mode } : {}),
         ...(s.failed !== undefined ? { failed: s.failed, failedCode: s.failedCode ?? ErrorCode.IO } : {}),
       };
     });

@@ -170,6 +170,26 @@ export function streamStoreContract(name: string, open: (key: string) => Promise
       await third.close();
     });
 
+    it("keeps the agent's mode across a reopen beside the group and releases; a new generation has none", async () => {
+      const store = await open('mode');
+      const log = await store.openGeneration('vm1', 'g1', DISKS);
+      expect(log.mode).toBeUndefined();
+      appendN(log, 10, 2);
+      await log.sync();
+      await Promise.all([log.setGroup('erp'), log.setMode('watch'), log.release(8)]);
+      await store.close();
+      const again = await open('mode');
+      const back = again.get('vm1')!;
+      expect([back.mode, back.group, back.appliedLsn]).toEqual(['watch', 'erp', 8]);
+      await back.setGroup(undefined);
+      await again.close();
+      const third = await open('mode');
+      expect([third.get('vm1')!.mode, third.get('vm1')!.group]).toEqual(['watch', undefined]);
+      const next = await third.openGeneration('vm1', 'g2', DISKS);
+      expect(next.mode).toBeUndefined();
+      await third.close();
+    });
+
     it('a new generation replaces the old one: empty, durable 0, old records gone, also after a reopen', async () => {
       const store = await open('generation');
       const old = await store.openGeneration('vm1', 'g1', DISKS);

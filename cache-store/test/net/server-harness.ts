@@ -12,6 +12,7 @@ import {
   type Logger,
   type ParsedToken,
   type SrError,
+  type SourceMode,
 } from '@site-recovery/shared';
 import { afterEach, expect } from 'vitest';
 import { Peer, PROCESSOR_HELLO, agentHello } from '../helpers.js';
@@ -322,6 +323,12 @@ class GatedLog implements StreamLog {
   }
   setGroup(group: string | undefined): Promise<void> {
     return this.inner.setGroup(group);
+  }
+  get mode(): SourceMode | undefined {
+    return this.inner.mode;
+  }
+  setMode(mode: SourceMode | undefined): Promise<void> {
+    return this.inner.setMode(mode);
   }
   append(frame: StoredFrame): void {
     this.inner.append(frame);

@@ -228,3 +228,29 @@ describe('stream hub: replication groups', () => {
     }
   });
 });
+
+describe("stream hub: the agent's mode", () => {
+  it('lists a watch-mode hello to processors and keeps it across a restart while the agent is away', async () => {
+    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'sr-cs-mode-'));
+    let s = await startServer({ dataDir });
+    try {
+      const proc = await processor(s);
+      const a = await connect(s);
+      a.send({ ...agentHello('img', 'g1'), mode: 'watch' });
+      await a.expect('welcome');
+      let listed: Message;
+      do listed = await proc.peer.recv();
+      while (listed.t !== 'vms' || listed.vms[0]?.mode !== 'watch');
+      expect((await s.status()).vms[0]).toMatchObject({ vm: 'img', mode: 'watch' });
+      a.close();
+      await a.closed;
+      await s.stop();
+      s = await startServer({ dataDir });
+      const again = await processor(s);
+      expect(again.vms).toEqual([expect.objectContaining({ vm: 'img', mode: 'watch' })]);
+    } finally {
+      await s.stop();
+      await fs.rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});

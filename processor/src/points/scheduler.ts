@@ -75,7 +75,7 @@ export class PointScheduler {
     if (due) {
       this.lastCut.set(v.vm, now);
       try {
-        await v.cutPoint('crash');
+        await v.cutScheduled();
       } catch (err) {
         // Mid-resync or a storage fault: the next period tries again.
         if (!(err instanceof PointError)) throw err;

@@ -42,6 +42,10 @@ export interface MarkerTarget {
   cut(kind: PointKind, round?: RoundTag): Promise<RecoveryPoint>;
   /** Waits until every record submitted so far has landed. */
   drain(): Promise<void>;
+  /** Whether the VM's agent watches its images (a point only at a clean scan; nothing is app-consistent). */
+  watched(): boolean;
+  /** A watch-mode agent's clean scan ends at `lsn`: the replica is the image as it stood then. */
+  cleanScan(lsn: number): Promise<void>;
 }
 
 /**
@@ -49,6 +53,8 @@ export interface MarkerTarget {
  * there). An app-consistent marker cuts an 'app' point. A group mark cuts a crash point tagged with
  * its round; a commit is recorded once everything before it has landed; an abort fails the round.
  * No point is cut while the initial copy runs (DESIGN.md invariant 5): a mark then fails its round.
+ * A clean-scan marker goes to `cleanScan`; a watch-mode VM's app marker cuts nothing (no write of
+ * such a VM is ordered, so nothing says the scan around the marker saw a quiesced state).
  * `group` is the marker's decoded payload when it is a group record.
  */
 export async function atMarker(
@@ -59,8 +65,10 @@ export async function atMarker(
 ): Promise<void> {
   const lsn = marker.lsn;
   if (group === undefined) {
+    if (marker.kind === RecordKind.SCAN) return t.cleanScan(lsn);
     if (marker.kind !== RecordKind.APP) return;
-    if (t.copiedAt(lsn)) await t.cut('app');
+    if (t.watched()) t.log.warn({ vm: t.vm, lsn }, 'app-consistent marker from a watch-mode agent: no point cut');
+    else if (t.copiedAt(lsn)) await t.cut('app');
     else t.log.warn({ vm: t.vm, lsn }, 'app-consistent marker during resync: no point cut');
     return;
   }

@@ -3,7 +3,7 @@ import type { ReplicaPoints } from '../replica/replica-store.js';
 import type { RecordApplier } from './record-applier.js';
 
 /**
- * Submits records in segments ending at each app-consistent or replication-group marker: each
+ * Submits records in segments ending at each app-consistent, clean-scan or replication-group marker: each
  * segment's overwritten blocks are saved first (write-ahead, one fdatasync per segment), and at a
  * marker `atMarker` runs (it drains the applier and cuts a point at the marker's LSN, or records a
  * member's commit or abort) before anything after it is submitted.
@@ -40,5 +40,5 @@ export async function submitProtected(
 
 /** Markers that something happens at, with every record before them landed and none after. */
 function splitsAt(kind: number): boolean {
-  return kind === RecordKind.APP || isGroupKind(kind);
+  return kind === RecordKind.APP || kind === RecordKind.SCAN || isGroupKind(kind);
 }

@@ -15,6 +15,7 @@ import {
   type ProcessorHello,
   type Stream,
   type Policy,
+  type SourceMode,
   type Subscribe,
   type SumsRequest,
   type VmInfo,
@@ -69,6 +70,8 @@ export interface VmDirectory {
   policy(vm: string): Promise<AgentPolicy>;
   /** The cache-store lists the VM in `group` (its agent's hello), or in none. */
   noteGroup(vm: string, group: string | undefined): Promise<void>;
+  /** The cache-store lists the VM with its agent's mode (absent in the hello: `nbd`). */
+  noteMode(vm: string, mode: SourceMode): Promise<void>;
 }
 
 export interface PullerStatus {
@@ -295,6 +298,8 @@ export class Puller {
       }
       vm.noteCacheStore(info);
       await this.vms.noteGroup(info.vm, info.group);
+      // Before anything of the VM is applied on this connection: its points depend on it.
+      await this.vms.noteMode(info.vm, info.mode ?? 'nbd');
       if (c.closed) return;
       if (!vm.usable) continue;
       if (c.subscribed.get(info.vm) !== info.generation) {

@@ -17,6 +17,7 @@ import { InitialSyncTracker, pointsAllowed, progressLsn } from './initial-copy-t
 import { LagStats } from './lag-stats.js';
 import type { PointKind, RecoveryPoint, RoundTag } from '../points/recovery-point.js';
 import { atMarker, decodeGroupMarkers, type GroupRecordHooks, type MarkerTarget } from './markers.js';
+import { ScanPoints } from './scan-points.js';
 import { RecordApplier, type RecordApplierOptions } from './record-applier.js';
 import { submitProtected } from './protected-submit.js';
 import { COPYING, type Replica, type ReplicaStore } from '../replica/replica-store.js';
@@ -84,6 +85,8 @@ export class VmReplication {
   /** Applying paused by a storage failure, retried with backoff. */
   private readonly pause: ApplyPause;
   private readonly gate: GenerationGate;
+  /** Where a watch-mode VM's points may be cut: its clean scans. */
+  readonly scans: ScanPoints;
 
   constructor(
     readonly vm: string,
@@ -112,12 +115,15 @@ export class VmReplication {
       },
       this.exclusive,
     );
+    this.scans = new ScanPoints(vm, log);
     this.markers = {
       vm,
       log,
       copiedAt: (lsn) => pointsAllowed(this.sync.at(lsn)),
       cut: (kind, round) => this.cutLocked(kind, round),
       drain: async () => this.applier?.drain(),
+      watched: () => this.scans.watched,
+      cleanScan: (lsn) => this.scans.atScan(lsn, this.sync.at(lsn).state === 'done', () => this.cutLocked('crash')),
     };
     if (openError !== undefined) this.error = errorInfo(openError);
     if (replica !== undefined) this.attach(replica);
@@ -164,10 +170,24 @@ export class VmReplication {
   /**
    * Cuts a point at the applied position (DESIGN.md invariant 3): no batch is half-submitted, every
    * record up to it has landed and none after it has. The replica is made durable up to it first,
-   * so a restart never resumes below the newest point. Refused mid-resync (invariant 5).
+   * so a restart never resumes below the newest point. Refused mid-resync (invariant 5). A watch-mode
+   * VM's replica is a state of its source only at a clean scan: see {@link ScanPoints.latest}.
    */
   cutPoint(kind: PointKind): Promise<RecoveryPoint> {
-    return this.applying.run(() => this.cutLocked(kind));
+    return this.applying.run(async () => {
+      if (!this.scans.watched) return this.cutLocked(kind);
+      await this.applier?.drain();
+      return this.scans.latest(this.appliedLsn, this.replica?.points.newest(), () => this.cutLocked(kind));
+    });
+  }
+
+  /** The schedule's crash-consistent point; a watch-mode VM's waits for a clean scan (ScanPoints.due). */
+  cutScheduled(): Promise<void> {
+    return this.applying.run(async () => {
+      if (!this.scans.watched) return void (await this.cutLocked('crash'));
+      await this.applier?.drain();
+      await this.scans.due(this.appliedLsn, () => this.cutLocked('crash'));
+    });
   }
 
   noteCacheStore(info: VmInfo): void {
@@ -364,6 +384,7 @@ export class VmReplication {
       cacheStore: this.cacheStore,
       lag: this.lag.summary(),
       failover: this.failoverState,
+      ...this.scans.facts(),
       ...(this.error !== undefined ? { error: this.error } : {}),
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
       ...(this.pause.info !== undefined ? { paused: this.pause.info } : {}),
@@ -388,6 +409,7 @@ export class VmReplication {
     this.replica = replica;
     this.rounds.reset(info.appliedLsn);
     this.sync.resetTo(info.initialSync);
+    this.scans.reset();
     this.lag.clear();
     this.applier = new RecordApplier(replica, info.appliedLsn, {
       ...this.o,

@@ -55,6 +55,18 @@ export interface VmStatus {
   /** Older replicas (other disk layouts) kept for their points, oldest first. */
   readonly retiredReplicas: RetiredReplicaInfo[];
   readonly failover: FailoverState;
+  /** Only when `mode` is 'watch'. */
+  readonly mode?: 'watch';
+  /**
+   * A watch-mode VM's points: the newest clean-scan marker applied (null: none in this generation), and
+   * whether the schedule waits for the next one to cut a point.
+   */
+  readonly watch?: WatchFacts;
+}
+
+export interface WatchFacts {
+  readonly lastCleanScanLsn: number | null;
+  readonly pointWanted: boolean;
 }
 
 /** What keeps a VM from replicating, as `/health` names it. */
@@ -99,6 +111,8 @@ export interface VmFacts {
   readonly cacheStore: { readonly generation: string; readonly firstLsn: number; readonly lastLsn: number } | undefined;
   readonly lag: VmStatus['lagMs'];
   readonly failover: FailoverState;
+  /** Present for a VM whose agent watches its images. */
+  readonly watch?: WatchFacts;
   readonly error?: ErrorInfo;
   readonly lastError?: ErrorInfo;
   readonly paused?: PauseInfo;
@@ -156,5 +170,6 @@ export function describeVm(f: VmFacts): VmStatus {
         : null,
     retiredReplicas: [...(f.replica?.retired() ?? [])],
     failover: f.failover,
+    ...(f.watch !== undefined ? { mode: 'watch' as const, watch: f.watch } : {}),
   };
 }

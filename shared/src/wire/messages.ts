@@ -18,6 +18,15 @@ const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected bin
 export const DiskInfoSchema = z.object({ id, size: z.number().int().positive().max(Number.MAX_SAFE_INTEGER) });
 export type DiskInfo = z.infer<typeof DiskInfoSchema>;
 
+/**
+ * How the agent sees the VM's writes. `nbd` (the default when absent): it fronts the disks, every write takes
+ * an LSN in the order the VM issued it, and any LSN is a crash-consistent point. `watch`: it watches image
+ * files another process writes and ships what changed by checksum; only its clean-scan markers
+ * (RecordKind.SCAN) are states of the source, so the processor cuts points there and nowhere else.
+ */
+export const SourceModeSchema = z.enum(['nbd', 'watch']);
+export type SourceMode = z.infer<typeof SourceModeSchema>;
+
 export const AgentHelloSchema = z.object({
   t: z.literal('hello'),
   v: z.literal(PROTOCOL_VERSION),
@@ -27,6 +36,8 @@ export const AgentHelloSchema = z.object({
   disks: z.array(DiskInfoSchema).min(1),
   /** The replication group the VM belongs to (docs/multi-vm.md), so the processor can send it the group's policy. */
   group: id.optional(),
+  /** Absent: `nbd`. A generation keeps one mode: the agent starts a new one when its mode changes. */
+  mode: SourceModeSchema.optional(),
 });
 export type AgentHello = z.infer<typeof AgentHelloSchema>;
 
@@ -77,6 +88,8 @@ export const VmInfoSchema = z.object({
   lastLsn: lsn,
   /** The agent's replication group, from its latest hello. */
   group: id.optional(),
+  /** The agent's mode, from its latest hello; absent: `nbd`. */
+  mode: SourceModeSchema.optional(),
 });
 export type VmInfo = z.infer<typeof VmInfoSchema>;
 
