@@ -16,7 +16,7 @@ interface AgentStatusDoc {
   stalledWrites: number;
   /** Bitmap mode past the journal's cap (agent/src/bitmap/); absent on an agent without a generation. */
   mode?: {
-    state: 'streaming' | 'bitmap' | 'resyncing';
+    state: 'streaming' | 'bitmap' | 'resyncing' | 'watch';
     since: string;
     dirtyBytes: number;
     entered: number;
@@ -213,11 +213,12 @@ export class ReplicationEnv {
         const a = await this.agentStatus(vm);
         const p = await this.processorVm(vm.name);
         if (p === undefined || a.replication === undefined) return undefined;
-        // In bitmap mode everything journaled may be applied while the dirty regions are still to come.
+        // In bitmap mode everything journaled may be applied while the dirty regions are still to come
+        // (a watch-mode agent has no bitmap mode).
         return a.replication.stream.ackedLsn === a.lsn &&
           p.appliedLsn === a.lsn &&
           a.replication.initialCopy.state === 'done' &&
-          (a.mode === undefined || a.mode.state === 'streaming')
+          (a.mode === undefined || a.mode.state === 'streaming' || a.mode.state === 'watch')
           ? p
           : undefined;
       },
