@@ -1,7 +1,6 @@
 import {
-  ErrorCode,
   SerialQueue,
-  SrError,
+  type SrError,
   type BackoffOptions,
   type ChangeRecord,
   type DiskInfo,
@@ -10,16 +9,17 @@ import {
   type VmInfo,
 } from '@site-recovery/shared';
 import { ApplyPause } from './apply-pause.js';
+import { applyBatchTo, type BatchContext } from './batch-apply.js';
+import { CacheStorePosition } from './cache-store-position.js';
 import { DurabilityRounds } from './durability-rounds.js';
 import { GenerationGate, checkSameLayout, startGeneration, type GenerationGateOptions } from './generation-gate.js';
 import { cutAtApplied } from './point-cut.js';
-import { InitialSyncTracker, pointsAllowed, progressLsn } from './initial-copy-tracker.js';
+import { InitialSyncTracker, pointsAllowed } from './initial-copy-tracker.js';
 import { LagStats } from './lag-stats.js';
 import type { PointKind, RecoveryPoint, RoundTag } from '../points/recovery-point.js';
-import { atMarker, decodeGroupMarkers, type GroupRecordHooks, type MarkerTarget } from './markers.js';
+import type { GroupRecordHooks, MarkerTarget } from './markers.js';
 import { ScanPoints } from './scan-points.js';
 import { RecordApplier, type RecordApplierOptions } from './record-applier.js';
-import { submitProtected } from './protected-submit.js';
 import { COPYING, type Replica, type ReplicaStore } from '../replica/replica-store.js';
 import { asStorageError, errorInfo, isStorageCode } from './storage-error.js';
 import {
@@ -71,7 +71,7 @@ export class VmReplication {
   private readonly sync: InitialSyncTracker;
   private readonly lag: LagStats;
   private readonly rounds: DurabilityRounds;
-  private cacheStore: { generation: string; firstLsn: number; lastLsn: number } | undefined;
+  private readonly cacheStore = new CacheStorePosition();
   private error: ErrorInfo | undefined;
   private lastError: ErrorInfo | undefined;
   /** Generation changes, durability rounds and close, one at a time. */
@@ -80,8 +80,8 @@ export class VmReplication {
   /** Serialises applying batches with cutting points: a cut sees no batch half-submitted. */
   private readonly applying = new SerialQueue();
   private failoverState: FailoverState = 'none';
-  /** What a marker acts on (markers.ts), with the applying queue held. */
-  private readonly markers: MarkerTarget;
+  /** What a batch acts on (batch-apply.ts), with the applying queue held. */
+  private readonly batches: BatchContext;
   /** Applying paused by a storage failure, retried with backoff. */
   private readonly pause: ApplyPause;
   private readonly gate: GenerationGate;
@@ -116,7 +116,7 @@ export class VmReplication {
       this.exclusive,
     );
     this.scans = new ScanPoints(vm, log);
-    this.markers = {
+    const markers: MarkerTarget = {
       vm,
       log,
       copiedAt: (lsn) => pointsAllowed(this.sync.at(lsn)),
@@ -124,6 +124,17 @@ export class VmReplication {
       drain: async () => this.applier?.drain(),
       watched: () => this.scans.watched,
       cleanScan: (lsn) => this.scans.atScan(lsn, this.sync.at(lsn).state === 'done', () => this.cutLocked('crash')),
+    };
+    this.batches = {
+      vm,
+      sync: this.sync,
+      rounds: this.rounds,
+      cacheStore: this.cacheStore,
+      markers,
+      group: hooks.group,
+      replica: () => this.replica,
+      applier: () => this.applier,
+      pause: (err) => this.pauseFor(err),
     };
     if (openError !== undefined) this.error = errorInfo(openError);
     if (replica !== undefined) this.attach(replica);
@@ -163,8 +174,7 @@ export class VmReplication {
   }
 
   get cacheStoreLastLsn(): number | undefined {
-    const cs = this.cacheStore;
-    return cs !== undefined && cs.generation === this.generation ? cs.lastLsn : undefined;
+    return this.cacheStore.lastLsnOf(this.generation);
   }
 
   /**
@@ -191,7 +201,7 @@ export class VmReplication {
   }
 
   noteCacheStore(info: VmInfo): void {
-    this.cacheStore = { generation: info.generation, firstLsn: info.firstLsn, lastLsn: info.lastLsn };
+    this.cacheStore.note(info);
   }
 
   /**
@@ -255,56 +265,16 @@ export class VmReplication {
    * on from it (SR_SEQUENCE otherwise, before anything of the batch is applied).
    */
   applyBatch(generation: string, records: readonly ChangeRecord[], progress: Progress | undefined): Promise<void> {
-    return this.applying.run(() => this.applyLocked(generation, records, progress));
-  }
-
-  private async applyLocked(
-    generation: string,
-    records: readonly ChangeRecord[],
-    progress: Progress | undefined,
-  ): Promise<void> {
-    // Failed over: the source's later writes are not the VM any more.
-    if (this.failoverState !== 'none') return;
-    // Paused (until the stream begins again) or refused: nothing of the batch is applied or confirmed.
-    if (this.pause.ignoringBatches || this.gate.refuses(generation)) return;
-    const applier = this.applier;
-    if (applier === undefined || this.generation !== generation)
-      throw new SrError(ErrorCode.PROTOCOL, `batch for ${this.vm} before its stream began`);
-    // Group payloads are checked before anything of the batch is applied (SR_PROTOCOL).
-    const groups = decodeGroupMarkers(records);
-    const last = records[records.length - 1]!.lsn;
-    if (this.cacheStore === undefined || this.cacheStore.generation !== generation)
-      this.cacheStore = { generation, firstLsn: records[0]!.lsn, lastLsn: last };
-    else this.cacheStore.lastLsn = Math.max(this.cacheStore.lastLsn, last);
-    let skip = 0;
-    while (skip < records.length && records[skip]!.lsn <= applier.submitted) skip++;
-    if (skip < records.length) {
-      const first = records[skip]!.lsn;
-      if (first !== applier.submitted + 1) {
-        throw new SrError(
-          ErrorCode.SEQUENCE,
-          `batch of ${this.vm} continues at LSN ${first}, the replica holds up to ${applier.submitted}: records are missing`,
-        );
-      }
-      if (progress !== undefined) this.sync.note(progressLsn(records), progress);
-      // Before anything is submitted: a marker of this batch after a RESYNC must see the resync.
-      this.sync.noteResyncs(records, skip);
-      const unseen = skip === 0 ? records : records.slice(skip);
-      try {
-        await submitProtected(applier, this.replica!.points, generation, unseen, (m) =>
-          atMarker(this.markers, this.hooks.group, m, groups?.get(m.lsn)),
-        );
-      } catch (err) {
-        const e = asStorageError(err, `replica of ${this.vm} could not be written`);
-        if (!isStorageCode(e.code)) throw err;
-        this.pauseFor(e);
-        return;
-      }
-      for (let i = skip; i < records.length; i++) this.rounds.bytesSinceFlush += records[i]!.length;
-    } else if (progress !== undefined) this.sync.note(progressLsn(records), progress);
-    this.error = undefined;
-    this.pause.progressed();
-    if (this.rounds.bytesSinceFlush >= this.confirmBytes) void this.flush();
+    return this.applying.run(async () => {
+      // Failed over: the source's later writes are not the VM any more.
+      if (this.failoverState !== 'none') return;
+      // Paused (until the stream begins again) or refused: nothing of the batch is applied or confirmed.
+      if (this.pause.ignoringBatches || this.gate.refuses(generation)) return;
+      if (!(await applyBatchTo(this.batches, generation, records, progress))) return;
+      this.error = undefined;
+      this.pause.progressed();
+      if (this.rounds.bytesSinceFlush >= this.confirmBytes) void this.flush();
+    });
   }
 
   private cutLocked(kind: PointKind, round?: RoundTag): Promise<RecoveryPoint> {
@@ -381,7 +351,7 @@ export class VmReplication {
       durable: this.rounds.durableLsn,
       confirmed: this.rounds.confirmedLsn,
       sync: this.replica === undefined ? { state: 'none', done: 0, total: 0 } : this.sync.at(applied),
-      cacheStore: this.cacheStore,
+      cacheStore: this.cacheStore.held,
       lag: this.lag.summary(),
       failover: this.failoverState,
       ...this.scans.facts(),
