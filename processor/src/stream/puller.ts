@@ -19,47 +19,17 @@ import {
   type Subscribe,
   type SumsRequest,
   type VmInfo,
-  type ParsedToken,
   type WireLimits,
   authHeaders,
 } from '@site-recovery/shared';
-import { Backoff, type BackoffOptions } from '@site-recovery/shared';
+import { Backoff } from '@site-recovery/shared';
 import { asStorageError } from './storage-error.js';
 import type { VmReplication } from './vm-replication.js';
 import { Connection, isPeerFault, type AgentPolicy } from './puller-connection.js';
-import { SumsReplies, type SumsOptions } from './sums-reply.js';
+import { DEFAULT_PULLER, type PullerOptions } from './puller-options.js';
+import { SumsReplies } from './sums-reply.js';
 import { readUpgradeRefusal } from './upgrade-refusal.js';
 import type { ErrorInfo } from './vm-status.js';
-
-export interface PullerOptions extends SumsOptions {
-  /** `ws://` or `wss://` address of the cache-store. */
-  readonly url: string;
-  /** A processor token signed with the cache-store's secret; a fresh proof of it goes with every dial. */
-  readonly token?: ParsedToken;
-  /** Verifies a `wss://` cache-store's certificate; default the system's CAs. */
-  readonly ca?: Buffer;
-  readonly limits?: WireLimits;
-  readonly backoff?: BackoffOptions;
-  /** Time allowed for the WebSocket handshake. Default 10 s. */
-  readonly connectTimeoutMs?: number;
-  /** A ping goes out this often; a connection that has not answered the previous one is dropped. Default 15 s. */
-  readonly heartbeatMs?: number;
-  /**
-   * Received bytes waiting to be applied beyond which the socket stops reading, so a fast
-   * cache-store cannot fill memory faster than the replicas take it. Default 96 MiB (two of the
-   * largest frames).
-   */
-  readonly maxQueuedBytes?: number;
-  /** Most VMs taken from one cache-store's list (each becomes a replica directory). Default 1024. */
-  readonly maxVms?: number;
-}
-
-export const DEFAULT_PULLER = {
-  connectTimeoutMs: 10_000,
-  heartbeatMs: 15_000,
-  maxQueuedBytes: 96 * 1024 * 1024,
-  maxVms: 1024,
-} as const;
 
 /** The VMs the puller feeds. */
 export interface VmDirectory {
