@@ -1,4 +1,5 @@
 import type { ImageFailure } from './backend/capture-filter.js';
+import type { GenerationStatus } from './generation/generation-status.js';
 import type { GroupStatus } from './group/group-stats.js';
 import type { JournalStats } from './journal/journal.js';
 import type { ReplicationStatus } from './replication/agent-replication.js';
@@ -18,6 +19,11 @@ export interface AgentStatus {
   /** NBD connections closed on accept because `maxConnections` were open, since the start. */
   readonly refusedConnections: number;
   readonly replication?: ReplicationStatus;
+  /**
+   * The replication generation: which one, when and why it began, the ones before, and one pending
+   * (agent/README.md, "Generations"). Absent for an agent that never replicated.
+   */
+  readonly generation?: GenerationStatus;
   /** The VM's replication group, when it belongs to one (agent/README.md, "Replication groups"). */
   readonly group?: GroupStatus;
   /** Why writes are waiting, when they are. */

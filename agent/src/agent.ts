@@ -13,13 +13,19 @@ import type { AgentStatus } from './agent-status.js';
 import { CaptureBackend, LsnSequence } from './backend/capture-filter.js';
 import { FileBackend } from './backend/file-backend.js';
 import { Checkpointer } from './checkpointer.js';
+import { AgentJournal } from './generation/agent-journal.js';
+import { watchContinuity } from './generation/continuity-watch.js';
+import { diskFacts, diskStamp } from './generation/disk-identity.js';
+import { GenerationCause, type GenerationReason } from './generation/generation-cause.js';
+import { generationStatus } from './generation/generation-status.js';
+import { GenerationSwitch } from './generation/generation-switch.js';
+import { WritePause } from './generation/write-pause.js';
 import { checkGroupConfig } from './group/group-config.js';
 import { GroupCode } from './group/group-codes.js';
 import type { Refusal } from './group/group-member.js';
 import { ReplicationGroup } from './group/replication-group.js';
 import { WriteGate } from './group/write-gate.js';
 import { healthOf, type AgentHealth } from './health.js';
-import type { Journal } from './journal/journal.js';
 import { AgentReplication } from './replication/agent-replication.js';
 import { openDataDir } from './startup.js';
 
@@ -46,11 +52,16 @@ function checkToken(config: AgentConfig): void {
 }
 
 /**
- * Whether replication lets the VM be cut for a group point now: not while its initial copy runs (the
- * replica is not whole) nor once its stream failed for good (nothing after the cut would arrive).
+ * Whether replication lets the VM be cut for a group point now: not while a new generation is on its
+ * way or its initial copy runs (the replica is not whole) nor once its stream failed for good (nothing
+ * after the cut would arrive).
  */
-function replicationRefusal(config: AgentConfig, replication: AgentReplication | undefined): Refusal | undefined {
+function replicationRefusal(config: AgentConfig, agent: Agent | undefined): Refusal | undefined {
+  const pending = agent?.generationSwitch.status();
+  if (pending !== undefined)
+    return { code: GroupCode.NOT_READY, reason: `a new generation is on its way (${pending.cause})` };
   if (config.replication === undefined) return undefined;
+  const replication = agent?.replication;
   if (replication === undefined) return { code: GroupCode.NOT_READY, reason: 'replication is starting' };
   const s = replication.status();
   if (s.initialCopy.state !== 'done')
@@ -63,17 +74,22 @@ function replicationRefusal(config: AgentConfig, replication: AgentReplication |
 /** One protected VM: its disks served over NBD through the capture filter into one journal. */
 export class Agent {
   private closing: Promise<void> | undefined;
-  private replication: AgentReplication | undefined;
+  /** @internal The running generation's parts (absent while a new one is being cut). */
+  replication: AgentReplication | undefined;
   private group: ReplicationGroup | undefined;
+  /** @internal */
+  generationSwitch!: GenerationSwitch;
+  private stopWatch: (() => void) | undefined;
 
   private constructor(
     private readonly config: AgentConfig,
     private readonly images: readonly BlockBackend[],
     private readonly captures: readonly CaptureBackend[],
-    private readonly journal: Journal,
+    private readonly journal: AgentJournal,
     private readonly lsns: LsnSequence,
     private readonly server: NbdServer,
     private readonly checkpointer: Checkpointer,
+    private readonly state: StateStore,
     readonly address: AddressInfo,
   ) {}
 
@@ -90,15 +106,23 @@ export class Agent {
     if (config.group !== undefined) checkGroupConfig(config.vm, config.group);
     await fsp.mkdir(config.dataDir, { recursive: true });
     const images: BlockBackend[] = [];
-    let journal: Journal | undefined;
+    let journal: AgentJournal | undefined;
     let group: ReplicationGroup | undefined;
     try {
       for (const d of config.disks) {
         const file = FileBackend.open(d.path);
         images.push(config.imageFilter !== undefined ? config.imageFilter(file) : file);
       }
-      const opened = await openDataDir(config, images);
-      journal = opened.journal;
+      // Read once the images are open: the files they are, not whatever the paths name later.
+      const facts = await Promise.all(config.disks.map((d) => diskFacts(d.id, d.path)));
+      const opened = await openDataDir(config, images, facts);
+      // The agent exists only once everything below has started; the journal and the group ask it later.
+      const late: { agent?: Agent } = {};
+      const lost = (reason: GenerationReason): void => void late.agent?.newGeneration(reason);
+      journal = new AgentJournal(opened.journal, {
+        onDamage: (err) => lost({ cause: GenerationCause.JOURNAL_DAMAGED, message: err.message }),
+        onFailure: (err) => lost({ cause: GenerationCause.JOURNAL_FAILED, message: err.message }),
+      });
       const lsns = new LsnSequence(journal.lastLsn);
       // One gate for all the VM's disks, as they share one LSN sequence; none without a group, so that
       // the capture path costs one comparison more.
@@ -108,7 +132,7 @@ export class Agent {
           new CaptureBackend(image, {
             disk,
             lsns,
-            journal: opened.journal,
+            journal: journal!,
             // Redo synced the images through the journal's end.
             syncedThroughLsn: opened.journal.lastLsn,
             ...(gate !== undefined ? { gate } : {}),
@@ -121,8 +145,6 @@ export class Agent {
               ),
           }),
       );
-      // The agent exists only once everything below has started; the group asks it later.
-      const late: { agent?: Agent } = {};
       if (config.group !== undefined) {
         // Before the NBD listener: a member that cannot join fails the start before the VM writes.
         group = await ReplicationGroup.start({
@@ -132,17 +154,18 @@ export class Agent {
           journal,
           lsns,
           gate: gate!,
-          canCut: () => replicationRefusal(config, late.agent?.replication),
+          canCut: () => replicationRefusal(config, late.agent),
           log: config.log,
         });
       }
+      const pause = new WritePause();
       const server = new NbdServer({
         exports: new StaticExports(
           config.disks.map((d, i) => ({
             name: d.id,
             description: `${config.vm} disk ${d.id}`,
             readOnly: false,
-            backend: captures[i]!,
+            backend: pause.filter(captures[i]!),
           })),
         ),
         log: config.log,
@@ -159,27 +182,38 @@ export class Agent {
         intervalMs: config.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS,
         // No generation to ship a backlog to: see AgentConfig.replication.
         keepsNoBacklog: config.replication === undefined && state.state.replication === undefined,
+        stamps: () => Promise.all(config.disks.map((d) => diskStamp(d.path))),
         log: config.log,
       });
-      const agent = new Agent(config, images, captures, journal, lsns, server, checkpointer, address);
+      const agent = new Agent(config, images, captures, journal, lsns, server, checkpointer, state, address);
       agent.group = group;
+      agent.generationSwitch = new GenerationSwitch({
+        dataDir: config.dataDir,
+        journalOptions: config.journal,
+        journal,
+        lsns,
+        captures,
+        pause,
+        gate,
+        state,
+        checkpointer,
+        replicating: config.replication !== undefined,
+        stopReplication: () => agent.stopReplication(),
+        startReplication: () => agent.startReplication(),
+        ...(config.generationRetry !== undefined ? { retry: config.generationRetry } : {}),
+        log: config.log,
+      });
       late.agent = agent;
       checkpointer.start();
       if (config.replication !== undefined) {
-        agent.replication = new AgentReplication({
-          config: config.replication,
-          vm: config.vm,
-          state,
-          journal,
-          lsns,
-          captures,
-          log: config.log,
-          onAcked: (lsn) => checkpointer.acked(lsn),
-          ...(config.group !== undefined
-            ? { group: config.group.name, onMultiVmFrequency: (ms) => group?.setFrequency(ms) }
-            : {}),
-        });
-        agent.replication.start();
+        agent.startReplication();
+        agent.stopWatch = watchContinuity(
+          () => {
+            const s = agent.replication?.status().stream;
+            return s === undefined ? undefined : { failed: s.state === 'failed', lastError: s.lastError };
+          },
+          (reason) => void agent.newGeneration(reason),
+        );
       }
       config.log.info(
         { vm: config.vm, nbd: `${address.address}:${address.port}`, lsn: journal.lastLsn },
@@ -192,6 +226,48 @@ export class Agent {
       await Promise.all(images.map((i) => i.close().catch(() => undefined)));
       throw err;
     }
+  }
+
+  /**
+   * Begins a new replication generation while the VM goes on writing, for `reason` (logged, and shown
+   * in the status): what the agent does by itself when continuity is lost at run time, and what a part
+   * that finds it lost calls (a bitmap that cannot be trusted, say). Without a cache-store the
+   * generation is forgotten and the journal starts over. Resolves once the generation has begun, or
+   * the agent stops; a failed attempt is retried (see GenerationSwitch). Calls while one is on its way
+   * join it.
+   */
+  newGeneration(reason: GenerationReason): Promise<void> {
+    if (this.closing !== undefined) return Promise.resolve();
+    return this.generationSwitch.request(reason);
+  }
+
+  /** @internal Starts the parts of the generation the state holds. */
+  startReplication(): void {
+    const r = this.config.replication;
+    const generation = this.state.state.replication?.generation;
+    if (r === undefined || generation === undefined) return;
+    const group = this.group;
+    this.replication = new AgentReplication({
+      config: r,
+      vm: this.config.vm,
+      state: this.state.forGeneration(generation),
+      journal: this.journal,
+      lsns: this.lsns,
+      captures: this.captures,
+      log: this.config.log,
+      onAcked: (lsn) => this.checkpointer.acked(lsn),
+      ...(this.config.group !== undefined
+        ? { group: this.config.group.name, onMultiVmFrequency: (ms) => group?.setFrequency(ms) }
+        : {}),
+    });
+    this.replication.start();
+  }
+
+  /** @internal Stops the running generation's parts. */
+  async stopReplication(): Promise<void> {
+    const r = this.replication;
+    this.replication = undefined;
+    await r?.stop();
   }
 
   status(): AgentStatus {
@@ -212,12 +288,26 @@ export class Agent {
       connections: this.server.connectionCount,
       refusedConnections: this.server.refusedConnections,
       ...(this.replication !== undefined ? { replication: this.replication.status() } : {}),
+      ...(this.generationShown()
+        ? { generation: generationStatus(this.state.state, this.generationSwitch.status()) }
+        : {}),
       ...(this.group !== undefined ? { group: this.group.status() } : {}),
       ...(imageFailures.length > 0 ? { imageFailures } : {}),
       ...(journal.stalled
         ? { stalled: `journal at its cap of ${journal.maxBytes} bytes: VM writes wait until ${waitsFor}` }
         : {}),
     };
+  }
+
+  /** An agent that never replicated and has nothing pending has no generation to show. */
+  private generationShown(): boolean {
+    const s = this.state.state;
+    return (
+      s.replication !== undefined ||
+      s.generations !== undefined ||
+      s.pendingGeneration !== undefined ||
+      this.generationSwitch.switching
+    );
   }
 
   /** Whether the agent protects the VM as it should; see {@link healthOf}. */
@@ -247,6 +337,9 @@ export class Agent {
   }
 
   private async shutDown(): Promise<void> {
+    // A generation being cut finishes first (it holds the VM's writes for a moment at most).
+    this.stopWatch?.();
+    await this.generationSwitch.close();
     // The group first: its hold ends (journaled as an abort) and the replies it held are answered. The
     // NBD connections send replies from a setImmediate, so one turn lets them out before they close.
     if (this.group !== undefined) {
@@ -256,7 +349,7 @@ export class Agent {
     // Then: writers stalled at the journal cap would otherwise hold up everything below.
     this.journal.stopWaiting();
     await this.server.close();
-    await this.replication?.stop();
+    await this.stopReplication();
     // Writes already journaled may still be on their way to the images: the last checkpoint says every
     // record up to it is in them, so it must wait for those writes.
     await Promise.all(this.captures.map((c) => c.drained()));

@@ -26,8 +26,13 @@ export const HealthCode = {
   JOURNAL_STALLED: 'SR_JOURNAL_STALLED',
   /** The initial copy's last attempts failed; it keeps retrying. */
   INITIAL_COPY_FAILING: 'SR_INITIAL_COPY_FAILING',
-  /** The stream stopped for good (continuity lost): only a restart with --resync resumes replication. */
+  /** The stream stopped for good (continuity lost): a new generation follows by itself within a second. */
   STREAM_FAILED: 'SR_STREAM_FAILED',
+  /**
+   * A new generation is decided and could not begin: its attempts fail (retried with backoff), or it
+   * waits for the next start (a disk failed). Nothing replicates meanwhile.
+   */
+  GENERATION_PENDING: 'SR_GENERATION_PENDING',
   /**
    * The cache-store refuses this agent's credential (wrong VM or secret, expired, revoked): nothing is
    * replicated until it is fixed. Reported at once; the agent keeps retrying.
@@ -86,8 +91,22 @@ export function healthOf(
         (copy.nextRetryAt !== undefined ? `next attempt at ${copy.nextRetryAt}` : 'an attempt is running'),
     );
   }
+  const pending = status.generation?.pending;
+  if (pending !== undefined && (pending.attempts > 0 || pending.atNextStart !== undefined)) {
+    add(
+      HealthCode.GENERATION_PENDING,
+      `a new generation (${pending.cause}: ${pending.message}) ` +
+        (pending.atNextStart !== undefined
+          ? `begins only at the next start: ${pending.atNextStart}; restart the agent once the disk is fixed`
+          : `failed to begin ${pending.attempts} time(s) (${pending.lastError ?? 'no error recorded'}); ` +
+            `next attempt ${pending.nextAttemptAt ?? 'now'}`),
+    );
+  }
   if (rep?.stream.state === 'failed') {
-    add(HealthCode.STREAM_FAILED, `replication stopped: ${rep.stream.lastError ?? 'no reason recorded'}`);
+    add(
+      HealthCode.STREAM_FAILED,
+      `replication stopped: ${rep.stream.lastError ?? 'no reason recorded'}; a new generation begins by itself`,
+    );
   } else if (rep?.stream.refused !== undefined) {
     const r = rep.stream.refused;
     add(

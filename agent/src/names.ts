@@ -10,11 +10,13 @@ import { lsnFileName, parseLsnFileName } from '@site-recovery/shared';
  *   group-term.json           the highest replication-group term this member has seen (group/term-store.ts)
  *   journal/
  *     0000000000000001.srj    segment whose first record has LSN 1 (16 hex digits)
+ *   journal.retired/          the journal a new generation let go, removed once closed (and at start)
  */
 const STATE_FILE = 'agent-state.json';
 const CHECKPOINT_FILE = 'checkpoint.json';
 const GROUP_TERM_FILE = 'group-term.json';
 const JOURNAL_DIR = 'journal';
+const RETIRED_JOURNAL_DIR = 'journal.retired';
 const SEGMENT_EXT = 'srj';
 
 export function stateFile(dataDir: string): string {
@@ -31,6 +33,11 @@ export function groupTermFile(dataDir: string): string {
 
 export function journalDir(dataDir: string): string {
   return path.join(dataDir, JOURNAL_DIR);
+}
+
+/** Where a journal that a new generation let go waits to be removed. */
+export function retiredJournalDir(dataDir: string): string {
+  return path.join(dataDir, RETIRED_JOURNAL_DIR);
 }
 
 export function segmentFileName(firstLsn: number): string {

@@ -27,6 +27,11 @@ export class LsnSequence {
   get current(): number {
     return this.last;
   }
+
+  /** A new generation: its LSNs start at 1 (see CaptureBackend.startOver for the rest of the cut). */
+  restart(): void {
+    this.last = 0;
+  }
 }
 
 interface CaptureOptions {
@@ -82,6 +87,8 @@ export class CaptureBackend implements BlockBackend {
   private readonly lastWrite: Float64Array;
   private imageFailure: ImageFailure | undefined;
   private readonly imageSync: ImageSync;
+  /** Counts generations begun at run time: a copy that read its chunk in an earlier one starts that chunk over. */
+  private epoch = 0;
 
   constructor(
     private readonly next: BlockBackend,
@@ -227,12 +234,14 @@ export class CaptureBackend implements BlockBackend {
       this.refuseIfFailed();
       const room = this.o.journal.room();
       if (room !== undefined) await room;
+      const epoch = this.epoch;
       const seen = this.o.lsns.current;
       const busy = this.order.overlapping(offset, length);
       if (busy !== undefined) await busy;
       const data = await this.next.read(offset, length);
-      // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite.
-      if ((this.lastWrite[chunk] ?? 0) > seen) continue;
+      // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite. Across a
+      // new generation LSNs start again at 1, so neither comparison would mean anything: read again.
+      if ((this.lastWrite[chunk] ?? 0) > seen || epoch !== this.epoch) continue;
       if (isZero(data)) return false;
       this.refuseIfFailed();
       const lsn = this.o.lsns.next();
@@ -248,6 +257,19 @@ export class CaptureBackend implements BlockBackend {
       });
       return true;
     }
+  }
+
+  /**
+   * The cut of a new generation begun at run time, made with the VM's writes paused and none in flight
+   * (`drained`), once the LSN sequence restarted: forgets which LSN last wrote each chunk and where the
+   * image is known synced, both in the old generation's numbers. A copy still reading a chunk reads it
+   * again (see `copyChunk`). A disk that failed keeps its failure: the caller does not cut then.
+   */
+  startOver(): void {
+    if (this.order.oldest() !== Infinity) throw new Error('a generation cut with writes in flight');
+    this.epoch++;
+    this.lastWrite.fill(0);
+    this.imageSync.startOver();
   }
 
   /** Resolves once every write that has an LSN has reached the image (or failed). */
