@@ -106,15 +106,28 @@ export class Checkpointer {
   /** Starts a checkpoint unless one is running; its failure is logged. */
   request(): void {
     if (this.closed) return;
+    if (this.running !== undefined) {
+      // The one running took its floor before this request's reason (an acknowledgement, say) came:
+      // another follows it, or the journal could stay full with nothing left to ask again.
+      this.again = true;
+      return;
+    }
     this.checkpoint().catch((err: unknown) => this.o.log.error({ err: (err as Error).message }, 'checkpoint failed'));
   }
+
+  private again = false;
 
   /**
    * Takes a checkpoint now, or joins the one running; resolves to the LSN the checkpoint stands at.
    * Rejects when an image or the journal cannot be synced: the checkpoint then stays where it was.
    */
   checkpoint(): Promise<number> {
-    this.running ??= this.advance().finally(() => (this.running = undefined));
+    this.running ??= this.advance().finally(() => {
+      this.running = undefined;
+      if (!this.again) return;
+      this.again = false;
+      this.request();
+    });
     return this.running;
   }
 

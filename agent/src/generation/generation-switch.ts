@@ -183,12 +183,17 @@ export class GenerationSwitch {
   private async cut(p: Pending): Promise<string | undefined> {
     const o = this.o;
     await this.cleanup;
+    // The old generation's parts leave the agent at once (the status no longer asks them), and the
+    // generation is forgotten on disk before anything else changes.
+    const stopped = o
+      .stopReplication()
+      .catch((err: unknown) => o.log.warn({ err: (err as Error).message }, 'stopping the old generation failed'));
     if (o.state.state.pendingGeneration === undefined) await o.state.replace(forgetGeneration(o.state.state, p.reason));
     await o.checkpointer.pause();
     let cutDone = false;
     try {
       o.journal.openCap(() => o.pause.pause());
-      await o.stopReplication();
+      await stopped;
       const failed = o.captures.flatMap((c, i) => (c.failure() !== undefined ? [i] : []));
       if (failed.length > 0) {
         // The failed image lacks a journaled write that only a restart replays: a copy read from it now

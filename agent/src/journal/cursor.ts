@@ -147,10 +147,13 @@ export class FileJournalCursor implements JournalCursor {
   }
 
   private async moveTo(target: Segment | undefined): Promise<void> {
-    for (const fd of [this.fd, this.directFd]) if (fd !== undefined) await closeFd(fd);
+    // Taken off the cursor before the closes are awaited: a `close` meanwhile must not close the same
+    // numbers again, which by then may belong to another file (the journal's own segment, say).
+    const fds = [this.fd, this.directFd];
     this.fd = this.directFd = undefined;
     this.segment = undefined;
-    if (target === undefined) return;
+    for (const fd of fds) if (fd !== undefined) await closeFd(fd);
+    if (target === undefined || this.closed) return;
     this.fd = fs.openSync(target.file, 'r');
     if (!this.directRefused) {
       this.directFd = openDirect(target.file, fs.constants.O_RDONLY);
