@@ -30,6 +30,7 @@ export class GenerationRig {
     readonly dataDir: string,
     private readonly dir: string,
     private readonly vm: string,
+    private readonly more: Partial<Omit<AgentConfig, 'vm' | 'disks' | 'dataDir' | 'log'>>,
   ) {}
 
   static async start(
@@ -43,19 +44,19 @@ export class GenerationRig {
       generationRetry: FAST.generationRetry,
       ...more,
     });
-    const rig = new GenerationRig(store, started.agent, started.image, started.dataDir, dir, vm);
+    const rig = new GenerationRig(store, started.agent, started.image, started.dataDir, dir, vm, more);
     rig.acker = setInterval(() => rig.serve(), 5);
     return rig;
   }
 
-  /** Stops the agent and starts it again on the same data dir and image. */
-  async restart(more: Partial<Omit<AgentConfig, 'vm' | 'disks' | 'dataDir' | 'log'>> = {}): Promise<void> {
+  /** Stops the agent and starts it again on the same data dir and image, with the options it started with. */
+  async restart(): Promise<void> {
     await this.agent.close();
     this.agent = (
       await startInProcess(this.dir, this.vm, {
         replication: { url: this.store.url, shipper: FAST.shipper },
         generationRetry: FAST.generationRetry,
-        ...more,
+        ...this.more,
       })
     ).agent;
   }

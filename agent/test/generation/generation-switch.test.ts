@@ -133,7 +133,7 @@ describe('continuity lost at run time', () => {
     // The next connection of this generation waits: the VM's records are written, not yet read.
     let hold = true;
     r.welcomeAt = (c) => (c.hello!.generation !== first.hello!.generation ? 0 : hold ? undefined : first.lastLsn);
-    await r.restart({ journal: { segmentBytes: 1 << 20 } });
+    await r.restart();
     const fio = verifiedWrites(r, 1);
     expect((await fio.done).code).toBe(0);
     // A record the shipper has not read yet is damaged on disk (a bad sector, say): one byte of its data.
