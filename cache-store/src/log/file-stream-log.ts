@@ -15,7 +15,8 @@ import { encodeFrameHeader } from './segment-format.js';
 import { SegmentList } from './segment-list.js';
 import { readSegmentFrames } from './segment-reader.js';
 import { createSegment, loadSegments } from './segment-scan.js';
-import { ftruncateFd, storageError } from './storage-errors.js';
+import { freeBytes, ftruncateFd, storageError } from './storage-errors.js';
+import type { SpaceReserve } from './space-reserve.js';
 import type { StoredFrame, StreamLog, StreamLogStats, StreamLogWatcher } from './stream-log.js';
 import { writeVmMeta, type VmMeta } from './vm-meta.js';
 
@@ -26,6 +27,9 @@ export interface FileStreamLogOptions {
   readonly maxFrameBytes?: number;
   /** Consecutive small frames are read back in one read of up to this size. Default 4 MiB. */
   readonly readChunkBytes?: number;
+  /** Room held back so that releases can be recorded on a full disk (the store's). Default none. */
+  readonly reserve?: SpaceReserve;
+
   readonly log?: Logger;
 }
 
@@ -51,6 +55,8 @@ export class FileStreamLog implements StreamLog {
   private readonly maxFrameBytes: number;
   private readonly readChunkBytes: number;
   private readonly log: Logger | undefined;
+  private readonly reserve: SpaceReserve | undefined;
+
   private readonly watchers = new Set<StreamLogWatcher>();
   /** Appended, waiting for the writer. */
   private queue: StoredFrame[] = [];
@@ -81,6 +87,8 @@ export class FileStreamLog implements StreamLog {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_WIRE_LIMITS.maxFrameBytes;
     this.readChunkBytes = options.readChunkBytes ?? DEFAULT_READ_CHUNK_BYTES;
     this.log = options.log;
+    this.reserve = options.reserve;
+
     this.segments = new SegmentList(dir, segments);
     this.appended = this.durable = this.segments.newest.lastLsn;
     this.applied = meta.appliedLsn;
@@ -291,6 +299,19 @@ export class FileStreamLog implements StreamLog {
     this.queue = [];
     this.pending = 0;
     this.appended = this.durable;
+    if (this.failure.code === ErrorCode.NO_SPACE) {
+      // Refused here, at the agent's hello, until a whole segment fits again: frames sent into a disk
+      // that is still full would only fail again.
+      const free = await freeBytes(this.dir);
+      if (free < this.segmentBytes) {
+        throw new SrError(
+          ErrorCode.NO_SPACE,
+          `the cache-store's disk is still full (${free} bytes free, a segment needs ${this.segmentBytes}); the stream of ` +
+            `${this.vm} goes on from LSN ${this.durable + 1} once space returns: the processor confirming what it ` +
+            'applied frees segments, or free space on that file system',
+        );
+      }
+    }
     this.failure = undefined;
     return this.durable;
   }
@@ -337,12 +358,9 @@ export class FileStreamLog implements StreamLog {
     const run = this.releases.run(async () => {
       this.releaseQueued = undefined;
       const applied = this.applied;
-      try {
-        await writeVmMeta(metaFile(this.dir), { ...this.meta, appliedLsn: applied });
-      } catch (err) {
-        throw storageError(err, `${this.vm}: cannot record the applied LSN`);
-      }
+      await this.writeMeta({ ...this.meta, appliedLsn: applied }, 'cannot record the applied LSN');
       await this.segments.drop(applied, this.vm);
+      await this.reserve?.refill(); // space may have come back with the segments
     });
     this.releaseQueued = run;
     return run;
@@ -353,13 +371,21 @@ export class FileStreamLog implements StreamLog {
     const { version, vm, generation, disks, appliedLsn } = this.meta;
     this.meta = { version, vm, generation, disks, appliedLsn, ...(group !== undefined ? { group } : {}) };
     // In the same queue as the release's meta writes, so neither overwrites the other's field.
-    return this.releases.run(async () => {
+    return this.releases.run(() =>
+      this.writeMeta({ ...this.meta, appliedLsn: this.applied }, 'cannot record its replication group'),
+    );
+  }
+
+  /** A meta write: small, and on a full disk it may spend the store's reserve (see SpaceReserve). */
+  private async writeMeta(meta: VmMeta, what: string): Promise<void> {
+    const write = async (): Promise<void> => {
       try {
-        await writeVmMeta(metaFile(this.dir), { ...this.meta, appliedLsn: this.applied });
+        await writeVmMeta(metaFile(this.dir), meta);
       } catch (err) {
-        throw storageError(err, `${this.vm}: cannot record its replication group`);
+        throw storageError(err, `${this.vm}: ${what}`);
       }
-    });
+    };
+    await (this.reserve !== undefined ? this.reserve.withRoom(write) : write());
   }
 
   watch(watcher: StreamLogWatcher): () => void {

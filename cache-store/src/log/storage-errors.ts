@@ -9,6 +9,12 @@ export function storageError(err: unknown, what: string): SrError {
   return new SrError(code, `${what}: ${(err as Error).message}`, { cause: err });
 }
 
+/** Bytes an unprivileged writer may still use on the file system holding `dir`. */
+export async function freeBytes(dir: string): Promise<number> {
+  const s = await fs.promises.statfs(dir);
+  return s.bavail * s.bsize;
+}
+
 export function corrupt(message: string): SrError {
   return new SrError(ErrorCode.JOURNAL_CORRUPT, message);
 }
