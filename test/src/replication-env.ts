@@ -18,6 +18,14 @@ interface AgentStatusDoc {
     stream: { ackedLsn: number; sentLsn: number; inFlightBytes: number; state: string; lastError?: string };
     initialCopy: { state: string; percent: number };
   };
+  /** Which generation streams, when and why it began, and the ones before (agent/README.md). */
+  generation?: {
+    id?: string;
+    cause?: string;
+    message?: string;
+    previous: { id: string; cause: string; message: string }[];
+    pending?: { cause: string; message: string; attempts: number };
+  };
 }
 
 interface ProcessorVmDoc {
@@ -66,17 +74,29 @@ export class ReplicationEnv {
   processor!: ServiceProcess;
   readonly vms = new Map<string, ProtectedVm>();
   private readonly processorArgs: string[] = [];
+  private cacheStoreDir: string;
+  private readonly cacheStoreArgs: string[] = [];
 
   private constructor(
     readonly dir: string,
     readonly credentials: Credentials,
     private readonly cleanupDir: () => Promise<void>,
-  ) {}
+  ) {
+    this.cacheStoreDir = path.join(dir, 'cache-store');
+  }
 
-  /** `region`: target-region defaults for the processor (`--region`), written to a file in the env's dir. */
-  static async start(name: string, options: { region?: object } = {}): Promise<ReplicationEnv> {
+  /**
+   * `region`: target-region defaults for the processor (`--region`), written to a file in the env's dir.
+   * `cacheStore`: where the cache-store keeps its data (a small file system, say) and more of its options.
+   */
+  static async start(
+    name: string,
+    options: { region?: object; cacheStore?: { dataDir?: string; args?: readonly string[] } } = {},
+  ): Promise<ReplicationEnv> {
     const t = await tempDir(name);
     const env = new ReplicationEnv(t.dir, await Credentials.create(path.join(t.dir, 'credentials')), t.cleanup);
+    if (options.cacheStore?.dataDir !== undefined) env.cacheStoreDir = options.cacheStore.dataDir;
+    env.cacheStoreArgs.push(...(options.cacheStore?.args ?? []));
     if (options.region !== undefined) {
       const file = path.join(t.dir, 'region.json');
       await fsp.writeFile(file, JSON.stringify(options.region));
@@ -89,8 +109,8 @@ export class ReplicationEnv {
 
   /** (Re)starts the cache-store on its data dir, at `listen` (a restart after a kill keeps the address). */
   async startCacheStore(listen = '127.0.0.1:0'): Promise<ServiceProcess> {
-    const dataDir = path.join(this.dir, 'cache-store');
-    this.cacheStore = await startCacheStore(dataDir, listen, this.credentials.cacheStoreAuth());
+    const auth = this.credentials.cacheStoreAuth();
+    this.cacheStore = await startCacheStore(this.cacheStoreDir, listen, auth, this.cacheStoreArgs);
     return this.cacheStore;
   }
 
