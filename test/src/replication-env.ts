@@ -30,6 +30,8 @@ interface AgentStatusDoc {
 
 interface ProcessorVmDoc {
   vm: string;
+  /** The generation its replica holds; null before it has one. */
+  generation: string | null;
   appliedLsn: number;
   /** Applied and fsynced; `confirmedLsn` is what the cache-store was told of it. */
   durableLsn: number;
@@ -204,7 +206,9 @@ export class ReplicationEnv {
         const a = await this.agentStatus(vm);
         const p = await this.processorVm(vm.name);
         if (p === undefined || a.replication === undefined) return undefined;
+        // The same generation too: a new one's LSNs start again at 1 and may meet the old one's.
         return a.replication.stream.ackedLsn === a.lsn &&
+          p.generation === a.replication.generation &&
           p.appliedLsn === a.lsn &&
           a.replication.initialCopy.state === 'done'
           ? p
