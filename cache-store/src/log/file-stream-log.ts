@@ -9,32 +9,24 @@ import {
   type DiskInfo,
   type Logger,
 } from '@site-recovery/shared';
-import { metaFile } from '../names.js';
 import type { Segment } from './segment.js';
 import { encodeFrameHeader } from './segment-format.js';
 import { SegmentList } from './segment-list.js';
 import { readSegmentFrames } from './segment-reader.js';
 import { createSegment, loadSegments } from './segment-scan.js';
-import { freeBytes, ftruncateFd, storageError } from './storage-errors.js';
+import { checkRoomFor, ftruncateFd, storageError } from './storage-errors.js';
 import type { SpaceReserve } from './space-reserve.js';
+import {
+  DEFAULT_READ_CHUNK_BYTES,
+  DEFAULT_SEGMENT_BYTES,
+  type FileStreamLogOptions,
+} from './file-stream-log-options.js';
 import type { StoredFrame, StreamLog, StreamLogStats, StreamLogWatcher } from './stream-log.js';
-import { writeVmMeta, type VmMeta } from './vm-meta.js';
+import { recordVmMeta, type VmMeta } from './vm-meta.js';
 
-export interface FileStreamLogOptions {
-  /** A segment is closed and a new one begun once it reaches this size. Default 64 MiB. */
-  readonly segmentBytes?: number;
-  /** Largest frame accepted when reading back (a larger length field is damage). Default 48 MiB. */
-  readonly maxFrameBytes?: number;
-  /** Consecutive small frames are read back in one read of up to this size. Default 4 MiB. */
-  readonly readChunkBytes?: number;
-  /** Room held back so that releases can be recorded on a full disk (the store's). Default none. */
-  readonly reserve?: SpaceReserve;
+export { DEFAULT_READ_CHUNK_BYTES, DEFAULT_SEGMENT_BYTES } from './file-stream-log-options.js';
+export type { FileStreamLogOptions } from './file-stream-log-options.js';
 
-  readonly log?: Logger;
-}
-
-export const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
-export const DEFAULT_READ_CHUNK_BYTES = 4 * 1024 * 1024;
 /** Most buffers one vectored write takes (IOV_MAX on Linux). */
 const IOV_MAX = 1024;
 
@@ -299,19 +291,10 @@ export class FileStreamLog implements StreamLog {
     this.queue = [];
     this.pending = 0;
     this.appended = this.durable;
-    if (this.failure.code === ErrorCode.NO_SPACE) {
-      // Refused here, at the agent's hello, until a whole segment fits again: frames sent into a disk
-      // that is still full would only fail again.
-      const free = await freeBytes(this.dir);
-      if (free < this.segmentBytes) {
-        throw new SrError(
-          ErrorCode.NO_SPACE,
-          `the cache-store's disk is still full (${free} bytes free, a segment needs ${this.segmentBytes}); the stream of ` +
-            `${this.vm} goes on from LSN ${this.durable + 1} once space returns: the processor confirming what it ` +
-            'applied frees segments, or free space on that file system',
-        );
-      }
-    }
+    // Refused here, at the agent's hello, until a whole segment fits again: frames sent into a disk that
+    // is still full would only fail again.
+    if (this.failure.code === ErrorCode.NO_SPACE)
+      await checkRoomFor(this.dir, this.segmentBytes, this.vm, this.durable);
     this.failure = undefined;
     return this.durable;
   }
@@ -358,7 +341,12 @@ export class FileStreamLog implements StreamLog {
     const run = this.releases.run(async () => {
       this.releaseQueued = undefined;
       const applied = this.applied;
-      await this.writeMeta({ ...this.meta, appliedLsn: applied }, 'cannot record the applied LSN');
+      await recordVmMeta(
+        this.dir,
+        { ...this.meta, appliedLsn: applied },
+        this.reserve,
+        'cannot record the applied LSN',
+      );
       await this.segments.drop(applied, this.vm);
       await this.reserve?.refill(); // space may have come back with the segments
     });
@@ -372,20 +360,13 @@ export class FileStreamLog implements StreamLog {
     this.meta = { version, vm, generation, disks, appliedLsn, ...(group !== undefined ? { group } : {}) };
     // In the same queue as the release's meta writes, so neither overwrites the other's field.
     return this.releases.run(() =>
-      this.writeMeta({ ...this.meta, appliedLsn: this.applied }, 'cannot record its replication group'),
+      recordVmMeta(
+        this.dir,
+        { ...this.meta, appliedLsn: this.applied },
+        this.reserve,
+        'cannot record its replication group',
+      ),
     );
-  }
-
-  /** A meta write: small, and on a full disk it may spend the store's reserve (see SpaceReserve). */
-  private async writeMeta(meta: VmMeta, what: string): Promise<void> {
-    const write = async (): Promise<void> => {
-      try {
-        await writeVmMeta(metaFile(this.dir), meta);
-      } catch (err) {
-        throw storageError(err, `${this.vm}: ${what}`);
-      }
-    };
-    await (this.reserve !== undefined ? this.reserve.withRoom(write) : write());
   }
 
   watch(watcher: StreamLogWatcher): () => void {
