@@ -16,7 +16,7 @@ export interface AgentHealth {
 }
 
 export const HealthCode = {
-  /** The journal failed (I/O error, disk full): VM writes are refused until a restart. */
+  /** The journal failed (I/O error, disk full): VM writes are refused until a new generation's journal takes over. */
   JOURNAL_FAILED: 'SR_JOURNAL_FAILED',
   /** An image write failed after its record was journaled: that disk refuses writes until a restart. */
   IMAGE_WRITE_FAILED: 'SR_IMAGE_WRITE_FAILED',
@@ -63,7 +63,8 @@ export function healthOf(
   if (j.failed !== undefined) {
     add(
       HealthCode.JOURNAL_FAILED,
-      `the journal failed (${j.failed}); VM writes are refused until the agent is restarted once its disk is fixed`,
+      `the journal failed (${j.failed}); VM writes are refused until a new journal takes over (a new generation ` +
+        'begins by itself; see generation.pending if it cannot)',
     );
   }
   for (const f of status.imageFailures ?? []) {

@@ -14,7 +14,7 @@ import {
 } from './agent-state.js';
 import { diskChange, type DiskFacts } from './generation/disk-identity.js';
 import { GenerationCause, type GenerationReason } from './generation/generation-cause.js';
-import { freshJournal, removeRetiredJournal } from './generation/journal-retirement.js';
+import { freshJournal, removeRetiredJournal, retiredJournalFound } from './generation/journal-retirement.js';
 import { FileJournal } from './journal/file-journal.js';
 import { redo } from './journal/redo.js';
 import { journalDir } from './names.js';
@@ -45,17 +45,24 @@ export async function openDataDir(
 ): Promise<OpenedDataDir> {
   const { dataDir, log } = config;
   const found = await loadState(dataDir, config.vm);
-  await removeRetiredJournal(dataDir); // a switch at run time that a crash interrupted
   const disks = facts.map((f) => ({ id: f.id, size: f.size, identity: f.identity }));
   let state: AgentState = { ...(found ?? { version: 1, vm: config.vm }), disks };
   const pending = found?.pendingGeneration;
   let reason: GenerationReason | undefined =
     pending !== undefined ? { cause: pending.cause, message: pending.message } : undefined;
+  if (await retiredJournalFound(dataDir)) {
+    // A switch at run time that a crash interrupted, perhaps before it could record why (a full disk).
+    reason ??= {
+      cause: GenerationCause.SWITCH_INTERRUPTED,
+      message: 'a new generation begun while the agent ran was interrupted by a crash',
+    };
+    await removeRetiredJournal(dataDir);
+  }
   if (found !== undefined && reason === undefined) {
     reason = diskChange(found.disks, facts, await readStopStamps(dataDir));
     if (reason !== undefined) log.warn({ cause: reason.cause }, `the disks changed: ${reason.message}`);
   }
-  if (reason !== undefined) {
+  if (reason !== undefined && state.pendingGeneration === undefined) {
     // Recorded before the journal goes: a crash from here on still begins a new generation, and never
     // replays this journal onto disks it was not written for.
     state = forgetGeneration(state, reason);

@@ -28,6 +28,8 @@ export const GenerationCause = {
   DISK_MODIFIED: 'disk-modified',
   /** The VM's disks are not those the data dir was made for (added, removed, renamed or reordered). */
   DISK_LAYOUT_CHANGED: 'disk-layout-changed',
+  /** A crash interrupted a new generation begun at run time before it could record its own cause. */
+  SWITCH_INTERRUPTED: 'switch-interrupted',
 } as const;
 
 export type GenerationCause = (typeof GenerationCause)[keyof typeof GenerationCause];

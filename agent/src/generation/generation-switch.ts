@@ -6,7 +6,13 @@ import type { WriteGate } from '../group/write-gate.js';
 import type { FileJournal, FileJournalOptions } from '../journal/file-journal.js';
 import type { AgentJournal } from './agent-journal.js';
 import type { GenerationReason } from './generation-cause.js';
-import { removeRetiredJournal, replaceJournal } from './journal-retirement.js';
+import {
+  emptyRetiredJournal,
+  openNewJournal,
+  removeRetiredJournal,
+  restoreRetiredJournal,
+  retireJournal,
+} from './journal-retirement.js';
 import type { WritePause } from './write-pause.js';
 
 /**
@@ -183,14 +189,15 @@ export class GenerationSwitch {
   private async cut(p: Pending): Promise<string | undefined> {
     const o = this.o;
     await this.cleanup;
-    // The old generation's parts leave the agent at once (the status no longer asks them), and the
-    // generation is forgotten on disk before anything else changes.
+    // The old generation's parts leave the agent at once (the status no longer asks them).
     const stopped = o
       .stopReplication()
       .catch((err: unknown) => o.log.warn({ err: (err as Error).message }, 'stopping the old generation failed'));
-    if (o.state.state.pendingGeneration === undefined) await o.state.replace(forgetGeneration(o.state.state, p.reason));
+    // Forgotten on disk before anything else changes, unless the journal failed: its disk may be full,
+    // and the journal's directory renamed aside marks the switch until its files are gone (see below).
+    if (o.journal.current.stats().failed === undefined) await this.forget(p);
     await o.checkpointer.pause();
-    let cutDone = false;
+    let old: FileJournal | undefined;
     try {
       o.journal.openCap(() => o.pause.pause());
       await stopped;
@@ -198,49 +205,75 @@ export class GenerationSwitch {
       if (failed.length > 0) {
         // The failed image lacks a journaled write that only a restart replays: a copy read from it now
         // would miss that write. Writes to it are refused until then anyway.
+        await this.forget(p);
         return `disk index ${failed.join(', ')} failed (see imageFailures) and refuses writes until the agent restarts`;
       }
-      const old = await this.swapJournal();
-      cutDone = true;
-      await writeCheckpoint(o.dataDir, 0);
-      const next = o.replicating ? beginGeneration(o.state.state, p.reason) : o.state.state;
-      await o.state.replace(next);
-      o.checkpointer.resume({ lsn: 0, keepsNoBacklog: !o.replicating });
-      if (o.replicating) o.startReplication();
-      o.log.warn(
-        { generation: next.replication?.generation, cause: p.reason.cause, heldRequests: o.pause.held },
-        o.replicating ? 'new replication generation begun' : 'the journal started over',
-      );
-      this.cleanup = this.removeOld(old);
-      return undefined;
+      old = await this.swapJournal(p);
     } finally {
       o.journal.closeCap();
       o.pause.resume();
-      if (!cutDone) o.checkpointer.resume();
+      if (old === undefined) o.checkpointer.resume();
     }
+    await writeCheckpoint(o.dataDir, 0);
+    const next = o.replicating ? beginGeneration(o.state.state, p.reason) : o.state.state;
+    await o.state.replace(next);
+    o.checkpointer.resume({ lsn: 0, keepsNoBacklog: !o.replicating });
+    if (o.replicating) o.startReplication();
+    o.log.warn(
+      { generation: next.replication?.generation, cause: p.reason.cause, heldRequests: o.pause.held },
+      o.replicating ? 'new replication generation begun' : 'the journal started over',
+    );
+    this.cleanup = this.removeOld(old);
+    return undefined;
+  }
+
+  private async forget(p: Pending): Promise<void> {
+    const s = this.o.state.state;
+    if (s.pendingGeneration === undefined) await this.o.state.replace(forgetGeneration(s, p.reason));
   }
 
   /** Steps 3 and 4 of the cut; resolves to the journal let go. */
-  private async swapJournal(): Promise<FileJournal> {
+  private async swapJournal(p: Pending): Promise<FileJournal> {
     const o = this.o;
     o.pause.pause();
     await o.pause.settled();
     while (o.gate?.holding === true) await new Promise((resolve) => setTimeout(resolve, GATE_POLL_MS));
     await Promise.all(o.captures.map((c) => c.drained()));
-    const next = await replaceJournal(o.dataDir, o.journalOptions, o.log);
+    const old = o.journal.current;
+    const moved = await retireJournal(o.dataDir);
+    if (old.stats().failed !== undefined && this.closedJournal !== old) {
+      // A failed journal takes no more writes, and a full disk is its usual failure: it is closed and its
+      // files removed before anything else needs space. The empty directory still marks the switch.
+      this.closedJournal = old;
+      await old.close().catch(() => undefined);
+      await emptyRetiredJournal(o.dataDir);
+    }
+    await this.forget(p);
+    let next: FileJournal;
+    try {
+      next = await openNewJournal(o.dataDir, o.journalOptions);
+    } catch (err) {
+      // A healthy old journal goes on as it was (the generation stays pending on disk).
+      if (moved && this.closedJournal !== old) await restoreRetiredJournal(o.dataDir, o.log);
+      throw err;
+    }
     // From here to the end of the method nothing awaits: the cut is one step for every writer.
-    const old = o.journal.swap(next);
+    o.journal.swap(next);
     o.lsns.restart();
     for (const c of o.captures) c.startOver();
     return old;
   }
 
+  /** A journal this switch closed already (a failed one): it must not be closed twice. */
+  private closedJournal: FileJournal | undefined;
+
   private async removeOld(old: FileJournal): Promise<void> {
     try {
-      await old.close();
+      if (old !== this.closedJournal) await old.close();
     } catch (err) {
       this.o.log.warn({ err: (err as Error).message }, 'closing the journal a new generation let go failed');
     }
+    this.closedJournal = undefined;
     await removeRetiredJournal(this.o.dataDir).catch((err: unknown) =>
       this.o.log.warn({ err: (err as Error).message }, 'removing the journal a new generation let go failed'),
     );

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { closeFd, preadInto, type ChangeRecord } from '@site-recovery/shared';
+import { ErrorCode, SrError, closeFd, preadInto, type ChangeRecord } from '@site-recovery/shared';
 import type { FileJournal } from './file-journal.js';
 import type { JournalCursor } from './journal.js';
 import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, isPadAt, padLength } from './format.js';
@@ -47,7 +47,15 @@ export class FileJournalCursor implements JournalCursor {
       if (this.nextLsn > this.journal.written) {
         await Promise.race([this.journal.whenWritten(), new Promise<void>((resolve) => (this.wake = resolve))]);
         this.wake = undefined;
-        if (this.journal.stats().failed !== undefined && this.nextLsn > this.journal.written) return [];
+        const failed = this.journal.stats().failed;
+        if (failed !== undefined && this.nextLsn > this.journal.written) {
+          if (this.closed) return [];
+          // Nothing more will be written: an empty answer would have the reader ask again at once, forever.
+          throw new SrError(
+            ErrorCode.IO,
+            `the journal failed; nothing after LSN ${this.nextLsn - 1} will come: ${failed}`,
+          );
+        }
         continue;
       }
       await this.position();
