@@ -208,10 +208,7 @@ export class Agent {
       if (config.replication !== undefined) {
         agent.startReplication();
         agent.stopWatch = watchContinuity(
-          () => {
-            const s = agent.replication?.status().stream;
-            return s === undefined ? undefined : { failed: s.state === 'failed', lastError: s.lastError };
-          },
+          () => agent.replication?.status().stream,
           (reason) => void agent.newGeneration(reason),
         );
       }

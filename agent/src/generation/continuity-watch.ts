@@ -22,14 +22,25 @@ export function streamReason(lastError: string | undefined): GenerationReason {
   };
 }
 
-/** Calls `lost` whenever `streamFailure` reports the stream stopped for good (every CONTINUITY_WATCH_MS). */
+/**
+ * The cache-store refused the hello because the stream it holds of this generation is damaged: only a new
+ * generation replaces it there (cache-store/README.md, "On disk").
+ */
+const DAMAGED_AT_CACHE_STORE = /^cache-store refused: SR_JOURNAL_CORRUPT: /;
+
+/**
+ * Calls `lost` whenever `stream` reports the stream stopped for good, or the cache-store refusing it for
+ * a damaged stored stream (looked at every CONTINUITY_WATCH_MS).
+ */
 export function watchContinuity(
-  streamFailure: () => { readonly failed: boolean; readonly lastError?: string | undefined } | undefined,
+  stream: () => { readonly state: string; readonly lastError?: string | undefined } | undefined,
   lost: (reason: GenerationReason) => void,
 ): () => void {
   const timer = setInterval(() => {
-    const s = streamFailure();
-    if (s?.failed === true) lost(streamReason(s.lastError));
+    const s = stream();
+    if (s?.state === 'failed') lost(streamReason(s.lastError));
+    else if (s !== undefined && s.state !== 'streaming' && DAMAGED_AT_CACHE_STORE.test(s.lastError ?? ''))
+      lost({ cause: GenerationCause.CACHE_STORE_DAMAGED, message: s.lastError! });
   }, CONTINUITY_WATCH_MS);
   timer.unref();
   return () => clearInterval(timer);

@@ -18,6 +18,8 @@ export const GenerationCause = {
   CACHE_STORE_AHEAD: 'cache-store-ahead',
   /** The cache-store holds less than the journal still starts at: the records between are gone. */
   CACHE_STORE_BEHIND: 'cache-store-behind',
+  /** The cache-store refuses the stream because what it stored of this generation is damaged. */
+  CACHE_STORE_DAMAGED: 'cache-store-damaged',
   /** The dirty-region bitmap cannot be trusted, so what changed since the journal's end is unknown. */
   BITMAP_UNTRUSTED: 'bitmap-untrusted',
   /** A disk's size changed while the agent was stopped. */

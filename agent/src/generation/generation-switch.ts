@@ -73,14 +73,16 @@ interface Pending {
  * Begins a new generation while the VM keeps writing (DESIGN.md invariant 5), when continuity is lost
  * at run time. The cut:
  * 1. the generation is forgotten on disk first (`pendingGeneration`): from here a crash makes the next
- *    start begin one, and the old journal is never continued;
+ *    start begin one, and the old journal is never continued. (A failed journal's disk may be full: then
+ *    this waits for step 4, and the renamed journal directory marks the switch meanwhile.)
  * 2. the old generation's parts stop (shipper, copy); writers are let past the journal's cap meanwhile
  *    (the VM's new writes wait if it is full), since no acknowledgement will make room any more;
  * 3. the VM's write-type requests and flushes wait at the write pause; those already past it complete
  *    (in the old journal, onto the images), as does a group round holding replies;
- * 4. the journal directory is renamed aside and a new journal opened in its place, the LSN sequence
- *    restarts at 0 and the capture backends forget the old numbers, all with nothing in flight; the
- *    held requests go on, taking LSNs from 1 in the new journal;
+ * 4. the journal directory is renamed aside (a failed journal is closed and its files removed, giving its
+ *    space back) and a new journal opened in its place; the LSN sequence restarts at 0 and the capture
+ *    backends forget the old numbers, all with nothing in flight; the held requests go on, taking LSNs
+ *    from 1 in the new journal. The VM waited for the writes in flight, a rename and a segment creation;
  * 5. checkpoint 0, then the new generation in the state, then its parts start: the initial copy reads
  *    every chunk under write order, so every write of the old generation reaches the replica through
  *    the copy and every later one through the stream, in order. Nothing the VM wrote is lost, and
