@@ -104,7 +104,7 @@ export class FileStreamStore implements StreamStore {
           });
           options.log?.error(
             { vm, err: err.message },
-            'stored stream damaged: VM set aside until its agent starts a new generation (sr-agent --resync)',
+            'stored stream damaged: VM set aside until its agent starts a new generation (it begins one by itself when refused)',
           );
         }
       }
@@ -137,8 +137,8 @@ export class FileStreamStore implements StreamStore {
     if (damage !== undefined && (damage.generation === undefined || damage.generation === generation)) {
       const how =
         damage.generation === undefined
-          ? `its meta file is unreadable, so this cache-store cannot tell generations apart: move ${vmDir(this.dataDir, vm)} aside, restart the cache-store, then restart the agent with --resync`
-          : 'restart the agent with --resync to start a new generation, which replaces it';
+          ? `its meta file is unreadable, so this cache-store cannot tell generations apart: move ${vmDir(this.dataDir, vm)} aside, restart the cache-store; the agent's next new generation (it begins one by itself on this refusal) is then taken`
+          : 'a new generation of the agent replaces it: the agent begins one by itself on this refusal (or restart it with --resync)';
       throw new SrError(
         ErrorCode.JOURNAL_CORRUPT,
         `the stored stream of ${vm} generation ${generation} is damaged (${damage.error}); ${how}`,
