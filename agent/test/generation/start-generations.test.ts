@@ -79,7 +79,16 @@ describe('an agent start that cannot continue the generation', () => {
 
   it('begins a new one when a disk was written while the agent was stopped', async () => {
     const { r, generation } = await replicatedOnce('modified');
-    await scribble(r.image, 5 << 20, 4096, 0x44); // a cp over the image, a restore that keeps the inode
+    // A cp over the image, a restore that keeps the inode. The kernel stamps times from a coarse clock,
+    // so a write in the same tick as the agent's last one would leave the time as it was: write until it moves.
+    const stamped = (
+      JSON.parse(await fsp.readFile(checkpointFile(r.dataDir), 'utf8')) as { images: { mtimeNs: string }[] }
+    ).images[0]!.mtimeNs;
+    for (;;) {
+      await scribble(r.image, 5 << 20, 4096, 0x44);
+      if ((await fsp.stat(r.image, { bigint: true })).mtimeNs.toString() !== stamped) break;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
     const message = await expectNewGeneration(r, generation, 'disk-modified');
     expect(message).toMatch(/^disk os was written while the agent was stopped/);
   });
