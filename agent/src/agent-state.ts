@@ -19,6 +19,11 @@ export interface AgentState {
    * failure interrupted): the next start begins it, for this reason, whatever else it finds.
    */
   readonly pendingGeneration?: GenerationReason & { readonly at: string };
+  /**
+   * Why the next start with a cache-store begins a generation, when the last one was forgotten by an agent
+   * running without one (its journal went on, or started over, for these disks): the reason shown then.
+   */
+  readonly nextGenerationReason?: GenerationReason;
 }
 
 export interface StateDisk {
@@ -67,16 +72,29 @@ export function beginGeneration(state: AgentState, reason: GenerationReason): Ag
 
 /**
  * `state` without a generation, remembering `reason` as pending: the next replicated start (or the
- * switch under way) begins one. Saved before the journal is let go, so that no crash can leave a
- * generation naming a journal that no longer continues it.
+ * switch under way) begins one, and never continues the journal. Saved before the journal is let go, so
+ * that no crash can leave a generation naming a journal that no longer continues it.
  */
 export function forgetGeneration(state: AgentState, reason: GenerationReason): AgentState {
+  return { ...withoutGeneration(state), pendingGeneration: { ...reason, at: new Date().toISOString() } };
+}
+
+/**
+ * `state` once an agent without a cache-store has dealt with its journal for `reason` (kept it, or started
+ * it over): nothing is pending any more; a data dir that ever began a generation remembers `reason` for
+ * the next replicated start, which begins one.
+ */
+export function settleWithoutGeneration(state: AgentState, reason: GenerationReason): AgentState {
+  const ever = (state.generations?.length ?? 0) > 0 || state.replication !== undefined;
+  return { ...withoutGeneration(state), ...(ever ? { nextGenerationReason: reason } : {}) };
+}
+
+function withoutGeneration(state: AgentState): AgentState {
   return {
     version: state.version,
     vm: state.vm,
     disks: state.disks,
     ...(state.generations !== undefined ? { generations: state.generations } : {}),
-    pendingGeneration: { ...reason, at: new Date().toISOString() },
   };
 }
 

@@ -1,9 +1,10 @@
-import { ErrorCode, isSrError, type Logger } from '@site-recovery/shared';
+import { ErrorCode, isSrError } from '@site-recovery/shared';
 import type { BlockBackend } from '@site-recovery/shared/nbd';
 import type { AgentConfig } from './agent-config.js';
 import {
   beginGeneration,
   forgetGeneration,
+  settleWithoutGeneration,
   loadState,
   readCheckpoint,
   readStopStamps,
@@ -90,7 +91,10 @@ export async function openDataDir(
         message: 'a machine crash cut records from the journal, so the replica may lack writes the images hold',
       };
     } else if (reason === undefined && r !== undefined && state.replication === undefined) {
-      reason = { cause: GenerationCause.NEW_DATA_DIR, message: 'the data dir holds no replication generation' };
+      reason = state.nextGenerationReason ?? {
+        cause: GenerationCause.NEW_DATA_DIR,
+        message: 'the data dir holds no replication generation',
+      };
     } else if (reason === undefined && r?.resync === true) {
       reason = { cause: GenerationCause.OPERATOR, message: 'the agent was started with --resync' };
     }
@@ -172,26 +176,21 @@ async function withoutGeneration(
   journal: FileJournal | undefined,
 ): Promise<{ state: AgentState; journal: FileJournal; checkpoint: number }> {
   const { dataDir, log } = config;
-  const everReplicated = state.replication !== undefined || (state.generations?.length ?? 0) > 0;
-  // No generation ever began here: nothing to continue, and nothing for a first generation to explain.
-  const next: AgentState = everReplicated ? forgetGeneration(state, reason) : withoutReplication(state);
+  let fresh: FileJournal | undefined;
+  if (journal === undefined) {
+    // Before the pending generation is settled: until this journal exists, a crash must start it over again.
+    fresh = await freshJournal(dataDir, config.journal);
+    await writeCheckpoint(dataDir, 0);
+  }
+  const next = settleWithoutGeneration(state, reason);
   await saveState(dataDir, next);
-  logWithout(log, reason, everReplicated);
-  if (journal !== undefined) return { state: next, journal, checkpoint: journal.lastLsn };
-  const fresh = await freshJournal(dataDir, config.journal);
-  await writeCheckpoint(dataDir, 0);
-  return { state: next, journal: fresh, checkpoint: 0 };
-}
-
-function withoutReplication(state: AgentState): AgentState {
-  return { version: state.version, vm: state.vm, disks: state.disks };
-}
-
-function logWithout(log: Logger, reason: GenerationReason, everReplicated: boolean): void {
   log.warn(
     { cause: reason.cause },
-    everReplicated
+    next.nextGenerationReason !== undefined
       ? `${reason.message}: the next start with a cache-store begins a new replication generation`
-      : `${reason.message}: the journal starts over`,
+      : `${reason.message}${journal === undefined ? ': the journal starts over' : ''}`,
   );
+  return journal !== undefined
+    ? { state: next, journal, checkpoint: journal.lastLsn }
+    : { state: next, journal: fresh!, checkpoint: 0 };
 }

@@ -1,5 +1,11 @@
 import { Backoff, type BackoffOptions, type Logger } from '@site-recovery/shared';
-import { beginGeneration, forgetGeneration, writeCheckpoint, type StateStore } from '../agent-state.js';
+import {
+  beginGeneration,
+  forgetGeneration,
+  settleWithoutGeneration,
+  writeCheckpoint,
+  type StateStore,
+} from '../agent-state.js';
 import type { CaptureBackend, LsnSequence } from '../backend/capture-filter.js';
 import type { Checkpointer } from '../checkpointer.js';
 import type { WriteGate } from '../group/write-gate.js';
@@ -217,7 +223,9 @@ export class GenerationSwitch {
       if (old === undefined) o.checkpointer.resume();
     }
     await writeCheckpoint(o.dataDir, 0);
-    const next = o.replicating ? beginGeneration(o.state.state, p.reason) : o.state.state;
+    const next = o.replicating
+      ? beginGeneration(o.state.state, p.reason)
+      : settleWithoutGeneration(o.state.state, p.reason);
     await o.state.replace(next);
     o.checkpointer.resume({ lsn: 0, keepsNoBacklog: !o.replicating });
     if (o.replicating) o.startReplication();
