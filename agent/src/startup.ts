@@ -15,7 +15,12 @@ import {
 } from './agent-state.js';
 import { diskChange, type DiskFacts } from './generation/disk-identity.js';
 import { GenerationCause, type GenerationReason } from './generation/generation-cause.js';
-import { freshJournal, removeRetiredJournal, retiredJournalFound } from './generation/journal-retirement.js';
+import {
+  emptyRetiredJournal,
+  freshJournal,
+  removeRetiredJournal,
+  retiredJournalFound,
+} from './generation/journal-retirement.js';
 import { FileJournal } from './journal/file-journal.js';
 import { redo } from './journal/redo.js';
 import { journalDir } from './names.js';
@@ -51,13 +56,15 @@ export async function openDataDir(
   const pending = found?.pendingGeneration;
   let reason: GenerationReason | undefined =
     pending !== undefined ? { cause: pending.cause, message: pending.message } : undefined;
-  if (await retiredJournalFound(dataDir)) {
+  const interrupted = await retiredJournalFound(dataDir);
+  if (interrupted) {
     // A switch at run time that a crash interrupted, perhaps before it could record why (a full disk).
+    // The old journal's files go first (the directory stays as the mark until the state says it).
+    await emptyRetiredJournal(dataDir);
     reason ??= {
       cause: GenerationCause.SWITCH_INTERRUPTED,
       message: 'a new generation begun while the agent ran was interrupted by a crash',
     };
-    await removeRetiredJournal(dataDir);
   }
   if (found !== undefined && reason === undefined) {
     reason = diskChange(found.disks, facts, await readStopStamps(dataDir));
@@ -69,6 +76,7 @@ export async function openDataDir(
     state = forgetGeneration(state, reason);
   }
   await saveState(dataDir, state);
+  if (interrupted) await removeRetiredJournal(dataDir); // its mark is in the state now
   let journal: FileJournal | undefined;
   let checkpoint = 0;
   let lostRecords = false;

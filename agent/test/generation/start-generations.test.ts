@@ -2,7 +2,7 @@ import fsp from 'node:fs/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeImage, tempDir } from '@site-recovery/test';
 import { SEGMENT_HEADER_BYTES, decodeRecord } from '../../src/journal/format.js';
-import { checkpointFile, journalDir, parseSegmentFileName, stateFile } from '../../src/names.js';
+import { checkpointFile, journalDir, parseSegmentFileName, retiredJournalDir, stateFile } from '../../src/names.js';
 import { DISK_SIZE } from '../in-process-agent.js';
 import { GenerationRig } from './generation-rig.js';
 
@@ -124,5 +124,28 @@ describe('an agent start that cannot continue the generation', () => {
     await fsp.writeFile(`${dir}/${name}`, buf);
     const message = await expectNewGeneration(r, generation, 'journal-damaged');
     expect(message).toContain(name);
+  });
+
+  it('begins a new one when a switch at run time was interrupted by a crash, with or without its cause saved', async () => {
+    const { r, generation } = await replicatedOnce('interrupted');
+    // The crash came right after the journal was renamed aside, before the state could say why.
+    await fsp.rename(journalDir(r.dataDir), retiredJournalDir(r.dataDir));
+    await expectNewGeneration(r, generation, 'switch-interrupted');
+    expect(await fsp.stat(retiredJournalDir(r.dataDir)).catch(() => undefined)).toBeUndefined();
+
+    // Again, the cause saved this time (pendingGeneration): that is the one shown.
+    const current = r.agent.status().generation!.id!;
+    await r.agent.close();
+    const state = JSON.parse(await fsp.readFile(stateFile(r.dataDir), 'utf8')) as Record<string, unknown>;
+    delete state['replication'];
+    state['pendingGeneration'] = { cause: 'bitmap-untrusted', message: 'saved before the crash', at: 'x' };
+    await fsp.writeFile(stateFile(r.dataDir), JSON.stringify(state));
+    await fsp.rename(journalDir(r.dataDir), retiredJournalDir(r.dataDir));
+    await r.restart();
+    const g = r.agent.status().generation!;
+    expect(g).toMatchObject({ cause: 'bitmap-untrusted', message: 'saved before the crash' });
+    expect(g.previous[0]!.id).toBe(current);
+    const c = await r.drained('the generation after the second crash');
+    expect(await r.replicaDifference(c.hello!.generation)).toBe(-1);
   });
 });
