@@ -18,7 +18,7 @@ import { watchContinuity } from './generation/continuity-watch.js';
 import { diskFacts, diskStamp } from './generation/disk-identity.js';
 import { GenerationCause, type GenerationReason } from './generation/generation-cause.js';
 import { generationStatus } from './generation/generation-status.js';
-import { GenerationSwitch } from './generation/generation-switch.js';
+import { GenerationSwitch, type PendingGeneration } from './generation/generation-switch.js';
 import { WritePause } from './generation/write-pause.js';
 import { checkGroupConfig } from './group/group-config.js';
 import { GroupCode } from './group/group-codes.js';
@@ -56,12 +56,14 @@ function checkToken(config: AgentConfig): void {
  * way or its initial copy runs (the replica is not whole) nor once its stream failed for good (nothing
  * after the cut would arrive).
  */
-function replicationRefusal(config: AgentConfig, agent: Agent | undefined): Refusal | undefined {
-  const pending = agent?.generationSwitch.status();
+function replicationRefusal(
+  config: AgentConfig,
+  pending: PendingGeneration | undefined,
+  replication: AgentReplication | undefined,
+): Refusal | undefined {
   if (pending !== undefined)
     return { code: GroupCode.NOT_READY, reason: `a new generation is on its way (${pending.cause})` };
   if (config.replication === undefined) return undefined;
-  const replication = agent?.replication;
   if (replication === undefined) return { code: GroupCode.NOT_READY, reason: 'replication is starting' };
   const s = replication.status();
   if (s.initialCopy.state !== 'done')
@@ -74,11 +76,10 @@ function replicationRefusal(config: AgentConfig, agent: Agent | undefined): Refu
 /** One protected VM: its disks served over NBD through the capture filter into one journal. */
 export class Agent {
   private closing: Promise<void> | undefined;
-  /** @internal The running generation's parts (absent while a new one is being cut). */
-  replication: AgentReplication | undefined;
+  /** The running generation's parts (absent while a new one is being cut). */
+  private replication: AgentReplication | undefined;
   private group: ReplicationGroup | undefined;
-  /** @internal */
-  generationSwitch!: GenerationSwitch;
+  private generationSwitch!: GenerationSwitch;
   private stopWatch: (() => void) | undefined;
 
   private constructor(
@@ -154,7 +155,7 @@ export class Agent {
           journal,
           lsns,
           gate: gate!,
-          canCut: () => replicationRefusal(config, late.agent),
+          canCut: () => replicationRefusal(config, late.agent?.generationSwitch.status(), late.agent?.replication),
           log: config.log,
         });
       }
@@ -238,8 +239,8 @@ export class Agent {
     return this.generationSwitch.request(reason);
   }
 
-  /** @internal Starts the parts of the generation the state holds. */
-  startReplication(): void {
+  /** Starts the parts of the generation the state holds. */
+  private startReplication(): void {
     const r = this.config.replication;
     const generation = this.state.state.replication?.generation;
     if (r === undefined || generation === undefined) return;
@@ -260,8 +261,8 @@ export class Agent {
     this.replication.start();
   }
 
-  /** @internal Stops the running generation's parts. */
-  async stopReplication(): Promise<void> {
+  /** Stops the running generation's parts. */
+  private async stopReplication(): Promise<void> {
     const r = this.replication;
     this.replication = undefined;
     await r?.stop();
