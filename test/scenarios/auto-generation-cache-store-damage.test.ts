@@ -64,6 +64,7 @@ describe('a stream the cache-store stored, damaged', () => {
     );
     expect(g.cause).toBe('cache-store-damaged');
     expect(g.message).toContain('SR_JOURNAL_CORRUPT');
+    expect(vm.agent.stderr()).toContain('continuity lost, starting a new replication generation: cache-store refused');
     await env.startProcessor(env.processor.listen);
     await writes(vm.agent.uri('os'), 0x32, [8, 9]);
     await env.drained(vm);
