@@ -40,7 +40,7 @@ export class GenerationRig {
   ): Promise<GenerationRig> {
     const store = await ScriptedCacheStore.start();
     const started = await startInProcess(dir, vm, {
-      replication: { url: store.url, shipper: FAST.shipper },
+      replication: { url: store.url, shipper: FAST.shipper, sums: { waitMs: 0 } },
       generationRetry: FAST.generationRetry,
       ...more,
     });
@@ -54,7 +54,7 @@ export class GenerationRig {
     await this.agent.close();
     this.agent = (
       await startInProcess(this.dir, this.vm, {
-        replication: { url: this.store.url, shipper: FAST.shipper },
+        replication: { url: this.store.url, shipper: FAST.shipper, sums: { waitMs: 0 } },
         generationRetry: FAST.generationRetry,
         ...this.more,
       })
@@ -88,8 +88,10 @@ export class GenerationRig {
       () => {
         const s = this.agent.status();
         const c = this.latest();
+        // Bitmap mode's dirty regions come after everything journaled: drained once it streams again.
         const done =
           s.replication?.initialCopy.state === 'done' &&
+          (s.mode === undefined || s.mode.state === 'streaming') &&
           c?.hello?.generation === s.replication.generation &&
           c.lastLsn === s.lsn;
         return done ? c : undefined;

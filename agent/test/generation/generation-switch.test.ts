@@ -83,21 +83,23 @@ describe('a new generation begun while the VM writes', () => {
     expect(await r.replicaDifference(begun.at(-1)!)).toBe(-1);
   });
 
-  it('lets writers stalled at the journal cap go on, and copies what they wrote', async () => {
+  it('begins a new generation while the journal is at its cap (bitmap mode), and copies what was written', async () => {
     rig = await GenerationRig.start(t.dir, 'cut02', {
       journal: { maxBytes: 2 << 20, segmentBytes: 256 << 10 },
     });
     const r = rig;
     const stalled = (await r.drained('the first generation')).hello!.generation;
-    // The cache-store stops acknowledging this generation: the journal fills and the VM's writes stall.
+    // The cache-store stops acknowledging this generation: the journal fills and the agent tracks the
+    // VM's writes in its dirty bitmap (none waits).
     r.acks = (c) => c.hello!.generation !== stalled;
     const fio = verifiedWrites(r, 1);
-    await r.store.until('a write to stall at the journal cap', () => r.agent.status().journal.stalled);
-    await r.agent.newGeneration({ cause: GenerationCause.BITMAP_UNTRUSTED, message: 'stalled' });
+    await r.store.until('bitmap mode at the journal cap', () => r.agent.status().mode?.state === 'bitmap');
+    await r.agent.newGeneration({ cause: GenerationCause.BITMAP_UNTRUSTED, message: 'at the cap' });
     const result = await fio.done;
     expect(result.code, result.stderr).toBe(0);
     const last = await r.drained('the new generation');
     expect(await r.replicaDifference(last.hello!.generation)).toBe(-1);
+    expect(r.agent.status().stalledWrites).toBe(0);
   });
 });
 

@@ -28,7 +28,8 @@ beforeAll(async () => {
   const peers = await loopbackPeers(['a', 'b', 'c']);
   ({ agent, dataDir } = await startInProcess(t.dir, 'b', {
     group: { name: GROUP, secret: SECRET, peers, frequencyMs: 3_600_000, holdTimeoutMs: 500 },
-    replication: { url: 'ws://127.0.0.1:9' },
+    // No cache-store answers: the initial copy sends every block without waiting for the replica's sums.
+    replication: { url: 'ws://127.0.0.1:9', sums: { waitMs: 0 } },
     journal: { maxBytes: CAP },
   }));
   coordinator = await RawPeer.connect(peers[1]!.port);
