@@ -58,6 +58,12 @@ export interface AgentConfig {
   /** Bitmap mode past the journal's cap, for a data dir with a replication generation (agent/src/bitmap/). */
   readonly bitmap?: BitmapOptions;
   /**
+   * Spacing of attempts at a new generation begun at run time (continuity lost): a failed attempt is
+   * retried after it, and a generation that is lost again soon after it began waits it before the
+   * next. Default 1 s doubling to 5 min (generation/generation-switch.ts).
+   */
+  readonly generationRetry?: BackoffOptions;
+  /**
    * Wraps each disk image below the capture point, as nbdkit filters do: fault injection for tests
    * (a failing write, read or fdatasync). Default none.
    */

@@ -1,5 +1,6 @@
 import type { ImageFailure } from './backend/capture-filter.js';
 import type { ModeStatus } from './bitmap/bitmap-mode.js';
+import type { GenerationStatus } from './generation/generation-status.js';
 import type { GroupStatus } from './group/group-stats.js';
 import type { JournalStats } from './journal/journal.js';
 import type { ReplicationStatus } from './replication/agent-replication.js';
@@ -26,6 +27,11 @@ export interface AgentStatus {
   /** How the VM's writes reach the replica: `streaming`, `bitmap`, `resyncing` (absent without a generation). */
   readonly mode?: ModeStatus;
   readonly replication?: ReplicationStatus;
+  /**
+   * The replication generation: which one, when and why it began, the ones before, and one pending
+   * (agent/README.md, "Generations"). Absent for an agent that never replicated.
+   */
+  readonly generation?: GenerationStatus;
   /** The VM's replication group, when it belongs to one (agent/README.md, "Replication groups"). */
   readonly group?: GroupStatus;
   /** Why writes are waiting, when they are. */

@@ -15,13 +15,19 @@ import { BitmapMode } from './bitmap/bitmap-mode.js';
 import { DEFAULT_BITMAP_CHUNK_BYTES, DirtyBitmap } from './bitmap/dirty-bitmap.js';
 import { FileBackend } from './backend/file-backend.js';
 import { Checkpointer } from './checkpointer.js';
+import { AgentJournal } from './generation/agent-journal.js';
+import { watchContinuity } from './generation/continuity-watch.js';
+import { diskFacts, diskStamp } from './generation/disk-identity.js';
+import { GenerationCause, type GenerationReason } from './generation/generation-cause.js';
+import { generationStatus } from './generation/generation-status.js';
+import { GenerationSwitch, type PendingGeneration } from './generation/generation-switch.js';
+import { WritePause } from './generation/write-pause.js';
 import { checkGroupConfig } from './group/group-config.js';
 import { GroupCode } from './group/group-codes.js';
 import type { Refusal } from './group/group-member.js';
 import { ReplicationGroup } from './group/replication-group.js';
 import { WriteGate } from './group/write-gate.js';
 import { healthOf, type AgentHealth } from './health.js';
-import type { Journal } from './journal/journal.js';
 import { AgentReplication } from './replication/agent-replication.js';
 import { openDataDir } from './startup.js';
 
@@ -48,14 +54,18 @@ export function checkToken(config: Pick<AgentConfig, 'vm' | 'replication'>): voi
 }
 
 /**
- * Whether replication lets the VM be cut for a group point now: not while its initial copy runs (the
- * replica is not whole) nor once its stream failed for good (nothing after the cut would arrive).
+ * Whether replication lets the VM be cut for a group point now: not while a new generation is on its
+ * way or its initial copy runs (the replica is not whole) nor once its stream failed for good (nothing
+ * after the cut would arrive).
  */
 function replicationRefusal(
   config: AgentConfig,
+  pending: PendingGeneration | undefined,
   replication: AgentReplication | undefined,
   mode: BitmapMode | undefined,
 ): Refusal | undefined {
+  if (pending !== undefined)
+    return { code: GroupCode.NOT_READY, reason: `a new generation is on its way (${pending.cause})` };
   const dirty = mode?.refusal();
   if (dirty !== undefined) return { code: GroupCode.BITMAP_MODE, reason: dirty };
   if (config.replication === undefined) return undefined;
@@ -71,19 +81,23 @@ function replicationRefusal(
 /** One protected VM: its disks served over NBD through the capture filter into one journal. */
 export class Agent {
   private closing: Promise<void> | undefined;
+  /** The running generation's parts (absent while a new one is being cut). */
   private replication: AgentReplication | undefined;
   private group: ReplicationGroup | undefined;
   private mode: BitmapMode | undefined;
   private bitmap: DirtyBitmap | undefined;
+  private generationSwitch!: GenerationSwitch;
+  private stopWatch: (() => void) | undefined;
 
   private constructor(
     private readonly config: AgentConfig,
     private readonly images: readonly BlockBackend[],
     private readonly captures: readonly CaptureBackend[],
-    private readonly journal: Journal,
+    private readonly journal: AgentJournal,
     private readonly lsns: LsnSequence,
     private readonly server: NbdServer,
     private readonly checkpointer: Checkpointer,
+    private readonly state: StateStore,
     readonly address: AddressInfo,
   ) {}
 
@@ -100,7 +114,7 @@ export class Agent {
     if (config.group !== undefined) checkGroupConfig(config.vm, config.group);
     await fsp.mkdir(config.dataDir, { recursive: true });
     const images: BlockBackend[] = [];
-    let journal: Journal | undefined;
+    let journal: AgentJournal | undefined;
     let group: ReplicationGroup | undefined;
     let bitmap: DirtyBitmap | undefined;
     let mode: BitmapMode | undefined;
@@ -109,14 +123,20 @@ export class Agent {
         const file = FileBackend.open(d.path);
         images.push(config.imageFilter !== undefined ? config.imageFilter(file) : file);
       }
-      const opened = await openDataDir(config, images);
-      journal = opened.journal;
+      // Read once the images are open: the files they are, not whatever the paths name later.
+      const facts = await Promise.all(config.disks.map((d) => diskFacts(d.id, d.path)));
+      const opened = await openDataDir(config, images, facts);
+      // The agent exists only once everything below has started; the journal and the group ask it later.
+      const late: { agent?: Agent } = {};
+      const lost = (reason: GenerationReason): void => void late.agent?.newGeneration(reason);
+      journal = new AgentJournal(opened.journal, {
+        onDamage: (err) => lost({ cause: GenerationCause.JOURNAL_DAMAGED, message: err.message }),
+        onFailure: (err) => lost({ cause: GenerationCause.JOURNAL_FAILED, message: err.message }),
+      });
       const lsns = new LsnSequence(journal.lastLsn);
       // One gate for all the VM's disks, as they share one LSN sequence; none without a group, so that
       // the capture path costs one comparison more.
       const gate = config.group !== undefined ? new WriteGate() : undefined;
-      // The agent exists only once everything below has started; the group asks it later.
-      const late: { agent?: Agent } = {};
       const rep = opened.state.replication;
       if (rep !== undefined) {
         // A generation to resync into: past the cap, writes are tracked in the bitmap rather than wait.
@@ -145,7 +165,7 @@ export class Agent {
           new CaptureBackend(image, {
             disk,
             lsns,
-            journal: opened.journal,
+            journal: journal!,
             // Redo synced the images through the journal's end.
             syncedThroughLsn: opened.journal.lastLsn,
             ...(gate !== undefined ? { gate } : {}),
@@ -169,17 +189,19 @@ export class Agent {
           journal,
           lsns,
           gate: gate!,
-          canCut: () => replicationRefusal(config, late.agent?.replication, mode),
+          canCut: () =>
+            replicationRefusal(config, late.agent?.generationSwitch.status(), late.agent?.replication, mode),
           log: config.log,
         });
       }
+      const pause = new WritePause();
       const server = new NbdServer({
         exports: new StaticExports(
           config.disks.map((d, i) => ({
             name: d.id,
             description: `${config.vm} disk ${d.id}`,
             readOnly: false,
-            backend: captures[i]!,
+            backend: pause.filter(captures[i]!),
           })),
         ),
         log: config.log,
@@ -196,31 +218,37 @@ export class Agent {
         intervalMs: config.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS,
         // No generation to ship a backlog to: see AgentConfig.replication.
         keepsNoBacklog: config.replication === undefined && state.state.replication === undefined,
+        stamps: () => Promise.all(config.disks.map((d) => diskStamp(d.path))),
         log: config.log,
       });
-      const agent = new Agent(config, images, captures, journal, lsns, server, checkpointer, address);
+      const agent = new Agent(config, images, captures, journal, lsns, server, checkpointer, state, address);
       agent.group = group;
       agent.mode = mode;
       agent.bitmap = bitmap;
+      agent.generationSwitch = new GenerationSwitch({
+        dataDir: config.dataDir,
+        journalOptions: config.journal,
+        journal,
+        lsns,
+        captures,
+        pause,
+        gate,
+        state,
+        checkpointer,
+        replicating: config.replication !== undefined,
+        stopReplication: () => agent.stopReplication(),
+        startReplication: () => agent.startReplication(),
+        ...(config.generationRetry !== undefined ? { retry: config.generationRetry } : {}),
+        log: config.log,
+      });
       late.agent = agent;
       checkpointer.start();
       if (config.replication !== undefined) {
-        agent.replication = new AgentReplication({
-          config: config.replication,
-          vm: config.vm,
-          state,
-          journal,
-          lsns,
-          captures,
-          dataDir: config.dataDir,
-          log: config.log,
-          onAcked: (lsn) => checkpointer.acked(lsn),
-          pointRefusal: () => mode?.refusal(),
-          ...(config.group !== undefined
-            ? { group: config.group.name, onMultiVmFrequency: (ms) => group?.setFrequency(ms) }
-            : {}),
-        });
-        agent.replication.start();
+        agent.startReplication();
+        agent.stopWatch = watchContinuity(
+          () => agent.replication?.status().stream,
+          (reason) => void agent.newGeneration(reason),
+        );
       }
       config.log.info(
         { vm: config.vm, nbd: `${address.address}:${address.port}`, lsn: journal.lastLsn },
@@ -235,6 +263,50 @@ export class Agent {
       await Promise.all(images.map((i) => i.close().catch(() => undefined)));
       throw err;
     }
+  }
+
+  /**
+   * Begins a new replication generation while the VM goes on writing, for `reason` (logged, and shown
+   * in the status): what the agent does by itself when continuity is lost at run time, and what a part
+   * that finds it lost calls (a bitmap that cannot be trusted, say). Without a cache-store the
+   * generation is forgotten and the journal starts over. Resolves once the generation has begun, or
+   * the agent stops; a failed attempt is retried (see GenerationSwitch). Calls while one is on its way
+   * join it.
+   */
+  newGeneration(reason: GenerationReason): Promise<void> {
+    if (this.closing !== undefined) return Promise.resolve();
+    return this.generationSwitch.request(reason);
+  }
+
+  /** Starts the parts of the generation the state holds. */
+  private startReplication(): void {
+    const r = this.config.replication;
+    const generation = this.state.state.replication?.generation;
+    if (r === undefined || generation === undefined) return;
+    const group = this.group;
+    this.replication = new AgentReplication({
+      config: r,
+      vm: this.config.vm,
+      state: this.state.forGeneration(generation),
+      journal: this.journal,
+      lsns: this.lsns,
+      captures: this.captures,
+      dataDir: this.config.dataDir,
+      log: this.config.log,
+      onAcked: (lsn) => this.checkpointer.acked(lsn),
+      pointRefusal: () => this.mode?.refusal(),
+      ...(this.config.group !== undefined
+        ? { group: this.config.group.name, onMultiVmFrequency: (ms) => group?.setFrequency(ms) }
+        : {}),
+    });
+    this.replication.start();
+  }
+
+  /** Stops the running generation's parts. */
+  private async stopReplication(): Promise<void> {
+    const r = this.replication;
+    this.replication = undefined;
+    await r?.stop();
   }
 
   status(): AgentStatus {
@@ -254,6 +326,9 @@ export class Agent {
       stalledWrites: this.captures.reduce((n, c) => n + c.stalledWrites, 0),
       ...(this.mode !== undefined ? { mode: this.mode.status() } : {}),
       ...(this.replication !== undefined ? { replication: this.replication.status() } : {}),
+      ...(this.generationShown()
+        ? { generation: generationStatus(this.state.state, this.generationSwitch.status()) }
+        : {}),
       ...(this.group !== undefined ? { group: this.group.status() } : {}),
       ...(imageFailures.length > 0 ? { imageFailures } : {}),
       // Only an agent without a generation (no bitmap mode) holds the VM's writes at the cap, until its
@@ -264,6 +339,17 @@ export class Agent {
           }
         : {}),
     };
+  }
+
+  /** An agent that never replicated and has nothing pending has no generation to show. */
+  private generationShown(): boolean {
+    const s = this.state.state;
+    return (
+      s.replication !== undefined ||
+      s.generations !== undefined ||
+      s.pendingGeneration !== undefined ||
+      this.generationSwitch.switching
+    );
   }
 
   /** Whether the agent protects the VM as it should; see {@link healthOf}. */
@@ -293,6 +379,9 @@ export class Agent {
   }
 
   private async shutDown(): Promise<void> {
+    // A generation being cut finishes first (it holds the VM's writes for a moment at most).
+    this.stopWatch?.();
+    await this.generationSwitch.close();
     // The group first: its hold ends (journaled as an abort) and the replies it held are answered. The
     // NBD connections send replies from a setImmediate, so one turn lets them out before they close.
     if (this.group !== undefined) {
@@ -303,7 +392,7 @@ export class Agent {
     this.journal.stopWaiting();
     await this.server.close();
     // The initial copy learns it is stopping first, then bitmap mode ends the copy's wait for it.
-    const replicationStopped = this.replication?.stop();
+    const replicationStopped = this.stopReplication();
     await this.mode?.stop();
     await replicationStopped;
     // Writes already journaled may still be on their way to the images: the last checkpoint says every

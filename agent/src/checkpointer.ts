@@ -1,6 +1,7 @@
 import { ErrorCode, SrError, type Logger } from '@site-recovery/shared';
 import { writeCheckpoint } from './agent-state.js';
 import type { CaptureBackend, LsnSequence } from './backend/capture-filter.js';
+import type { DiskStamp } from './generation/disk-identity.js';
 import type { Journal } from './journal/journal.js';
 
 /** How often an agent without a backlog looks at its journal's size: at 1 GB/s, a small part of the half cap left. */
@@ -19,6 +20,11 @@ export interface CheckpointerOptions {
    * its cap the journal goes down to the checkpoint, and nothing else releases it.
    */
   readonly keepsNoBacklog: boolean;
+  /**
+   * How each image looks now; the last checkpoint of a clean stop records it, so that the next start
+   * sees a write made while the agent was stopped (generation/disk-identity.ts). Default none.
+   */
+  readonly stamps?: () => Promise<readonly DiskStamp[]>;
   readonly log: Logger;
 }
 
@@ -36,11 +42,13 @@ export class Checkpointer {
   private journalWatch: NodeJS.Timeout | undefined;
   private toldReleased = false;
   private closed = false;
-  /** A checkpoint was asked for while one ran: it may have computed its floor before what asked. */
-  private again = false;
+  /** A new generation is being cut: no checkpoint may name an LSN of the old one after the cut. */
+  private paused = false;
+  private keepsNone: boolean;
 
   constructor(private readonly o: CheckpointerOptions) {
     this.checkpointLsn = o.startLsn;
+    this.keepsNone = o.keepsNoBacklog;
   }
 
   get lsn(): number {
@@ -49,22 +57,47 @@ export class Checkpointer {
 
   /** See {@link CheckpointerOptions.keepsNoBacklog}. */
   get keepsNoBacklog(): boolean {
-    return this.o.keepsNoBacklog;
+    return this.keepsNone;
   }
 
   start(): void {
     this.timer = setInterval(() => this.request(), this.o.intervalMs);
     this.timer.unref();
-    if (!this.o.keepsNoBacklog) return;
-    // Nothing acknowledges segments here, so the journal's size itself asks for the early checkpoint.
+    // Nothing acknowledges segments without a backlog to keep, so the journal's size itself asks for
+    // the early checkpoint.
     this.journalWatch = setInterval(() => {
-      if (this.overHalfCap()) this.request();
+      if (this.keepsNone && this.overHalfCap()) this.request();
     }, JOURNAL_WATCH_MS);
     this.journalWatch.unref();
   }
 
+  /**
+   * Stops taking checkpoints for a generation's cut and resolves once the one running (if any) is
+   * done; {@link resume} goes on from the new generation's start.
+   */
+  async pause(): Promise<void> {
+    this.paused = true;
+    await this.running?.catch(() => undefined);
+  }
+
+  /**
+   * Takes checkpoints again. After a cut, `from` says where: the new journal starts after `lsn` (0),
+   * whose checkpoint the caller wrote, nothing of it is acknowledged yet, and `keepsNoBacklog` is as
+   * in the options for the new state. Without `from` (a cut that did not happen) it goes on as it was.
+   */
+  resume(from?: { readonly lsn: number; readonly keepsNoBacklog: boolean }): void {
+    if (from !== undefined) {
+      this.checkpointLsn = from.lsn;
+      this.ackedLsn = 0;
+      this.keepsNone = from.keepsNoBacklog;
+      this.toldReleased = false;
+    }
+    this.paused = false;
+  }
+
   /** The cache-store made the stream durable through `lsn`. */
   acked(lsn: number): void {
+    if (this.paused) return;
     this.ackedLsn = lsn;
     void this.release();
     if (this.overHalfCap() && lsn > this.checkpointLsn) this.request();
@@ -78,28 +111,32 @@ export class Checkpointer {
   request(): void {
     if (this.closed) return;
     if (this.running !== undefined) {
+      // The one running took its floor before this request's reason (an acknowledgement, say) came:
+      // another follows it, or the journal could stay full with nothing left to ask again.
       this.again = true;
       return;
     }
-    this.checkpoint()
-      .catch((err: unknown) => this.o.log.error({ err: (err as Error).message }, 'checkpoint failed'))
-      .finally(() => {
-        if (!this.again) return;
-        this.again = false;
-        this.request();
-      });
+    this.checkpoint().catch((err: unknown) => this.o.log.error({ err: (err as Error).message }, 'checkpoint failed'));
   }
+
+  private again = false;
 
   /**
    * Takes a checkpoint now, or joins the one running; resolves to the LSN the checkpoint stands at.
    * Rejects when an image or the journal cannot be synced: the checkpoint then stays where it was.
    */
   checkpoint(): Promise<number> {
-    this.running ??= this.advance().finally(() => (this.running = undefined));
+    this.running ??= this.advance().finally(() => {
+      this.running = undefined;
+      if (!this.again) return;
+      this.again = false;
+      this.request();
+    });
     return this.running;
   }
 
   private async advance(): Promise<number> {
+    if (this.paused) return this.checkpointLsn;
     const floor = this.floor(this.o.lsns.current);
     if (floor <= this.checkpointLsn) return this.checkpointLsn;
     await this.o.journal.sync();
@@ -139,7 +176,14 @@ export class Checkpointer {
       );
     }
     const floor = this.floor(this.o.journal.lastLsn);
-    await writeCheckpoint(this.o.dataDir, Math.max(floor, this.checkpointLsn));
+    const stamps = await this.o.stamps?.().catch((err: unknown) => {
+      this.o.log.warn(
+        { err: (err as Error).message },
+        'cannot stat the images, so the next start cannot tell whether they were written while the agent was stopped',
+      );
+      return undefined;
+    });
+    await writeCheckpoint(this.o.dataDir, Math.max(floor, this.checkpointLsn), stamps);
     this.checkpointLsn = Math.max(floor, this.checkpointLsn);
   }
 
@@ -154,7 +198,8 @@ export class Checkpointer {
    * cache-store will ever ask for them.
    */
   private async release(): Promise<void> {
-    const through = !this.o.keepsNoBacklog
+    if (this.paused) return;
+    const through = !this.keepsNone
       ? Math.min(this.ackedLsn, this.checkpointLsn)
       : this.overHalfCap()
         ? this.checkpointLsn
@@ -162,7 +207,7 @@ export class Checkpointer {
     try {
       await this.o.journal.releaseThrough(through);
       const first = this.o.journal.stats().firstLsn;
-      if (first > 1 && this.o.keepsNoBacklog && !this.toldReleased) {
+      if (first > 1 && this.keepsNone && !this.toldReleased) {
         this.toldReleased = true;
         this.o.log.info(
           { firstLsn: first },

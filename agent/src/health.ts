@@ -16,7 +16,7 @@ export interface AgentHealth {
 }
 
 export const HealthCode = {
-  /** The journal failed (I/O error, disk full): VM writes are refused until a restart. */
+  /** The journal failed (I/O error, disk full): VM writes are refused until a new generation's journal takes over. */
   JOURNAL_FAILED: 'SR_JOURNAL_FAILED',
   /** An image write failed after its record was journaled: that disk refuses writes until a restart. */
   IMAGE_WRITE_FAILED: 'SR_IMAGE_WRITE_FAILED',
@@ -33,8 +33,13 @@ export const HealthCode = {
   RESYNCING: 'SR_RESYNCING',
   /** The initial copy's last attempts failed; it keeps retrying. */
   INITIAL_COPY_FAILING: 'SR_INITIAL_COPY_FAILING',
-  /** The stream stopped for good (continuity lost): only a restart with --resync resumes replication. */
+  /** The stream stopped for good (continuity lost): a new generation follows by itself within a second. */
   STREAM_FAILED: 'SR_STREAM_FAILED',
+  /**
+   * A new generation is decided and could not begin: its attempts fail (retried with backoff), or it
+   * waits for the next start (a disk failed). Nothing replicates meanwhile.
+   */
+  GENERATION_PENDING: 'SR_GENERATION_PENDING',
   /**
    * The cache-store refuses this agent's credential (wrong VM or secret, expired, revoked): nothing is
    * replicated until it is fixed. Reported at once; the agent keeps retrying.
@@ -55,7 +60,7 @@ export type HealthCode = (typeof HealthCode)[keyof typeof HealthCode];
 /** What the judgement reads of a status: a fronted agent's, or a watch-mode agent's (which has no NBD side). */
 export type HealthInput = Pick<
   AgentStatus,
-  'vm' | 'journal' | 'stalled' | 'imageFailures' | 'replication' | 'group'
+  'vm' | 'journal' | 'stalled' | 'imageFailures' | 'replication' | 'group' | 'generation'
 > & {
   readonly mode?: AgentStatus['mode'] | { readonly state: 'watch' };
 };
@@ -75,7 +80,8 @@ export function healthOf(
   if (j.failed !== undefined) {
     add(
       HealthCode.JOURNAL_FAILED,
-      `the journal failed (${j.failed}); VM writes are refused until the agent is restarted once its disk is fixed`,
+      `the journal failed (${j.failed}); VM writes are refused until a new journal takes over (a new generation ` +
+        'begins by itself; see generation.pending if it cannot)',
     );
   }
   for (const f of status.imageFailures ?? []) {
@@ -103,8 +109,22 @@ export function healthOf(
         (copy.nextRetryAt !== undefined ? `next attempt at ${copy.nextRetryAt}` : 'an attempt is running'),
     );
   }
+  const pending = status.generation?.pending;
+  if (pending !== undefined && (pending.attempts > 0 || pending.atNextStart !== undefined)) {
+    add(
+      HealthCode.GENERATION_PENDING,
+      `a new generation (${pending.cause}: ${pending.message}) ` +
+        (pending.atNextStart !== undefined
+          ? `begins only at the next start: ${pending.atNextStart}; restart the agent once the disk is fixed`
+          : `failed to begin ${pending.attempts} time(s) (${pending.lastError ?? 'no error recorded'}); ` +
+            `next attempt ${pending.nextAttemptAt ?? 'now'}`),
+    );
+  }
   if (rep?.stream.state === 'failed') {
-    add(HealthCode.STREAM_FAILED, `replication stopped: ${rep.stream.lastError ?? 'no reason recorded'}`);
+    add(
+      HealthCode.STREAM_FAILED,
+      `replication stopped: ${rep.stream.lastError ?? 'no reason recorded'}; a new generation begins by itself`,
+    );
   } else if (rep?.stream.refused !== undefined) {
     const r = rep.stream.refused;
     add(

@@ -13,6 +13,7 @@ import { lsnFileName, parseLsnFileName } from '@site-recovery/shared';
  *   bitmap-mode.json          present while the bitmap holds regions the stream lacks (bitmap/dirty-bitmap.ts)
  *   journal/
  *     0000000000000001.srj    segment whose first record has LSN 1 (16 hex digits)
+ *   journal.retired/          the journal a new generation let go, removed once closed (and at start)
  *   watch/                    watch mode only (agent/src/watch/)
  *     <disk-id>.sums          the sum of each block of the disk as last shipped (shipped-sums.ts)
  *
@@ -26,6 +27,7 @@ const RESYNC_SUMS_FILE = 'resync-sums.bin';
 const BITMAP_FILE = 'dirty-bitmap.srb';
 const BITMAP_MODE_FILE = 'bitmap-mode.json';
 const JOURNAL_DIR = 'journal';
+const RETIRED_JOURNAL_DIR = 'journal.retired';
 const SEGMENT_EXT = 'srj';
 const WATCH_DIR = 'watch';
 const SUMS_EXT = '.sums';
@@ -56,6 +58,11 @@ export function bitmapModeFile(dataDir: string): string {
 
 export function journalDir(dataDir: string): string {
   return path.join(dataDir, JOURNAL_DIR);
+}
+
+/** Where a journal that a new generation let go waits to be removed. */
+export function retiredJournalDir(dataDir: string): string {
+  return path.join(dataDir, RETIRED_JOURNAL_DIR);
 }
 
 export function segmentFileName(firstLsn: number): string {

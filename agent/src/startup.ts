@@ -1,10 +1,13 @@
-import fsp from 'node:fs/promises';
+import { ErrorCode, isSrError } from '@site-recovery/shared';
 import type { BlockBackend } from '@site-recovery/shared/nbd';
 import type { AgentConfig } from './agent-config.js';
 import {
-  loadOrCreateState,
-  newGeneration,
+  beginGeneration,
+  forgetGeneration,
+  settleWithoutGeneration,
+  loadState,
   readCheckpoint,
+  readStopStamps,
   restartedSinceCheckpoint,
   saveState,
   writeCheckpoint,
@@ -12,6 +15,14 @@ import {
 } from './agent-state.js';
 import { cleanParts, loadDirtyBitmap, type LoadedBitmap } from './bitmap/bitmap-load.js';
 import { DEFAULT_BITMAP_CHUNK_BYTES } from './bitmap/dirty-bitmap.js';
+import { diskChange, type DiskFacts } from './generation/disk-identity.js';
+import { GenerationCause, type GenerationReason } from './generation/generation-cause.js';
+import {
+  emptyRetiredJournal,
+  freshJournal,
+  removeRetiredJournal,
+  retiredJournalFound,
+} from './generation/journal-retirement.js';
 import { FileJournal } from './journal/file-journal.js';
 import { redo } from './journal/redo.js';
 import { journalDir } from './names.js';
@@ -27,22 +38,135 @@ export interface OpenedDataDir {
 }
 
 /**
- * Brings the data dir to where the VM may write: the state checked against the configured disks, the
+ * Brings the data dir to where the VM may write: the state checked against the disks found, the
  * journal opened (cutting what a crash left unsynced), its tail redone onto the images, and the
  * replication generation kept, forgotten or begun anew. Every decision here is taken before the VM
  * can write, so none of them races a write.
+ *
+ * The generation cannot continue, and the journal is let go unreplayed, when the disks are not those
+ * it was written for (another layout, another file, another size, written while the agent was
+ * stopped: replaying it would put old writes over them), when it is damaged where it was synced, or
+ * when a switch decided earlier was interrupted. It is replayed, then let go, when a machine crash cut
+ * records from it or the operator asks (`--resync`).
  */
-export async function openDataDir(config: AgentConfig, images: readonly BlockBackend[]): Promise<OpenedDataDir> {
+export async function openDataDir(
+  config: AgentConfig,
+  images: readonly BlockBackend[],
+  facts: readonly DiskFacts[],
+): Promise<OpenedDataDir> {
   const { dataDir, log } = config;
   await forgetWatchMode(dataDir, log);
-  let state = await loadOrCreateState(dataDir, {
-    version: 1,
-    vm: config.vm,
-    disks: config.disks.map((d, i) => ({ id: d.id, size: images[i]!.size })),
-  });
+  const found = await loadState(dataDir, config.vm);
+  const disks = facts.map((f) => ({ id: f.id, size: f.size, identity: f.identity }));
+  let state: AgentState = { ...(found ?? { version: 1, vm: config.vm }), disks };
+  const pending = found?.pendingGeneration;
+  let reason: GenerationReason | undefined =
+    pending !== undefined ? { cause: pending.cause, message: pending.message } : undefined;
+  const interrupted = await retiredJournalFound(dataDir);
+  if (interrupted) {
+    // A switch at run time that a crash interrupted, perhaps before it could record why (a full disk).
+    // The old journal's files go first (the directory stays as the mark until the state says it).
+    await emptyRetiredJournal(dataDir);
+    reason ??= {
+      cause: GenerationCause.SWITCH_INTERRUPTED,
+      message: 'a new generation begun while the agent ran was interrupted by a crash',
+    };
+  }
+  if (found !== undefined && reason === undefined) {
+    reason = diskChange(found.disks, facts, await readStopStamps(dataDir));
+    if (reason !== undefined) log.warn({ cause: reason.cause }, `the disks changed: ${reason.message}`);
+  }
+  if (reason !== undefined && state.pendingGeneration === undefined) {
+    // Recorded before the journal goes: a crash from here on still begins a new generation, and never
+    // replays this journal onto disks it was not written for.
+    state = forgetGeneration(state, reason);
+  }
+  await saveState(dataDir, state);
+  if (interrupted) await removeRetiredJournal(dataDir); // its mark is in the state now
+  let journal: FileJournal | undefined;
+  let checkpoint = 0;
+  let lostRecords = false;
+  let bitmap: LoadedBitmap | undefined;
+  if (reason === undefined) {
+    try {
+      ({ journal, checkpoint, lostRecords, bitmap } = await replayJournal(config, state, images));
+    } catch (err) {
+      if (!isSrError(err, ErrorCode.JOURNAL_CORRUPT)) throw err;
+      reason = { cause: GenerationCause.JOURNAL_DAMAGED, message: err.message };
+      log.warn({ err: err.message }, 'the journal is damaged where it was synced: it is let go unreplayed');
+      state = forgetGeneration(state, reason);
+      await saveState(dataDir, state);
+    }
+  }
+  try {
+    const r = config.replication;
+    if (reason === undefined && bitmap?.untrusted !== undefined && r !== undefined) {
+      // Which regions bitmap mode wrote is unknown: only a new generation (a copy by difference) proves
+      // the replica whole again.
+      reason = {
+        cause: GenerationCause.BITMAP_UNTRUSTED,
+        message: `the dirty bitmap cannot be trusted: ${bitmap.untrusted}`,
+      };
+    } else if (reason === undefined && lostRecords) {
+      reason = {
+        cause: GenerationCause.JOURNAL_LOST_RECORDS,
+        message: 'a machine crash cut records from the journal, so the replica may lack writes the images hold',
+      };
+    } else if (reason === undefined && r !== undefined && state.replication === undefined) {
+      reason = state.nextGenerationReason ?? {
+        cause: GenerationCause.NEW_DATA_DIR,
+        message: 'the data dir holds no replication generation',
+      };
+    } else if (reason === undefined && r?.resync === true) {
+      reason = { cause: GenerationCause.OPERATOR, message: 'the agent was started with --resync' };
+    }
+    if (reason === undefined) {
+      if (r !== undefined && state.replication!.unconfirmedFromLsn === undefined) {
+        // Recorded before the VM can write, and kept until the cache-store's position is checked.
+        state = { ...state, replication: { ...state.replication!, unconfirmedFromLsn: journal!.lastLsn } };
+        await saveState(dataDir, state);
+      }
+      return { state, journal: journal!, checkpoint, bitmap };
+    }
+    if (r === undefined) {
+      // Not replicating this time: the journal is kept unless it cannot serve these disks, and the
+      // generation is forgotten, so that the next start with a cache-store begins a new one.
+      ({ state, journal, checkpoint } = await withoutGeneration(config, state, reason, journal));
+      return { state, journal, checkpoint, bitmap: undefined };
+    }
+    // A new generation: the stream restarts at LSN 1 with a copy of the disks, so the old journal
+    // (redone onto the images above, or unfit for them) has nothing left to give.
+    await journal?.close();
+    journal = undefined;
+    if (state.pendingGeneration === undefined) {
+      state = forgetGeneration(state, reason);
+      await saveState(dataDir, state);
+    }
+    journal = await freshJournal(dataDir, config.journal);
+    await writeCheckpoint(dataDir, 0);
+    state = beginGeneration(state, reason);
+    await saveState(dataDir, state);
+    log.warn(
+      { generation: state.replication!.generation, cause: reason.cause },
+      `starting a new replication generation: ${reason.message}`,
+    );
+    return { state, journal, checkpoint: 0, bitmap: undefined };
+  } catch (err) {
+    await journal?.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Opens the journal, cutting a crash's unsynced tail, and redoes it onto the images. */
+async function replayJournal(
+  config: AgentConfig,
+  state: AgentState,
+  images: readonly BlockBackend[],
+): Promise<{ journal: FileJournal; checkpoint: number; lostRecords: boolean; bitmap: LoadedBitmap | undefined }> {
+  const { dataDir, log } = config;
   // Everything through the checkpoint was synced before it was written: damage after it can be
   // the unsynced tail of a crash, which the journal cuts rather than refusing to open.
-  let journal = await FileJournal.open(journalDir(dataDir), {
+  const journal = await FileJournal.open(journalDir(dataDir), {
     ...config.journal,
     syncedThroughLsn: await readCheckpoint(dataDir),
   });
@@ -54,54 +178,55 @@ export async function openDataDir(config: AgentConfig, images: readonly BlockBac
     // Asked before redo, which writes a new checkpoint.
     const lostRecords =
       journal.repairs.length > 0 && state.replication !== undefined && (await restartedSinceCheckpoint(dataDir));
-    // Before redo: replaying a record where bitmap mode wrote later would undo that write.
+    // Before redo: replaying a record where bitmap mode wrote later would undo that write. A bitmap
+    // that cannot be trusted marks every region dirty, so nothing is replayed.
     const bitmap = await loadDirtyBitmap(
       dataDir,
       images.map((i) => i.size),
       config.bitmap?.chunkBytes ?? DEFAULT_BITMAP_CHUNK_BYTES,
       log,
     );
-    let checkpoint = await redo(
+    const checkpoint = await redo(
       dataDir,
       journal,
       images,
       log,
       bitmap !== undefined ? (disk, offset, length) => cleanParts(bitmap, disk, offset, length) : undefined,
     );
-    if (lostRecords && config.replication !== undefined) {
-      log.warn(
-        'the journal lost records in a crash, so the replica may lack writes the images hold: starting a new replication generation',
-      );
-    } else if (lostRecords) {
-      // Not replicating this time: forget the generation, so the next start with a cache-store begins a new one.
-      log.warn(
-        'the journal lost records in a crash: the next start with a cache-store begins a new replication generation',
-      );
-      state = { version: state.version, vm: state.vm, disks: state.disks };
-      await saveState(dataDir, state);
-    }
-    const r = config.replication;
-    if (r !== undefined && (state.replication === undefined || r.resync === true || lostRecords)) {
-      // A new generation: the stream restarts at LSN 1 with a full copy of the disks, so the old
-      // journal (already redone onto the images above) has nothing left to give.
-      await journal.close();
-      await fsp.rm(journalDir(dataDir), { recursive: true, force: true });
-      journal = await FileJournal.open(journalDir(dataDir), config.journal);
-      await writeCheckpoint(dataDir, 0);
-      checkpoint = 0;
-      const generation = newGeneration();
-      state = { ...state, replication: { generation, copiedBytes: 0, copyComplete: false } };
-      await saveState(dataDir, state);
-      log.info({ generation }, 'new replication generation: the disks will be copied in full');
-    }
-    if (r !== undefined && state.replication !== undefined && state.replication.unconfirmedFromLsn === undefined) {
-      // Recorded before the VM can write, and kept until the cache-store's position is checked.
-      state = { ...state, replication: { ...state.replication, unconfirmedFromLsn: journal.lastLsn } };
-      await saveState(dataDir, state);
-    }
-    return { state, journal, checkpoint, bitmap };
+    return { journal, checkpoint, lostRecords, bitmap };
   } catch (err) {
     await journal.close().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * An agent starting without a cache-store after continuity was lost: the generation (if any) is
+ * forgotten, with `reason` kept for the next replicated start; the journal stays when it was replayed
+ * (it still rebuilds these images with `sr-journal replay`), and starts over when it was not.
+ */
+async function withoutGeneration(
+  config: AgentConfig,
+  state: AgentState,
+  reason: GenerationReason,
+  journal: FileJournal | undefined,
+): Promise<{ state: AgentState; journal: FileJournal; checkpoint: number }> {
+  const { dataDir, log } = config;
+  let fresh: FileJournal | undefined;
+  if (journal === undefined) {
+    // Before the pending generation is settled: until this journal exists, a crash must start it over again.
+    fresh = await freshJournal(dataDir, config.journal);
+    await writeCheckpoint(dataDir, 0);
+  }
+  const next = settleWithoutGeneration(state, reason);
+  await saveState(dataDir, next);
+  log.warn(
+    { cause: reason.cause },
+    next.nextGenerationReason !== undefined
+      ? `${reason.message}: the next start with a cache-store begins a new replication generation`
+      : `${reason.message}${journal === undefined ? ': the journal starts over' : ''}`,
+  );
+  return journal !== undefined
+    ? { state: next, journal, checkpoint: journal.lastLsn }
+    : { state: next, journal: fresh!, checkpoint: 0 };
 }

@@ -6,6 +6,7 @@ import { ID_PATTERN, checkId, lsnFileName, parseLsnFileName } from '@site-recove
  *
  * <data-dir>/
  *   .health-probe               written, synced and deleted by each GET /health
+ *   .space-reserve              zeroes held back so releases can be recorded on a full disk (log/space-reserve.ts)
  *   vms/
  *     <vm>/                     one directory per VM (the VM name passed the id pattern)
  *       meta.json               generation, disks and applied LSN of the stream held
@@ -17,10 +18,15 @@ import { ID_PATTERN, checkId, lsnFileName, parseLsnFileName } from '@site-recove
 export const VMS_DIR = 'vms';
 export const META_FILE = 'meta.json';
 export const HEALTH_PROBE_FILE = '.health-probe';
+export const RESERVE_FILE = '.space-reserve';
 const SEGMENT_EXT = 'srs';
 
 export function healthProbeFile(dataDir: string): string {
   return path.join(dataDir, HEALTH_PROBE_FILE);
+}
+
+export function reserveFile(dataDir: string): string {
+  return path.join(dataDir, RESERVE_FILE);
 }
 
 export function vmsDir(dataDir: string): string {

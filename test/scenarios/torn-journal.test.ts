@@ -14,7 +14,9 @@ function eightWrites(uri: string, pattern: number): Promise<unknown> {
 
 // A host crash can cut the journal's unsynced tail after the cache-store already holds those records.
 // The VM's next writes then take the same LSNs with other data: streaming on from the cache-store's
-// position would skip them and leave the replica silently different from the source.
+// position would skip them and leave the replica silently different from the source. The agent sees
+// the cache-store ahead of its journal and begins a new generation by itself (it used to stop and ask
+// for a restart with --resync).
 describe('a journal that lost records the cache-store holds', () => {
   let env: ReplicationEnv;
   let proxy: ThrottleProxy;
@@ -30,31 +32,37 @@ describe('a journal that lost records the cache-store holds', () => {
     await env?.close();
   });
 
-  /** The shipper refuses the cache-store's position (three records past the journal), and nothing new went on top. */
-  async function expectStreamRefused(vm: ProtectedVm, cacheStoreLsn: number): Promise<void> {
-    const failed = await waitUntil(
-      'the shipper to refuse the cache-store position',
+  /**
+   * The shipper refuses the cache-store's position (three records past the journal), nothing new went on
+   * top of it, and the agent begins a new generation by itself, whose copy brings the replica back to
+   * the source.
+   */
+  async function expectNewGeneration(vm: ProtectedVm, cacheStoreLsn: number, before: string): Promise<void> {
+    const g = await waitUntil(
+      'the agent to begin a new generation',
       async () => {
         const s = await env.agentStatus(vm);
-        return s.replication?.stream.state === 'failed' ? s.replication.stream : undefined;
+        return s.generation?.id !== undefined && s.generation.id !== before ? s.generation : undefined;
       },
       30_000,
       100,
     );
-    expect(failed.lastError).toMatch(
-      new RegExp(
-        `SR_SEQUENCE: cache-store holds LSN ${cacheStoreLsn} .* reached only LSN ${cacheStoreLsn - 3} .*--resync`,
-      ),
+    expect(g.cause).toBe('cache-store-ahead');
+    expect(g.message).toMatch(
+      new RegExp(`^SR_SEQUENCE: cache-store holds LSN ${cacheStoreLsn} .* reached only LSN ${cacheStoreLsn - 3} `),
     );
-    expect((await env.processorVm(vm.name))!.appliedLsn).toBe(cacheStoreLsn);
+    expect(vm.agent.stderr()).toContain('continuity lost, starting a new replication generation: SR_SEQUENCE');
+    await env.drained(vm);
+    expect(await env.compare(vm)).toEqual([]);
   }
 
-  it('stops streaming and says to resync, even when the VM wrote past the cut before the cache-store answered', async () => {
+  it('begins a new generation by itself, even when the VM wrote past the cut before the cache-store answered', async () => {
     const vm = await env.protect('torn01', [{ id: 'os', size: 64 * MiB }], {
       cacheStoreUrl: `ws://127.0.0.1:${proxy.port}`,
     });
     await eightWrites(vm.agent.uri('os'), 0x11);
     const before = await env.drained(vm);
+    const generation = (await env.agentStatus(vm)).generation!.id!;
     expect(await vm.agent.stop()).toBe(0);
 
     // The crash: the newest segment loses its last three records, cut cleanly where a record starts (the
@@ -73,7 +81,7 @@ describe('a journal that lost records the cache-store holds', () => {
     expect(status.lsn).toBeGreaterThan(before.appliedLsn); // past the cache-store's position
     proxy.heal();
 
-    await expectStreamRefused(vm, before.appliedLsn);
+    await expectNewGeneration(vm, before.appliedLsn, generation);
   });
 
   it('streams on across restarts when nothing was lost, the start recorded for the check let go once it passed', async () => {
@@ -94,12 +102,13 @@ describe('a journal that lost records the cache-store holds', () => {
     expect(await env.compare(vm)).toEqual([]);
   });
 
-  it('still stops streaming when the agent restarted a second time before the cache-store answered', async () => {
+  it('still begins a new generation when the agent restarted a second time before the cache-store answered', async () => {
     const vm = await env.protect('torn03', [{ id: 'os', size: 64 * MiB }], {
       cacheStoreUrl: `ws://127.0.0.1:${proxy.port}`,
     });
     await eightWrites(vm.agent.uri('os'), 0x55);
     const before = await env.drained(vm);
+    const generation = (await env.agentStatus(vm)).generation!.id!;
     expect(await vm.agent.stop()).toBe(0);
     const newest = await newestSegment(vm.dataDir);
     await fs.truncate(newest, (await recordStarts(newest)).at(-3)); // three records lost, cleanly
@@ -116,7 +125,7 @@ describe('a journal that lost records the cache-store holds', () => {
     expect((await env.agentStatus(vm)).lsn).toBeGreaterThan(before.appliedLsn + 8);
     proxy.heal();
 
-    await expectStreamRefused(vm, before.appliedLsn);
+    await expectNewGeneration(vm, before.appliedLsn, generation);
   });
 
   it('starts a new generation when opening after a machine crash had to cut a torn record, and the replica ends equal to the source', async () => {

@@ -37,10 +37,20 @@ interface AgentStatusDoc {
     };
     initialCopy: { state: string; percent: number };
   };
+  /** Which generation streams, when and why it began, and the ones before (agent/README.md). */
+  generation?: {
+    id?: string;
+    cause?: string;
+    message?: string;
+    previous: { id: string; cause: string; message: string }[];
+    pending?: { cause: string; message: string; attempts: number };
+  };
 }
 
 interface ProcessorVmDoc {
   vm: string;
+  /** The generation its replica holds; null before it has one. */
+  generation: string | null;
   appliedLsn: number;
   /** Applied and fsynced; `confirmedLsn` is what the cache-store was told of it. */
   durableLsn: number;
@@ -94,17 +104,29 @@ export class ReplicationEnv {
   processor!: ServiceProcess;
   readonly vms = new Map<string, ProtectedVm>();
   private readonly processorArgs: string[] = [];
+  private cacheStoreDir: string;
+  private readonly cacheStoreArgs: string[] = [];
 
   private constructor(
     readonly dir: string,
     readonly credentials: Credentials,
     private readonly cleanupDir: () => Promise<void>,
-  ) {}
+  ) {
+    this.cacheStoreDir = path.join(dir, 'cache-store');
+  }
 
-  /** `region`: target-region defaults for the processor (`--region`), written to a file in the env's dir. */
-  static async start(name: string, options: { region?: object } = {}): Promise<ReplicationEnv> {
+  /**
+   * `region`: target-region defaults for the processor (`--region`), written to a file in the env's dir.
+   * `cacheStore`: where the cache-store keeps its data (a small file system, say) and more of its options.
+   */
+  static async start(
+    name: string,
+    options: { region?: object; cacheStore?: { dataDir?: string; args?: readonly string[] } } = {},
+  ): Promise<ReplicationEnv> {
     const t = await tempDir(name);
     const env = new ReplicationEnv(t.dir, await Credentials.create(path.join(t.dir, 'credentials')), t.cleanup);
+    if (options.cacheStore?.dataDir !== undefined) env.cacheStoreDir = options.cacheStore.dataDir;
+    env.cacheStoreArgs.push(...(options.cacheStore?.args ?? []));
     if (options.region !== undefined) {
       const file = path.join(t.dir, 'region.json');
       await fsp.writeFile(file, JSON.stringify(options.region));
@@ -117,8 +139,8 @@ export class ReplicationEnv {
 
   /** (Re)starts the cache-store on its data dir, at `listen` (a restart after a kill keeps the address). */
   async startCacheStore(listen = '127.0.0.1:0'): Promise<ServiceProcess> {
-    const dataDir = path.join(this.dir, 'cache-store');
-    this.cacheStore = await startCacheStore(dataDir, listen, this.credentials.cacheStoreAuth());
+    const auth = this.credentials.cacheStoreAuth();
+    this.cacheStore = await startCacheStore(this.cacheStoreDir, listen, auth, this.cacheStoreArgs);
     return this.cacheStore;
   }
 
@@ -213,9 +235,11 @@ export class ReplicationEnv {
         const a = await this.agentStatus(vm);
         const p = await this.processorVm(vm.name);
         if (p === undefined || a.replication === undefined) return undefined;
+        // The same generation too: a new one's LSNs start again at 1 and may meet the old one's.
         // In bitmap mode everything journaled may be applied while the dirty regions are still to come
         // (a watch-mode agent has no bitmap mode).
         return a.replication.stream.ackedLsn === a.lsn &&
+          p.generation === a.replication.generation &&
           p.appliedLsn === a.lsn &&
           a.replication.initialCopy.state === 'done' &&
           (a.mode === undefined || a.mode.state === 'streaming' || a.mode.state === 'watch')

@@ -69,8 +69,9 @@ export function startCacheStore(
   dataDir: string,
   listen = '127.0.0.1:0',
   auth: CacheStoreAuth = 'insecure',
+  more: readonly string[] = [],
 ): Promise<ServiceProcess> {
-  const args = ['--listen', listen, '--data-dir', dataDir];
+  const args = ['--listen', listen, '--data-dir', dataDir, ...more];
   if (auth === 'insecure') return startService(CACHE_STORE_CLI, [...args, '--insecure']);
   args.push('--auth-secret-file', auth.secretFile);
   if (auth.revokedTokensFile !== undefined) args.push('--revoked-tokens-file', auth.revokedTokensFile);

@@ -37,6 +37,11 @@ export class LsnSequence {
   get current(): number {
     return this.last;
   }
+
+  /** A new generation: its LSNs start at 1 (see CaptureBackend.startOver for the rest of the cut). */
+  restart(): void {
+    this.last = 0;
+  }
 }
 
 interface CaptureOptions {
@@ -99,6 +104,8 @@ export class CaptureBackend implements BlockBackend {
   private imageFailure: ImageFailure | undefined;
   private readonly imageSync: ImageSync;
   private stalled = 0;
+  /** Counts generations begun at run time: a copy that read its chunk in an earlier one starts that chunk over. */
+  private epoch = 0;
 
   constructor(
     private readonly next: BlockBackend,
@@ -327,13 +334,15 @@ export class CaptureBackend implements BlockBackend {
       }
       const room = this.o.journal.room();
       if (room !== undefined) await room;
+      const epoch = this.epoch;
       const seen = this.o.lsns.current;
       const busy = this.order.overlapping(offset, length);
       if (busy !== undefined) await busy;
       const data = await this.next.read(offset, length);
       // Writes with an LSN up to `seen` were waited for above; any later one raised lastWrite. A write
-      // in bitmap mode marked the range dirty: it is copied again by the resync.
-      if (this.writtenSince(offset, length, seen) || this.o.mode?.state === 'bitmap') continue;
+      // in bitmap mode marked the range dirty: it is copied again by the resync. Across a new generation
+      // LSNs start again at 1, so neither comparison would mean anything: read again.
+      if (this.writtenSince(offset, length, seen) || epoch !== this.epoch || this.o.mode?.state === 'bitmap') continue;
       const runs = plan(data);
       if (runs.length === 0) return { runs, lsn: 0 };
       this.refuseIfFailed();
@@ -358,6 +367,19 @@ export class CaptureBackend implements BlockBackend {
     const last = Math.floor((offset + Math.max(length, 1) - 1) / this.chunkBytes);
     for (let c = Math.floor(offset / this.chunkBytes); c <= last; c++) if ((this.lastWrite[c] ?? 0) > lsn) return true;
     return false;
+  }
+
+  /**
+   * The cut of a new generation begun at run time, made with the VM's writes paused and none in flight
+   * (`drained`), once the LSN sequence restarted: forgets which LSN last wrote each chunk and where the
+   * image is known synced, both in the old generation's numbers. A copy still reading a chunk reads it
+   * again (see `copyRangeBy`). A disk that failed keeps its failure: the caller does not cut then.
+   */
+  startOver(): void {
+    if (this.order.oldest() !== Infinity) throw new Error('a generation cut with writes in flight');
+    this.epoch++;
+    this.lastWrite.fill(0);
+    this.imageSync.startOver();
   }
 
   /** Resolves once every write that has an LSN has reached the image (or failed). */

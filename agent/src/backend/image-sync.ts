@@ -51,6 +51,17 @@ export class ImageSync {
     return p;
   }
 
+  /**
+   * A new generation restarted the LSNs at 1 (CaptureBackend.startOver): the image is known synced
+   * through none of them yet. A sync that started before settles its callers but moves nothing.
+   */
+  startOver(): void {
+    this.epoch++;
+    this.syncedThrough = 0;
+  }
+
+  private epoch = 0;
+
   /** The first LSN the image may have lost, once a sync has failed. */
   get failedFromLsn(): number | undefined {
     return this.failure?.lsn;
@@ -64,10 +75,12 @@ export class ImageSync {
         if (this.failure !== undefined) throw this.failure.error;
         const through = this.appliedThrough();
         const before = this.syncedThrough;
+        const epoch = this.epoch;
         try {
           await this.image.flush();
         } catch (err) {
-          const lsn = before + 1;
+          // Begun before a new generation's cut: nothing of the new one is known synced.
+          const lsn = epoch === this.epoch ? before + 1 : 1;
           const error = new BackendError(
             Errno.EIO,
             `an fdatasync of the image failed (${(err as Error).message}); the kernel may have dropped written pages, ` +
@@ -78,7 +91,7 @@ export class ImageSync {
           this.onFailure(lsn, err instanceof Error ? err : new Error(String(err)));
           throw error;
         }
-        this.syncedThrough = Math.max(this.syncedThrough, through);
+        if (epoch === this.epoch) this.syncedThrough = Math.max(this.syncedThrough, through);
         this.settle(upto, (w) => w.resolve());
       } catch (err) {
         this.settle(upto, (w) => w.reject(err));

@@ -37,10 +37,10 @@ export interface LoadedBitmap {
 
 /**
  * The bitmap cannot say which regions the source wrote without journaling them (a damaged file, or
- * the mode flag without its bitmap). For now every region of every disk counts as dirty: the resync
- * then sends the whole disks through the ordered stream, and the reason is logged. This is the one
- * place where an untrusted bitmap is handled, so that it can start a new replication generation
- * instead (invariant 5) once automatic generations exist.
+ * the mode flag without its bitmap). Every region of every disk counts as dirty, so redo replays
+ * nothing over what bitmap mode may have written, and the reason is logged; the start then begins a new
+ * replication generation for it (`bitmap-untrusted`, startup.ts), whose copy by difference makes the
+ * replica whole (invariant 5).
  */
 export function bitmapUntrusted(
   reason: string,

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { closeFd, preadInto, type ChangeRecord } from '@site-recovery/shared';
+import { ErrorCode, SrError, closeFd, preadInto, type ChangeRecord } from '@site-recovery/shared';
 import type { FileJournal } from './file-journal.js';
 import type { JournalCursor } from './journal.js';
 import { RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, decodeRecord, isPadAt, padLength } from './format.js';
@@ -47,7 +47,15 @@ export class FileJournalCursor implements JournalCursor {
       if (this.nextLsn > this.journal.written) {
         await Promise.race([this.journal.whenWritten(), new Promise<void>((resolve) => (this.wake = resolve))]);
         this.wake = undefined;
-        if (this.journal.stats().failed !== undefined && this.nextLsn > this.journal.written) return [];
+        const failed = this.journal.stats().failed;
+        if (failed !== undefined && this.nextLsn > this.journal.written) {
+          if (this.closed) return [];
+          // Nothing more will be written: an empty answer would have the reader ask again at once, forever.
+          throw new SrError(
+            ErrorCode.IO,
+            `the journal failed; nothing after LSN ${this.nextLsn - 1} will come: ${failed}`,
+          );
+        }
         continue;
       }
       await this.position();
@@ -147,10 +155,13 @@ export class FileJournalCursor implements JournalCursor {
   }
 
   private async moveTo(target: Segment | undefined): Promise<void> {
-    for (const fd of [this.fd, this.directFd]) if (fd !== undefined) await closeFd(fd);
+    // Taken off the cursor before the closes are awaited: a `close` meanwhile must not close the same
+    // numbers again, which by then may belong to another file (the journal's own segment, say).
+    const fds = [this.fd, this.directFd];
     this.fd = this.directFd = undefined;
     this.segment = undefined;
-    if (target === undefined) return;
+    for (const fd of fds) if (fd !== undefined) await closeFd(fd);
+    if (target === undefined || this.closed) return;
     this.fd = fs.openSync(target.file, 'r');
     if (!this.directRefused) {
       this.directFd = openDirect(target.file, fs.constants.O_RDONLY);

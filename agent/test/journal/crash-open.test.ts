@@ -2,17 +2,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RECORD_MAGIC } from '@site-recovery/shared';
-import {
-  AGENT_CLI,
-  JOURNAL_CLI,
-  makeImage,
-  nodeFlagsOf,
-  requireTools,
-  run,
-  runOk,
-  startAgent,
-  tempDir,
-} from '@site-recovery/test';
+import { JOURNAL_CLI, makeImage, requireTools, run, runOk, startAgent, tempDir } from '@site-recovery/test';
 import { checkpointFile, journalDir, parseSegmentFileName } from '../../src/names.js';
 
 const MiB = 1 << 20;
@@ -27,9 +17,9 @@ afterAll(() => t.cleanup());
 
 // After a host crash the journal's unsynced end can be damaged in more than the newest segment (every
 // roll since the last FLUSH left one unsynced). The agent cuts there when its checkpoint says the
-// journal was never synced that far, and refuses when it was.
+// journal was never synced that far; when it was, the journal cannot be trusted and starts over.
 describe('sr-agent opening a journal a crash damaged', () => {
-  it('cuts damage past its checkpoint, says so, and serves on; refuses the same damage below it', async () => {
+  it('cuts damage past its checkpoint, says so, and serves on; starts the journal over for the same damage below it', async () => {
     const image = path.join(t.dir, 'os.img');
     const dataDir = path.join(t.dir, 'agent');
     await makeImage(image, 64 * MiB);
@@ -53,24 +43,18 @@ describe('sr-agent opening a journal a crash damaged', () => {
     await fh.close();
     const cutAt = parseSegmentFileName(names[2]!)!;
 
-    // Its checkpoint says the journal was synced through the damage: refused, nothing changed.
-    const refused = await run(process.execPath, [
-      ...nodeFlagsOf(AGENT_CLI),
-      AGENT_CLI,
-      '--vm',
-      'crash',
-      '--disk',
-      `os=${image}`,
-      '--nbd',
-      '127.0.0.1:0',
-      '--data-dir',
-      dataDir,
-      ...ARGS,
-    ]);
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain('SR_JOURNAL_CORRUPT');
-    expect(refused.stderr).toContain(names[2]);
-    expect((await fsp.readdir(journalDir(dataDir))).sort()).toEqual(names);
+    // Its checkpoint says the journal was synced through the damage: the journal cannot be trusted, so
+    // it is let go unreplayed and starts over (the agent never replicated: no generation to begin).
+    const damaged = path.join(t.dir, 'damaged-journal');
+    await fsp.cp(journalDir(dataDir), damaged, { recursive: true });
+    const over = await startAgent({ vm: 'crash', disks: [{ id: 'os', path: image }], dataDir, args: ARGS });
+    expect(over.ready['lsn']).toBe(0);
+    expect(over.stderr()).toContain(names[2]!);
+    expect(over.stderr()).toContain('the journal is damaged where it was synced');
+    expect(over.stderr()).toContain('the journal starts over');
+    expect(await over.stop()).toBe(0);
+    await fsp.rm(journalDir(dataDir), { recursive: true });
+    await fsp.cp(damaged, journalDir(dataDir), { recursive: true });
 
     // The crash came before the checkpoint got that far: the damage is the unsynced tail.
     await fsp.writeFile(checkpointFile(dataDir), JSON.stringify({ lsn: 2 }) + '\n');

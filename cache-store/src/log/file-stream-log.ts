@@ -10,28 +10,24 @@ import {
   type Logger,
   type SourceMode,
 } from '@site-recovery/shared';
-import { metaFile } from '../names.js';
 import type { Segment } from './segment.js';
 import { encodeFrameHeader } from './segment-format.js';
 import { SegmentList } from './segment-list.js';
 import { readSegmentFrames } from './segment-reader.js';
 import { createSegment, loadSegments } from './segment-scan.js';
-import { ftruncateFd, storageError } from './storage-errors.js';
+import { checkRoomFor, ftruncateFd, storageError } from './storage-errors.js';
+import type { SpaceReserve } from './space-reserve.js';
+import {
+  DEFAULT_READ_CHUNK_BYTES,
+  DEFAULT_SEGMENT_BYTES,
+  type FileStreamLogOptions,
+} from './file-stream-log-options.js';
 import type { StoredFrame, StreamLog, StreamLogStats, StreamLogWatcher } from './stream-log.js';
-import { writeVmMeta, type VmMeta } from './vm-meta.js';
+import { recordVmMeta, type VmMeta } from './vm-meta.js';
 
-export interface FileStreamLogOptions {
-  /** A segment is closed and a new one begun once it reaches this size. Default 64 MiB. */
-  readonly segmentBytes?: number;
-  /** Largest frame accepted when reading back (a larger length field is damage). Default 48 MiB. */
-  readonly maxFrameBytes?: number;
-  /** Consecutive small frames are read back in one read of up to this size. Default 4 MiB. */
-  readonly readChunkBytes?: number;
-  readonly log?: Logger;
-}
+export { DEFAULT_READ_CHUNK_BYTES, DEFAULT_SEGMENT_BYTES } from './file-stream-log-options.js';
+export type { FileStreamLogOptions } from './file-stream-log-options.js';
 
-export const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
-export const DEFAULT_READ_CHUNK_BYTES = 4 * 1024 * 1024;
 /** Most buffers one vectored write takes (IOV_MAX on Linux). */
 const IOV_MAX = 1024;
 
@@ -52,6 +48,8 @@ export class FileStreamLog implements StreamLog {
   private readonly maxFrameBytes: number;
   private readonly readChunkBytes: number;
   private readonly log: Logger | undefined;
+  private readonly reserve: SpaceReserve | undefined;
+
   private readonly watchers = new Set<StreamLogWatcher>();
   /** Appended, waiting for the writer. */
   private queue: StoredFrame[] = [];
@@ -82,6 +80,8 @@ export class FileStreamLog implements StreamLog {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_WIRE_LIMITS.maxFrameBytes;
     this.readChunkBytes = options.readChunkBytes ?? DEFAULT_READ_CHUNK_BYTES;
     this.log = options.log;
+    this.reserve = options.reserve;
+
     this.segments = new SegmentList(dir, segments);
     this.appended = this.durable = this.segments.newest.lastLsn;
     this.applied = meta.appliedLsn;
@@ -296,6 +296,10 @@ export class FileStreamLog implements StreamLog {
     this.queue = [];
     this.pending = 0;
     this.appended = this.durable;
+    // Refused here, at the agent's hello, until a whole segment fits again: frames sent into a disk that
+    // is still full would only fail again.
+    if (this.failure.code === ErrorCode.NO_SPACE)
+      await checkRoomFor(this.dir, this.segmentBytes, this.vm, this.durable);
     this.failure = undefined;
     return this.durable;
   }
@@ -342,12 +346,14 @@ export class FileStreamLog implements StreamLog {
     const run = this.releases.run(async () => {
       this.releaseQueued = undefined;
       const applied = this.applied;
-      try {
-        await writeVmMeta(metaFile(this.dir), { ...this.meta, appliedLsn: applied });
-      } catch (err) {
-        throw storageError(err, `${this.vm}: cannot record the applied LSN`);
-      }
+      await recordVmMeta(
+        this.dir,
+        { ...this.meta, appliedLsn: applied },
+        this.reserve,
+        'cannot record the applied LSN',
+      );
       await this.segments.drop(applied, this.vm);
+      await this.reserve?.refill(); // space may have come back with the segments
     });
     this.releaseQueued = run;
     return run;
@@ -367,13 +373,9 @@ export class FileStreamLog implements StreamLog {
     delete meta[key];
     this.meta = { ...(meta as VmMeta), ...(value !== undefined ? { [key]: value } : {}) };
     // In the same queue as the release's meta writes, so none overwrites another's field.
-    return this.releases.run(async () => {
-      try {
-        await writeVmMeta(metaFile(this.dir), { ...this.meta, appliedLsn: this.applied });
-      } catch (err) {
-        throw storageError(err, `${this.vm}: cannot record ${what}`);
-      }
-    });
+    return this.releases.run(() =>
+      recordVmMeta(this.dir, { ...this.meta, appliedLsn: this.applied }, this.reserve, `cannot record ${what}`),
+    );
   }
 
   watch(watcher: StreamLogWatcher): () => void {

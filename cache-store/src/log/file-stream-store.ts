@@ -13,9 +13,11 @@ import {
 } from '@site-recovery/shared';
 import { FileStreamLog, type FileStreamLogOptions } from './file-stream-log.js';
 import { createSegment } from './segment-scan.js';
+import { DEFAULT_RESERVE_BYTES, SpaceReserve } from './space-reserve.js';
 import {
   healthProbeFile,
   metaFile,
+  reserveFile,
   parseSegmentFileName,
   parseVmDirName,
   segmentFile,
@@ -26,7 +28,13 @@ import { openFd, storageError } from './storage-errors.js';
 import type { DamagedStream, StreamLog, StreamStore } from './stream-log.js';
 import { readVmMeta, writeVmMeta, type VmMeta } from './vm-meta.js';
 
-export type FileStreamStoreOptions = FileStreamLogOptions;
+export interface FileStreamStoreOptions extends Omit<FileStreamLogOptions, 'reserve'> {
+  /**
+   * Room held back in the data directory so that the processor's confirmations can still be recorded
+   * (and free segments) when the disk is full: see SpaceReserve. Default 1 MiB; 0 holds none.
+   */
+  readonly reserveBytes?: number;
+}
 
 /**
  * {@link StreamStore} in a data directory: `vms/<vm>/` per VM (names.ts). A new generation is
@@ -44,10 +52,21 @@ export class FileStreamStore implements StreamStore {
   /** The write check under way; concurrent health requests share it. */
   private checking: Promise<SrError | undefined> | undefined;
 
+  private readonly options: FileStreamLogOptions;
+
   private constructor(
     private readonly dataDir: string,
-    private readonly options: FileStreamStoreOptions,
-  ) {}
+    options: FileStreamStoreOptions,
+    readonly reserve: SpaceReserve,
+  ) {
+    this.options = {
+      ...(options.segmentBytes !== undefined ? { segmentBytes: options.segmentBytes } : {}),
+      ...(options.maxFrameBytes !== undefined ? { maxFrameBytes: options.maxFrameBytes } : {}),
+      ...(options.readChunkBytes !== undefined ? { readChunkBytes: options.readChunkBytes } : {}),
+      ...(options.log !== undefined ? { log: options.log } : {}),
+      reserve,
+    };
+  }
 
   /**
    * Opens every VM's log under `dataDir` (created when missing). A VM whose files fail validation
@@ -55,8 +74,13 @@ export class FileStreamStore implements StreamStore {
    * not stop the cache-store for every other VM; other failures (permissions, I/O) refuse to open.
    */
   static async open(dataDir: string, options: FileStreamStoreOptions = {}): Promise<FileStreamStore> {
-    const store = new FileStreamStore(dataDir, options);
     await fsp.mkdir(vmsDir(dataDir), { recursive: true });
+    const reserve = await SpaceReserve.open(
+      reserveFile(dataDir),
+      options.reserveBytes ?? DEFAULT_RESERVE_BYTES,
+      options.log,
+    );
+    const store = new FileStreamStore(dataDir, options, reserve);
     try {
       for (const name of (await fsp.readdir(vmsDir(dataDir))).sort()) {
         const vm = parseVmDirName(name);
@@ -70,7 +94,7 @@ export class FileStreamStore implements StreamStore {
             options.log?.warn({ dir }, 'VM directory without meta.json ignored');
             continue;
           }
-          store.byVm.set(vm, await FileStreamLog.open(dir, meta, options));
+          store.byVm.set(vm, await FileStreamLog.open(dir, meta, store.options));
         } catch (err) {
           if (!isSrError(err) || err.code !== ErrorCode.JOURNAL_CORRUPT) throw err;
           store.damagedVms.set(vm, {
@@ -80,7 +104,7 @@ export class FileStreamStore implements StreamStore {
           });
           options.log?.error(
             { vm, err: err.message },
-            'stored stream damaged: VM set aside until its agent starts a new generation (sr-agent --resync)',
+            'stored stream damaged: VM set aside until its agent starts a new generation (it begins one by itself when refused)',
           );
         }
       }
@@ -113,8 +137,8 @@ export class FileStreamStore implements StreamStore {
     if (damage !== undefined && (damage.generation === undefined || damage.generation === generation)) {
       const how =
         damage.generation === undefined
-          ? `its meta file is unreadable, so this cache-store cannot tell generations apart: move ${vmDir(this.dataDir, vm)} aside, restart the cache-store, then restart the agent with --resync`
-          : 'restart the agent with --resync to start a new generation, which replaces it';
+          ? `its meta file is unreadable, so this cache-store cannot tell generations apart: move ${vmDir(this.dataDir, vm)} aside, restart the cache-store; the agent's next new generation (it begins one by itself on this refusal) is then taken`
+          : 'a new generation of the agent replaces it: the agent begins one by itself on this refusal (or restart it with --resync)';
       throw new SrError(
         ErrorCode.JOURNAL_CORRUPT,
         `the stored stream of ${vm} generation ${generation} is damaged (${damage.error}); ${how}`,

@@ -9,6 +9,22 @@ export function storageError(err: unknown, what: string): SrError {
   return new SrError(code, `${what}: ${(err as Error).message}`, { cause: err });
 }
 
+/**
+ * Refuses (SR_NO_SPACE) while the file system holding `dir` has less than `bytes` free, naming the LSN
+ * the stream of `vm` goes on from once it has.
+ */
+export async function checkRoomFor(dir: string, bytes: number, vm: string, durable: number): Promise<void> {
+  const s = await fs.promises.statfs(dir);
+  const free = s.bavail * s.bsize;
+  if (free >= bytes) return;
+  throw new SrError(
+    ErrorCode.NO_SPACE,
+    `the cache-store's disk is still full (${free} bytes free, a segment needs ${bytes}); the stream of ${vm} ` +
+      `goes on from LSN ${durable + 1} once space returns: the processor confirming what it applied frees ` +
+      'segments, or free space on that file system',
+  );
+}
+
 export function corrupt(message: string): SrError {
   return new SrError(ErrorCode.JOURNAL_CORRUPT, message);
 }

@@ -10,6 +10,9 @@ import {
   type DiskInfo,
   type SourceMode,
 } from '@site-recovery/shared';
+import { metaFile } from '../names.js';
+import type { SpaceReserve } from './space-reserve.js';
+import { storageError } from './storage-errors.js';
 
 /**
  * What a VM's directory holds besides its segments: which generation the segments belong to, the
@@ -71,4 +74,24 @@ export async function readVmMeta(file: string, vm: string): Promise<VmMeta | und
 
 export async function writeVmMeta(file: string, meta: VmMeta): Promise<void> {
   await writeFileAtomic(file, JSON.stringify(meta, null, 2) + '\n');
+}
+
+/**
+ * Writes the meta file of the VM directory `dir` while the VM's log runs: on a full disk it may spend
+ * the store's reserve (SpaceReserve), since a release recorded here is what frees segments.
+ */
+export async function recordVmMeta(
+  dir: string,
+  meta: VmMeta,
+  reserve: SpaceReserve | undefined,
+  what: string,
+): Promise<void> {
+  const write = async (): Promise<void> => {
+    try {
+      await writeVmMeta(metaFile(dir), meta);
+    } catch (err) {
+      throw storageError(err, `${meta.vm}: ${what}`);
+    }
+  };
+  await (reserve !== undefined ? reserve.withRoom(write) : write());
 }
