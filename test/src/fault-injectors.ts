@@ -1,3 +1,7 @@
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { uniformInt } from 'pure-rand/distribution/uniformInt';
+import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import type { AgentStartOptions, ProtectedVm, ReplicationEnv } from './replication-env.js';
 import type { FaultKind, PlannedFault } from './fault-schedule.js';
 import { lostFlushedWrites, type FaultWriter } from './fault-writer.js';
@@ -16,6 +20,10 @@ export interface FaultTarget {
   readonly blocks: number;
   /** How long each wait of a fault may take. */
   readonly timeoutMs: number;
+  /** The cache-store's data dir: a small file system of its own, which `cache-store-disk-full` fills. */
+  readonly cacheStoreDir: string;
+  /** Seeds a fault's own choices (which journal bytes are overwritten, with what). */
+  readonly seed: number;
 }
 
 /** What a fault found at its moment, for the round's report. */
@@ -51,13 +59,18 @@ export function writerReaches(t: FaultTarget, n: number, why: string): Promise<n
  * and after: every write acknowledged before the last acknowledged FLUSH is in it. The writer must see its
  * I/O fail (a write or FLUSH was in flight, or the next one failed) and go on against the restarted agent.
  */
-const killAgent: Injector = async (t, f) => {
+async function killAgent(
+  t: FaultTarget,
+  f: PlannedFault,
+  whileDown: () => Promise<string> = () => Promise.resolve(''),
+): Promise<Omit<FaultOutcome, 'kind' | 'atWrite'>> {
   const failedBefore = (await t.writer.log()).failed.length;
   await t.vm.agent.kill();
   const atKill = await t.writer.log();
   const image = t.vm.disks[0]!.path;
   const lostAtKill = await lostFlushedWrites(image, atKill, atKill.flushed, t.blocks);
   if (lostAtKill.length > 0) throw new Error(`after kill -9 of the agent: ${lostAtKill.join('; ')}`);
+  const done = await whileDown();
   await t.env.startAgentFor(t.vm, t.agentOptions);
   const lostAfter = await lostFlushedWrites(image, atKill, atKill.flushed, t.blocks);
   if (lostAfter.length > 0) throw new Error(`after the agent's restart: ${lostAfter.join('; ')}`);
@@ -75,8 +88,76 @@ const killAgent: Injector = async (t, f) => {
   );
   return {
     writesDuring: 0,
-    detail: `flushed ${atKill.flushed} of ${atKill.blockOf.length} at the kill, ${resumed.failed.length - failedBefore} failed I/O retried`,
+    detail: `flushed ${atKill.flushed} of ${atKill.blockOf.length} at the kill, ${resumed.failed.length - failedBefore} failed I/O retried${done}`,
   };
+}
+
+/**
+ * kill -9 of the agent, bytes at the tail of its newest journal segment overwritten with random ones, and a
+ * restart. The product decides what follows (the torn tail cut off, or a new generation); the round's checks
+ * hold either way. The detail says which happened.
+ */
+const corruptJournalTail: Injector = async (t, f) => {
+  const before = (await t.env.agentStatus(t.vm)).generation?.id;
+  const outcome = await killAgent(t, f, async () => {
+    const dir = path.join(t.vm.dataDir, 'journal');
+    const newest = (await fsp.readdir(dir))
+      .filter((n) => n.endsWith('.srj'))
+      .sort()
+      .at(-1);
+    if (newest === undefined) throw new Error(`no journal segment in ${dir} to corrupt`);
+    const file = path.join(dir, newest);
+    const size = (await fsp.stat(file)).size;
+    const rng = xoroshiro128plus(t.seed);
+    // Past the segment's 32-byte header: a tail of records, not a segment that cannot be opened.
+    const length = Math.min(size - 32, uniformInt(rng, 1, 64 * 1024));
+    if (length <= 0) return `, ${newest} holds no record to corrupt`;
+    const bytes = Buffer.alloc(length);
+    for (let i = 0; i < length; i++) bytes[i] = uniformInt(rng, 0, 255);
+    const fh = await fsp.open(file, 'r+');
+    try {
+      await fh.write(bytes, 0, length, size - length);
+    } finally {
+      await fh.close();
+    }
+    return `, last ${length} bytes of ${newest} (${size} bytes) overwritten`;
+  });
+  const g = (await t.env.agentStatus(t.vm)).generation;
+  const after = g?.id === before ? 'same generation' : `new generation (${g?.cause ?? 'no cause'})`;
+  return { ...outcome, detail: `${outcome.detail}; ${after}` };
+};
+
+/**
+ * The cache-store's file system filled by a ballast file until it refuses the agent's records (`SR_NO_SPACE`),
+ * with the VM writing on into its journal; then the ballast is deleted and the stream resumes by itself.
+ */
+const cacheStoreDiskFull: Injector = async (t, f, atWrite) => {
+  const ballast = path.join(t.cacheStoreDir, '..', 'ballast');
+  const fh = await fsp.open(ballast, 'w');
+  const chunk = Buffer.alloc(1 << 20, 0xba);
+  try {
+    for (;;) await fh.write(chunk);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    await fh.close();
+  }
+  const refused = await waitUntil(
+    "the cache-store to refuse the agent for a full disk (SR_NO_SPACE in the agent's stream.lastError)",
+    async () => {
+      const s = (await t.env.agentStatus(t.vm)).replication?.stream;
+      return s?.lastError?.includes('SR_NO_SPACE') === true ? s : undefined;
+    },
+    t.timeoutMs,
+    50,
+  );
+  const during = await writerReaches(
+    t,
+    (await writes(t)) + f.holdWrites,
+    'the VM writing on with the cache-store full',
+  );
+  await fsp.rm(ballast);
+  return { writesDuring: during - atWrite, detail: `refused at acked LSN ${refused.ackedLsn}` };
 };
 
 /** kill -9 of a service; the VM's writes must go on while it is down; then it restarts on its address. */
@@ -117,8 +198,10 @@ const linkCut: Injector = async (t, f, atWrite) => {
   return { writesDuring: during - atWrite, detail: `bitmap mode, ${mode.dirtyBytes} bytes dirty when entered` };
 };
 
-export const INJECTORS: Partial<Record<FaultKind, Injector>> = {
-  'kill-agent': killAgent,
+export const INJECTORS: Record<FaultKind, Injector> = {
+  'kill-agent': (t, f) => killAgent(t, f),
+  'journal-tail-corrupt': corruptJournalTail,
+  'cache-store-disk-full': cacheStoreDiskFull,
   'kill-cache-store': killService('cacheStore'),
   'kill-processor': killService('processor'),
   'link-cut': linkCut,
@@ -127,7 +210,6 @@ export const INJECTORS: Partial<Record<FaultKind, Injector>> = {
 /** Waits for the fault's moment (its count of writes past `from`), injects it and restores the faulty part. */
 export async function injectFault(t: FaultTarget, f: PlannedFault, from: number): Promise<FaultOutcome> {
   const inject = INJECTORS[f.kind];
-  if (inject === undefined) throw new Error(`no injector for fault ${f.kind}`);
   const atWrite = await writerReaches(t, from + f.afterWrites, `the moment of ${f.kind}`);
   return { kind: f.kind, atWrite, ...(await inject(t, f, atWrite)) };
 }

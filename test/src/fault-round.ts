@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
 import { writerPrefixOf } from './block-writer.js';
 import { injectFault, type FaultOutcome, type FaultTarget } from './fault-injectors.js';
 import { describePlan, sampleIndexes, type RoundPlan } from './fault-schedule.js';
@@ -5,6 +7,7 @@ import { startFaultWriter, type FaultWriter, type FaultWriterLog } from './fault
 import { ReplicationEnv, type AgentStartOptions, type ProtectedVm } from './replication-env.js';
 import { srJson, srOk, type SrManifest, type SrPoint } from './sr-cli.js';
 import { ThrottleProxy } from './throttle-proxy.js';
+import { tempDir } from './files.js';
 
 export interface RoundOptions {
   readonly plan: RoundPlan;
@@ -35,6 +38,12 @@ const VM = 'fault01';
 const BLOCKS = 4096;
 const FLUSH_EVERY = 64;
 const AGENT_ARGS = ['--journal-max-bytes', '4M'];
+/**
+ * The cache-store's own file system (tmpfs) when a round fills it: room for its segments of 1 MiB while the
+ * processor keeps up, small enough that the ballast file that fills it is written in a moment.
+ */
+const CACHE_STORE_FS = '48m';
+const CACHE_STORE_ARGS = ['--segment-bytes', '1M'];
 
 /** The message of a round's failure: the seed to replay it first. */
 export function roundFailure(seed: number, err: unknown): Error {
@@ -55,8 +64,22 @@ export async function runFaultRound(o: RoundOptions): Promise<RoundResult> {
   let env: ReplicationEnv | undefined;
   let proxy: ThrottleProxy | undefined;
   let writer: FaultWriter | undefined;
+  let mount: { dir: string; cleanup: () => Promise<void>; mounted: boolean } | undefined;
   try {
-    env = await ReplicationEnv.start(`fault-${o.plan.seed}`);
+    let cacheStoreDir: string | undefined;
+    if (o.plan.faults.some((f) => f.kind === 'cache-store-disk-full')) {
+      mount = { ...(await tempDir(`fault-cs-${o.plan.seed}`)), mounted: false };
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${CACHE_STORE_FS}`, 'tmpfs', mount.dir]);
+      } catch (err) {
+        throw new Error(`cache-store-disk-full needs a tmpfs (mount, as root): ${(err as Error).message}`);
+      }
+      mount.mounted = true;
+      cacheStoreDir = path.join(mount.dir, 'cache-store');
+    }
+    env = await ReplicationEnv.start(`fault-${o.plan.seed}`, {
+      cacheStore: { ...(cacheStoreDir !== undefined ? { dataDir: cacheStoreDir } : {}), args: CACHE_STORE_ARGS },
+    });
     const [host, port] = env.cacheStore.listen.split(/:(?=\d+$)/) as [string, string];
     proxy = new ThrottleProxy(host, Number(port), { bytesPerSecond: Infinity, delayMs: 0 });
     await proxy.listen();
@@ -73,10 +96,14 @@ export async function runFaultRound(o: RoundOptions): Promise<RoundResult> {
       seed: o.plan.writerSeed,
     });
     const timeoutMs = o.timeoutMs ?? 120_000;
-    const target: FaultTarget = { env, vm, proxy, writer, agentOptions, blocks: BLOCKS, timeoutMs };
     const outcomes: FaultOutcome[] = [];
     let from = 0;
     for (const f of o.plan.faults) {
+      const target: FaultTarget = {
+        ...{ env, vm, proxy, writer, agentOptions, blocks: BLOCKS, timeoutMs },
+        cacheStoreDir: cacheStoreDir ?? path.join(env.dir, 'cache-store'),
+        seed: f.seed,
+      };
       const outcome = await injectFault(target, f, from);
       say(`  ${f.kind} at write ${outcome.atWrite}: ${outcome.detail}`);
       outcomes.push(outcome);
@@ -103,6 +130,8 @@ export async function runFaultRound(o: RoundOptions): Promise<RoundResult> {
     writer?.kill();
     await proxy?.close().catch(() => undefined);
     await env?.close().catch(() => undefined);
+    if (mount?.mounted === true) execFileSync('umount', ['-l', mount.dir]);
+    await mount?.cleanup();
   }
 }
 

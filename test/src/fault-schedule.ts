@@ -18,6 +18,8 @@ export interface PlannedFault {
   readonly afterWrites: number;
   /** Writes the writer must log while the fault holds, before the faulty part is restored. */
   readonly holdWrites: number;
+  /** Seeds the fault's own choices (which journal bytes are overwritten, with what). */
+  readonly seed: number;
 }
 
 export interface RoundPlan {
@@ -56,7 +58,7 @@ export function planRound(seed: number, options: PlanOptions = {}): RoundPlan {
   for (let i = 0; i < (options.faults ?? 3); i++) {
     if (left.length === 0) left = [...kinds];
     const kind = left.splice(int(0, left.length - 1), 1)[0]!;
-    faults.push({ kind, afterWrites: int(50, 1500), holdWrites: int(100, 800) });
+    faults.push({ kind, afterWrites: int(50, 1500), holdWrites: int(100, 800), seed: int(1, 0x7fffffff) });
   }
   return { seed, writerSeed: int(1, 0x7fffffff), faults, sampleSeed: int(1, 0x7fffffff) };
 }
