@@ -388,11 +388,12 @@ export class Agent {
       await this.group.close();
       await new Promise((resolve) => setImmediate(resolve));
     }
-    // Then: writers stalled at the journal cap would otherwise hold up everything below.
+    // The initial copy learns it is stopping first, so that the end of its wait at the journal's cap (or
+    // in bitmap mode) is a stop, not a failed attempt. Then writers stalled at the cap would otherwise
+    // hold up everything below.
+    const replicationStopped = this.stopReplication();
     this.journal.stopWaiting();
     await this.server.close();
-    // The initial copy learns it is stopping first, then bitmap mode ends the copy's wait for it.
-    const replicationStopped = this.stopReplication();
     await this.mode?.stop();
     await replicationStopped;
     // Writes already journaled may still be on their way to the images: the last checkpoint says every
