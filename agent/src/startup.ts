@@ -8,7 +8,6 @@ import {
   loadState,
   readCheckpoint,
   readStopStamps,
-  restartedSinceCheckpoint,
   saveState,
   writeCheckpoint,
   type AgentState,
@@ -46,8 +45,9 @@ export interface OpenedDataDir {
  * The generation cannot continue, and the journal is let go unreplayed, when the disks are not those
  * it was written for (another layout, another file, another size, written while the agent was
  * stopped: replaying it would put old writes over them), when it is damaged where it was synced, or
- * when a switch decided earlier was interrupted. It is replayed, then let go, when a machine crash cut
- * records from it or the operator asks (`--resync`).
+ * when a switch decided earlier was interrupted, or when a crash cut records from it (replaying the rest
+ * could undo writes the images hold; see replayJournal). It is replayed, then let go, when the operator
+ * asks (`--resync`).
  */
 export async function openDataDir(
   config: AgentConfig,
@@ -85,15 +85,22 @@ export async function openDataDir(
   if (interrupted) await removeRetiredJournal(dataDir); // its mark is in the state now
   let journal: FileJournal | undefined;
   let checkpoint = 0;
-  let lostRecords = false;
   let bitmap: LoadedBitmap | undefined;
   if (reason === undefined) {
     try {
-      ({ journal, checkpoint, lostRecords, bitmap } = await replayJournal(config, state, images));
+      const replayed = await replayJournal(config, images);
+      if (replayed === 'cut') {
+        reason = {
+          cause: GenerationCause.JOURNAL_LOST_RECORDS,
+          message: 'a crash cut records from the journal, so the images may hold writes it lost',
+        };
+      } else ({ journal, checkpoint, bitmap } = replayed);
     } catch (err) {
       if (!isSrError(err, ErrorCode.JOURNAL_CORRUPT)) throw err;
       reason = { cause: GenerationCause.JOURNAL_DAMAGED, message: err.message };
       log.warn({ err: err.message }, 'the journal is damaged where it was synced: it is let go unreplayed');
+    }
+    if (reason !== undefined) {
       state = forgetGeneration(state, reason);
       await saveState(dataDir, state);
     }
@@ -106,11 +113,6 @@ export async function openDataDir(
       reason = {
         cause: GenerationCause.BITMAP_UNTRUSTED,
         message: `the dirty bitmap cannot be trusted: ${bitmap.untrusted}`,
-      };
-    } else if (reason === undefined && lostRecords) {
-      reason = {
-        cause: GenerationCause.JOURNAL_LOST_RECORDS,
-        message: 'a machine crash cut records from the journal, so the replica may lack writes the images hold',
       };
     } else if (reason === undefined && r !== undefined && state.replication === undefined) {
       reason = state.nextGenerationReason ?? {
@@ -157,12 +159,24 @@ export async function openDataDir(
   }
 }
 
-/** Opens the journal, cutting a crash's unsynced tail, and redoes it onto the images. */
+/**
+ * Opens the journal, cutting a crash's unsynced tail, and redoes it onto the images; resolves to 'cut'
+ * (the journal closed, nothing replayed) when it had to cut records.
+ *
+ * Redo is idempotent only while the journal reaches every write the images hold. A cut breaks that:
+ * the images may hold the cut records' writes (the kernel wrote an image page back before the journal
+ * page of its record, or records the images already held were damaged afterwards), and replaying the
+ * older records before them would put earlier data back over those writes: a 1 MiB ZERO record of the
+ * initial copy would zero a block the VM wrote since, acknowledged and later covered by a FLUSH. So
+ * nothing is replayed. What that leaves out was never acknowledged (a write is answered once its image
+ * write is done), and a FLUSH synced the images, so the images are a state the VM's crash may leave;
+ * but the journal no longer describes them, and only a new generation (a copy of the images) or a
+ * journal started over follows.
+ */
 async function replayJournal(
   config: AgentConfig,
-  state: AgentState,
   images: readonly BlockBackend[],
-): Promise<{ journal: FileJournal; checkpoint: number; lostRecords: boolean; bitmap: LoadedBitmap | undefined }> {
+): Promise<{ journal: FileJournal; checkpoint: number; bitmap: LoadedBitmap | undefined } | 'cut'> {
   const { dataDir, log } = config;
   // Everything through the checkpoint was synced before it was written: damage after it can be
   // the unsynced tail of a crash, which the journal cuts rather than refusing to open.
@@ -172,12 +186,10 @@ async function replayJournal(
   });
   try {
     for (const repair of journal.repairs) log.warn({ repair }, 'journal: cut what a crash left unsynced');
-    // After the machine crashed, a cut journal cannot prove the stream continuous: the kernel may have
-    // written an image page back before the journal page of its record. (After the agent alone died
-    // the page cache survived, and a cut group never reached the images: they are written after it.)
-    // Asked before redo, which writes a new checkpoint.
-    const lostRecords =
-      journal.repairs.length > 0 && state.replication !== undefined && (await restartedSinceCheckpoint(dataDir));
+    if (journal.repairs.length > 0) {
+      await journal.close();
+      return 'cut';
+    }
     // Before redo: replaying a record where bitmap mode wrote later would undo that write. A bitmap
     // that cannot be trusted marks every region dirty, so nothing is replayed.
     const bitmap = await loadDirtyBitmap(
@@ -193,7 +205,7 @@ async function replayJournal(
       log,
       bitmap !== undefined ? (disk, offset, length) => cleanParts(bitmap, disk, offset, length) : undefined,
     );
-    return { journal, checkpoint, lostRecords, bitmap };
+    return { journal, checkpoint, bitmap };
   } catch (err) {
     await journal.close().catch(() => undefined);
     throw err;

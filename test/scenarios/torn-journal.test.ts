@@ -151,6 +151,39 @@ describe('a journal that lost records the cache-store holds', () => {
     await env.drained(vm, 120_000);
     expect(await env.compare(vm)).toEqual([]);
   });
+
+  it('keeps the writes the image holds when the journal is cut after a kill, instead of replaying older records over them', async () => {
+    const vm = await env.protect('torn04', [{ id: 'os', size: 64 * MiB }]);
+    await eightWrites(vm.agent.uri('os'), 0x55);
+    await eightWrites(vm.agent.uri('os'), 0x66);
+    await env.drained(vm);
+    const generation = (await env.agentStatus(vm)).replication!.generation;
+    expect(await vm.agent.stop()).toBe(0);
+
+    // The agent died before its checkpoint passed the 0x55 writes, and the last 0x66 record (at 7 MiB),
+    // whose write the image holds, is damaged: opening cuts it, and the older 0x55 record for the same
+    // MiB is still in the journal.
+    const checkpoint = path.join(vm.dataDir, 'checkpoint.json');
+    const c = JSON.parse(await fs.readFile(checkpoint, 'utf8')) as Record<string, unknown>;
+    await fs.writeFile(checkpoint, JSON.stringify({ ...c, lsn: 0 }));
+    const newest = await newestSegment(vm.dataDir);
+    const fh = await fs.open(newest, 'r+');
+    try {
+      await fh.write(Buffer.alloc(512, 0x99), 0, 512, (await recordStarts(newest)).at(-1)! + 4096);
+    } finally {
+      await fh.close();
+    }
+
+    await env.startAgentFor(vm);
+    const image = await fs.readFile(vm.disks[0]!.path);
+    expect(image.subarray(7 * MiB, 8 * MiB).equals(Buffer.alloc(MiB, 0x66))).toBe(true);
+    expect(vm.agent.stderr()).toContain('journal: cut what a crash left unsynced');
+    const g = (await env.agentStatus(vm)).generation;
+    expect(g?.id).not.toBe(generation);
+    expect(g?.cause).toBe('journal-lost-records');
+    await env.drained(vm, 120_000);
+    expect(await env.compare(vm)).toEqual([]);
+  });
 });
 
 async function newestSegment(dataDir: string): Promise<string> {

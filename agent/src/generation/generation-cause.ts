@@ -8,7 +8,7 @@ export const GenerationCause = {
   NEW_DATA_DIR: 'new-data-dir',
   /** An operator asked for it (`--resync`). */
   OPERATOR: 'operator-resync',
-  /** A crash of the machine cut the journal's unsynced tail: the images may hold writes it lost. */
+  /** A crash cut the journal's tail (torn or damaged records): the images may hold writes it lost. */
   JOURNAL_LOST_RECORDS: 'journal-lost-records',
   /** The journal is damaged where it had been synced (found at open, or by the shipper reading it). */
   JOURNAL_DAMAGED: 'journal-damaged',
