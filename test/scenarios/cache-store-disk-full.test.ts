@@ -70,8 +70,16 @@ describe('the cache-store’s disk full', () => {
       200,
     );
     expect(problems.find((p) => p.vm === 'full01')!.message).toMatch(/no space|ENOSPC/i);
-    const agent = await env.agentStatus(vm);
-    expect(agent.replication!.stream.lastError).toContain('SR_NO_SPACE');
+    // The agent learns it on its next send or dial, which may come after the cache-store's health says so.
+    const agent = await waitUntil(
+      "the agent to see the cache-store's SR_NO_SPACE",
+      async () => {
+        const a = await env.agentStatus(vm);
+        return a.replication?.stream.lastError?.includes('SR_NO_SPACE') === true ? a : undefined;
+      },
+      60_000,
+      200,
+    );
     const stored = (await env.cacheStoreVm('full01'))!;
     expect(stored.durableLsn).toBeLessThan(agent.lsn);
 
